@@ -1,0 +1,1 @@
+//! (SKELETON: owned by the aliyun module's owner.)

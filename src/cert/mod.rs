@@ -1,0 +1,188 @@
+//! Pure certificate validation: bytes (and `now`) in, values out. No I/O, no clock reads.
+//!
+//! Owns: parsing a PEM chain and private key into a [`Certificate`], the precise reason a
+//! pair is [`Invalid`], the key/leaf match, the upload form Alibaba documents (leaf first,
+//! LF, no blank lines; RSA keys PKCS#1, EC keys SEC1), and domain coverage rules.
+//!
+//! Invariants: a `Certificate` value always holds a parsed, leaf-first, signature-checked
+//! chain and a key that matches the leaf; key bytes live only inside [`PrivateKey`], whose
+//! `Debug` redacts and which zeroizes on drop.
+
+use std::fmt;
+
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+/// SHA-256 of the leaf certificate's DER.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    /// Lowercase hex of all 32 bytes.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+    /// First 12 hex characters, for tables and names.
+    pub fn short(&self) -> String {
+        self.hex()[..12].to_string()
+    }
+    /// Parses 64 hex characters (either case).
+    pub fn from_hex(s: &str) -> Option<Fingerprint> {
+        if s.len() != 64 || !s.is_ascii() {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+            let pair = std::str::from_utf8(chunk).ok()?;
+            out[i] = u8::from_str_radix(pair, 16).ok()?;
+        }
+        Some(Fingerprint(out))
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.hex())
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({})", self.short())
+    }
+}
+
+impl serde::Serialize for Fingerprint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Fingerprint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Fingerprint::from_hex(&s)
+            .ok_or_else(|| serde::de::Error::custom("expected 64 hex characters"))
+    }
+}
+
+/// The algorithm and size of a private key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyType {
+    Rsa { bits: u32 },
+    EcdsaP256,
+    EcdsaP384,
+    Ed25519,
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyType::Rsa { bits } => write!(f, "RSA-{bits}"),
+            KeyType::EcdsaP256 => f.write_str("ECDSA P-256"),
+            KeyType::EcdsaP384 => f.write_str("ECDSA P-384"),
+            KeyType::Ed25519 => f.write_str("Ed25519"),
+        }
+    }
+}
+
+/// A private key in the PEM form Alibaba wants (RSA: PKCS#1, EC: SEC1, Ed25519: PKCS#8).
+///
+/// `Debug` never shows the key; the text is zeroized on drop. There is deliberately no
+/// `Display` and no `Serialize`.
+#[derive(Clone)]
+pub struct PrivateKey {
+    pem: Zeroizing<String>,
+}
+
+impl PrivateKey {
+    /// Wraps a PEM text that is already in upload form.
+    pub fn from_upload_pem(pem: Zeroizing<String>) -> PrivateKey {
+        PrivateKey { pem }
+    }
+    /// The PEM text to send as `SSLPri`. Only the API client may call this.
+    pub fn expose_upload_pem(&self) -> &str {
+        &self.pem
+    }
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PrivateKey(<redacted>)")
+    }
+}
+
+/// A validated certificate lineage: chain + matching key, in upload form.
+#[derive(Clone, Debug)]
+pub struct Certificate {
+    /// SHA-256 of the leaf's DER.
+    pub fingerprint: Fingerprint,
+    /// DNS subjectAltNames of the leaf, lowercased, in certificate order.
+    pub names: Vec<String>,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    pub key_type: KeyType,
+    /// Full chain, leaf first, LF line ends, no blank lines, nothing outside PEM blocks.
+    pub chain_pem: String,
+    /// The private key in upload form.
+    pub key: PrivateKey,
+}
+
+/// Why a chain/key pair cannot be used. `Display` is one precise, human sentence.
+/// (SKELETON: the cert module's owner defines the variants.)
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("private key does not match the certificate")]
+    KeyMismatch,
+}
+
+/// Parses and checks a chain and key, independent of time (see [`check_time`]).
+pub fn parse(chain: &[u8], key: &[u8]) -> Result<Certificate, Invalid> {
+    let _ = (chain, key);
+    todo!("cert::parse")
+}
+
+/// `Ok` when `now` is within [notBefore, notAfter].
+pub fn check_time(cert: &Certificate, now: OffsetDateTime) -> Result<(), Invalid> {
+    let _ = (cert, now);
+    todo!("cert::check_time")
+}
+
+/// [`parse`] then [`check_time`].
+pub fn validate(chain: &[u8], key: &[u8], now: OffsetDateTime) -> Result<Certificate, Invalid> {
+    let cert = parse(chain, key)?;
+    check_time(&cert, now)?;
+    Ok(cert)
+}
+
+/// How a certificate name covers a CDN domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Match {
+    /// A wildcard SAN covers it (lower rank).
+    Wildcard,
+    /// A SAN equals the domain.
+    Exact,
+}
+
+/// Does a certificate with these DNS names cover the managed CDN `domain`?
+/// (`.example.com` is Alibaba's wildcard domain.)
+pub fn covers(names: &[String], domain: &str) -> Option<Match> {
+    let _ = (names, domain);
+    todo!("cert::covers")
+}
+
+/// One valid lineage as the best-lineage rule sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate<'a> {
+    /// The lineage's path (ties are broken by the lexically first).
+    pub id: &'a str,
+    pub names: &'a [String],
+    pub not_after: OffsetDateTime,
+}
+
+/// Index of the best candidate covering `domain`: exact beats wildcard, then later
+/// notAfter, then lexically first id. `None` when nothing covers it.
+pub fn best_for(domain: &str, candidates: &[Candidate<'_>]) -> Option<usize> {
+    let _ = (domain, candidates);
+    todo!("cert::best_for")
+}

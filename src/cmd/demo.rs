@@ -1,0 +1,6 @@
+//! `certrotd demo` (SKELETON).
+use super::CmdResult;
+
+pub fn run() -> CmdResult {
+    todo!("demo")
+}

@@ -1,0 +1,56 @@
+//! The subcommands' work, one file each, so that `main.rs` stays a thin CLI layer.
+//! Each command prints its own report to stdout and returns an [`Exit`] code; errors that
+//! abort a command are returned to `main`, which prints their chain.
+
+/// Process exit codes (documented in the README).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything is in order.
+    Ok = 0,
+    /// The command ran, but something needs attention (invalid lineage, failed push, …).
+    Problems = 1,
+    /// Wrong command-line usage (clap's code).
+    Usage = 2,
+    /// Another certrotd holds the state folder's lock; try again later (EX_TEMPFAIL).
+    Locked = 75,
+    /// The configuration is invalid (EX_CONFIG).
+    Config = 78,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+pub mod check;
+pub mod demo;
+pub mod emulate;
+pub mod run;
+pub mod status;
+pub mod sync;
+
+/// What a command returns: its exit code, or an error that aborted it (printed by `main`).
+pub type CmdResult = Result<Exit, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Log line format on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable (under journald: no timestamps, syslog priority prefixes)
+    Human,
+    /// One JSON object per line, for log shippers
+    Json,
+}
+
+/// Sets up `tracing` on stderr; the level comes from `RUST_LOG` (default `info`).
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,17 @@
+//! certrotd keeps the HTTPS certificates of Alibaba Cloud CDN domains in step with the
+//! certificates an ACME client renews on local disk.
+//!
+//! Architecture (see DESIGN.md): level-triggered reconciliation. Each pass scans the disk
+//! (`source`), validates (`cert`, pure), plans against the deployed state (`plan`, pure;
+//! `state`), and pushes (`push` through `aliyun`). `daemon` only schedules passes.
+//! `emulator` is a local stand-in for the CDN certificate API.
+
+pub mod aliyun;
+pub mod cert;
+pub mod cmd;
+pub mod config;
+pub mod emulator;
+pub mod plan;
+pub mod push;
+pub mod source;
+pub mod state;

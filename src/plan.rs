@@ -1,0 +1,1 @@
+//! Pure planner (SKELETON: owned by the plan/state owner).

@@ -1,0 +1,1 @@
+//! Plan executor: rate limits, retries, splitting (SKELETON: owned by the push owner).

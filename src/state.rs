@@ -1,0 +1,1 @@
+//! Deployed-state file (SKELETON: owned by the plan/state owner).

@@ -1,0 +1,2 @@
+//! Integration tests: the real `certrotd` binary against real folders and the emulator.
+//! One test binary; shared helpers live in `harness`.
