@@ -134,8 +134,8 @@ impl ConfigError {
     /// Short label for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            ConfigError::Unreadable { .. } => "config_unreadable",
-            ConfigError::Invalid { .. } => "config_invalid",
+            ConfigError::Unreadable { .. } => "config-unreadable",
+            ConfigError::Invalid { .. } => "config-invalid",
         }
     }
 

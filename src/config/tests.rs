@@ -260,7 +260,7 @@ fn every_problem_is_reported_in_file_order() {
     assert!(text.contains("2 problems"), "{text}");
     assert!(text.contains(&format!("{FILE}:2:")) && text.contains(&format!("{FILE}:3:")));
     assert_eq!(err.problems().len(), 2);
-    assert_eq!(err.kind(), "config_invalid");
+    assert_eq!(err.kind(), "config-invalid");
 }
 
 #[test]
@@ -370,7 +370,7 @@ fn load_reports_unreadable_and_non_utf8_files() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.toml");
     let err = load(&missing).unwrap_err();
-    assert_eq!(err.kind(), "config_unreadable");
+    assert_eq!(err.kind(), "config-unreadable");
     let text = err.to_string();
     assert!(text.contains(&missing.display().to_string()) && text.contains("-c/--config"));
 
