@@ -129,11 +129,12 @@ fn list(path: &Path) -> io::Result<Listing> {
             continue;
         }
         let file_type = entry.file_type()?;
-        let is_dir = if file_type.is_symlink() {
-            fs::metadata(entry.path()).map_or(true, |m| m.is_dir())
-                && !matches!(name.to_str(), Some(n) if looks_like_file(n))
-        } else {
+        let is_dir = if !file_type.is_symlink() {
             file_type.is_dir()
+        } else if name.to_str().is_some_and(looks_like_file) {
+            false // certbot's links: no need to follow them here
+        } else {
+            fs::metadata(entry.path()).map_or(true, |m| m.is_dir())
         };
         if is_dir {
             listing.dirs.push(name);

@@ -1,7 +1,7 @@
 //! Finding certificate material on disk and turning it into parsed certificates.
 //!
 //! Owns: the layouts (certbot, acme.sh, Kubernetes secret mount, lego; see [`discover`]),
-//! reading files safely (symlinks resolved, 1 MiB cap checked before and during reading,
+//! reading files safely (symlinks followed, 1 MiB cap checked before and during reading,
 //! special files refused), and the [`Scanner`]'s cache keyed by file identity.
 //!
 //! Invariants:
@@ -10,7 +10,7 @@
 //!   one [`Lineage`] with an `Err` result; other lineages are unaffected.
 //! - A scan is independent of time: it calls [`cert::parse`], never the clock. Callers
 //!   apply [`Lineage::valid_at`] (or [`cert::check_time`]) with their own `now`.
-//! - A lineage whose resolved files have the same (device, inode, size, mtime, ctime) as
+//! - A lineage whose files (links followed) have the same (device, inode, size, mtime, ctime) as
 //!   at the previous scan is neither read nor parsed again.
 //! - Lineages come back sorted by `id`, one per `id`.
 
@@ -267,7 +267,7 @@ impl Scanner {
             stats.cache_hits += 1;
             return (lineage(entry.result.clone()), Some(entry.clone()));
         }
-        match read_and_parse(found, &chain_id, &key_id, stats) {
+        match read_and_parse(found, stats) {
             Ok(entry) => (lineage(entry.result.clone()), Some(entry)),
             Err(error) => (lineage(Err(error)), None),
         }
@@ -303,16 +303,11 @@ fn probe_pair(found: &Found) -> Result<(FileId, FileId), SourceError> {
 }
 
 /// Reads both files (capped) and parses them; the entry is keyed by what was read.
-fn read_and_parse(
-    found: &Found,
-    chain_id: &FileId,
-    key_id: &FileId,
-    stats: &mut ScanStats,
-) -> Result<Entry, SourceError> {
-    let (chain_id, chain) = read::read(&found.chain, chain_id)?;
+fn read_and_parse(found: &Found, stats: &mut ScanStats) -> Result<Entry, SourceError> {
+    let (chain_id, chain) = read::read(&found.chain)?;
     stats.files_read += 1;
     stats.bytes_read += chain.len() as u64;
-    let (key_id, key) = read::read(&found.key, key_id)?;
+    let (key_id, key) = read::read(&found.key)?;
     stats.files_read += 1;
     stats.bytes_read += key.len() as u64;
     stats.parsed += 1;

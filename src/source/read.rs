@@ -1,11 +1,11 @@
-//! Reading certificate files safely: symlinks resolved, the size checked before reading and
+//! Reading certificate files safely: symlinks followed, the size checked before reading and
 //! capped while reading, special files refused, and each file's identity recorded so that
 //! an unchanged file is never read twice.
 
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use zeroize::Zeroizing;
 
@@ -17,11 +17,11 @@ const ELOOP: i32 = 40;
 #[cfg(not(target_os = "linux"))]
 const ELOOP: i32 = 62;
 
-/// What identifies one version of a file: where its link resolves, and the inode's
-/// device, number, size, modification and change times. Any rewrite changes one of them.
+/// What identifies one version of a file: the inode its links resolve to (device,
+/// number) and its size, modification and change times. Re-pointing a link changes the
+/// inode; rewriting in place changes the times (and usually the size).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct FileId {
-    resolved: PathBuf,
     dev: u64,
     ino: u64,
     size: u64,
@@ -30,9 +30,8 @@ pub(super) struct FileId {
 }
 
 impl FileId {
-    fn new(resolved: PathBuf, meta: &Metadata) -> FileId {
+    fn new(meta: &Metadata) -> FileId {
         FileId {
-            resolved,
             dev: meta.dev(),
             ino: meta.ino(),
             size: meta.size(),
@@ -51,24 +50,18 @@ pub(super) enum Probe {
     Failed(SourceError),
 }
 
-/// Resolves `path` (following every symlink) and stats the result.
+/// Stats `path`, following every symlink (one `stat`: the kernel resolves the links).
 pub(super) fn probe(path: &Path) -> Probe {
-    let resolved = match fs::canonicalize(path) {
-        Ok(resolved) => resolved,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return match fs::symlink_metadata(path) {
-                Ok(_) => Probe::Failed(SourceError::Dangling {
-                    path: path.to_path_buf(),
-                }),
-                Err(_) => Probe::Missing,
-            };
-        }
-        Err(e) => return Probe::Failed(io_problem(path, &e)),
-    };
-    match fs::metadata(&resolved) {
+    match fs::metadata(path) {
         Ok(meta) => match usable(path, &meta) {
-            Ok(()) => Probe::Found(FileId::new(resolved, &meta)),
+            Ok(()) => Probe::Found(FileId::new(&meta)),
             Err(problem) => Probe::Failed(problem),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::symlink_metadata(path) {
+            Ok(_) => Probe::Failed(SourceError::Dangling {
+                path: path.to_path_buf(),
+            }),
+            Err(_) => Probe::Missing,
         },
         Err(e) => Probe::Failed(io_problem(path, &e)),
     }
@@ -103,10 +96,11 @@ pub(super) fn io_problem(path: &Path, e: &io::Error) -> SourceError {
     }
 }
 
-/// Reads the file `probe` found (as `path` for messages), at most [`MAX_FILE_BYTES`].
-/// Returns the identity of what was actually read (taken from the open file).
-pub(super) fn read(path: &Path, id: &FileId) -> Result<(FileId, Zeroizing<Vec<u8>>), SourceError> {
-    let file = File::open(&id.resolved).map_err(|e| io_problem(path, &e))?;
+/// Reads `path` (following links), at most [`MAX_FILE_BYTES`]. Returns the identity of
+/// what was actually read (taken from the open file, so a concurrent rewrite is noticed
+/// on the next scan).
+pub(super) fn read(path: &Path) -> Result<(FileId, Zeroizing<Vec<u8>>), SourceError> {
+    let file = File::open(path).map_err(|e| io_problem(path, &e))?;
     let meta = file.metadata().map_err(|e| io_problem(path, &e))?;
     usable(path, &meta)?;
     let mut bytes = Zeroizing::new(Vec::with_capacity(meta.len() as usize));
@@ -119,5 +113,5 @@ pub(super) fn read(path: &Path, id: &FileId) -> Result<(FileId, Zeroizing<Vec<u8
             size: bytes.len() as u64,
         });
     }
-    Ok((FileId::new(id.resolved.clone(), &meta), bytes))
+    Ok((FileId::new(&meta), bytes))
 }
