@@ -10,8 +10,8 @@
 //!   one [`Lineage`] with an `Err` result; other lineages are unaffected.
 //! - A scan is independent of time: it calls [`cert::parse`], never the clock. Callers
 //!   apply [`Lineage::valid_at`] (or [`cert::check_time`]) with their own `now`.
-//! - A lineage whose files (links followed) have the same (device, inode, size, mtime, ctime) as
-//!   at the previous scan is neither read nor parsed again.
+//! - A lineage whose files (links followed) have the same (device, inode, size, mtime,
+//!   ctime) as at the previous scan is neither read nor parsed again.
 //! - Lineages come back sorted by `id`, one per `id`.
 
 mod discover;
