@@ -90,7 +90,11 @@ pub fn run(args: &EmulateArgs) -> CmdResult {
     Ok(Exit::Ok)
 }
 
-async fn serve(listen: SocketAddr, cfg: EmulatorConfig, domains: usize) -> Result<(), EmulatorError> {
+async fn serve(
+    listen: SocketAddr,
+    cfg: EmulatorConfig,
+    domains: usize,
+) -> Result<(), EmulatorError> {
     use tokio::signal::unix::{SignalKind, signal};
     // Handlers first, so a signal right after the "listening" line is not lost.
     let mut term = signal(SignalKind::terminate()).map_err(EmulatorError::Runtime)?;

@@ -53,7 +53,11 @@ pub(super) struct Incoming {
 
 /// What to send back.
 pub(super) enum Reply {
-    Json { status: u16, request_id: String, body: Vec<u8> },
+    Json {
+        status: u16,
+        request_id: String,
+        body: Vec<u8>,
+    },
     /// Close the connection without an answer.
     Reset,
 }
@@ -78,7 +82,9 @@ fn missing(name: &str) -> ApiError {
     refuse(
         400,
         "MissingParameter",
-        format!("The input parameter \"{name}\" that is mandatory for processing this request is not supplied."),
+        format!(
+            "The input parameter \"{name}\" that is mandatory for processing this request is not supplied."
+        ),
     )
 }
 
@@ -138,7 +144,9 @@ impl Params {
                 return Err(refuse(
                     400,
                     "InvalidParameter",
-                    format!("The parameter \"{k}\" appears more than once; send each parameter once."),
+                    format!(
+                        "The parameter \"{k}\" appears more than once; send each parameter once."
+                    ),
                 ));
             }
         }
@@ -346,7 +354,10 @@ impl State {
             return Err(refuse(
                 400,
                 "UnsupportedHTTPMethod",
-                format!("The HTTP method {} is not supported; use POST or GET.", req.method),
+                format!(
+                    "The HTTP method {} is not supported; use POST or GET.",
+                    req.method
+                ),
             ));
         }
         p.check_duplicates()?;
@@ -359,7 +370,9 @@ impl State {
                 return Err(refuse(
                     404,
                     "InvalidAction.NotFound",
-                    format!("Specified api is not found, please check your url and method: {other}"),
+                    format!(
+                        "Specified api is not found, please check your url and method: {other}"
+                    ),
                 ));
             }
         };
@@ -372,7 +385,12 @@ impl State {
     }
 
     /// Common parameters, AccessKeyId, signature, timestamp, nonce (recorded when all pass).
-    fn authenticate(&mut self, method: &str, p: &Params, wall: OffsetDateTime) -> Result<(), ApiError> {
+    fn authenticate(
+        &mut self,
+        method: &str,
+        p: &Params,
+        wall: OffsetDateTime,
+    ) -> Result<(), ApiError> {
         for name in [
             "Action",
             "Version",
@@ -416,25 +434,28 @@ impl State {
             ));
         }
         if p.get("AccessKeyId") != Some(self.access_key_id.as_str()) {
-            return Err(refuse(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found."));
+            return Err(refuse(
+                404,
+                "InvalidAccessKeyId.NotFound",
+                "Specified access key is not found.",
+            ));
         }
         self.check_signature(method, p)?;
         check_timestamp(p.get("Timestamp").unwrap_or_default(), wall)?;
         let nonce = p.get("SignatureNonce").unwrap_or_default();
         if !self.nonces.insert(nonce.to_string()) {
-            return Err(refuse(400, "SignatureNonceUsed", "Specified signature nonce was used already."));
+            return Err(refuse(
+                400,
+                "SignatureNonceUsed",
+                "Specified signature nonce was used already.",
+            ));
         }
         Ok(())
     }
 
     fn check_signature(&self, method: &str, p: &Params) -> Result<(), ApiError> {
-        let signed: Vec<(&str, &str)> = p
-            .all
-            .iter()
-            .filter(|(k, _)| k != "Signature")
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let (string_to_sign, expected) = expected_signature(method, &signed, &self.access_key_secret);
+        let (string_to_sign, expected) =
+            expected_signature(method, &p.all, &self.access_key_secret);
         if p.get("Signature") == Some(expected.as_str()) {
             return Ok(());
         }
@@ -442,7 +463,8 @@ impl State {
             400,
             "SignatureDoesNotMatch",
             format!(
-                "Specified signature is not matched with our calculation. server string to sign is:{string_to_sign}"
+                "Specified signature is not matched with our calculation. server string to sign is:{}",
+                string_to_sign.as_str()
             ),
         ))
     }
@@ -452,14 +474,15 @@ impl State {
             Class::Write => self.writes.admit(now, self.writes_per_second),
             Class::Read => self.reads.admit(now, self.reads_per_second),
         };
-        if admitted {
-            Ok(())
-        } else {
-            Err(throttled())
-        }
+        if admitted { Ok(()) } else { Err(throttled()) }
     }
 
-    fn set_certificate(&mut self, p: &Params, wall: OffsetDateTime, request_id: &str) -> Result<Value, ApiError> {
+    fn set_certificate(
+        &mut self,
+        p: &Params,
+        wall: OffsetDateTime,
+        request_id: &str,
+    ) -> Result<Value, ApiError> {
         let domains = self.domain_list(p)?;
         match p.get("SSLProtocol") {
             Some("on") => {}
@@ -491,11 +514,23 @@ impl State {
         let cert_name = check_cert_name(p.get("CertName"))?;
         let chain = match p.get("SSLPub") {
             Some(v) if !v.is_empty() => v,
-            _ => return Err(refuse(400, "SSLPub.MissingParameter", "The SSLPub parameter is required.")),
+            _ => {
+                return Err(refuse(
+                    400,
+                    "SSLPub.MissingParameter",
+                    "The SSLPub parameter is required.",
+                ));
+            }
         };
         let key = match p.get("SSLPri") {
             Some(v) if !v.is_empty() => Zeroizing::new(v.to_string()),
-            _ => return Err(refuse(400, "SSLPri.MissingParameter", "The SSLPri parameter is required.")),
+            _ => {
+                return Err(refuse(
+                    400,
+                    "SSLPri.MissingParameter",
+                    "The SSLPri parameter is required.",
+                ));
+            }
         };
         let cert = check_certificate(chain, &key, wall)?;
         for d in &domains {
@@ -503,7 +538,10 @@ impl State {
                 return Err(refuse(
                     400,
                     "Certificate.DomainMismatch",
-                    format!("The certificate does not cover the domain {d} (it names {}).", cert.names.join(", ")),
+                    format!(
+                        "The certificate does not cover the domain {d} (it names {}).",
+                        cert.names.join(", ")
+                    ),
                 ));
             }
         }
@@ -515,10 +553,13 @@ impl State {
             return Err(refuse(
                 400,
                 "Certificate.Duplicated",
-                format!("A different certificate is already named {cert_name}; choose another CertName or set ForceSet=1."),
+                format!(
+                    "A different certificate is already named {cert_name}; choose another CertName or set ForceSet=1."
+                ),
             ));
         }
-        self.cert_names.insert(cert_name.to_string(), cert.fingerprint);
+        self.cert_names
+            .insert(cert_name.to_string(), cert.fingerprint);
         let mut served = Served::new(&cert, cert_name, request_id, wall);
         chain.clone_into(&mut served.chain_pem);
         for d in domains {
@@ -636,8 +677,16 @@ fn new_entry(p: &Params, req: &Incoming, at: Duration) -> LogEntry {
         code: None,
         injected: false,
         request_id: String::new(),
-        cert_name: if is_write { p.get("CertName").map(str::to_string) } else { None },
-        fingerprint: if is_write { p.get("SSLPub").and_then(leaf_fingerprint) } else { None },
+        cert_name: if is_write {
+            p.get("CertName").map(str::to_string)
+        } else {
+            None
+        },
+        fingerprint: if is_write {
+            p.get("SSLPub").and_then(leaf_fingerprint)
+        } else {
+            None
+        },
     }
 }
 
@@ -645,14 +694,20 @@ fn new_entry(p: &Params, req: &Incoming, at: Duration) -> LogEntry {
 fn leaf_fingerprint(pem: &str) -> Option<Fingerprint> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
-    let der = CertificateDer::pem_slice_iter(pem.as_bytes()).next()?.ok()?;
+    let der = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()?
+        .ok()?;
     let digest = ring::digest::digest(&ring::digest::SHA256, der.as_ref());
     let bytes: [u8; 32] = digest.as_ref().try_into().ok()?;
     Some(Fingerprint(bytes))
 }
 
 fn throttled() -> ApiError {
-    refuse(400, "Throttling.User", "Request was denied due to user flow control.")
+    refuse(
+        400,
+        "Throttling.User",
+        "Request was denied due to user flow control.",
+    )
 }
 
 fn domain_not_found(domain: &str) -> ApiError {
@@ -698,7 +753,11 @@ fn check_timestamp(ts: &str, wall: OffsetDateTime) -> Result<(), ApiError> {
     };
     let offset = (wall - t.assume_utc()).abs();
     if offset > TIMESTAMP_WINDOW {
-        return Err(refuse(400, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired."));
+        return Err(refuse(
+            400,
+            "InvalidTimeStamp.Expired",
+            "Specified time stamp or date value is expired.",
+        ));
     }
     Ok(())
 }
@@ -711,7 +770,11 @@ fn page_param(p: &Params, name: &str, default: u64, max: u64) -> Result<u64, Api
         Ok(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(refuse(
             400,
-            if name == "PageSize" { "InvalidParameter.PageSize" } else { "InvalidParameter.PageNumber" },
+            if name == "PageSize" {
+                "InvalidParameter.PageSize"
+            } else {
+                "InvalidParameter.PageNumber"
+            },
             format!("{name} must be a whole number from 1 to {max}, not {raw:?}."),
         )),
     }
@@ -782,14 +845,24 @@ impl Faults {
     }
 }
 
-/// The server's string-to-sign and signature for these parameters (without `Signature`).
-fn expected_signature(method: &str, params: &[(&str, &str)], secret: &str) -> (String, String) {
-    let _ = (method, params, secret);
-    todo!("aliyun::sign")
+/// The server's string-to-sign and signature for these parameters (`Signature` itself is
+/// left out by the signer), computed with certrotd's own signer.
+pub(super) fn expected_signature(
+    method: &str,
+    params: &[(String, String)],
+    secret: &str,
+) -> (Zeroizing<String>, String) {
+    let sts = crate::aliyun::sign::string_to_sign(method, params);
+    let sig = crate::aliyun::sign::signature(secret, &sts);
+    (sts, sig)
 }
 
 /// Parses the pair and checks it as Alibaba does, mapping each defect to its error code.
-fn check_certificate(chain: &str, key: &str, wall: OffsetDateTime) -> Result<crate::cert::Certificate, ApiError> {
+fn check_certificate(
+    chain: &str,
+    key: &str,
+    wall: OffsetDateTime,
+) -> Result<crate::cert::Certificate, ApiError> {
     let _ = (chain, key, wall);
     todo!("cert::parse")
 }

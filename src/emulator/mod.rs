@@ -42,7 +42,9 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-pub use api::{ACTION_DESCRIBE_CERT, ACTION_SET, ACTION_USER_DOMAINS, RATE_WINDOW, TIMESTAMP_WINDOW, VERSION};
+pub use api::{
+    ACTION_DESCRIBE_CERT, ACTION_SET, ACTION_USER_DOMAINS, RATE_WINDOW, TIMESTAMP_WINDOW, VERSION,
+};
 pub use record::{Dump, LogEntry, Served};
 
 use api::{Incoming, Reply, State};
@@ -198,7 +200,11 @@ pub enum EmulatorError {
         "{}:{line}: {reason}; write one CDN domain per line (a.example.com, or .example.com for a wildcard domain), # starts a comment",
         path.display()
     )]
-    DomainLine { path: PathBuf, line: usize, reason: String },
+    DomainLine {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
     #[error("the domains file {} lists no domains; add one CDN domain per line", path.display())]
     NoDomains { path: PathBuf },
     #[error("invalid emulator setting: {0}")]
@@ -287,9 +293,7 @@ fn check_domain(d: &str) -> Result<(), String> {
     }
     let body = d.strip_prefix('.').unwrap_or(d);
     let labels_ok = body.split('.').all(|l| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     });
     if !labels_ok || body.len() > 253 || !body.contains('.') {
         return Err(format!("{d:?} is not a domain name"));
@@ -361,10 +365,16 @@ impl Emulator {
         cfg.validate()?;
         let listener = TcpListener::bind(listen)
             .await
-            .map_err(|source| EmulatorError::Bind { addr: listen, source })?;
+            .map_err(|source| EmulatorError::Bind {
+                addr: listen,
+                source,
+            })?;
         let addr = listener
             .local_addr()
-            .map_err(|source| EmulatorError::Bind { addr: listen, source })?;
+            .map_err(|source| EmulatorError::Bind {
+                addr: listen,
+                source,
+            })?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(&cfg, Instant::now())),
             latency: cfg.latency,
@@ -409,7 +419,12 @@ impl Emulator {
 
     /// Makes `domain` serve `cert` under `cert_name`, as a change in the console would (for
     /// drift tests). The state dump is rewritten.
-    pub async fn set_served(&self, domain: &str, cert: &Certificate, cert_name: &str) -> Result<(), EmulatorError> {
+    pub async fn set_served(
+        &self,
+        domain: &str,
+        cert: &Certificate,
+        cert_name: &str,
+    ) -> Result<(), EmulatorError> {
         let served = Served::new(cert, cert_name, "console", OffsetDateTime::now_utc());
         self.change_served(domain, Some(served)).await
     }
@@ -419,7 +434,11 @@ impl Emulator {
         self.change_served(domain, None).await
     }
 
-    async fn change_served(&self, domain: &str, served: Option<Served>) -> Result<(), EmulatorError> {
+    async fn change_served(
+        &self,
+        domain: &str,
+        served: Option<Served>,
+    ) -> Result<(), EmulatorError> {
         let generation = {
             let mut st = self.shared.lock();
             if !st.set_served(domain, served) {
@@ -542,7 +561,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Body>) -> Result<Response<Full
 
 fn json_response(status: u16, request_id: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     let headers = resp.headers_mut();
     headers.insert(
         hyper::header::CONTENT_TYPE,
