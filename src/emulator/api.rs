@@ -282,7 +282,10 @@ impl State {
         let draw: f64 = self.fault_rng.random();
         let request_id = self.new_request_id();
         let params = Params::parse(req);
-        let mut entry = new_entry(&params, req, now.saturating_duration_since(self.started));
+        // Whole microseconds, as the dump stores them, so the log and the dump agree exactly.
+        let since_start = now.saturating_duration_since(self.started);
+        let at = Duration::from_micros(u64::try_from(since_start.as_micros()).unwrap_or(u64::MAX));
+        let mut entry = new_entry(&params, req, at);
         entry.request_id.clone_from(&request_id);
         let outcome = match self.faults.pick(draw) {
             Some(fault) => {
@@ -857,12 +860,49 @@ pub(super) fn expected_signature(
     (sts, sig)
 }
 
-/// Parses the pair and checks it as Alibaba does, mapping each defect to its error code.
+/// Parses the pair with certrotd's own validation (`cert::parse`, `cert::check_time`) and
+/// maps each defect to the code Alibaba answers with. `Invalid` messages hold no key text.
 fn check_certificate(
     chain: &str,
     key: &str,
     wall: OffsetDateTime,
 ) -> Result<crate::cert::Certificate, ApiError> {
-    let _ = (chain, key, wall);
-    todo!("cert::parse")
+    use crate::cert::{Invalid, KeyType, Part};
+    let cert = crate::cert::parse(chain.as_bytes(), key.as_bytes()).map_err(|e| match e {
+        Invalid::KeyMismatch => refuse(
+            400,
+            "Certificate.MissMatch",
+            "The certificate and the private key do not match.",
+        ),
+        e if e.part() == Some(Part::Key) => refuse(
+            400,
+            "InvalidSSLPri",
+            format!("The private key (SSLPri) is invalid: {e}."),
+        ),
+        e => refuse(
+            400,
+            "Certificate.FormatError",
+            format!("The certificate (SSLPub) is invalid: {e}."),
+        ),
+    })?;
+    if matches!(cert.key_type, KeyType::Rsa { .. }) && key.contains("-----BEGIN PRIVATE KEY-----") {
+        return Err(refuse(
+            400,
+            "InvalidSSLPri",
+            "RSA private keys must be sent in PKCS#1 form (-----BEGIN RSA PRIVATE KEY-----), not PKCS#8.",
+        ));
+    }
+    crate::cert::check_time(&cert, wall).map_err(|e| match e {
+        Invalid::NotYetValid { .. } => refuse(
+            400,
+            "Certificate.NotYetValid",
+            format!("The certificate is not valid yet: {e}."),
+        ),
+        e => refuse(
+            400,
+            "Certificate.Expired",
+            format!("The certificate has expired: {e}."),
+        ),
+    })?;
+    Ok(cert)
 }
