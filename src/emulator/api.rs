@@ -41,6 +41,9 @@ pub const RATE_WINDOW: Duration = Duration::from_millis(950);
 const HOST_ID: &str = "cdn.aliyuncs.com";
 const MAX_CERT_NAME: usize = 128;
 const MAX_PAGE_SIZE: u64 = 500;
+/// Longest URL query accepted; Alibaba's gateway answers a longer URL (certificates sent as
+/// query parameters) with an HTML 414 page, and so does the emulator.
+pub const MAX_QUERY: usize = 8 * 1024;
 
 /// One HTTP request, reduced to what the API looks at.
 pub(super) struct Incoming {
@@ -58,6 +61,8 @@ pub(super) enum Reply {
         request_id: String,
         body: Vec<u8>,
     },
+    /// A gateway's HTML error page (not the API's JSON).
+    Html { status: u16, body: Vec<u8> },
     /// Close the connection without an answer.
     Reset,
 }
@@ -91,6 +96,8 @@ fn missing(name: &str) -> ApiError {
 enum Outcome {
     Ok(Value),
     Err(ApiError),
+    /// The gateway refused the URL as too long.
+    UriTooLong,
     Reset,
 }
 
@@ -287,7 +294,9 @@ impl State {
         let at = Duration::from_micros(u64::try_from(since_start.as_micros()).unwrap_or(u64::MAX));
         let mut entry = new_entry(&params, req, at);
         entry.request_id.clone_from(&request_id);
+        let too_long = req.query.as_ref().is_some_and(|q| q.len() > MAX_QUERY);
         let outcome = match self.faults.pick(draw) {
+            _ if too_long => Outcome::UriTooLong,
             Some(fault) => {
                 entry.injected = true;
                 fault
@@ -302,6 +311,14 @@ impl State {
                 entry.status = None;
                 entry.code = Some("ConnectionReset".to_string());
                 Reply::Reset
+            }
+            Outcome::UriTooLong => {
+                entry.status = Some(414);
+                entry.code = Some("RequestURITooLong".to_string());
+                Reply::Html {
+                    status: 414,
+                    body: URI_TOO_LONG_PAGE.as_bytes().to_vec(),
+                }
             }
             Outcome::Ok(body) => {
                 entry.status = Some(200);
@@ -704,6 +721,8 @@ fn leaf_fingerprint(pem: &str) -> Option<Fingerprint> {
     let bytes: [u8; 32] = digest.as_ref().try_into().ok()?;
     Some(Fingerprint(bytes))
 }
+
+const URI_TOO_LONG_PAGE: &str = "<html>\r\n<head><title>414 Request-URI Too Large</title></head>\r\n<body>\r\n<center><h1>414 Request-URI Too Large</h1></center>\r\n<hr><center>Tengine</center>\r\n</body>\r\n</html>\r\n";
 
 fn throttled() -> ApiError {
     refuse(

@@ -43,7 +43,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 pub use api::{
-    ACTION_DESCRIBE_CERT, ACTION_SET, ACTION_USER_DOMAINS, RATE_WINDOW, TIMESTAMP_WINDOW, VERSION,
+    ACTION_DESCRIBE_CERT, ACTION_SET, ACTION_USER_DOMAINS, MAX_QUERY, RATE_WINDOW,
+    TIMESTAMP_WINDOW, VERSION,
 };
 pub use record::{Dump, LogEntry, Served};
 
@@ -286,6 +287,7 @@ pub fn load_domains_file(path: &Path) -> Result<Vec<String>, EmulatorError> {
 
 fn check_domain(d: &str) -> Result<(), String> {
     if d.starts_with("*.") {
+        // `d` starts with the one-byte '*', so `&d[1..]` is on a character boundary.
         return Err(format!(
             "{d:?}: Alibaba names wildcard CDN domains with a leading dot ({})",
             &d[1..]
@@ -356,6 +358,14 @@ pub struct Emulator {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+}
+
+impl fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Emulator")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Emulator {
@@ -551,24 +561,35 @@ async fn handle(shared: Arc<Shared>, req: Request<Body>) -> Result<Response<Full
     }
     match reply {
         Reply::Reset => Err(Reset),
+        Reply::Html { status, body } => Ok(response(status, "text/html", None, body)),
         Reply::Json {
             status,
             request_id,
             body,
-        } => Ok(json_response(status, &request_id, body)),
+        } => Ok(response(
+            status,
+            "application/json;charset=utf-8",
+            Some(&request_id),
+            body,
+        )),
     }
 }
 
-fn json_response(status: u16, request_id: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
+fn response(
+    status: u16,
+    content_type: &'static str,
+    request_id: Option<&str>,
+    body: Vec<u8>,
+) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() =
         hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     let headers = resp.headers_mut();
     headers.insert(
         hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json;charset=utf-8"),
+        hyper::header::HeaderValue::from_static(content_type),
     );
-    if let Ok(v) = hyper::header::HeaderValue::from_str(request_id) {
+    if let Some(v) = request_id.and_then(|id| hyper::header::HeaderValue::from_str(id).ok()) {
         headers.insert("x-acs-request-id", v);
     }
     resp

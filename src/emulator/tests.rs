@@ -128,6 +128,17 @@ async fn raw(
     uri: &str,
     body: String,
 ) -> Result<(u16, Value), hyper::Error> {
+    let (status, _, bytes) = raw_parts(addr, method, uri, body).await?;
+    let value = serde_json::from_slice(&bytes).expect("a JSON body");
+    Ok((status, value))
+}
+
+async fn raw_parts(
+    addr: SocketAddr,
+    method: &str,
+    uri: &str,
+    body: String,
+) -> Result<(u16, hyper::HeaderMap, Bytes), hyper::Error> {
     let stream = TcpStream::connect(addr)
         .await
         .expect("connect to the emulator");
@@ -145,9 +156,9 @@ async fn raw(
         .expect("a valid request");
     let resp = sender.send_request(req).await?;
     let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
     let bytes = resp.into_body().collect().await?.to_bytes();
-    let value = serde_json::from_slice(&bytes).expect("a JSON body");
-    Ok((status, value))
+    Ok((status, headers, bytes))
 }
 
 fn code(v: &Value) -> &str {
@@ -845,6 +856,59 @@ async fn parameters_split_between_query_and_body_are_signed_together() {
     emu.shutdown().await;
 }
 
+#[tokio::test]
+async fn answers_carry_date_request_id_and_json_type() {
+    let emu = emulator().await;
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(describe("a.example.com").signed_params())
+        .finish();
+    let (status, headers, bytes) = raw_parts(emu.addr(), "POST", "/", body)
+        .await
+        .expect("an answer");
+    assert_eq!(status, 200);
+    let value: Value = serde_json::from_slice(&bytes).expect("JSON");
+    assert_eq!(
+        headers["x-acs-request-id"].to_str().ok(),
+        value["RequestId"].as_str()
+    );
+    assert!(
+        headers.contains_key(hyper::header::DATE),
+        "clients measure clock skew from Date"
+    );
+    assert_eq!(
+        headers[hyper::header::CONTENT_TYPE],
+        "application/json;charset=utf-8"
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_long_url_gets_the_gateways_html_414() {
+    let emu = emulator().await;
+    let p = pair(&ca(), &["a.example.com"]);
+    let call = set_call("a.example.com", &p, "n")
+        .set("Padding", &"x".repeat(MAX_QUERY))
+        .get_method();
+    let query = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(call.signed_params())
+        .finish();
+    let (status, headers, bytes) =
+        raw_parts(emu.addr(), "GET", &format!("/?{query}"), String::new())
+            .await
+            .expect("an answer");
+    assert_eq!(status, 414);
+    assert_eq!(headers[hyper::header::CONTENT_TYPE], "text/html");
+    assert!(String::from_utf8_lossy(&bytes).starts_with("<html>"));
+    assert!(serde_json::from_slice::<Value>(&bytes).is_err(), "not JSON");
+    let log = emu.log();
+    assert_eq!(
+        (log[0].status, log[0].code.as_deref()),
+        (Some(414), Some("RequestURITooLong"))
+    );
+    assert!(emu.served().is_empty());
+    emu.shutdown().await;
+}
+
 // ---------------------------------------------------------------- faults
 
 async fn statuses(seed: u64, n: usize) -> Vec<Option<u16>> {
@@ -1008,16 +1072,14 @@ async fn bad_settings_are_refused_at_start() {
     };
     let err = Emulator::start("127.0.0.1:0".parse().expect("an address"), cfg)
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(err.kind(), "config");
     assert!(err.to_string().contains("--max-domains-per-call"));
 
     let taken = emulator().await;
     let err = Emulator::start(taken.addr(), EmulatorConfig::default())
         .await
-        .err()
-        .expect("port in use");
+        .expect_err("port in use");
     assert_eq!(err.kind(), "bind");
     assert!(err.to_string().contains(&taken.addr().to_string()));
     assert_eq!(io::Error::from(err).kind(), io::ErrorKind::AddrInUse);
@@ -1116,8 +1178,7 @@ async fn an_unwritable_dump_is_refused_at_start() {
     };
     let err = Emulator::start("127.0.0.1:0".parse().expect("an address"), cfg)
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(err.kind(), "state-dump");
     assert!(
         err.to_string()
