@@ -411,48 +411,7 @@ impl State {
         p: &Params,
         wall: OffsetDateTime,
     ) -> Result<(), ApiError> {
-        for name in [
-            "Action",
-            "Version",
-            "AccessKeyId",
-            "Signature",
-            "SignatureMethod",
-            "SignatureVersion",
-            "SignatureNonce",
-            "Timestamp",
-        ] {
-            p.require(name)?;
-        }
-        if p.get("Version") != Some(VERSION) {
-            return Err(refuse(
-                400,
-                "InvalidVersion",
-                format!("Specified parameter Version is not valid: this API speaks {VERSION}."),
-            ));
-        }
-        if let Some(f) = p.get("Format")
-            && !f.eq_ignore_ascii_case("JSON")
-        {
-            return Err(refuse(
-                400,
-                "InvalidParameter.Format",
-                "The emulator answers in JSON only: send Format=JSON.",
-            ));
-        }
-        if p.get("SignatureMethod") != Some("HMAC-SHA1") {
-            return Err(refuse(
-                400,
-                "InvalidSignatureMethod",
-                "Specified signature method is not supported: use HMAC-SHA1.",
-            ));
-        }
-        if p.get("SignatureVersion") != Some("1.0") {
-            return Err(refuse(
-                400,
-                "InvalidSignatureVersion",
-                "Specified signature version is not supported: use 1.0.",
-            ));
-        }
+        check_common_params(p)?;
         if p.get("AccessKeyId") != Some(self.access_key_id.as_str()) {
             return Err(refuse(
                 404,
@@ -504,88 +463,43 @@ impl State {
         request_id: &str,
     ) -> Result<Value, ApiError> {
         let domains = self.domain_list(p)?;
-        match p.get("SSLProtocol") {
-            Some("on") => {}
-            Some("off") => {
-                return Err(refuse(
-                    400,
-                    "InvalidParameter.SSLProtocol",
-                    "The emulator refuses SSLProtocol=off: certrotd must never turn HTTPS off.",
-                ));
-            }
-            Some(_) => {
-                return Err(refuse(
-                    400,
-                    "InvalidSSLProtocol.ValueNotSupported",
-                    "The specified SSLProtocol is invalid.",
-                ));
-            }
-            None => return Err(missing("SSLProtocol")),
-        }
-        if let Some(t) = p.get("CertType")
-            && t != "upload"
-        {
-            return Err(refuse(
-                400,
-                "InvalidParameter.CertType",
-                format!("The emulator supports CertType=upload only, not {t:?}."),
-            ));
-        }
+        check_ssl_protocol(p.get("SSLProtocol"))?;
+        check_cert_type(p.get("CertType"))?;
         let cert_name = check_cert_name(p.get("CertName"))?;
-        let chain = match p.get("SSLPub") {
-            Some(v) if !v.is_empty() => v,
-            _ => {
-                return Err(refuse(
-                    400,
-                    "SSLPub.MissingParameter",
-                    "The SSLPub parameter is required.",
-                ));
-            }
-        };
-        let key = match p.get("SSLPri") {
-            Some(v) if !v.is_empty() => Zeroizing::new(v.to_string()),
-            _ => {
-                return Err(refuse(
-                    400,
-                    "SSLPri.MissingParameter",
-                    "The SSLPri parameter is required.",
-                ));
-            }
-        };
+        let chain = required_pem(p, "SSLPub")?;
+        let key = Zeroizing::new(required_pem(p, "SSLPri")?.to_string());
         let cert = check_certificate(chain, &key, wall)?;
-        for d in &domains {
-            if crate::cert::covers(&cert.names, d).is_none() {
-                return Err(refuse(
-                    400,
-                    "Certificate.DomainMismatch",
-                    format!(
-                        "The certificate does not cover the domain {d} (it names {}).",
-                        cert.names.join(", ")
-                    ),
-                ));
-            }
-        }
-        let force = p.get("ForceSet") == Some("1");
-        if let Some(existing) = self.cert_names.get(cert_name)
-            && *existing != cert.fingerprint
-            && !force
-        {
-            return Err(refuse(
-                400,
-                "Certificate.Duplicated",
-                format!(
-                    "A different certificate is already named {cert_name}; choose another CertName or set ForceSet=1."
-                ),
-            ));
-        }
-        self.cert_names
-            .insert(cert_name.to_string(), cert.fingerprint);
+        check_coverage(&cert, &domains)?;
+        self.claim_cert_name(cert_name, cert.fingerprint, p.get("ForceSet") == Some("1"))?;
         let mut served = Served::new(&cert, cert_name, request_id, wall);
         chain.clone_into(&mut served.chain_pem);
         for d in domains {
             self.served.insert(d, served.clone());
         }
         Ok(json!({}))
+    }
+
+    /// A `CertName` names one content; another content needs `ForceSet=1` to take it over.
+    fn claim_cert_name(
+        &mut self,
+        name: &str,
+        fingerprint: Fingerprint,
+        force: bool,
+    ) -> Result<(), ApiError> {
+        if let Some(existing) = self.cert_names.get(name)
+            && *existing != fingerprint
+            && !force
+        {
+            return Err(refuse(
+                400,
+                "Certificate.Duplicated",
+                format!(
+                    "A different certificate is already named {name}; choose another CertName or set ForceSet=1."
+                ),
+            ));
+        }
+        self.cert_names.insert(name.to_string(), fingerprint);
+        Ok(())
     }
 
     /// `DomainName` of a write: present, well formed, within the per-call limit, all known.
@@ -738,6 +652,117 @@ fn domain_not_found(domain: &str) -> ApiError {
         "InvalidDomain.NotFound",
         format!("The domain provided does not belong to you: {domain}"),
     )
+}
+
+/// Every common parameter present, with the values this API version accepts.
+fn check_common_params(p: &Params) -> Result<(), ApiError> {
+    for name in [
+        "Action",
+        "Version",
+        "AccessKeyId",
+        "Signature",
+        "SignatureMethod",
+        "SignatureVersion",
+        "SignatureNonce",
+        "Timestamp",
+    ] {
+        p.require(name)?;
+    }
+    if p.get("Version") != Some(VERSION) {
+        return Err(refuse(
+            400,
+            "InvalidVersion",
+            format!("Specified parameter Version is not valid: this API speaks {VERSION}."),
+        ));
+    }
+    if let Some(f) = p.get("Format")
+        && !f.eq_ignore_ascii_case("JSON")
+    {
+        return Err(refuse(
+            400,
+            "InvalidParameter.Format",
+            "The emulator answers in JSON only: send Format=JSON.",
+        ));
+    }
+    if p.get("SignatureMethod") != Some("HMAC-SHA1") {
+        return Err(refuse(
+            400,
+            "InvalidSignatureMethod",
+            "Specified signature method is not supported: use HMAC-SHA1.",
+        ));
+    }
+    if p.get("SignatureVersion") != Some("1.0") {
+        return Err(refuse(
+            400,
+            "InvalidSignatureVersion",
+            "Specified signature version is not supported: use 1.0.",
+        ));
+    }
+    Ok(())
+}
+
+fn check_ssl_protocol(value: Option<&str>) -> Result<(), ApiError> {
+    match value {
+        Some("on") => Ok(()),
+        Some("off") => Err(refuse(
+            400,
+            "InvalidParameter.SSLProtocol",
+            "The emulator refuses SSLProtocol=off: certrotd must never turn HTTPS off.",
+        )),
+        Some(_) => Err(refuse(
+            400,
+            "InvalidSSLProtocol.ValueNotSupported",
+            "The specified SSLProtocol is invalid.",
+        )),
+        None => Err(missing("SSLProtocol")),
+    }
+}
+
+fn check_cert_type(value: Option<&str>) -> Result<(), ApiError> {
+    match value {
+        None | Some("upload") => Ok(()),
+        Some(t) => Err(refuse(
+            400,
+            "InvalidParameter.CertType",
+            format!("The emulator supports CertType=upload only, not {t:?}."),
+        )),
+    }
+}
+
+/// `SSLPub` or `SSLPri`, present and not empty.
+fn required_pem<'a>(p: &'a Params, name: &'static str) -> Result<&'a str, ApiError> {
+    match p.get(name) {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ if name == "SSLPub" => Err(refuse(
+            400,
+            "SSLPub.MissingParameter",
+            "The SSLPub parameter is required.",
+        )),
+        _ => Err(refuse(
+            400,
+            "SSLPri.MissingParameter",
+            "The SSLPri parameter is required.",
+        )),
+    }
+}
+
+/// Every domain of the call is covered by the certificate (a stricter check than Alibaba
+/// documents, to catch a planner that sends a certificate to a domain it does not cover).
+fn check_coverage(cert: &crate::cert::Certificate, domains: &[String]) -> Result<(), ApiError> {
+    match domains
+        .iter()
+        .find(|d| crate::cert::covers(&cert.names, d).is_none())
+    {
+        None => Ok(()),
+        Some(d) => Err(refuse(
+            400,
+            "Certificate.DomainMismatch",
+            format!(
+                "The certificate does not cover the domain {d} (it names {}).",
+                cert.names.join(", ")
+            ),
+        )),
+    }
 }
 
 fn check_cert_name(name: Option<&str>) -> Result<&str, ApiError> {

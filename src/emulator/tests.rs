@@ -340,6 +340,23 @@ async fn unknown_access_key_and_missing_parameters() {
         .await;
     assert_eq!((status, code(&body)), (400, "InvalidSignatureMethod"));
 
+    let (status, body) = describe("a.example.com")
+        .set("Format", "XML")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (400, "InvalidParameter.Format"));
+
+    let (status, body) = describe("a.example.com")
+        .set("SignatureVersion", "2.0")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (400, "InvalidSignatureVersion"));
+
+    let (status, body) = raw(emu.addr(), "PUT", "/", String::new())
+        .await
+        .expect("an answer");
+    assert_eq!((status, code(&body)), (400, "UnsupportedHTTPMethod"));
+
     let (status, body) = Call::new("DeleteCdnDomain").answer(emu.addr()).await;
     assert_eq!((status, code(&body)), (404, "InvalidAction.NotFound"));
     emu.shutdown().await;
@@ -967,6 +984,13 @@ async fn a_faulted_call_changes_nothing() {
     .expect("valid rates");
     let (status, body) = call.answer(emu.addr()).await;
     assert_eq!((status, code(&body)), (500, "InternalError"));
+    let err = emu
+        .set_faults(Faults {
+            fail_rate: 2.0,
+            ..Faults::default()
+        })
+        .expect_err("not a probability");
+    assert_eq!(err.kind(), "config");
 
     emu.set_faults(Faults {
         throttle_rate: 1.0,
@@ -1168,6 +1192,10 @@ async fn the_state_dump_follows_every_request_and_holds_no_key() {
 
     let err = Dump::read(&dir.path().join("missing.json")).expect_err("no file");
     assert_eq!(err.kind(), "dump-read");
+    std::fs::write(dir.path().join("bad.json"), "{\"version\":").expect("write");
+    let err = Dump::read(&dir.path().join("bad.json")).expect_err("not a dump");
+    assert_eq!(err.kind(), "dump-read");
+    assert!(err.to_string().contains("bad.json"));
 }
 
 #[tokio::test]
