@@ -310,8 +310,8 @@ impl Client {
         Ok(parsed.into_page(req))
     }
 
-    /// Every domain of the account: pages of 500 until `TotalCount` is reached or a page
-    /// comes back empty. One attempt per page; the first failure is returned.
+    /// Every domain of the account: pages of 500 until `TotalCount` is reached (or, without
+    /// one, a short page arrives) or a page comes back empty. One attempt per page; the first failure is returned.
     pub async fn describe_user_domains(&self) -> Result<Vec<String>, ApiError> {
         let mut out: Vec<String> = Vec::new();
         for page_number in 1..=MAX_PAGES {
@@ -321,9 +321,14 @@ impl Client {
                     page_number,
                 })
                 .await?;
-            let empty = page.domains.is_empty();
+            let got = page.domains.len() as u64;
             out.extend(page.domains.into_iter().map(|d| d.domain));
-            if empty || out.len() as u64 >= page.total_count {
+            let done = match page.total_count {
+                // No TotalCount in the answer: a short page is the last one.
+                0 => got < MAX_PAGE_SIZE,
+                total => out.len() as u64 >= total,
+            };
+            if got == 0 || done {
                 break;
             }
         }

@@ -432,8 +432,9 @@ impl ApiError {
         }
     }
 
-    /// For a [`Class::Domain`] error: the call's domain that the message names, or the
-    /// call's only domain.
+    /// For an API refusal: the call's domain that the message names (as a whole word), or
+    /// the call's only domain. `None` when the message names several or none of several.
+    /// Meaningful for [`Class::Domain`] and [`Class::Certificate`].
     pub fn domain(&self) -> Option<&str> {
         match self {
             ApiError::Api(f) => f.domain.as_deref(),

@@ -798,3 +798,21 @@ fn self_signed_tls_server() -> SocketAddr {
     });
     addr
 }
+
+#[tokio::test]
+async fn user_domains_without_total_count_stops_at_a_short_page() {
+    let page = |from: usize, n: usize| {
+        let data: Vec<serde_json::Value> = (from..from + n)
+            .map(|i| serde_json::json!({"DomainName": format!("d{i}.example.com")}))
+            .collect();
+        json(
+            200,
+            &serde_json::json!({"RequestId": "r", "Domains": {"PageData": data}}).to_string(),
+        )
+    };
+    let (endpoint, log) = server(vec![page(0, 500), page(500, 2), page(900, 1)]).await;
+    let all = client(&endpoint).describe_user_domains().await.unwrap();
+    assert_eq!(all.len(), 502);
+    assert_eq!(all.last().map(String::as_str), Some("d501.example.com"));
+    assert_eq!(seen(&log).len(), 2);
+}
