@@ -12,6 +12,7 @@ use std::path::Path;
 use time::OffsetDateTime;
 
 use super::{CmdResult, Exit};
+use crate::aliyun::credentials::{self, Environment};
 use crate::cert::{self, Candidate, Match};
 use crate::config::{self, Diagnostic, Settings};
 use crate::source::{Lineage, Scanner};
@@ -26,22 +27,42 @@ pub fn run(config: &Path) -> CmdResult {
             return Ok(Exit::Config);
         }
     };
+    let credentials = credentials::load(&loaded.settings.aliyun, &Environment::from_process())
+        .map(|c| c.source().to_string())
+        .map_err(|e| e.to_string());
     let lineages = Scanner::new().scan(&loaded.settings.watch.paths);
     let now = OffsetDateTime::now_utc();
-    let (text, exit) = report(&loaded.settings, &loaded.warnings, &lineages, now);
+    let inputs = Inputs {
+        settings: &loaded.settings,
+        config_warnings: &loaded.warnings,
+        credentials: credentials.as_deref().map_err(String::as_str),
+        lineages: &lineages,
+    };
+    let (text, exit) = report(&inputs, now);
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;
     out.flush()?;
     Ok(exit)
 }
 
-/// The whole report and the exit code, from the inputs alone.
-pub fn report(
-    settings: &Settings,
-    config_warnings: &[Diagnostic],
-    lineages: &[Lineage],
-    now: OffsetDateTime,
-) -> (String, Exit) {
+/// What the report is made of (all gathered before; no I/O in [`report`]).
+pub struct Inputs<'a> {
+    pub settings: &'a Settings,
+    pub config_warnings: &'a [Diagnostic],
+    /// Where the AccessKey will come from, or why none is usable (never the secret).
+    pub credentials: Result<&'a str, &'a str>,
+    pub lineages: &'a [Lineage],
+}
+
+/// The whole report and the exit code, from the inputs alone. Credentials problems are
+/// warnings: `check` judges the configuration and the certificates.
+pub fn report(inputs: &Inputs<'_>, now: OffsetDateTime) -> (String, Exit) {
+    let Inputs {
+        settings,
+        config_warnings,
+        lineages,
+        ..
+    } = *inputs;
     let mut out = format!(
         "Configuration {}: OK ({} watch path{}, {} managed domain{})\n",
         settings.path.display(),
@@ -51,6 +72,13 @@ pub fn report(
         plural(settings.cdn.domains.len()),
     );
     let mut warnings: Vec<String> = config_warnings.iter().map(|w| w.to_string()).collect();
+    match inputs.credentials {
+        Ok(source) => out.push_str(&format!("Credentials: {source}\n")),
+        Err(problem) => {
+            out.push_str("Credentials: none usable (see the warning below)\n");
+            warnings.push(format!("credentials: {problem}"));
+        }
+    }
 
     let (table, invalid) = lineage_table(lineages, now);
     out.push_str(&format!("\nLineages ({}):\n", lineages.len()));

@@ -393,3 +393,32 @@ fn usage_errors_exit_2() {
     });
     out.expect_status(2);
 }
+
+#[test]
+fn check_names_the_credential_source_never_the_secret() {
+    let env = Env::new();
+    let certbot = Certbot::new(env.join("le"));
+    certbot.add("c.example.com", &issue(&["c.example.com"]));
+    Config::new()
+        .watch(certbot.live())
+        .domains(&["c.example.com"])
+        .write(&env);
+
+    let out = env.run(&["check"]);
+    out.expect_status(0)
+        .expect_contains("Credentials: none usable");
+    out.expect_contains("warning: credentials: no Alibaba Cloud credentials found");
+
+    let secret = "s3cr3t-VALUE-never-printed";
+    let mut cmd = env.command(&["check"]);
+    cmd.env("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAI5tTestKeyId123")
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", secret);
+    let out = run_with(cmd);
+    out.expect_status(0);
+    assert!(
+        out.line_with("Credentials: ").contains("environment"),
+        "{}",
+        out.all()
+    );
+    assert!(!out.all().contains(secret) && !out.all().contains("LTAI5tTestKeyId123"));
+}

@@ -60,7 +60,13 @@ impl Tree {
         );
         let loaded = config::parse(Path::new("/c/certrotd.toml"), &text, self.dir.path()).unwrap();
         let lineages = Scanner::new().scan(&loaded.settings.watch.paths);
-        report(&loaded.settings, &loaded.warnings, &lineages, NOW)
+        let inputs = Inputs {
+            settings: &loaded.settings,
+            config_warnings: &loaded.warnings,
+            credentials: Ok("environment (ALIBABA_CLOUD_ACCESS_KEY_ID=LTAI…xyz)"),
+            lineages: &lineages,
+        };
+        report(&inputs, NOW)
     }
 }
 
@@ -182,4 +188,25 @@ fn helpers_format_as_documented() {
         ],
     );
     assert_eq!(t, "  A    BB\n  xyz  1\n  é    22\n");
+}
+
+#[test]
+fn credentials_are_shown_and_their_problems_only_warn() {
+    let tree = Tree::new();
+    tree.lineage("www", &["www.example.com"], -10, 80);
+    let (text, exit) = tree.check(&["www.example.com"]);
+    assert_eq!(exit, Exit::Ok);
+    assert!(text.contains("\nCredentials: environment (ALIBABA_CLOUD_ACCESS_KEY_ID=LTAI…xyz)\n"));
+
+    let loaded = config::parse(Path::new("/c/x.toml"), "", Path::new("/")).unwrap();
+    let inputs = Inputs {
+        settings: &loaded.settings,
+        config_warnings: &[],
+        credentials: Err("no Alibaba Cloud credentials found"),
+        lineages: &[],
+    };
+    let (text, exit) = report(&inputs, NOW);
+    assert_eq!(exit, Exit::Ok, "{text}");
+    assert!(text.contains("Credentials: none usable (see the warning below)"));
+    assert!(text.contains("warning: credentials: no Alibaba Cloud credentials found"));
 }
