@@ -319,6 +319,10 @@ fn domains_file_problems_point_into_that_file() {
     assert!(all[0].message.contains("write \".example.com\""));
     assert_eq!(all[1].line, 3);
 
+    std::fs::write(dir.path().join("latin1.txt"), b"caf\xe9.example.com\n").unwrap();
+    let all = problems_in("[cdn]\ndomains_file = \"latin1.txt\"\n", dir.path());
+    assert!(all[0].message.contains("not UTF-8"), "{}", all[0].message);
+
     let all = problems_in("[cdn]\ndomains_file = \"missing.txt\"\n", dir.path());
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].key.as_deref(), Some("cdn.domains_file"));

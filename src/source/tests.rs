@@ -232,6 +232,13 @@ fn problems_are_per_lineage() {
     .unwrap();
     write(&dangling.join("privkey.pem"), "x");
     symlink("self", live.join("self")).unwrap();
+    symlink("nowhere", live.join("gone")).unwrap();
+    let folder_key = live.join("folder-key");
+    write(
+        &folder_key.join("fullchain.pem"),
+        &issue(&["f.example.com"]).fullchain_pem,
+    );
+    fs::create_dir_all(folder_key.join("privkey.pem")).unwrap();
     let mismatch = live.join("mismatch");
     write(
         &mismatch.join("fullchain.pem"),
@@ -257,6 +264,8 @@ fn problems_are_per_lineage() {
     let expect = [
         ("dangling", "dangling-symlink"),
         ("empty", "no-pair"),
+        ("folder-key", "not-a-file"),
+        ("gone", "dangling-symlink"),
         ("good.example.com", "ok"),
         ("loop", "symlink-loop"),
         ("mismatch", "key-mismatch"),
@@ -279,6 +288,8 @@ fn problems_are_per_lineage() {
     assert!(text("/nocert").starts_with(&no_cert.join("privkey.pem").display().to_string()));
     assert!(text("/loop").starts_with(&looped.join("fullchain.pem").display().to_string()));
     assert!(text("/empty").contains("no recognised certificate/key pair"));
+    assert!(text("/folder-key").starts_with(&folder_key.join("privkey.pem").display().to_string()));
+    assert!(text("/gone").contains("dangling symlink"));
     assert!(
         text("/mismatch").contains(" and "),
         "both files are named: {}",
