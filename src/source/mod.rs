@@ -11,7 +11,9 @@
 //! - A scan is independent of time: it calls [`cert::parse`], never the clock. Callers
 //!   apply [`Lineage::valid_at`] (or [`cert::check_time`]) with their own `now`.
 //! - A lineage whose files (links followed) have the same (device, inode, size, mtime,
-//!   ctime) as at the previous scan is neither read nor parsed again.
+//!   ctime) as at the previous scan is neither read nor parsed again. A known single-pair
+//!   folder (certbot, acme.sh, Kubernetes) whose two files are still there is not even
+//!   listed again; lego folders and any folder with a missing or bad file are.
 //! - Lineages come back sorted by `id`, one per `id`.
 
 mod discover;
@@ -104,6 +106,8 @@ pub struct ScanStats {
     pub cache_hits: u64,
     /// Calls of `cert::parse`.
     pub parsed: u64,
+    /// Folders listed (watch paths and lineage folders; not known single-pair folders).
+    pub folders_listed: u64,
     pub files_read: u64,
     pub bytes_read: u64,
 }
@@ -114,6 +118,7 @@ impl ScanStats {
         self.lineages += other.lineages;
         self.cache_hits += other.cache_hits;
         self.parsed += other.parsed;
+        self.folders_listed += other.folders_listed;
         self.files_read += other.files_read;
         self.bytes_read += other.bytes_read;
     }
@@ -122,6 +127,8 @@ impl ScanStats {
 /// What the cache remembers about one lineage's files and their parse.
 #[derive(Clone, Debug)]
 struct Entry {
+    /// Where the pair was found (reused to skip listing a known single-pair folder).
+    found: Found,
     chain: FileId,
     key: FileId,
     result: Result<Arc<Certificate>, SourceError>,
@@ -166,6 +173,7 @@ impl Scanner {
             .flat_map(|p| discover::watch_path(p))
             .collect();
         let (outcomes, mut stats) = self.run(work);
+        stats.folders_listed += watch_paths.len() as u64;
         let mut lineages = Vec::with_capacity(outcomes.len());
         let mut cache = HashMap::with_capacity(outcomes.len());
         for (lineage, entry) in outcomes {
@@ -237,40 +245,68 @@ impl Scanner {
                 vec![(lineage, None)]
             }
             Work::Pairs(pairs) => pairs.iter().map(|f| self.pair(f, stats)).collect(),
-            Work::Folder { path, quiet } => match discover::folder(path, *quiet) {
-                Ok(pairs) => pairs.iter().map(|f| self.pair(f, stats)).collect(),
-                Err(error) => {
-                    let id = path.display().to_string();
-                    vec![(Lineage::problem(id, Layout::Unknown, path, error), None)]
-                }
+            Work::Folder { path, quiet } => match self.known_folder(path, stats) {
+                Some(outcome) => vec![outcome],
+                None => self.folder(path, *quiet, stats),
             },
+        }
+    }
+
+    /// A single-pair folder (certbot, acme.sh, Kubernetes) whose two files are still
+    /// there, answered without listing the folder again. Lego folders hold several pairs
+    /// and are always listed; any probe problem means listing again too.
+    fn known_folder(&self, path: &Path, stats: &mut ScanStats) -> Option<Outcome> {
+        let entry = self.cache.get(&path.display().to_string())?;
+        if entry.found.layout == Layout::Lego {
+            return None;
+        }
+        let ids = probe_pair(&entry.found).ok()?;
+        Some(self.identified(&entry.found, ids, stats))
+    }
+
+    fn folder(&self, path: &Path, quiet: bool, stats: &mut ScanStats) -> Vec<Outcome> {
+        stats.folders_listed += 1;
+        match discover::folder(path, quiet) {
+            Ok(pairs) => pairs.iter().map(|f| self.pair(f, stats)).collect(),
+            Err(error) => {
+                let id = path.display().to_string();
+                vec![(Lineage::problem(id, Layout::Unknown, path, error), None)]
+            }
         }
     }
 
     /// Probes, then (unless the cache knows these exact files) reads and parses one pair.
     fn pair(&self, found: &Found, stats: &mut ScanStats) -> Outcome {
-        let lineage = |result| Lineage {
-            id: found.id.clone(),
-            layout: found.layout,
-            chain_path: found.chain.clone(),
-            key_path: found.key.clone(),
-            result,
-        };
-        let (chain_id, key_id) = match probe_pair(found) {
-            Ok(ids) => ids,
-            Err(error) => return (lineage(Err(error)), None),
-        };
+        match probe_pair(found) {
+            Ok(ids) => self.identified(found, ids, stats),
+            Err(error) => (lineage(found, Err(error)), None),
+        }
+    }
+
+    /// A pair whose files were identified: from the cache when unchanged, else read.
+    fn identified(&self, found: &Found, ids: (FileId, FileId), stats: &mut ScanStats) -> Outcome {
+        let (chain_id, key_id) = ids;
         if let Some(entry) = self.cache.get(&found.id)
             && entry.chain == chain_id
             && entry.key == key_id
         {
             stats.cache_hits += 1;
-            return (lineage(entry.result.clone()), Some(entry.clone()));
+            return (lineage(found, entry.result.clone()), Some(entry.clone()));
         }
         match read_and_parse(found, stats) {
-            Ok(entry) => (lineage(entry.result.clone()), Some(entry)),
-            Err(error) => (lineage(Err(error)), None),
+            Ok(entry) => (lineage(found, entry.result.clone()), Some(entry)),
+            Err(error) => (lineage(found, Err(error)), None),
         }
+    }
+}
+
+fn lineage(found: &Found, result: Result<Arc<Certificate>, SourceError>) -> Lineage {
+    Lineage {
+        id: found.id.clone(),
+        layout: found.layout,
+        chain_path: found.chain.clone(),
+        key_path: found.key.clone(),
+        result,
     }
 }
 
@@ -315,6 +351,7 @@ fn read_and_parse(found: &Found, stats: &mut ScanStats) -> Result<Entry, SourceE
         .map(Arc::new)
         .map_err(|reason| SourceError::invalid(reason, &found.chain, &found.key));
     Ok(Entry {
+        found: found.clone(),
         chain: chain_id,
         key: key_id,
         result,

@@ -385,6 +385,7 @@ fn unchanged_lineages_come_from_the_cache() {
         (cold.lineages, cold.parsed, cold.files_read, cold.cache_hits),
         (5, 5, 10, 0)
     );
+    assert_eq!(cold.folders_listed, 6, "the root and each lineage folder");
     assert!(cold.bytes_read > 0);
 
     let second = scanner.scan(std::slice::from_ref(&live));
@@ -398,6 +399,10 @@ fn unchanged_lineages_come_from_the_cache() {
             warm.cache_hits
         ),
         (5, 0, 0, 0, 5)
+    );
+    assert_eq!(
+        warm.folders_listed, 1,
+        "known certbot folders are not listed again"
     );
     for (a, b) in first.iter().zip(&second) {
         assert!(Arc::ptr_eq(
@@ -415,6 +420,7 @@ fn unchanged_lineages_come_from_the_cache() {
         (after.parsed, after.files_read, after.cache_hits),
         (1, 2, 4)
     );
+    assert_eq!(after.folders_listed, 1, "re-pointed links need no listing");
     assert_eq!(
         third[2].result.as_ref().unwrap().chain_pem.lines().next(),
         renewed.fullchain_pem.lines().next()
@@ -433,6 +439,16 @@ fn unchanged_lineages_come_from_the_cache() {
     assert_eq!(scanner.last_scan().parsed, 0);
     assert_eq!(scanner.stats().scans, 5);
     assert_eq!(scanner.stats().parsed, 7);
+
+    // A missing file sends the folder back to listing (and is reported).
+    let s4_key = live.join("s4.example.com/privkey.pem");
+    let s4_target = fs::read_link(&s4_key).unwrap();
+    fs::remove_file(&s4_key).unwrap();
+    let missing = scanner.scan(std::slice::from_ref(&live));
+    assert_eq!(scanner.last_scan().folders_listed, 2);
+    assert_eq!(error(&missing[4]).kind(), "missing-key");
+    symlink(&s4_target, &s4_key).unwrap();
+    assert!(scanner.scan(std::slice::from_ref(&live))[4].result.is_ok());
 
     // A removed lineage disappears.
     fs::remove_dir_all(live.join("s0.example.com")).unwrap();
