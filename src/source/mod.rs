@@ -137,7 +137,7 @@ struct Entry {
 /// Scans watch paths, re-reading only lineages whose files changed since the last scan.
 #[derive(Debug)]
 pub struct Scanner {
-    cache: HashMap<String, Entry>,
+    cache: HashMap<String, Arc<Entry>>,
     threads: usize,
     totals: ScanStats,
     last: ScanStats,
@@ -294,7 +294,7 @@ impl Scanner {
             return (lineage(found, entry.result.clone()), Some(entry.clone()));
         }
         match read_and_parse(found, stats) {
-            Ok(entry) => (lineage(found, entry.result.clone()), Some(entry)),
+            Ok(entry) => (lineage(found, entry.result.clone()), Some(Arc::new(entry))),
             Err(error) => (lineage(found, Err(error)), None),
         }
     }
@@ -311,7 +311,7 @@ fn lineage(found: &Found, result: Result<Arc<Certificate>, SourceError>) -> Line
 }
 
 /// A lineage and, when its files were identified, the cache entry to keep.
-type Outcome = (Lineage, Option<Entry>);
+type Outcome = (Lineage, Option<Arc<Entry>>);
 
 /// Identifies both files of a pair, or names the first problem.
 fn probe_pair(found: &Found) -> Result<(FileId, FileId), SourceError> {
