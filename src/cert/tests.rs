@@ -964,3 +964,73 @@ fn parse_speed() {
         println!("{name}: {:?} per parse", start.elapsed() / rounds);
     }
 }
+
+#[test]
+fn encoded_len_is_exact_so_key_buffers_never_reallocate() {
+    for len in [0, 1, 2, 3, 47, 48, 49, 95, 96, 97, 1191, 1218] {
+        let mut out = String::new();
+        pem::encode("EC PRIVATE KEY", &noise(len), &mut out);
+        assert_eq!(
+            out.len(),
+            pem::encoded_len("EC PRIVATE KEY", len),
+            "len {len}"
+        );
+        assert_canonical_pem(&out, "EC PRIVATE KEY");
+    }
+}
+
+/// Where `parse` spends its time (same command as `parse_speed`).
+#[test]
+#[ignore = "measurement; run by hand in release mode"]
+fn parse_speed_breakdown() {
+    use std::time::Instant;
+    let rsa = issue(rsa_a());
+    let p256 = issue(LeafKey::EcdsaP256);
+    for (name, chain, key_text) in [
+        ("RSA", &rsa.fullchain_pem, RSA_A_PKCS8),
+        ("P-256", &p256.fullchain_pem, p256.key_pem.as_str()),
+    ] {
+        let rounds = 2000u32;
+        let mut t = [std::time::Duration::ZERO; 7];
+        for _ in 0..rounds {
+            let s = Instant::now();
+            let ders = pem::read_chain(chain.as_bytes()).unwrap();
+            let raw = pem::read_key(key_text.as_bytes()).unwrap();
+            t[0] += s.elapsed();
+            let s = Instant::now();
+            let certs = chain::parse_all(&ders).unwrap();
+            t[1] += s.elapsed();
+            let s = Instant::now();
+            let k = key::parse(raw).unwrap();
+            t[2] += s.elapsed();
+            let s = Instant::now();
+            chain::check_key(&certs, &k).unwrap();
+            t[3] += s.elapsed();
+            let s = Instant::now();
+            chain::check_links(&certs).unwrap();
+            t[4] += s.elapsed();
+            let s = Instant::now();
+            let _ = chain::dns_names(&certs[0]).unwrap();
+            let _ = key::upload_form(&k, certs[0].public_key()).unwrap();
+            t[5] += s.elapsed();
+            let s = Instant::now();
+            let _ = chain_pem(&ders);
+            t[6] += s.elapsed();
+        }
+        let labels = [
+            "pem",
+            "x509",
+            "key",
+            "match",
+            "links",
+            "names+upload",
+            "chain_pem",
+        ];
+        let parts: Vec<String> = labels
+            .iter()
+            .zip(t)
+            .map(|(l, d)| format!("{l} {:?}", d / rounds))
+            .collect();
+        println!("{name}: {}", parts.join(", "));
+    }
+}
