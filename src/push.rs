@@ -1,1 +1,7 @@
-//! Plan executor: rate limits, retries, splitting (SKELETON: owned by the push owner).
+//! Plan executor: rate limits, retries, splitting.
+
+pub mod backoff;
+pub mod limiter;
+
+pub use backoff::Backoff;
+pub use limiter::RateLimiter;
