@@ -169,14 +169,11 @@ impl<A: CdnApi> Run<A> {
         self.open_gate();
         match handling {
             Handling::BatchSize if many => self.deploy(upload, domains).await,
-            Handling::Domain(named) | Handling::Certificate(named @ Some(_))
-                if many && named.is_some_and(|d| domains.iter().any(|x| x == d)) =>
+            Handling::Domain(Some(named)) | Handling::Certificate(Some(named))
+                if many && position(&domains, named).is_some() =>
             {
-                let bad = named.map(str::to_owned).unwrap_or_default();
-                tracing::warn!(domain = %bad, kind = e.kind(), "domain refused; deploying the rest without it");
-                let rest = domains.into_iter().filter(|d| *d != bad).collect();
-                self.failed(&[bad], Arc::new(e));
-                self.deploy(upload, rest).await;
+                let at = position(&domains, named).unwrap_or_default();
+                self.cut_out(upload, domains, at, e).await;
             }
             Handling::Domain(_) if many => {
                 tracing::warn!(
@@ -193,6 +190,23 @@ impl<A: CdnApi> Run<A> {
                 self.failed(&domains, Arc::new(e));
             }
         }
+    }
+
+    /// Reports `domains[at]` alone with `e` and deploys the rest without it.
+    async fn cut_out(
+        self: Arc<Self>,
+        upload: Arc<Upload>,
+        mut domains: Vec<String>,
+        at: usize,
+        e: A::Error,
+    ) {
+        if at >= domains.len() {
+            return self.failed(&domains, Arc::new(e));
+        }
+        let bad = domains.remove(at);
+        tracing::warn!(domain = %bad, kind = e.kind(), "domain refused; deploying the rest without it");
+        self.failed(std::slice::from_ref(&bad), Arc::new(e));
+        self.deploy(upload, domains).await;
     }
 
     /// The attempt loop of one call: gate, limiter, call, backoff on retryable errors.
@@ -468,6 +482,11 @@ fn lower_batch_size(refused: usize) -> usize {
     } else {
         (refused / 2).max(1)
     }
+}
+
+/// Where the domain an error names sits in the batch (Alibaba's case may differ).
+fn position(domains: &[String], named: &str) -> Option<usize> {
+    domains.iter().position(|d| d.eq_ignore_ascii_case(named))
 }
 
 fn clone_verdict<E>(v: &Verification<E>) -> Verification<E> {

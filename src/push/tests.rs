@@ -671,3 +671,20 @@ async fn read_back_never_verified_is_reported() {
     assert!(matches!(rx.try_recv(), Ok(Event::Deployed { .. })));
     assert!(matches!(rx.try_recv(), Ok(Event::Unverified { .. })));
 }
+
+/// The server may spell the named domain in another case; it is still recognised, and the
+/// domain is reported under the name the caller gave.
+#[tokio::test(start_paused = true)]
+async fn named_domain_matches_case_insensitively() {
+    let batch = domains("k", 5);
+    let class = FakeClass::Domain(Some(batch[4].to_uppercase()));
+    let fake = Fake {
+        script: Mutex::new(VecDeque::from([err(class.clone())])),
+        ..Fake::default()
+    };
+    let (fake, report) = run(fake, options(10, 50), vec![job(1, vec![batch.clone()])]).await;
+    assert_eq!(deployed(&report), 4);
+    assert_eq!(failed_with(&report, &batch[4]), Some(class));
+    assert_eq!(fake.calls().len(), 2);
+    assert_eq!(fake.calls()[1].domains, batch[..4]);
+}
