@@ -20,6 +20,7 @@
 //! starts after a credentials error has been seen; the first call of a run goes alone (a
 //! canary), so a wrong secret costs exactly one call.
 
+mod aliyun;
 pub mod backoff;
 mod exec;
 pub mod limiter;
@@ -33,8 +34,10 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::aliyun::ApiError;
 use crate::cert::{Fingerprint, PrivateKey};
 
+pub use aliyun::AliyunCdn;
 pub use backoff::Backoff;
 pub use limiter::RateLimiter;
 
@@ -159,7 +162,7 @@ impl Options {
 
 /// What read-back found for a deployed domain's batch.
 #[derive(Debug)]
-pub enum Verification<E> {
+pub enum Verification<E = ApiError> {
     /// `verify` is off.
     NotChecked,
     /// The batch's probe domain served the new fingerprint.
@@ -170,7 +173,7 @@ pub enum Verification<E> {
 
 /// The end state of one domain after a run.
 #[derive(Debug)]
-pub enum Outcome<E> {
+pub enum Outcome<E = ApiError> {
     /// A call including this domain succeeded.
     Deployed {
         request_id: String,
@@ -191,7 +194,7 @@ impl<E> Outcome<E> {
 
 /// Progress the caller records as it happens (the state file after each successful call).
 #[derive(Debug)]
-pub enum Event<E> {
+pub enum Event<E = ApiError> {
     /// One successful BatchSet call.
     Deployed {
         domains: Vec<String>,
@@ -215,7 +218,7 @@ pub enum Event<E> {
 
 /// Result of one run.
 #[derive(Debug)]
-pub struct Report<E> {
+pub struct Report<E = ApiError> {
     /// One entry per domain handed in.
     pub outcomes: BTreeMap<String, Outcome<E>>,
     /// BatchSet calls started (retries included).
