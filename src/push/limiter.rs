@@ -72,9 +72,13 @@ impl RateLimiter {
     }
 }
 
-/// The largest number of `starts` (sorted or not) that fall inside any half-open
-/// window `[t, t + window)`. Used by tests to check the limiter's rule from the outside.
-pub fn max_in_any_window(starts: &[Instant], window: Duration) -> usize {
+/// The largest number of `starts` (sorted or not; instants, or offsets from a common
+/// origin) that fall inside any half-open window `[t, t + window)`. Used by tests to check
+/// the limiter's rule from the outside (e.g. on a server's arrival times).
+pub fn max_in_any_window<T>(starts: &[T], window: Duration) -> usize
+where
+    T: Copy + Ord + std::ops::Add<Duration, Output = T>,
+{
     let mut sorted = starts.to_vec();
     sorted.sort();
     let mut best = 0;
@@ -197,7 +201,9 @@ mod tests {
         let t0 = Instant::now();
         let s = |ms: u64| t0 + Duration::from_millis(ms);
         let w = Duration::from_secs(1);
-        assert_eq!(max_in_any_window(&[], w), 0);
+        assert_eq!(max_in_any_window::<Instant>(&[], w), 0);
+        let ms = Duration::from_millis;
+        assert_eq!(max_in_any_window(&[ms(0), ms(999), ms(1999)], w), 2);
         assert_eq!(max_in_any_window(&[s(0), s(1000), s(2000)], w), 1);
         assert_eq!(max_in_any_window(&[s(0), s(999), s(1000)], w), 2);
         assert_eq!(max_in_any_window(&[s(500), s(0), s(400), s(1300)], w), 3);
