@@ -214,22 +214,8 @@ impl<A: CdnApi> Run<A> {
         let mut canary = false;
         let attempts = self.options.max_attempts.max(1);
         for attempt in 0..attempts {
-            if !self.admit(&mut canary).await {
-                return CallEnd::Stopped;
-            }
-            // Checked again after the permit: a refusal may lower the size meanwhile (a
-            // permit given up here only makes the rate stricter).
-            let permitted = !self.too_large(domains) && self.take_write_permit().await;
-            if !permitted || self.too_large(domains) {
-                // Only the canary holds the gate; it must never leave it closed.
-                if canary {
-                    self.open_gate();
-                }
-                return if self.too_large(domains) {
-                    CallEnd::TooLarge
-                } else {
-                    CallEnd::Stopped
-                };
+            if let Some(end) = self.wait_to_start(&mut canary, domains).await {
+                return end;
             }
             self.write_calls.fetch_add(1, Ordering::SeqCst);
             let result = self.api.batch_set(&BatchSet { upload, domains }).await;
@@ -260,6 +246,32 @@ impl<A: CdnApi> Run<A> {
         }
         // The loop returns on its last attempt; reaching here means zero attempts ran.
         CallEnd::Stopped
+    }
+
+    /// Waits for the gate and a write permit. `Some` when this attempt must not start: the
+    /// run stopped, or the batch size was lowered meanwhile (checked before and after the
+    /// permit; a permit given up here only makes the rate stricter).
+    async fn wait_to_start(
+        &self,
+        canary: &mut bool,
+        domains: &[String],
+    ) -> Option<CallEnd<A::Error>> {
+        if !self.admit(canary).await {
+            return Some(CallEnd::Stopped);
+        }
+        let permitted = !self.too_large(domains) && self.take_write_permit().await;
+        if permitted && !self.too_large(domains) {
+            return None;
+        }
+        // Only the canary holds the gate; it must never leave it closed.
+        if *canary {
+            self.open_gate();
+        }
+        Some(if self.too_large(domains) {
+            CallEnd::TooLarge
+        } else {
+            CallEnd::Stopped
+        })
     }
 
     /// Lets every caller through once the canary has its final answer (no-op when the gate

@@ -75,6 +75,8 @@ struct Fake {
     max_domains: Option<usize>,
     /// Served certificates become visible this long after the call (None: never).
     apply_after: Option<Duration>,
+    /// Errors returned by the next reads, in order.
+    read_script: Mutex<VecDeque<FakeError>>,
     calls: Mutex<Vec<Call>>,
     reads: Mutex<Vec<Instant>>,
     served: Mutex<HashMap<String, (Fingerprint, Instant)>>,
@@ -131,6 +133,9 @@ impl CdnApi for Fake {
     async fn served_fingerprint(&self, domain: &str) -> Result<Option<Fingerprint>, FakeError> {
         self.reads.lock().map(|mut r| r.push(Instant::now())).ok();
         tokio::time::sleep(self.latency).await;
+        if let Some(e) = self.read_script.lock().ok().and_then(|mut s| s.pop_front()) {
+            return Err(e);
+        }
         let now = Instant::now();
         let served = self.served.lock().ok().and_then(|s| s.get(domain).copied());
         Ok(served.filter(|(_, at)| *at <= now).map(|(fp, _)| fp))
@@ -687,4 +692,74 @@ async fn named_domain_matches_case_insensitively() {
     assert_eq!(failed_with(&report, &batch[4]), Some(class));
     assert_eq!(fake.calls().len(), 2);
     assert_eq!(fake.calls()[1].domains, batch[..4]);
+}
+
+/// Read errors: retryable ones are polled through, a refusal ends read-back at once with
+/// that error reported.
+#[tokio::test(start_paused = true)]
+async fn read_back_errors() {
+    let retry = err(FakeClass::Retry(Some(Duration::from_secs(2))));
+    let fake = Fake {
+        apply_after: Some(Duration::ZERO),
+        read_script: Mutex::new(VecDeque::from([retry.clone(), retry])),
+        ..Fake::default()
+    };
+    let mut opts = options(10, 50);
+    opts.verify = true;
+    let (fake, report) = run(fake, opts.clone(), vec![job(1, vec![domains("t", 2)])]).await;
+    assert_eq!(fake.reads().len(), 3);
+    let reads = fake.reads();
+    assert!(
+        reads[1] - reads[0] >= Duration::from_secs(2),
+        "hint honoured"
+    );
+    for o in report.outcomes.values() {
+        assert!(matches!(
+            o,
+            Outcome::Deployed {
+                verification: Verification::Verified,
+                ..
+            }
+        ));
+    }
+
+    let fake = Fake {
+        apply_after: Some(Duration::ZERO),
+        read_script: Mutex::new(VecDeque::from([err(FakeClass::Credentials)])),
+        ..Fake::default()
+    };
+    let t0 = Instant::now();
+    let (fake, report) = run(fake, opts, vec![job(1, vec![domains("u", 2)])]).await;
+    assert_eq!(fake.reads().len(), 1);
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    for o in report.outcomes.values() {
+        match o {
+            Outcome::Deployed {
+                verification:
+                    Verification::Unverified {
+                        last_error: Some(e),
+                    },
+                ..
+            } => {
+                assert_eq!(e.class, FakeClass::Credentials);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// Events go nowhere when the caller dropped its receiver; the report is still complete.
+#[tokio::test(start_paused = true)]
+async fn dropped_event_receiver_does_not_matter() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    drop(rx);
+    let fake = Arc::new(Fake::default());
+    let report = Executor::new(fake, options(10, 50))
+        .run(
+            vec![job(1, vec![domains("w", 3), domains("x", 3)])],
+            Some(tx),
+        )
+        .await;
+    assert_eq!(deployed(&report), 6);
+    assert_eq!(report.write_calls, 2);
 }
