@@ -3,3 +3,4 @@
 
 mod aliyun_client;
 mod emulate;
+mod push;
