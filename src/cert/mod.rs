@@ -1,12 +1,19 @@
 //! Pure certificate validation: bytes (and `now`) in, values out. No I/O, no clock reads.
 //!
 //! Owns: parsing a PEM chain and private key into a [`Certificate`], the precise reason a
-//! pair is [`Invalid`], the key/leaf match, the upload form Alibaba documents (leaf first,
-//! LF, no blank lines; RSA keys PKCS#1, EC keys SEC1), and domain coverage rules.
+//! pair is [`Invalid`] (and which file it concerns, [`Part`]), the key/leaf match, the upload
+//! form Alibaba documents (leaf first, LF, no blank lines; RSA keys PKCS#1, EC keys SEC1),
+//! the renewal rule ([`renewal_overdue`]) and domain coverage ([`covers`], [`best_for`]).
+//!
+//! Submodules: `pem` (PEM in and out), `key` (key parsing, matching, upload form), `chain`
+//! (X.509, order, signatures, names), `cover` (coverage), `invalid` (the reasons).
 //!
 //! Invariants: a `Certificate` value always holds a parsed, leaf-first, signature-checked
 //! chain and a key that matches the leaf; key bytes live only inside [`PrivateKey`], whose
-//! `Debug` redacts and which zeroizes on drop.
+//! `Debug` redacts and which zeroizes on drop, or in `Zeroizing` buffers while parsing.
+//! (One exception outside our control: the PEM decoder's internal base64 buffer.)
+//! ECDSA matching asks ring to derive the public key, which draws a nonce seed from the
+//! system RNG; that is the only system call.
 
 mod chain;
 mod cover;

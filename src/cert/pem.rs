@@ -147,17 +147,20 @@ fn key_encoding(kind: SectionKind) -> Option<KeyEncoding> {
 }
 
 /// A `BEGIN <X> PRIVATE KEY` block of a kind we do not read (DSA, OpenSSH, ...).
+/// Reads only the marker lines: the key text itself is never copied.
 fn other_key_block(bytes: &[u8]) -> Option<Invalid> {
-    let text = String::from_utf8_lossy(bytes);
-    text.lines().find_map(|line| {
+    bytes.split(|&b| b == b'\n').find_map(|line| {
         let label = line
-            .trim()
-            .strip_prefix("-----BEGIN ")?
-            .strip_suffix("-----")?;
+            .trim_ascii()
+            .strip_prefix(b"-----BEGIN ")?
+            .strip_suffix(b"-----")?;
         label
-            .ends_with("PRIVATE KEY")
+            .ends_with(b"PRIVATE KEY")
             .then(|| Invalid::UnsupportedKey {
-                what: format!("a -----BEGIN {}----- block", printable(label)),
+                what: format!(
+                    "a -----BEGIN {}----- block",
+                    printable(&String::from_utf8_lossy(label))
+                ),
             })
     })
 }

@@ -591,12 +591,19 @@ fn private_key_that_does_not_parse() {
     );
 }
 
-/// DER TLV for short contents (< 128 bytes).
+/// DER TLV for contents under 256 bytes.
 fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag, u8::try_from(content.len()).unwrap()];
+    let len = u8::try_from(content.len()).unwrap();
+    let mut out = match len {
+        0..=127 => vec![tag, len],
+        _ => vec![tag, 0x81, len],
+    };
     out.extend_from_slice(content);
     out
 }
+
+const OID_EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+const OID_P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
 
 fn pkcs8_with(alg_id: &[u8], private_key: &[u8]) -> String {
     let body = [&[0x02, 0x01, 0x00][..], alg_id, &tlv(0x04, private_key)].concat();
@@ -622,10 +629,12 @@ fn unsupported_key_types() {
             &[&[0x02, 0x01, 0x01][..], &tlv(0x04, &[1u8; 66])].concat(),
         ),
     );
+    let unknown = pkcs8_with(&tlv(0x30, &[0x06, 0x03, 0x2a, 0x03, 0x04]), &[1u8; 8]);
     let dsa = "-----BEGIN DSA PRIVATE KEY-----\nAAAA\n-----END DSA PRIVATE KEY-----\n";
     for (key, what) in [
         (ed448.as_str(), "Ed448"),
         (p521.as_str(), "ECDSA P-521"),
+        (unknown.as_str(), "algorithm 1.2.3.4"),
         (dsa, "a -----BEGIN DSA PRIVATE KEY----- block"),
     ] {
         let e = err(&issued.fullchain_pem, key);
@@ -634,6 +643,83 @@ fn unsupported_key_types() {
             format!("unsupported key type: {what}; use RSA, ECDSA P-256/P-384 or Ed25519")
         );
         assert_eq!((e.kind(), e.part()), ("unsupported-key", Some(Part::Key)));
+    }
+}
+
+#[test]
+fn multi_prime_rsa_is_unsupported() {
+    let issued = issue(rsa_a());
+    let der = only_der(RSA_A_PKCS1);
+    let two = pkcs1::RsaPrivateKeyRef::try_from(der.as_slice()).unwrap();
+    let extra = pkcs1::OtherPrimeInfo {
+        prime: two.prime1,
+        exponent: two.exponent1,
+        coefficient: two.coefficient,
+    };
+    let multi = pkcs1::RsaPrivateKey {
+        other_prime_infos: Some(vec![extra]),
+        ..two
+    };
+    let key = pem_of(
+        "RSA PRIVATE KEY",
+        &pkcs8::der::Encode::to_der(&multi).unwrap(),
+    );
+    assert_eq!(
+        err(&issued.fullchain_pem, &key).to_string(),
+        "unsupported key type: multi-prime RSA; use RSA, ECDSA P-256/P-384 or Ed25519"
+    );
+}
+
+#[test]
+fn inconsistent_or_broken_keys_do_not_parse() {
+    let p256 = issue(LeafKey::EcdsaP256);
+    let ed = issue(LeafKey::Ed25519);
+    // PKCS#8 says P-384, the SEC1 inside says P-256.
+    let sec1_p256 = only_der(
+        ok(&p256.fullchain_pem, &p256.key_pem)
+            .key
+            .expose_upload_pem(),
+    );
+    let alg = tlv(0x30, &[OID_EC_PUBLIC_KEY, OID_P384].concat());
+    let curves = pkcs8_with(&alg, &sec1_p256);
+    // A zero scalar is not a private key.
+    let zero = sec1::EcPrivateKey {
+        private_key: &[0u8; 32],
+        parameters: None,
+        public_key: None,
+    };
+    let zero = pem_of(
+        "EC PRIVATE KEY",
+        &pkcs8::der::Encode::to_der(&zero).unwrap(),
+    );
+    // An Ed25519 seed of 31 bytes.
+    let short_seed = pkcs8_with(
+        &tlv(0x30, &[0x06, 0x03, 0x2b, 0x65, 0x70]),
+        &tlv(0x04, &[1; 31]),
+    );
+    for (chain, key, detail) in [
+        (
+            &p256.fullchain_pem,
+            &curves,
+            "the SEC1 and PKCS#8 structures name different curves",
+        ),
+        (
+            &p256.fullchain_pem,
+            &zero,
+            "ring rejects it (InvalidComponent)",
+        ),
+        (
+            &ed.fullchain_pem,
+            &short_seed,
+            "the Ed25519 seed is not 32 bytes",
+        ),
+    ] {
+        assert_eq!(
+            err(chain, key).to_string(),
+            format!(
+                "the private key does not parse: {detail}; check the file or renew the certificate"
+            )
+        );
     }
 }
 
@@ -962,5 +1048,75 @@ fn parse_speed() {
             assert!(parse(chain.as_bytes(), key.as_bytes()).is_ok());
         }
         println!("{name}: {:?} per parse", start.elapsed() / rounds);
+    }
+}
+
+#[test]
+fn encoded_len_is_exact_so_key_buffers_never_reallocate() {
+    for len in [0, 1, 2, 3, 47, 48, 49, 95, 96, 97, 1191, 1218] {
+        let mut out = String::new();
+        pem::encode("EC PRIVATE KEY", &noise(len), &mut out);
+        assert_eq!(
+            out.len(),
+            pem::encoded_len("EC PRIVATE KEY", len),
+            "len {len}"
+        );
+        assert_canonical_pem(&out, "EC PRIVATE KEY");
+    }
+}
+
+/// Where `parse` spends its time (same command as `parse_speed`).
+#[test]
+#[ignore = "measurement; run by hand in release mode"]
+fn parse_speed_breakdown() {
+    use std::time::Instant;
+    let rsa = issue(rsa_a());
+    let p256 = issue(LeafKey::EcdsaP256);
+    for (name, chain, key_text) in [
+        ("RSA", &rsa.fullchain_pem, RSA_A_PKCS8),
+        ("P-256", &p256.fullchain_pem, p256.key_pem.as_str()),
+    ] {
+        let rounds = 2000u32;
+        let mut t = [std::time::Duration::ZERO; 7];
+        for _ in 0..rounds {
+            let s = Instant::now();
+            let ders = pem::read_chain(chain.as_bytes()).unwrap();
+            let raw = pem::read_key(key_text.as_bytes()).unwrap();
+            t[0] += s.elapsed();
+            let s = Instant::now();
+            let certs = chain::parse_all(&ders).unwrap();
+            t[1] += s.elapsed();
+            let s = Instant::now();
+            let k = key::parse(raw).unwrap();
+            t[2] += s.elapsed();
+            let s = Instant::now();
+            chain::check_key(&certs, &k).unwrap();
+            t[3] += s.elapsed();
+            let s = Instant::now();
+            chain::check_links(&certs).unwrap();
+            t[4] += s.elapsed();
+            let s = Instant::now();
+            let _ = chain::dns_names(&certs[0]).unwrap();
+            let _ = key::upload_form(&k, certs[0].public_key()).unwrap();
+            t[5] += s.elapsed();
+            let s = Instant::now();
+            let _ = chain_pem(&ders);
+            t[6] += s.elapsed();
+        }
+        let labels = [
+            "pem",
+            "x509",
+            "key",
+            "match",
+            "links",
+            "names+upload",
+            "chain_pem",
+        ];
+        let parts: Vec<String> = labels
+            .iter()
+            .zip(t)
+            .map(|(l, d)| format!("{l} {:?}", d / rounds))
+            .collect();
+        println!("{name}: {}", parts.join(", "));
     }
 }

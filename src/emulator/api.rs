@@ -206,6 +206,8 @@ pub(super) struct State {
     reads_per_second: u32,
     faults: Faults,
     served: BTreeMap<String, Served>,
+    /// `served` encoded for the dump; `None` after a change.
+    served_json: Option<Vec<u8>>,
     /// CertName → fingerprint of the content uploaded under it.
     cert_names: HashMap<String, Fingerprint>,
     nonces: HashSet<String>,
@@ -230,6 +232,7 @@ impl State {
             reads_per_second: cfg.reads_per_second,
             faults: cfg.faults,
             served: BTreeMap::new(),
+            served_json: None,
             cert_names: HashMap::new(),
             nonces: HashSet::new(),
             writes: Window::default(),
@@ -256,8 +259,12 @@ impl State {
         &self.served
     }
 
-    pub fn dump_json(&self) -> Vec<u8> {
-        self.log_json.dump(&self.served)
+    /// The state dump's bytes; the served map is re-encoded only after it changed.
+    pub fn dump_json(&mut self) -> Vec<u8> {
+        let served = self.served_json.get_or_insert_with(|| {
+            serde_json::to_vec(&self.served).unwrap_or_else(|_| b"{}".to_vec())
+        });
+        self.log_json.dump(served)
     }
 
     pub fn set_max_domains_per_call(&mut self, n: usize) {
@@ -279,6 +286,7 @@ impl State {
             Some(s) => self.served.insert(domain, s),
             None => self.served.remove(&domain),
         };
+        self.served_json = None;
         self.generation += 1;
         true
     }
@@ -476,6 +484,7 @@ impl State {
         for d in domains {
             self.served.insert(d, served.clone());
         }
+        self.served_json = None;
         Ok(json!({}))
     }
 

@@ -327,7 +327,7 @@ impl Shared {
             return Ok(());
         }
         let (bytes, current) = {
-            let st = self.lock();
+            let mut st = self.lock();
             (st.dump_json(), st.generation())
         };
         let path = dumper.path.clone();

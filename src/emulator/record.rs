@@ -160,12 +160,11 @@ impl LogJson {
         }
     }
 
-    /// The whole dump: `{"version":1,"served":{…},"log":[…]}`.
-    pub fn dump(&self, served: &BTreeMap<String, Served>) -> Vec<u8> {
-        let served = serde_json::to_vec(served).unwrap_or_else(|_| b"{}".to_vec());
+    /// The whole dump, `{"version":1,"served":{…},"log":[…]}`, around the encoded served map.
+    pub fn dump(&self, served: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(served.len() + self.entries.len() + 64);
         out.extend_from_slice(format!("{{\"version\":{},\"served\":", Dump::VERSION).as_bytes());
-        out.extend_from_slice(&served);
+        out.extend_from_slice(served);
         out.extend_from_slice(b",\"log\":[");
         out.extend_from_slice(&self.entries);
         out.extend_from_slice(b"]}\n");

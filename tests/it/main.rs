@@ -5,3 +5,4 @@ mod aliyun_client;
 mod check;
 mod emulate;
 mod harness;
+mod push;
