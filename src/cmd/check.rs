@@ -11,6 +11,7 @@ use std::path::Path;
 
 use time::OffsetDateTime;
 
+use super::text::{days_left, not_covered, short_names, table, ymd};
 use super::{CmdResult, Exit};
 use crate::aliyun::credentials::{self, Environment};
 use crate::cert::{self, Candidate, Match};
@@ -203,27 +204,6 @@ fn domain_table(domains: &[String], lineages: &[Lineage], now: OffsetDateTime) -
     (table(&["DOMAIN", "SERVED BY"], &rows), uncovered)
 }
 
-/// "no valid certificate", naming parsed but time-invalid lineages that would cover it.
-fn not_covered(domain: &str, lineages: &[Lineage]) -> String {
-    let near: Vec<&str> = lineages
-        .iter()
-        .filter(|l| {
-            l.result
-                .as_ref()
-                .is_ok_and(|c| cert::covers(&c.names, domain).is_some())
-        })
-        .map(|l| l.id.as_str())
-        .collect();
-    if near.is_empty() {
-        "no valid certificate".to_string()
-    } else {
-        format!(
-            "no valid certificate (covered only by invalid {})",
-            near.join(", ")
-        )
-    }
-}
-
 /// Renewal overdue, and valid lineages that cover no managed domain.
 fn lineage_warnings(domains: &[String], lineages: &[Lineage], now: OffsetDateTime) -> Vec<String> {
     let mut out = Vec::new();
@@ -250,53 +230,6 @@ fn lineage_warnings(domains: &[String], lineages: &[Lineage], now: OffsetDateTim
                 short_names(&cert.names)
             ));
         }
-    }
-    out
-}
-
-/// Up to three names, then a count of the rest.
-fn short_names(names: &[String]) -> String {
-    let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
-    match names.len().saturating_sub(3) {
-        0 => shown.join(", "),
-        rest => format!("{} (+{rest} more)", shown.join(", ")),
-    }
-}
-
-fn days_left(not_after: OffsetDateTime, now: OffsetDateTime) -> String {
-    match (not_after - now).whole_days() {
-        1 => "1 day".to_string(),
-        n => format!("{n} days"),
-    }
-}
-
-fn ymd(t: OffsetDateTime) -> String {
-    let d = t.date();
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
-}
-
-/// Left-aligned columns separated by two spaces; the last column is not padded.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(rows) {
-        let mut line = String::from(" ");
-        for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
-            line.push(' ');
-            line.push_str(cell);
-            if i + 1 < row.len() {
-                let pad = w.saturating_sub(cell.chars().count()) + 1;
-                line.extend(std::iter::repeat_n(' ', pad));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
     }
     out
 }

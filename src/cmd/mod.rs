@@ -29,6 +29,7 @@ pub mod emulate;
 pub mod run;
 pub mod status;
 pub mod sync;
+pub mod text;
 
 /// What a command returns: its exit code, or an error that aborted it (printed by `main`).
 pub type CmdResult = Result<Exit, Box<dyn std::error::Error + Send + Sync>>;
