@@ -28,6 +28,8 @@ use crate::cert::{self, Candidate, Fingerprint};
 pub const NAME_FINGERPRINT_HEX: usize = 16;
 /// Alibaba's limit on `CertName`.
 pub const CERT_NAME_MAX: usize = 128;
+// The fingerprint part must be long enough to tell certificates apart (≥ 12 hex) and fit.
+const _: () = assert!(NAME_FINGERPRINT_HEX >= 12 && NAME_FINGERPRINT_HEX <= 64);
 
 /// The planner's light view of one valid lineage (no key material).
 #[derive(Clone, Copy, Debug)]
@@ -108,6 +110,8 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         .unzip();
 
     let mut out = Plan::default();
+    // Grouped per target lineage, which is per certificate: copies of one leaf in several
+    // lineages have the same names and notAfter, so `best_for` always picks the first id.
     // Key: (lineage id, lineage index) so equal ids (a caller bug) still order stably.
     let mut todo: BTreeMap<(&str, usize), Vec<String>> = BTreeMap::new();
     for domain in domains {
