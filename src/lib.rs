@@ -13,6 +13,7 @@ pub mod config;
 pub mod emulator;
 pub mod plan;
 pub mod push;
+pub mod reconcile;
 pub mod source;
 pub mod state;
 pub mod testca;

@@ -1,0 +1,339 @@
+//! One reconciliation pass, shared by `sync`, `demo` and the daemon: scanned lineages →
+//! valid certificates → plan (against the deployed state) → push → record.
+//!
+//! Owns: turning scanner output into the planner's input and the planner's batches into
+//! executor jobs, recording every executor event in the state file as it happens (after
+//! each successful call, on a blocking thread so writes never stall the calls), and the
+//! pass summary (what `sync` prints and its exit code).
+//!
+//! Invariants: only certificates valid at `now` reach the planner and the executor (the
+//! planner re-checks); every domain the executor reports on has its outcome recorded; the
+//! summary never holds key material (API messages are redacted at construction).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+
+use crate::aliyun::error::ApiError;
+use crate::cert::{Certificate, Fingerprint};
+use crate::cmd::Exit;
+use crate::cmd::text::not_covered;
+use crate::plan::{self, Plan, PlanInput, PlanLineage};
+use crate::push::{CdnApi, Event, Executor, Job, Outcome, Report, Upload, Verification};
+use crate::source::Lineage;
+use crate::state::{Push, StateError, StateStore};
+
+/// A lineage whose certificate is valid at the pass's `now`.
+#[derive(Clone, Debug)]
+pub struct ValidLineage {
+    pub id: String,
+    pub cert: Arc<Certificate>,
+}
+
+/// Splits scanned lineages into the valid ones and `(id, reason)` for the others.
+pub fn split(lineages: &[Lineage], now: OffsetDateTime) -> (Vec<ValidLineage>, Vec<(String, String)>) {
+    let mut valid = Vec::new();
+    let mut invalid = Vec::new();
+    for l in lineages {
+        match l.valid_at(now) {
+            Ok(cert) => valid.push(ValidLineage {
+                id: l.id.clone(),
+                cert: Arc::clone(cert),
+            }),
+            Err(e) => invalid.push((l.id.clone(), e.to_string())),
+        }
+    }
+    (valid, invalid)
+}
+
+/// What the planner needs to know about the world, besides the lineages.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanParams<'a> {
+    pub domains: &'a [String],
+    pub deployed: &'a BTreeMap<String, Fingerprint>,
+    pub now: OffsetDateTime,
+    pub batch: usize,
+    pub force: bool,
+}
+
+/// The planner's view of `valid` (indices match).
+pub fn plan_lineages(valid: &[ValidLineage]) -> Vec<PlanLineage<'_>> {
+    valid
+        .iter()
+        .map(|v| PlanLineage {
+            id: &v.id,
+            fingerprint: v.cert.fingerprint,
+            names: &v.cert.names,
+            not_before: v.cert.not_before,
+            not_after: v.cert.not_after,
+        })
+        .collect()
+}
+
+/// Plans the pass (pure).
+pub fn make_plan(valid: &[ValidLineage], p: &PlanParams<'_>) -> Plan {
+    let lineages = plan_lineages(valid);
+    plan::plan(&PlanInput {
+        domains: p.domains,
+        lineages: &lineages,
+        deployed: p.deployed,
+        now: p.now,
+        batch: p.batch,
+        force: p.force,
+    })
+}
+
+/// One executor job per target certificate, holding that certificate's batches.
+pub fn jobs(plan: &Plan, valid: &[ValidLineage]) -> Vec<Job> {
+    let mut by_lineage: BTreeMap<usize, Job> = BTreeMap::new();
+    for batch in &plan.batches {
+        // Batch::lineage indexes `valid` (the slice the plan was made from).
+        let Some(v) = valid.get(batch.lineage) else {
+            continue;
+        };
+        let job = by_lineage.entry(batch.lineage).or_insert_with(|| Job {
+            upload: Arc::new(Upload {
+                cert_name: batch.cert_name.clone(),
+                chain_pem: v.cert.chain_pem.clone(),
+                key: Arc::new(v.cert.key.clone()),
+                fingerprint: v.cert.fingerprint,
+                not_after: v.cert.not_after,
+            }),
+            batches: Vec::new(),
+        });
+        job.batches.push(batch.domains.clone());
+    }
+    by_lineage.into_values().collect()
+}
+
+/// What [`execute`] hands back.
+pub struct Executed {
+    pub report: Report<ApiError>,
+    pub store: StateStore,
+    /// State writes that failed (the in-memory state kept them; the next save retries).
+    pub state_errors: Vec<StateError>,
+}
+
+/// Runs `jobs` through `executor`, recording each event in `store` as it arrives, then
+/// records the final error of every domain that was not deployed. `progress` is called with
+/// the number of domains deployed so far after each successful call.
+pub async fn execute<A>(
+    executor: &Executor<A>,
+    jobs: Vec<Job>,
+    store: StateStore,
+    progress: Box<dyn FnMut(usize) + Send>,
+) -> Executed
+where
+    A: CdnApi<Error = ApiError>,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    let recorder = tokio::task::spawn_blocking(move || record_events(rx, store, progress));
+    let report = executor.run(jobs, Some(tx)).await;
+    // The sender was moved into the run and is dropped with it, so the recorder ends.
+    let (mut store, mut state_errors) = match recorder.await {
+        Ok(done) => done,
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    };
+    if let Err(e) = record_failures(&mut store, &report) {
+        state_errors.push(e);
+    }
+    Executed {
+        report,
+        store,
+        state_errors,
+    }
+}
+
+fn record_events(
+    mut rx: mpsc::UnboundedReceiver<Event<ApiError>>,
+    mut store: StateStore,
+    mut progress: Box<dyn FnMut(usize) + Send>,
+) -> (StateStore, Vec<StateError>) {
+    let mut errors = Vec::new();
+    let mut deployed = 0;
+    while let Some(event) = rx.blocking_recv() {
+        let at = OffsetDateTime::now_utc();
+        let result = match &event {
+            Event::Deployed {
+                domains,
+                cert_name,
+                fingerprint,
+                not_after,
+                request_id,
+            } => {
+                deployed += domains.len();
+                progress(deployed);
+                let push = Push {
+                    fingerprint: *fingerprint,
+                    cert_name,
+                    not_after: *not_after,
+                    request_id,
+                    at,
+                };
+                store.record_deployed(domains, &push)
+            }
+            Event::Verified {
+                domains,
+                fingerprint,
+            } => store.record_verified(domains, *fingerprint, at),
+            Event::Unverified {
+                domains,
+                fingerprint,
+                last_error,
+            } => {
+                let message = unverified_message(last_error.as_deref());
+                store.record_verify_failed(domains, *fingerprint, &message, at)
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, kind = e.kind(), "could not save the state file");
+            errors.push(e);
+        }
+    }
+    (store, errors)
+}
+
+fn unverified_message(last_error: Option<&ApiError>) -> String {
+    match last_error {
+        Some(e) => format!("read-back did not confirm the new certificate: {e}"),
+        None => "read-back did not see the new certificate in time".to_string(),
+    }
+}
+
+/// Records every failed or skipped domain's error, one save per distinct error.
+fn record_failures(store: &mut StateStore, report: &Report<ApiError>) -> Result<(), StateError> {
+    let at = OffsetDateTime::now_utc();
+    let mut groups: BTreeMap<(&'static str, String), Vec<String>> = BTreeMap::new();
+    for (domain, outcome) in &report.outcomes {
+        let error = match outcome {
+            Outcome::Failed { error } | Outcome::NotAttempted { cause: error } => error,
+            Outcome::Deployed { .. } => continue,
+        };
+        let key = (error.kind(), error.to_string());
+        groups.entry(key).or_default().push(domain.clone());
+    }
+    for ((kind, message), domains) in groups {
+        store.record_error(&domains, kind, &message, at)?;
+    }
+    Ok(())
+}
+
+/// Everything a pass found and did, for the report and the exit code.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// `(lineage id, reason)` of lineages not valid now.
+    pub invalid: Vec<(String, String)>,
+    /// `(domain, why)` of managed domains no valid lineage covers.
+    pub uncovered: Vec<(String, String)>,
+    pub up_to_date: usize,
+    pub planned_calls: usize,
+    pub planned_domains: usize,
+    /// Domains deployed by this pass, and how many of them read-back confirmed.
+    pub deployed: usize,
+    pub verified: usize,
+    /// `(domain, reason)` of domains whose push failed for good, or whose read-back did not
+    /// confirm the new certificate.
+    pub failed: Vec<(String, String)>,
+    pub write_calls: u64,
+    pub read_calls: u64,
+    /// The batch size at the end, when a size refusal lowered it.
+    pub lowered_batch: Option<usize>,
+    /// The credentials error that stopped the run.
+    pub stopped: Option<String>,
+    pub state_errors: Vec<String>,
+}
+
+impl Summary {
+    /// The part of the summary known before pushing.
+    pub fn planned(lineages: &[Lineage], invalid: Vec<(String, String)>, plan: &Plan) -> Summary {
+        Summary {
+            invalid,
+            uncovered: plan
+                .uncovered
+                .iter()
+                .map(|d| (d.clone(), not_covered(d, lineages)))
+                .collect(),
+            up_to_date: plan.up_to_date.len(),
+            planned_calls: plan.calls(),
+            planned_domains: plan.pending(),
+            ..Summary::default()
+        }
+    }
+
+    /// Adds what the executor reported.
+    pub fn add_report(&mut self, report: &Report<ApiError>, configured_batch: usize) {
+        for (domain, outcome) in &report.outcomes {
+            match outcome {
+                Outcome::Deployed { verification, .. } => {
+                    self.deployed += 1;
+                    match verification {
+                        Verification::Verified => self.verified += 1,
+                        Verification::NotChecked => {}
+                        Verification::Unverified { last_error } => self
+                            .failed
+                            .push((domain.clone(), unverified_message(last_error.as_deref()))),
+                    }
+                }
+                Outcome::Failed { error } => self.failed.push((domain.clone(), error.to_string())),
+                Outcome::NotAttempted { cause } => self
+                    .failed
+                    .push((domain.clone(), format!("not attempted: {cause}"))),
+            }
+        }
+        self.write_calls = report.write_calls;
+        self.read_calls = report.read_calls;
+        self.lowered_batch = (report.batch_size < configured_batch).then_some(report.batch_size);
+        self.stopped = report.stopped.as_ref().map(|e| e.to_string());
+    }
+
+    /// 0 when every managed domain serves its best valid certificate, else 1.
+    pub fn exit(&self) -> Exit {
+        let clean = self.uncovered.is_empty() && self.failed.is_empty() && self.stopped.is_none();
+        if clean { Exit::Ok } else { Exit::Problems }
+    }
+
+    /// The human report of the pass.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (id, reason) in &self.invalid {
+            let _ = writeln!(out, "invalid lineage {id}: {reason}");
+        }
+        let _ = writeln!(
+            out,
+            "plan: {} domain(s) to update in {} call(s); {} up to date; {} without a valid certificate",
+            self.planned_domains,
+            self.planned_calls,
+            self.up_to_date,
+            self.uncovered.len()
+        );
+        if self.write_calls > 0 || self.planned_calls > 0 {
+            let _ = writeln!(
+                out,
+                "pushed: {} domain(s) deployed ({} confirmed by read-back) in {} write call(s), {} read call(s)",
+                self.deployed, self.verified, self.write_calls, self.read_calls
+            );
+        }
+        if let Some(size) = self.lowered_batch {
+            let _ = writeln!(
+                out,
+                "note: the API refused large batches; {size} domains per call were used (set [aliyun] max_domains_per_call = {size})"
+            );
+        }
+        if let Some(stopped) = &self.stopped {
+            let _ = writeln!(out, "stopped: {stopped}");
+        }
+        for (domain, why) in &self.failed {
+            let _ = writeln!(out, "FAILED {domain}: {why}");
+        }
+        for (domain, why) in &self.uncovered {
+            let _ = writeln!(out, "UNCOVERED {domain}: {why}");
+        }
+        for e in &self.state_errors {
+            let _ = writeln!(out, "state file: {e}");
+        }
+        out
+    }
+}
