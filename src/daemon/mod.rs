@@ -2,8 +2,9 @@
 //!
 //! Owns: watching the certificate folders ([`watch`]), deciding when the next pass starts
 //! ([`schedule`], pure), telling a renewal in progress from a broken lineage ([`torn`], pure),
-//! talking to systemd ([`notify`]) and turning SIGTERM/SIGINT/SIGHUP into requests
-//! ([`signals`]).
+//! talking to systemd ([`notify`]), turning SIGTERM/SIGINT/SIGHUP into requests
+//! ([`signals`]), and the main loop that ties them together around a reconcile pass
+//! ([`runner`], generic over [`runner::Reconciler`]).
 //!
 //! Invariant (DESIGN.md, "The one idea"): file events, timers and signals only *schedule* a
 //! pass; nothing here carries data a pass relies on. A lost event costs at most a later pass
@@ -14,6 +15,7 @@
 //! line about a watched folder as the field `path`.
 
 pub mod notify;
+pub mod runner;
 pub mod schedule;
 pub mod signals;
 pub mod torn;

@@ -153,6 +153,9 @@ impl Notifier {
 
 fn send_datagram(socket: &OsStr, message: &[u8]) -> io::Result<()> {
     let sock = UnixDatagram::unbound()?;
+    // Never block the main loop on a service manager that does not read (a full queue is
+    // an error, logged by the caller; the next notification carries the current state).
+    sock.set_nonblocking(true)?;
     let bytes = socket.as_encoded_bytes();
     if let Some(name) = bytes.strip_prefix(b"@") {
         use std::os::linux::net::SocketAddrExt;
@@ -347,6 +350,16 @@ mod tests {
         assert!(msg.contains(&path.display().to_string()), "{msg}");
         assert!(msg.contains("Type=notify"), "{msg}");
         assert_eq!(err.kind(), "notify");
+    }
+
+    #[test]
+    fn a_manager_that_does_not_read_never_blocks_the_sender() {
+        let (_dir, path, _listener) = socket();
+        let n = notifier(&path);
+        // The kernel queues ~10 datagrams (net.unix.max_dgram_qlen); then sends fail at once.
+        let errors: Vec<NotifyError> = (0..100).filter_map(|_| n.watchdog().err()).collect();
+        let err = errors.first().expect("a full queue is reported");
+        assert!(err.to_string().contains("WATCHDOG=1"), "{err}");
     }
 
     #[test]

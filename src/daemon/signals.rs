@@ -118,6 +118,11 @@ mod tests {
         raise(libc::SIGHUP);
         tokio::task::yield_now().await;
         assert_eq!(next(&mut signals).await, Signal::Reload);
+        // The main loop reads them from a channel.
+        let mut rx = crate::daemon::runner::signal_channel(signals);
+        raise(libc::SIGTERM);
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+        assert_eq!(got.expect("the signal arrives"), Some(Signal::Stop));
     }
 
     #[test]
