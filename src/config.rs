@@ -1,15 +1,31 @@
-//! Configuration: TOML file → raw structs → validated [`Settings`].
+//! Configuration: TOML file → spanned parse tree → validated [`Settings`].
 //!
-//! Owns: the schema, its defaults, and every configuration error (with file:line:col).
-//! Invariant: a `Settings` value is fully validated; no other module re-checks it.
-//! (SKELETON: `load` and the error type are implemented by the config module's owner;
-//! the `Settings` fields below are the contract other modules build on.)
+//! Owns: the schema, its defaults, and every configuration error (with `file:line:col`).
+//! The file is parsed into toml's spanned tree (`DeTable`) and walked by hand rather than
+//! through serde, so that *every* problem (syntax, unknown key, wrong type, bad value) is
+//! collected and reported at once, each naming its key and location.
+//!
+//! Invariants: a `Settings` value is fully validated (ranges, endpoint scheme, domain
+//! syntax, absolute paths); no other module re-checks it. Relative paths in the file are
+//! resolved against the folder holding the file. Warnings (valid but unwise settings) are
+//! returned as values in [`Loaded`]; this module prints and logs nothing.
 
-use std::path::PathBuf;
+mod domain;
+mod endpoint;
+mod walk;
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub use domain::normalize_domain;
 
 /// Default location of the configuration file.
 pub const DEFAULT_PATH: &str = "/etc/certrotd/certrotd.toml";
+
+/// The largest configuration or domains file read (bigger is a problem, not a crash).
+const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
@@ -58,3 +74,172 @@ pub struct CdnSettings {
     pub domains: Vec<String>,
     pub domains_file: Option<PathBuf>,
 }
+
+/// A successfully loaded configuration and the warnings it deserves.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Loaded {
+    pub settings: Settings,
+    /// Valid but unwise settings (e.g. a write rate above Alibaba's quota). The caller
+    /// prints or logs them.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// One problem or warning, located in a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The configuration file, or the `domains_file` for its entries.
+    pub file: PathBuf,
+    /// 1-based line and column (in characters); 0 when the location is unknown.
+    pub line: usize,
+    pub col: usize,
+    /// The dotted key (`aliyun.endpoint`), or `None` for syntax errors.
+    pub key: Option<String>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.col)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is missing or cannot be read.
+    #[error(
+        "cannot read the configuration file {}: {error}; create it (config/certrotd.toml in \
+         the source tree is a commented example) or name another with -c/--config or \
+         $CERTROTD_CONFIG",
+        path.display()
+    )]
+    Unreadable {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// The file was read, and has one or more problems (all of them are listed).
+    #[error("{}", render_problems(path, problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Diagnostic>,
+    },
+}
+
+impl ConfigError {
+    /// Short label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConfigError::Unreadable { .. } => "config-unreadable",
+            ConfigError::Invalid { .. } => "config-invalid",
+        }
+    }
+
+    /// Every problem (one for an unreadable file).
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            ConfigError::Unreadable { .. } => vec![self.to_string()],
+            ConfigError::Invalid { problems, .. } => {
+                problems.iter().map(|p| p.to_string()).collect()
+            }
+        }
+    }
+}
+
+fn render_problems(path: &Path, problems: &[Diagnostic]) -> String {
+    let count = problems.len();
+    let plural = if count == 1 { "" } else { "s" };
+    let mut out = format!(
+        "invalid configuration {} ({count} problem{plural}; fix them and run `certrotd check` \
+         again):",
+        path.display()
+    );
+    for p in problems {
+        out.push_str("\n  ");
+        out.push_str(&p.to_string());
+    }
+    out
+}
+
+/// Reads, parses and validates the configuration file at `path`.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let bytes = read_capped(path).map_err(|error| ConfigError::Unreadable {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(err) => {
+            let problem = Diagnostic {
+                file: path.to_path_buf(),
+                line: 0,
+                col: 0,
+                key: None,
+                message: format!(
+                    "not UTF-8 text (invalid byte at offset {}); save the file as UTF-8",
+                    err.utf8_error().valid_up_to()
+                ),
+            };
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems: vec![problem],
+            });
+        }
+    };
+    let base = std::path::absolute(path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."));
+    parse(path, &text, &base)
+}
+
+/// Parses and validates configuration `text` as if read from `file`; relative paths are
+/// resolved against `base`. (Reads `domains_file` and inspects `access_key_secret_file`.)
+pub fn parse(file: &Path, text: &str, base: &Path) -> Result<Loaded, ConfigError> {
+    let mut ctx = walk::Ctx::new(file, text, base);
+    let settings = walk::settings(&mut ctx);
+    let (mut problems, mut warnings) = ctx.finish();
+    match settings {
+        Some(settings) if problems.is_empty() => {
+            warnings.sort_by_key(|d| (d.line, d.col));
+            Ok(Loaded { settings, warnings })
+        }
+        _ => {
+            problems.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
+            Err(ConfigError::Invalid {
+                path: file.to_path_buf(),
+                problems,
+            })
+        }
+    }
+}
+
+/// Reads a whole file of at most [`MAX_FILE_BYTES`].
+fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        return Err(std::io::Error::other("it is a folder, not a file"));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "it is {} bytes, more than the {MAX_FILE_BYTES}-byte limit",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "it grew beyond the {MAX_FILE_BYTES}-byte limit while being read"
+        )));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests;

@@ -16,3 +16,4 @@ pub mod plan;
 pub mod push;
 pub mod source;
 pub mod state;
+pub mod testca;

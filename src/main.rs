@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
 use certrotd::cmd::{self, Exit};
+use clap::{Args, Parser, Subcommand};
 
 /// Keeps Alibaba Cloud CDN HTTPS certificates in step with the certificates an ACME client
 /// (certbot, acme.sh, lego, cert-manager) renews on disk.

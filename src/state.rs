@@ -1,1 +1,501 @@
-//! Deployed-state file (SKELETON: owned by the plan/state owner).
+//! The deployed-state file: what certrotd last pushed to each CDN domain.
+//!
+//! Owns `<[state] dir>/state.json` and the lock `<[state] dir>/certrotd.lock`.
+//!
+//! Format (version [`STATE_VERSION`]), pretty-printed JSON:
+//! ```json
+//! { "version": 1,
+//!   "domains": {
+//!     "www.example.com": {
+//!       "deployed": { "fingerprint": "<64 hex>", "cert_name": "www.example.com-20270227-…",
+//!                     "not_after": "2027-02-27T00:00:00Z", "deployed_at": "2026-…Z",
+//!                     "request_id": "…", "verification": "pending" | "verified" | "failed",
+//!                     "checked_at": null | "2026-…Z" },
+//!       "last_error": null | { "at": "2026-…Z", "kind": "throttling", "message": "…" } } } }
+//! ```
+//! `deployed` is null for a domain that only has an error on record.
+//!
+//! Invariants:
+//! - Writes are atomic: temp file in the same folder, write, fsync, rename over
+//!   `state.json`, fsync the folder. A kill at any instant leaves the old or the new file;
+//!   stray temp files (`.state.json.*.tmp`) are ignored by readers and removed by
+//!   [`StateStore::open`].
+//! - One writer per folder: [`StateStore`] holds an exclusive lock on `certrotd.lock`
+//!   (`flock`) for its whole life; the kernel releases it when the process dies.
+//! - A missing file is an empty state; a corrupt file or one from a newer version is an error
+//!   and is never overwritten.
+//! - The file holds fingerprints, names, times, request ids and short error texts — never key
+//!   material. Free texts are scrubbed of anything that looks like PEM before they are stored.
+//!
+//! Planning rule ([`State::deployed_fingerprints`]): a deployment whose read-back failed is
+//! not deployed; one not yet read back counts only when read-back is off (`verify = false`),
+//! so with `verify = true` a batch interrupted before its read-back is pushed again.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::cert::Fingerprint;
+
+/// The format version this build reads and writes.
+pub const STATE_VERSION: u32 = 1;
+/// The state file's name inside `[state] dir`.
+pub const STATE_FILE: &str = "state.json";
+/// The lock file's name inside `[state] dir`.
+pub const LOCK_FILE: &str = "certrotd.lock";
+const TEMP_PREFIX: &str = ".state.json.";
+const TEMP_SUFFIX: &str = ".tmp";
+/// Longest free text (error message, name, request id) kept in the file, in characters.
+const MAX_TEXT: usize = 500;
+
+/// Problems with the state folder or file. Each message names the path and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(
+        "another certrotd is using {dir} (lock {lock} is held); stop it or use another [state] dir"
+    )]
+    Locked { dir: PathBuf, lock: PathBuf },
+    #[error(
+        "cannot create the state folder {dir}: {cause}; create it (mode 0700) for the user \
+         certrotd runs as, or set another [state] dir"
+    )]
+    CreateDir { dir: PathBuf, cause: io::Error },
+    #[error(
+        "cannot lock {lock}: {cause}; the [state] dir must be a local folder certrotd can \
+         write (flock support)"
+    )]
+    Lock { lock: PathBuf, cause: io::Error },
+    #[error(
+        "cannot read the state file {path}: {cause}; check that it is a regular file certrotd \
+         can read and write"
+    )]
+    Read { path: PathBuf, cause: io::Error },
+    #[error(
+        "the state file {path} is not a valid certrotd state ({detail}); certrotd will not \
+         overwrite it: inspect it, then move it aside to start from an empty state (every \
+         domain is then pushed once more)"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "the state file {path} has format version {found}, but this certrotd understands only \
+         version {supported}; upgrade certrotd, or move the file aside to start from an empty \
+         state"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: u64,
+        supported: u32,
+    },
+    #[error(
+        "cannot write the state file {path}: {cause}; check free space and permissions of the \
+         [state] dir (the previous state file is intact)"
+    )]
+    Write { path: PathBuf, cause: io::Error },
+}
+
+impl StateError {
+    /// Short label for logs, the status table and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StateError::Locked { .. } => "state-locked",
+            StateError::CreateDir { .. } | StateError::Lock { .. } => "state-dir",
+            StateError::Read { .. } => "state-read",
+            StateError::Corrupt { .. } => "state-corrupt",
+            StateError::TooNew { .. } => "state-version",
+            StateError::Write { .. } => "state-write",
+        }
+    }
+}
+
+/// The whole file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    #[serde(default)]
+    pub domains: BTreeMap<String, DomainState>,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            version: STATE_VERSION,
+            domains: BTreeMap::new(),
+        }
+    }
+}
+
+/// What is known about one CDN domain.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainState {
+    /// The last certificate a call for this domain succeeded with.
+    #[serde(default)]
+    pub deployed: Option<Deployment>,
+    /// The last error for this domain; cleared by a later successful push or read-back.
+    #[serde(default)]
+    pub last_error: Option<LastError>,
+}
+
+/// One accepted `BatchSetCdnDomainServerCertificate` for a domain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub fingerprint: Fingerprint,
+    pub cert_name: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub deployed_at: OffsetDateTime,
+    pub request_id: String,
+    pub verification: Verification,
+    /// When the read-back concluded (verified or failed).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub checked_at: Option<OffsetDateTime>,
+}
+
+/// Whether read-back (`DescribeDomainCertificateInfo`) confirmed a deployment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verification {
+    /// Accepted by the API, not (yet) read back.
+    Pending,
+    /// The domain was seen serving this fingerprint.
+    Verified,
+    /// Read-back gave up without seeing it: the domain is out of date for planning.
+    Failed,
+}
+
+/// The last thing that went wrong for a domain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastError {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The error's `kind()` label.
+    pub kind: String,
+    /// Redacted, human message.
+    pub message: String,
+}
+
+/// A successful call, as [`StateStore::record_deployed`] records it.
+#[derive(Clone, Copy, Debug)]
+pub struct Push<'a> {
+    pub fingerprint: Fingerprint,
+    pub cert_name: &'a str,
+    pub not_after: OffsetDateTime,
+    pub request_id: &'a str,
+    pub at: OffsetDateTime,
+}
+
+impl State {
+    /// Per domain, the fingerprint the planner should consider deployed: verified
+    /// deployments always; pending ones only when `verify` (read-back) is off; failed never.
+    pub fn deployed_fingerprints(&self, verify: bool) -> BTreeMap<String, Fingerprint> {
+        self.domains
+            .iter()
+            .filter_map(|(domain, s)| {
+                let d = s.deployed.as_ref()?;
+                let counts = match d.verification {
+                    Verification::Verified => true,
+                    Verification::Pending => !verify,
+                    Verification::Failed => false,
+                };
+                counts.then(|| (domain.clone(), d.fingerprint))
+            })
+            .collect()
+    }
+}
+
+/// Reads the state of `dir` without locking (for `certrotd status` while the daemon runs).
+/// A missing folder or file is an empty state.
+pub fn load(dir: &Path) -> Result<State, StateError> {
+    let path = dir.join(STATE_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => parse(&path, &bytes),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State::default()),
+        Err(cause) => Err(StateError::Read { path, cause }),
+    }
+}
+
+/// Decodes a state file's bytes; `path` is only for messages.
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
+    #[derive(Deserialize)]
+    struct Header {
+        version: Option<u64>,
+    }
+    let corrupt = |detail: String| StateError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let header: Header = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+    match header.version {
+        None => return Err(corrupt("no \"version\" field".into())),
+        Some(0) => return Err(corrupt("version 0 does not exist".into())),
+        Some(v) if v > u64::from(STATE_VERSION) => {
+            return Err(StateError::TooNew {
+                path: path.to_path_buf(),
+                found: v,
+                supported: STATE_VERSION,
+            });
+        }
+        Some(_) => {}
+    }
+    serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))
+}
+
+/// The state of one folder, owned exclusively (lock held) until dropped.
+#[derive(Debug)]
+pub struct StateStore {
+    dir: PathBuf,
+    path: PathBuf,
+    /// Holds the `flock`; closing it (drop, or process death) releases the lock.
+    _lock: File,
+    state: State,
+}
+
+impl StateStore {
+    /// Creates `dir` (mode 0700) if missing, takes the lock, removes stray temp files of a
+    /// killed run, and loads the state.
+    pub fn open(dir: &Path) -> Result<StateStore, StateError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|cause| StateError::CreateDir {
+                dir: dir.to_path_buf(),
+                cause,
+            })?;
+        let lock = take_lock(dir)?;
+        remove_stray_temps(dir);
+        let state = load(dir)?;
+        Ok(StateStore {
+            dir: dir.to_path_buf(),
+            path: dir.join(STATE_FILE),
+            _lock: lock,
+            state,
+        })
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The state file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// See [`State::deployed_fingerprints`].
+    pub fn deployed_fingerprints(&self, verify: bool) -> BTreeMap<String, Fingerprint> {
+        self.state.deployed_fingerprints(verify)
+    }
+
+    /// Records a successful call for `domains` (verification pending, last error cleared) and
+    /// saves. On a save error the in-memory state keeps the record; the next save writes it.
+    pub fn record_deployed(
+        &mut self,
+        domains: &[String],
+        push: &Push<'_>,
+    ) -> Result<(), StateError> {
+        for domain in domains {
+            let entry = self.state.domains.entry(domain.clone()).or_default();
+            entry.deployed = Some(Deployment {
+                fingerprint: push.fingerprint,
+                cert_name: scrub(push.cert_name),
+                not_after: push.not_after,
+                deployed_at: push.at,
+                request_id: scrub(push.request_id),
+                verification: Verification::Pending,
+                checked_at: None,
+            });
+            entry.last_error = None;
+        }
+        self.save()
+    }
+
+    /// Marks `domains` verified where their recorded deployment is `fingerprint` (others were
+    /// superseded by a later push and are left alone), and saves.
+    pub fn record_verified(
+        &mut self,
+        domains: &[String],
+        fingerprint: Fingerprint,
+        at: OffsetDateTime,
+    ) -> Result<(), StateError> {
+        self.conclude(domains, fingerprint, Verification::Verified, at);
+        for domain in domains {
+            if let Some(entry) = self.state.domains.get_mut(domain) {
+                entry.last_error = None;
+            }
+        }
+        self.save()
+    }
+
+    /// Marks `domains` as failed read-back of `fingerprint` (so the planner pushes them
+    /// again), records `message` as their last error (kind `verify`), and saves.
+    pub fn record_verify_failed(
+        &mut self,
+        domains: &[String],
+        fingerprint: Fingerprint,
+        message: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StateError> {
+        self.conclude(domains, fingerprint, Verification::Failed, at);
+        self.set_error(domains, "verify", message, at);
+        self.save()
+    }
+
+    /// Records an error for `domains` (their deployment, if any, is unchanged) and saves.
+    pub fn record_error(
+        &mut self,
+        domains: &[String],
+        kind: &str,
+        message: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StateError> {
+        self.set_error(domains, kind, message, at);
+        self.save()
+    }
+
+    fn conclude(
+        &mut self,
+        domains: &[String],
+        fp: Fingerprint,
+        v: Verification,
+        at: OffsetDateTime,
+    ) {
+        for domain in domains {
+            let deployed = self
+                .state
+                .domains
+                .get_mut(domain)
+                .and_then(|e| e.deployed.as_mut());
+            if let Some(d) = deployed.filter(|d| d.fingerprint == fp) {
+                d.verification = v;
+                d.checked_at = Some(at);
+            }
+        }
+    }
+
+    fn set_error(&mut self, domains: &[String], kind: &str, message: &str, at: OffsetDateTime) {
+        for domain in domains {
+            let entry = self.state.domains.entry(domain.clone()).or_default();
+            entry.last_error = Some(LastError {
+                at,
+                kind: scrub(kind),
+                message: scrub(message),
+            });
+        }
+    }
+
+    /// Writes the current state atomically.
+    pub fn save(&self) -> Result<(), StateError> {
+        let write = |cause| StateError::Write {
+            path: self.path.clone(),
+            cause,
+        };
+        let bytes = encode(&self.state).map_err(write)?;
+        write_atomic(&self.dir, &bytes, &mut |_| Ok(())).map_err(write)
+    }
+}
+
+fn encode(state: &State) -> io::Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+fn take_lock(dir: &Path) -> Result<File, StateError> {
+    let lock = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock)
+        .map_err(|cause| StateError::Lock {
+            lock: lock.clone(),
+            cause,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(StateError::Locked {
+            dir: dir.to_path_buf(),
+            lock,
+        }),
+        Err(TryLockError::Error(cause)) => Err(StateError::Lock { lock, cause }),
+    }
+}
+
+fn is_temp(name: &str) -> bool {
+    name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX)
+}
+
+/// Best effort: a temp file left by a killed writer is garbage (the rename never happened).
+fn remove_stray_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_str().is_some_and(is_temp) {
+            continue;
+        }
+        if let Err(e) = fs::remove_file(entry.path()) {
+            tracing::warn!(path = %entry.path().display(), error = %e,
+                "cannot remove a stray temporary state file; it is ignored");
+        }
+    }
+}
+
+/// The steps of [`write_atomic`], for fault injection in tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    Created,
+    Written,
+    Synced,
+    Renamed,
+}
+
+/// temp file in `dir` → write → fsync → rename over `STATE_FILE` → fsync `dir`.
+/// `fault` runs after each step; an error from it aborts there (the temp file, if not yet
+/// renamed, is removed by `NamedTempFile`'s drop).
+fn write_atomic(
+    dir: &Path,
+    bytes: &[u8],
+    fault: &mut dyn FnMut(Step) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .suffix(TEMP_SUFFIX)
+        .tempfile_in(dir)?;
+    fault(Step::Created)?;
+    tmp.write_all(bytes)?;
+    fault(Step::Written)?;
+    tmp.as_file().sync_all()?;
+    fault(Step::Synced)?;
+    tmp.persist(dir.join(STATE_FILE)).map_err(|e| e.error)?;
+    fault(Step::Renamed)?;
+    File::open(dir)?.sync_all()
+}
+
+/// Free text as stored: nothing PEM-like, at most [`MAX_TEXT`] characters.
+fn scrub(text: &str) -> String {
+    if text.contains("-----BEGIN") || text.contains("PRIVATE KEY") {
+        return "<withheld: the text contained PEM data>".to_string();
+    }
+    if text.chars().count() <= MAX_TEXT {
+        return text.to_string();
+    }
+    let mut short: String = text.chars().take(MAX_TEXT).collect();
+    short.push('…');
+    short
+}
+
+#[cfg(test)]
+mod tests;

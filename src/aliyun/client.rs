@@ -1,1 +1,714 @@
-//! (SKELETON: owned by the aliyun module's owner.)
+//! The HTTP client of the CDN API: one signed POST per call attempt.
+//!
+//! Owns: endpoint checks (https with certificate verification through rustls + webpki roots;
+//! plain http only to a loopback host), building each request (common + action parameters,
+//! fresh nonce and timestamp, signature, all in the form body — the URL is always `/`),
+//! the timeout, decoding success bodies into typed replies and every failure into an
+//! [`ApiError`], and the three actions certrotd uses.
+//!
+//! Invariants: nothing goes in the URL; the request body and the parameter list (which hold
+//! `SSLPri`) live in zeroizing buffers and are never logged; each method is exactly one
+//! attempt (retries, freshly signed, are the executor's job: call the method again); a
+//! response never causes a panic, whatever its body.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Buf;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::header::{ACCEPT, CONTENT_TYPE, DATE, HeaderMap, RETRY_AFTER, USER_AGENT};
+use hyper::{Method, Request, Uri};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use serde::Deserialize;
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use super::credentials::Credentials;
+use super::error::{
+    ApiError, Class, ResponseMeta, describe_offset, parse_http_date, parse_retry_after,
+};
+use super::sign;
+use crate::cert::{Fingerprint, PrivateKey};
+use crate::config::AliyunSettings;
+
+pub const ACTION_BATCH_SET: &str = "BatchSetCdnDomainServerCertificate";
+pub const ACTION_DESCRIBE_CERT: &str = "DescribeDomainCertificateInfo";
+pub const ACTION_USER_DOMAINS: &str = "DescribeUserDomains";
+/// Largest page `DescribeUserDomains` serves.
+pub const MAX_PAGE_SIZE: u64 = 500;
+/// Largest response body read (a page of 500 domains or a long chain is far below this).
+const MAX_RESPONSE_BODY: usize = 16 << 20;
+/// Pages fetched at most by [`Client::describe_user_domains`] (5 million domains).
+const MAX_PAGES: u64 = 10_000;
+const USER_AGENT_VALUE: &str = concat!("certrotd/", env!("CARGO_PKG_VERSION"));
+
+/// The wall clock the client stamps requests with (injectable for tests).
+pub type WallClock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
+
+/// Why a client cannot be built from the settings.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "[aliyun] endpoint = {endpoint:?}: {reason}; write it as https://host[:port] \
+         (default https://cdn.aliyuncs.com)"
+    )]
+    Endpoint { endpoint: String, reason: String },
+    #[error(
+        "[aliyun] endpoint = {endpoint:?}: plain http is allowed only to a loopback host \
+         (127.0.0.1, ::1, localhost, e.g. the emulator); use https:// for {host}"
+    )]
+    InsecureEndpoint { endpoint: String, host: String },
+    #[error("cannot set up TLS (rustls, ring): {detail}; this is a build problem, report it")]
+    Tls { detail: String },
+}
+
+impl ClientError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientError::Endpoint { .. } => "endpoint",
+            ClientError::InsecureEndpoint { .. } => "insecure_endpoint",
+            ClientError::Tls { .. } => "tls",
+        }
+    }
+}
+
+/// `BatchSetCdnDomainServerCertificate`: deploy one certificate to up to 50 domains.
+/// Always `SSLProtocol=on`, `CertType=upload`, `ForceSet=1`.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchSetRequest<'a> {
+    pub domains: &'a [String],
+    pub cert_name: &'a str,
+    /// Full chain PEM, leaf first.
+    pub ssl_pub: &'a str,
+    pub ssl_pri: &'a PrivateKey,
+    pub region: Option<&'a str>,
+}
+
+impl BatchSetRequest<'_> {
+    /// The action's parameters (without `Action` and the common ones).
+    pub fn params(&self) -> Zeroizing<Vec<(String, String)>> {
+        let mut p = Zeroizing::new(Vec::with_capacity(9));
+        p.push(("DomainName".to_string(), self.domains.join(",")));
+        p.push(("SSLProtocol".to_string(), "on".to_string()));
+        p.push(("SSLPub".to_string(), self.ssl_pub.to_string()));
+        p.push((
+            "SSLPri".to_string(),
+            self.ssl_pri.expose_upload_pem().to_string(),
+        ));
+        p.push(("CertName".to_string(), self.cert_name.to_string()));
+        p.push(("CertType".to_string(), "upload".to_string()));
+        p.push(("ForceSet".to_string(), "1".to_string()));
+        if let Some(region) = self.region {
+            p.push(("Region".to_string(), region.to_string()));
+        }
+        p
+    }
+}
+
+/// `DescribeDomainCertificateInfo` for one domain.
+#[derive(Clone, Copy, Debug)]
+pub struct DescribeCertRequest<'a> {
+    pub domain: &'a str,
+}
+
+impl DescribeCertRequest<'_> {
+    pub fn params(&self) -> Zeroizing<Vec<(String, String)>> {
+        Zeroizing::new(vec![("DomainName".to_string(), self.domain.to_string())])
+    }
+}
+
+/// One page of `DescribeUserDomains`.
+#[derive(Clone, Copy, Debug)]
+pub struct UserDomainsRequest {
+    /// 1..=500.
+    pub page_size: u64,
+    /// From 1.
+    pub page_number: u64,
+}
+
+impl UserDomainsRequest {
+    pub fn params(&self) -> Zeroizing<Vec<(String, String)>> {
+        Zeroizing::new(vec![
+            (
+                "PageSize".to_string(),
+                self.page_size.clamp(1, MAX_PAGE_SIZE).to_string(),
+            ),
+            (
+                "PageNumber".to_string(),
+                self.page_number.max(1).to_string(),
+            ),
+        ])
+    }
+}
+
+/// The certificate a CDN domain serves, as `DescribeDomainCertificateInfo` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServedCert {
+    pub domain: String,
+    pub cert_name: String,
+    pub cert_type: String,
+    /// `ServerCertificateStatus` (`on`).
+    pub status: String,
+    /// `ServerCertificate`: the served chain PEM (leaf first).
+    pub certificate_pem: String,
+    pub expire_time: Option<OffsetDateTime>,
+    pub start_time: Option<OffsetDateTime>,
+    /// `CertDomainName`: the names the certificate carries.
+    pub cert_domain_name: String,
+}
+
+impl ServedCert {
+    /// SHA-256 of the first certificate of the served chain; `None` when there is none
+    /// or it is not PEM.
+    pub fn leaf_fingerprint(&self) -> Option<Fingerprint> {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let leaf = CertificateDer::pem_slice_iter(self.certificate_pem.as_bytes())
+            .next()?
+            .ok()?;
+        let digest = ring::digest::digest(&ring::digest::SHA256, leaf.as_ref());
+        let bytes: [u8; 32] = digest.as_ref().try_into().ok()?;
+        Some(Fingerprint(bytes))
+    }
+}
+
+/// One domain as `DescribeUserDomains` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserDomain {
+    pub domain: String,
+    /// `DomainStatus` (`online`, `offline`, `configuring`, …).
+    pub status: String,
+    /// `SslProtocol` (`on`, `off`).
+    pub ssl_protocol: String,
+}
+
+/// One page of `DescribeUserDomains`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainsPage {
+    pub page_number: u64,
+    pub page_size: u64,
+    pub total_count: u64,
+    pub domains: Vec<UserDomain>,
+}
+
+/// A 2xx answer: status and body.
+struct Reply {
+    status: u16,
+    body: bytes::Bytes,
+}
+
+/// The CDN API client. Cheap to clone (shares its connection pool).
+#[derive(Clone)]
+pub struct Client {
+    http: HyperClient<HttpsConnector<HttpConnector>, SecretBody>,
+    endpoint: Uri,
+    timeout: Duration,
+    credentials: Arc<Credentials>,
+    clock: WallClock,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.endpoint)
+            .field("timeout", &self.timeout)
+            .field("credentials", &self.credentials)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for `settings.endpoint` with `settings.timeout` per attempt.
+    pub fn new(settings: &AliyunSettings, credentials: Credentials) -> Result<Client, ClientError> {
+        let (endpoint, plain_http) = check_endpoint(&settings.endpoint)?;
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| ClientError::Tls {
+                detail: e.to_string(),
+            })?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(settings.timeout));
+        let connector = if plain_http {
+            tls.https_or_http().enable_http1().wrap_connector(http)
+        } else {
+            tls.https_only().enable_http1().wrap_connector(http)
+        };
+        let client = HyperClient::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Ok(Client {
+            http: client,
+            endpoint,
+            timeout: settings.timeout,
+            credentials: Arc::new(credentials),
+            clock: Arc::new(OffsetDateTime::now_utc),
+        })
+    }
+
+    /// Replaces the wall clock that stamps `Timestamp` (tests of clock skew).
+    pub fn with_clock(mut self, clock: WallClock) -> Client {
+        self.clock = clock;
+        self
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// The endpoint as configured (`scheme://host[:port]/`).
+    pub fn endpoint(&self) -> String {
+        self.endpoint.to_string()
+    }
+
+    /// One `BatchSetCdnDomainServerCertificate` attempt; returns the `RequestId`.
+    pub async fn batch_set(&self, req: &BatchSetRequest<'_>) -> Result<String, ApiError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct SetReply {
+            request_id: String,
+        }
+        let reply = self
+            .call(ACTION_BATCH_SET, req.params(), req.domains)
+            .await?;
+        let parsed: SetReply = decode(ACTION_BATCH_SET, &reply)?;
+        Ok(parsed.request_id)
+    }
+
+    /// One `DescribeDomainCertificateInfo` attempt: the certificate `domain` serves now,
+    /// `None` when it serves none (HTTPS off or nothing uploaded).
+    pub async fn describe_domain_certificate(
+        &self,
+        domain: &str,
+    ) -> Result<Option<ServedCert>, ApiError> {
+        let req = DescribeCertRequest { domain };
+        let reply = self
+            .call(ACTION_DESCRIBE_CERT, req.params(), &[domain.to_string()])
+            .await?;
+        let parsed: CertReply = decode(ACTION_DESCRIBE_CERT, &reply)?;
+        Ok(served_for(domain, parsed))
+    }
+
+    /// One `DescribeUserDomains` attempt for one page.
+    pub async fn describe_user_domains_page(
+        &self,
+        req: UserDomainsRequest,
+    ) -> Result<DomainsPage, ApiError> {
+        let reply = self.call(ACTION_USER_DOMAINS, req.params(), &[]).await?;
+        let parsed: PageReply = decode(ACTION_USER_DOMAINS, &reply)?;
+        Ok(parsed.into_page(req))
+    }
+
+    /// Every domain of the account: pages of 500 until `TotalCount` is reached (or, without
+    /// one, a short page arrives) or a page comes back empty. One attempt per page; the first failure is returned.
+    pub async fn describe_user_domains(&self) -> Result<Vec<String>, ApiError> {
+        let mut out: Vec<String> = Vec::new();
+        for page_number in 1..=MAX_PAGES {
+            let page = self
+                .describe_user_domains_page(UserDomainsRequest {
+                    page_size: MAX_PAGE_SIZE,
+                    page_number,
+                })
+                .await?;
+            let got = page.domains.len() as u64;
+            out.extend(page.domains.into_iter().map(|d| d.domain));
+            let done = match page.total_count {
+                // No TotalCount in the answer: a short page is the last one.
+                0 => got < MAX_PAGE_SIZE,
+                total => out.len() as u64 >= total,
+            };
+            if got == 0 || done {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One signed attempt of `action` with `params`. `call_domains` are the domains the call
+    /// names (they classify size refusals and identify a refused domain).
+    async fn call(
+        &self,
+        action: &'static str,
+        params: Zeroizing<Vec<(String, String)>>,
+        call_domains: &[String],
+    ) -> Result<Reply, ApiError> {
+        let started = Instant::now();
+        let body = self.signed_body(action, params);
+        let result = tokio::time::timeout(self.timeout, self.send(action, body)).await;
+        let endpoint = self.endpoint.to_string();
+        let (status, headers, bytes) = match result {
+            Err(_) => {
+                return Err(ApiError::Timeout {
+                    action,
+                    endpoint,
+                    timeout: self.timeout,
+                });
+            }
+            Ok(r) => r?,
+        };
+        let elapsed_ms = started.elapsed().as_millis();
+        let request_id = header_str(&headers, "x-acs-request-id").unwrap_or("");
+        tracing::debug!(
+            action,
+            domains = call_domains.len(),
+            status,
+            request_id,
+            elapsed_ms,
+            "API call answered"
+        );
+        if (200..300).contains(&status) {
+            return Ok(Reply {
+                status,
+                body: bytes,
+            });
+        }
+        let meta = self.response_meta(status, &headers);
+        let err = ApiError::from_response(action, meta, &bytes, call_domains);
+        if err.class() == Class::Clock {
+            log_clock_skew(&err);
+        }
+        Err(err)
+    }
+
+    /// Common + action parameters, a fresh nonce and timestamp, the signature; encoded as
+    /// the form body.
+    fn signed_body(
+        &self,
+        action: &'static str,
+        action_params: Zeroizing<Vec<(String, String)>>,
+    ) -> Zeroizing<String> {
+        let creds = &self.credentials;
+        let token = creds.security_token().map(|t| t.expose());
+        let mut params = Zeroizing::new(sign::common_params(
+            creds.access_key_id(),
+            (self.clock)(),
+            &new_nonce(),
+            token,
+        ));
+        params.push(("Action".to_string(), action.to_string()));
+        params.extend(action_params.iter().cloned());
+        let signature = sign::sign("POST", creds.secret().expose(), &params);
+        params.push((sign::SIGNATURE_PARAM.to_string(), signature));
+        sign::encode_pairs(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
+    /// Sends the request and reads the whole answer (bounded).
+    async fn send(
+        &self,
+        action: &'static str,
+        body: Zeroizing<String>,
+    ) -> Result<(u16, HeaderMap, bytes::Bytes), ApiError> {
+        let endpoint = self.endpoint.to_string();
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(self.endpoint.clone())
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ACCEPT, "application/json")
+            .header(USER_AGENT, USER_AGENT_VALUE)
+            .body(SecretBody::new(body))
+            .map_err(|e| ApiError::transport(action, &endpoint, &e.to_string()))?;
+        let response = self
+            .http
+            .request(request)
+            .await
+            .map_err(|e| ApiError::transport(action, &endpoint, &error_chain(&e)))?;
+        let status = response.status().as_u16();
+        let (parts, incoming) = response.into_parts();
+        let collected = http_body_util::Limited::new(incoming, MAX_RESPONSE_BODY)
+            .collect()
+            .await;
+        match collected {
+            Ok(c) => Ok((status, parts.headers, c.to_bytes())),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::bad_response(
+                action,
+                status,
+                "the response body is larger than 16 MiB",
+            )),
+            Err(e) => Err(ApiError::transport(
+                action,
+                &endpoint,
+                &format!("reading the response: {}", error_chain(e.as_ref())),
+            )),
+        }
+    }
+
+    fn response_meta(&self, status: u16, headers: &HeaderMap) -> ResponseMeta {
+        let server_date = header_str(headers, DATE.as_str()).and_then(parse_http_date);
+        ResponseMeta {
+            status,
+            retry_after: parse_retry_after(
+                header_str(headers, "x-acs-retry-after"),
+                header_str(headers, RETRY_AFTER.as_str()),
+            ),
+            server_date,
+            clock_offset: server_date.map(|d| d - (self.clock)()),
+        }
+    }
+}
+
+fn log_clock_skew(err: &ApiError) {
+    match err.clock_offset() {
+        Some(offset) => tracing::error!(
+            offset_seconds = offset.whole_seconds(),
+            "Alibaba Cloud refused the request timestamp: {}; fix the system clock (NTP)",
+            describe_offset(offset)
+        ),
+        None => tracing::error!(
+            "Alibaba Cloud refused the request timestamp (the response had no Date header to \
+             compare with); check this host's clock (NTP)"
+        ),
+    }
+}
+
+/// 128 bits from the thread-local CSPRNG, as 32 lowercase hex characters.
+fn new_nonce() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `e` and its sources, joined with ": ".
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Checks the endpoint: https anywhere, http only to loopback, no path or query. Returns the
+/// URI to POST to (`scheme://authority/`) and whether it is plain http.
+fn check_endpoint(endpoint: &str) -> Result<(Uri, bool), ClientError> {
+    let bad = |reason: &str| ClientError::Endpoint {
+        endpoint: endpoint.to_string(),
+        reason: reason.to_string(),
+    };
+    let uri: Uri = endpoint.trim().parse().map_err(|_| bad("not a URL"))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return Err(bad("it needs a scheme and a host"));
+    };
+    if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
+        return Err(bad("it must not have a path or query"));
+    }
+    if authority.as_str().contains('@') {
+        return Err(bad("it must not carry a user name or password"));
+    }
+    let plain_http = match scheme {
+        "https" => false,
+        "http" if is_loopback(authority.host()) => true,
+        "http" => {
+            return Err(ClientError::InsecureEndpoint {
+                endpoint: endpoint.to_string(),
+                host: authority.host().to_string(),
+            });
+        }
+        _ => return Err(bad("the scheme must be https (or http to a loopback host)")),
+    };
+    let target = format!("{scheme}://{authority}/")
+        .parse()
+        .map_err(|_| bad("not a URL"))?;
+    Ok((target, plain_http))
+}
+
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    action: &'static str,
+    reply: &Reply,
+) -> Result<T, ApiError> {
+    serde_json::from_slice(&reply.body)
+        .map_err(|e| ApiError::bad_response(action, reply.status, &e.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CertReply {
+    #[serde(default)]
+    cert_infos: Option<CertInfos>,
+}
+
+#[derive(Deserialize)]
+struct CertInfos {
+    #[serde(rename = "CertInfo", default)]
+    cert_info: Vec<CertInfo>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CertInfo {
+    #[serde(default)]
+    domain_name: Option<String>,
+    #[serde(default)]
+    cert_name: Option<String>,
+    #[serde(default)]
+    cert_type: Option<String>,
+    #[serde(default)]
+    server_certificate_status: Option<String>,
+    #[serde(default)]
+    server_certificate: Option<String>,
+    #[serde(default)]
+    cert_expire_time: Option<String>,
+    #[serde(default)]
+    cert_start_time: Option<String>,
+    #[serde(default)]
+    cert_domain_name: Option<String>,
+}
+
+/// The entry for `domain` (case-insensitive); `None` when absent, HTTPS is off, or it
+/// carries neither a status nor a certificate.
+fn served_for(domain: &str, reply: CertReply) -> Option<ServedCert> {
+    let info = reply.cert_infos?.cert_info.into_iter().find(|i| {
+        i.domain_name
+            .as_deref()
+            .is_some_and(|d| d.trim().eq_ignore_ascii_case(domain.trim()))
+    })?;
+    let status = info.server_certificate_status.unwrap_or_default();
+    let pem = info.server_certificate.unwrap_or_default();
+    if status.eq_ignore_ascii_case("off") || (status.is_empty() && pem.trim().is_empty()) {
+        return None;
+    }
+    let time = |t: Option<String>| {
+        t.and_then(|t| {
+            OffsetDateTime::parse(t.trim(), &time::format_description::well_known::Rfc3339).ok()
+        })
+    };
+    Some(ServedCert {
+        domain: info.domain_name.unwrap_or_default(),
+        cert_name: info.cert_name.unwrap_or_default(),
+        cert_type: info.cert_type.unwrap_or_default(),
+        status,
+        certificate_pem: pem,
+        expire_time: time(info.cert_expire_time),
+        start_time: time(info.cert_start_time),
+        cert_domain_name: info.cert_domain_name.unwrap_or_default(),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PageReply {
+    #[serde(default)]
+    page_number: Option<u64>,
+    #[serde(default)]
+    page_size: Option<u64>,
+    #[serde(default)]
+    total_count: u64,
+    #[serde(default)]
+    domains: Option<PageData>,
+}
+
+#[derive(Deserialize)]
+struct PageData {
+    #[serde(rename = "PageData", default)]
+    page_data: Vec<PageDomain>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PageDomain {
+    domain_name: String,
+    #[serde(default)]
+    domain_status: Option<String>,
+    #[serde(default)]
+    ssl_protocol: Option<String>,
+}
+
+impl PageReply {
+    fn into_page(self, req: UserDomainsRequest) -> DomainsPage {
+        DomainsPage {
+            page_number: self.page_number.unwrap_or(req.page_number),
+            page_size: self.page_size.unwrap_or(req.page_size),
+            total_count: self.total_count,
+            domains: self
+                .domains
+                .map(|d| d.page_data)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| UserDomain {
+                    domain: d.domain_name,
+                    status: d.domain_status.unwrap_or_default(),
+                    ssl_protocol: d.ssl_protocol.unwrap_or_default(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A request body whose bytes are zeroized when hyper is done with them.
+struct SecretBody {
+    data: Option<SecretBuf>,
+}
+
+impl SecretBody {
+    fn new(mut text: Zeroizing<String>) -> SecretBody {
+        // `Zeroizing<String>` → `Zeroizing<Vec<u8>>` moving the buffer, not copying it.
+        let bytes = Zeroizing::new(std::mem::take(&mut *text).into_bytes());
+        SecretBody {
+            data: Some(SecretBuf { bytes, pos: 0 }),
+        }
+    }
+}
+
+impl Body for SecretBody {
+    type Data = SecretBuf;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<SecretBuf>, Infallible>>> {
+        Poll::Ready(self.get_mut().data.take().map(|d| Ok(Frame::data(d))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.bytes.len() as u64))
+    }
+}
+
+/// The body bytes as a [`Buf`], zeroized on drop.
+struct SecretBuf {
+    bytes: Zeroizing<Vec<u8>>,
+    pos: usize,
+}
+
+impl Buf for SecretBuf {
+    fn remaining(&self) -> usize {
+        self.bytes.len().saturating_sub(self.pos)
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.bytes.get(self.pos..).unwrap_or(&[])
+    }
+
+    fn advance(&mut self, cnt: usize) {
+        self.pos = self.pos.saturating_add(cnt).min(self.bytes.len());
+    }
+}
+
+#[cfg(test)]
+mod tests;

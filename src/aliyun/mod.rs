@@ -1,7 +1,18 @@
-//! Alibaba Cloud API access: the pure RPC v1 signer, the HTTP client with error
-//! classification, and the credential chain.
+//! Alibaba Cloud API access: the pure RPC v1 signer (`sign`), the HTTP client (`client`),
+//! error decoding and classification in one place (`error`), and the credential chain
+//! (`credentials`).
+//!
+//! Invariants: the AccessKey secret and `SSLPri` travel only in the signed form body of a
+//! POST; no error, log line or `Debug` output of this module carries either. Each client
+//! call is one attempt, freshly signed; retrying is the executor's (`push`) job.
 
 pub mod client;
 pub mod credentials;
 pub mod error;
 pub mod sign;
+
+pub use client::{
+    BatchSetRequest, Client, ClientError, DomainsPage, ServedCert, UserDomain, UserDomainsRequest,
+};
+pub use credentials::{Credentials, CredentialsError, Environment, Secret};
+pub use error::{ApiError, Class};

@@ -1,17 +1,35 @@
 //! Pure certificate validation: bytes (and `now`) in, values out. No I/O, no clock reads.
 //!
 //! Owns: parsing a PEM chain and private key into a [`Certificate`], the precise reason a
-//! pair is [`Invalid`], the key/leaf match, the upload form Alibaba documents (leaf first,
-//! LF, no blank lines; RSA keys PKCS#1, EC keys SEC1), and domain coverage rules.
+//! pair is [`Invalid`] (and which file it concerns, [`Part`]), the key/leaf match, the upload
+//! form Alibaba documents (leaf first, LF, no blank lines; RSA keys PKCS#1, EC keys SEC1),
+//! the renewal rule ([`renewal_overdue`]) and domain coverage ([`covers`], [`best_for`]).
+//!
+//! Submodules: `pem` (PEM in and out), `key` (key parsing, matching, upload form), `chain`
+//! (X.509, order, signatures, names), `cover` (coverage), `invalid` (the reasons).
 //!
 //! Invariants: a `Certificate` value always holds a parsed, leaf-first, signature-checked
 //! chain and a key that matches the leaf; key bytes live only inside [`PrivateKey`], whose
-//! `Debug` redacts and which zeroizes on drop.
+//! `Debug` redacts and which zeroizes on drop, or in `Zeroizing` buffers while parsing.
+//! (One exception outside our control: the PEM decoder's internal base64 buffer.)
+//! ECDSA matching asks ring to derive the public key, which draws a nonce seed from the
+//! system RNG; that is the only system call.
+
+mod chain;
+mod cover;
+mod invalid;
+mod key;
+mod pem;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
+
+pub use cover::{best_for, covers};
+pub use invalid::{Invalid, Part};
 
 /// SHA-256 of the leaf certificate's DER.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -128,31 +146,81 @@ pub struct Certificate {
     pub key: PrivateKey,
 }
 
-/// Why a chain/key pair cannot be used. `Display` is one precise, human sentence.
-/// (SKELETON: the cert module's owner defines the variants.)
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Invalid {
-    #[error("private key does not match the certificate")]
-    KeyMismatch,
-}
-
-/// Parses and checks a chain and key, independent of time (see [`check_time`]).
-pub fn parse(chain: &[u8], key: &[u8]) -> Result<Certificate, Invalid> {
-    let _ = (chain, key);
-    todo!("cert::parse")
-}
-
-/// `Ok` when `now` is within [notBefore, notAfter].
-pub fn check_time(cert: &Certificate, now: OffsetDateTime) -> Result<(), Invalid> {
-    let _ = (cert, now);
-    todo!("cert::check_time")
-}
-
 /// [`parse`] then [`check_time`].
 pub fn validate(chain: &[u8], key: &[u8], now: OffsetDateTime) -> Result<Certificate, Invalid> {
     let cert = parse(chain, key)?;
     check_time(&cert, now)?;
     Ok(cert)
+}
+
+/// Parses and checks a chain and key, independent of time (see [`check_time`]), so callers
+/// may cache the result by file identity.
+///
+/// Checks, in order: both files are PEM with a certificate and exactly one unencrypted
+/// private key; every certificate parses; the key parses and belongs to the first
+/// certificate; each certificate is signed by the next; the leaf has DNS names.
+pub fn parse(chain: &[u8], key: &[u8]) -> Result<Certificate, Invalid> {
+    let ders = pem::read_chain(chain)?;
+    let raw_key = pem::read_key(key)?;
+    let certs = chain::parse_all(&ders)?;
+    let key = key::parse(raw_key)?;
+    let (Some(leaf), Some(leaf_der)) = (certs.first(), ders.first()) else {
+        return Err(Invalid::NoCertificate { has_key: true });
+    };
+    chain::check_key(&certs, &key)?;
+    chain::check_links(&certs)?;
+    let names = chain::dns_names(leaf)?;
+    let (key_type, key) = key::upload_form(&key, leaf.public_key())?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, leaf_der);
+    let mut fingerprint = [0u8; 32];
+    fingerprint.copy_from_slice(digest.as_ref());
+    Ok(Certificate {
+        fingerprint: Fingerprint(fingerprint),
+        names,
+        not_before: leaf.validity().not_before.to_datetime(),
+        not_after: leaf.validity().not_after.to_datetime(),
+        key_type,
+        chain_pem: chain_pem(&ders),
+        key,
+    })
+}
+
+/// `Ok` when `now` is within [notBefore, notAfter] (both inclusive).
+pub fn check_time(cert: &Certificate, now: OffsetDateTime) -> Result<(), Invalid> {
+    if now < cert.not_before {
+        return Err(Invalid::NotYetValid {
+            not_before: cert.not_before,
+            days: (cert.not_before - now).whole_days(),
+        });
+    }
+    if now > cert.not_after {
+        return Err(Invalid::Expired {
+            not_after: cert.not_after,
+            days: (now - cert.not_after).whole_days(),
+        });
+    }
+    Ok(())
+}
+
+/// Less than a third of the certificate's lifetime is left at `now` (certbot renews at
+/// that point, so an overdue certificate means a renewal failed). Expired ones are overdue.
+pub fn renewal_overdue(cert: &Certificate, now: OffsetDateTime) -> bool {
+    let lifetime = cert.not_after - cert.not_before;
+    let left = cert.not_after - now;
+    left.checked_mul(3).is_none_or(|left3| left3 < lifetime)
+}
+
+/// The upload form of a chain: every certificate re-encoded, leaf first, LF line ends.
+fn chain_pem(ders: &[Vec<u8>]) -> String {
+    let len = ders
+        .iter()
+        .map(|d| pem::encoded_len("CERTIFICATE", d.len()))
+        .sum();
+    let mut out = String::with_capacity(len);
+    for der in ders {
+        pem::encode("CERTIFICATE", der, &mut out);
+    }
+    out
 }
 
 /// How a certificate name covers a CDN domain.
@@ -164,13 +232,6 @@ pub enum Match {
     Exact,
 }
 
-/// Does a certificate with these DNS names cover the managed CDN `domain`?
-/// (`.example.com` is Alibaba's wildcard domain.)
-pub fn covers(names: &[String], domain: &str) -> Option<Match> {
-    let _ = (names, domain);
-    todo!("cert::covers")
-}
-
 /// One valid lineage as the best-lineage rule sees it.
 #[derive(Clone, Copy, Debug)]
 pub struct Candidate<'a> {
@@ -178,11 +239,4 @@ pub struct Candidate<'a> {
     pub id: &'a str,
     pub names: &'a [String],
     pub not_after: OffsetDateTime,
-}
-
-/// Index of the best candidate covering `domain`: exact beats wildcard, then later
-/// notAfter, then lexically first id. `None` when nothing covers it.
-pub fn best_for(domain: &str, candidates: &[Candidate<'_>]) -> Option<usize> {
-    let _ = (domain, candidates);
-    todo!("cert::best_for")
 }

@@ -1,20 +1,125 @@
-//! `certrotd emulate` (SKELETON: owned by the emulator owner).
+//! `certrotd emulate`: runs the local stand-in for the CDN certificate API (see
+//! `crate::emulator`) until SIGINT or SIGTERM. Prints `listening on ADDR` on stdout once it
+//! accepts connections, so a script or a test can read the port.
+
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use super::CmdResult;
+use super::{CmdResult, Exit};
+use crate::emulator::{self, Emulator, EmulatorConfig, EmulatorError, Faults};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct EmulateArgs {
     /// Address to listen on (port 0 picks a free one; the bound address is printed)
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
-    /// File of known CDN domains, one per line (# comments)
+    /// File of known CDN domains, one per line (# comments; .example.com is a wildcard domain)
     #[arg(long)]
     pub domains_file: PathBuf,
+    /// AccessKeyId the emulator accepts
+    #[arg(long, default_value = emulator::DEFAULT_ACCESS_KEY_ID)]
+    pub access_key_id: String,
+    /// AccessKey secret the emulator accepts (a local fake, never a real secret)
+    #[arg(long, default_value = emulator::DEFAULT_ACCESS_KEY_SECRET)]
+    pub access_key_secret: String,
+    /// Most domains one BatchSetCdnDomainServerCertificate call may name
+    #[arg(long, default_value_t = 50)]
+    pub max_domains_per_call: usize,
+    /// Write calls admitted in any rolling second
+    #[arg(long, default_value_t = 10)]
+    pub writes_per_second: u32,
+    /// Describe calls admitted in any rolling second
+    #[arg(long, default_value_t = 100)]
+    pub reads_per_second: u32,
+    /// Probability of answering HTTP 503 ServiceUnavailable
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub fail_rate: f64,
+    /// Probability of answering HTTP 500 InternalError
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub internal_rate: f64,
+    /// Probability of closing the connection without an answer
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub reset_rate: f64,
+    /// Probability of answering HTTP 400 Throttling.User
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub throttle_rate: f64,
+    /// Delay before every answer, in milliseconds
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub latency_ms: u64,
+    /// Seed of the injected-fault sequence (same seed, same faults in the same order)
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub seed: u64,
+    /// Keep a JSON dump of the served state and the request log here (rewritten atomically
+    /// after every request and on exit)
+    #[arg(long, value_name = "FILE")]
+    pub state_dump: Option<PathBuf>,
+}
+
+impl EmulateArgs {
+    fn config(&self) -> Result<EmulatorConfig, EmulatorError> {
+        Ok(EmulatorConfig {
+            access_key_id: self.access_key_id.clone(),
+            access_key_secret: self.access_key_secret.clone(),
+            domains: emulator::load_domains_file(&self.domains_file)?,
+            max_domains_per_call: self.max_domains_per_call,
+            writes_per_second: self.writes_per_second,
+            reads_per_second: self.reads_per_second,
+            faults: Faults {
+                fail_rate: self.fail_rate,
+                internal_rate: self.internal_rate,
+                reset_rate: self.reset_rate,
+                throttle_rate: self.throttle_rate,
+            },
+            latency: Duration::from_millis(self.latency_ms),
+            seed: self.seed,
+            state_dump: self.state_dump.clone(),
+        })
+    }
 }
 
 pub fn run(args: &EmulateArgs) -> CmdResult {
-    let _ = args;
-    todo!("emulate")
+    let cfg = args.config()?;
+    let domains = cfg.domains.len();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(EmulatorError::Runtime)?;
+    runtime.block_on(serve(args.listen, cfg, domains))?;
+    Ok(Exit::Ok)
+}
+
+async fn serve(
+    listen: SocketAddr,
+    cfg: EmulatorConfig,
+    domains: usize,
+) -> Result<(), EmulatorError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Handlers first, so a signal right after the "listening" line is not lost.
+    let mut term = signal(SignalKind::terminate()).map_err(EmulatorError::Runtime)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(EmulatorError::Runtime)?;
+    let access_key_id = cfg.access_key_id.clone();
+    let emu = Emulator::start(listen, cfg).await?;
+    announce(&emu, domains, &access_key_id)?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("emulator stopping");
+    emu.shutdown().await;
+    Ok(())
+}
+
+/// The `listening on ADDR` line (stdout, flushed) and a hint for the configuration (stderr).
+fn announce(emu: &Emulator, domains: usize, access_key_id: &str) -> Result<(), EmulatorError> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {}", emu.addr())
+        .and_then(|()| out.flush())
+        .map_err(EmulatorError::Runtime)?;
+    eprintln!(
+        "certrotd emulate: {domains} domains; point certrotd at it with [aliyun] endpoint = \"{}\" and AccessKeyId {access_key_id:?}; Ctrl-C stops it",
+        emu.endpoint()
+    );
+    Ok(())
 }

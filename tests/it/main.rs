@@ -1,3 +1,9 @@
 //! Integration tests: the real `certrotd` binary against real folders and the emulator.
 //! One test binary; shared helpers live in `harness`.
+
+mod aliyun_client;
+mod check;
 mod deploy_hook;
+mod emulate;
+mod harness;
+mod push;

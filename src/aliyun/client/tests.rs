@@ -1,0 +1,818 @@
+//! Client tests: exact parameters, endpoint rules, decoding, and behaviour against a tiny
+//! raw-TCP loopback server (canned answers, HTML bodies, dropped connections, hangs) and a
+//! self-signed TLS server (verification is on).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::*;
+use crate::aliyun::credentials::Secret;
+
+const SECRET: &str = "test-secret-Zq9";
+const KEY_PEM: &str =
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEkeyTEXTabc123/+=\n-----END RSA PRIVATE KEY-----\n";
+
+fn settings(endpoint: &str, timeout: Duration) -> AliyunSettings {
+    AliyunSettings {
+        endpoint: endpoint.to_string(),
+        region: None,
+        access_key_id: None,
+        access_key_secret_file: None,
+        requests_per_second: 10,
+        read_requests_per_second: 100,
+        max_domains_per_call: 10,
+        max_attempts: 3,
+        timeout,
+        verify: true,
+    }
+}
+
+fn creds() -> Credentials {
+    Credentials::new("LTAItestid", Secret::from(SECRET.to_string()), None, "test")
+}
+
+fn client(endpoint: &str) -> Client {
+    Client::new(&settings(endpoint, Duration::from_secs(5)), creds()).expect("test client")
+}
+
+fn key() -> PrivateKey {
+    PrivateKey::from_upload_pem(Zeroizing::new(KEY_PEM.to_string()))
+}
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+// ---------------------------------------------------------------- parameters
+
+#[test]
+fn batch_set_parameters_have_the_exact_names() {
+    let domains = names(&["a.example.com", ".example.com"]);
+    let key = key();
+    let req = BatchSetRequest {
+        domains: &domains,
+        cert_name: "example.com-2026-12-01-abcdef012345",
+        ssl_pub: "-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n",
+        ssl_pri: &key,
+        region: None,
+    };
+    let got: Vec<(String, String)> = req.params().to_vec();
+    let want: Vec<(String, String)> = [
+        ("DomainName", "a.example.com,.example.com"),
+        ("SSLProtocol", "on"),
+        (
+            "SSLPub",
+            "-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n",
+        ),
+        ("SSLPri", KEY_PEM),
+        ("CertName", "example.com-2026-12-01-abcdef012345"),
+        ("CertType", "upload"),
+        ("ForceSet", "1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(got, want);
+    let with_region = BatchSetRequest {
+        region: Some("cn-hangzhou"),
+        ..req
+    };
+    let p = with_region.params();
+    assert_eq!(
+        p.last(),
+        Some(&("Region".to_string(), "cn-hangzhou".to_string()))
+    );
+    assert!(!p.iter().any(|(k, v)| k == "SSLProtocol" && v != "on"));
+}
+
+#[test]
+fn batch_set_request_debug_hides_the_key() {
+    let domains = names(&["a.example.com"]);
+    let key = key();
+    let req = BatchSetRequest {
+        domains: &domains,
+        cert_name: "n",
+        ssl_pub: "pub",
+        ssl_pri: &key,
+        region: None,
+    };
+    let shown = format!("{req:?}");
+    assert!(!shown.contains("MIIEkey"), "{shown}");
+}
+
+#[test]
+fn describe_parameters_have_the_exact_names() {
+    let p = DescribeCertRequest {
+        domain: "a.example.com",
+    }
+    .params();
+    assert_eq!(
+        p.to_vec(),
+        vec![("DomainName".to_string(), "a.example.com".to_string())]
+    );
+    let p = UserDomainsRequest {
+        page_size: 9999,
+        page_number: 0,
+    }
+    .params();
+    assert_eq!(
+        p.to_vec(),
+        vec![
+            ("PageSize".to_string(), "500".to_string()),
+            ("PageNumber".to_string(), "1".to_string())
+        ]
+    );
+}
+
+// ---------------------------------------------------------------- endpoint rules
+
+#[test]
+fn endpoint_rules() {
+    for ok in [
+        "https://cdn.aliyuncs.com",
+        "https://cdn.aliyuncs.com/",
+        "http://127.0.0.1:8080",
+        "http://127.1.2.3",
+        "http://[::1]:9000/",
+        "http://localhost:1234",
+    ] {
+        assert!(check_endpoint(ok).is_ok(), "{ok}");
+    }
+    let err = check_endpoint("http://cdn.aliyuncs.com").unwrap_err();
+    assert_eq!(err.kind(), "insecure_endpoint");
+    assert!(err.to_string().contains("https://"), "{err}");
+    for bad in [
+        "ftp://cdn.aliyuncs.com",
+        "https://cdn.aliyuncs.com/path",
+        "https://cdn.aliyuncs.com/?Action=x",
+        "cdn.aliyuncs.com",
+        "https://user:pw@cdn.aliyuncs.com",
+        "",
+        "http://",
+    ] {
+        let err = check_endpoint(bad).unwrap_err();
+        assert_eq!(err.kind(), "endpoint", "{bad}: {err}");
+        assert!(err.to_string().contains("endpoint"), "{err}");
+    }
+    let (uri, plain) = check_endpoint("https://cdn.aliyuncs.com").unwrap();
+    assert_eq!(uri.to_string(), "https://cdn.aliyuncs.com/");
+    assert!(!plain);
+}
+
+#[test]
+fn client_new_refuses_http_to_a_remote_host() {
+    let err = Client::new(
+        &settings("http://10.0.0.1", Duration::from_secs(1)),
+        creds(),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), "insecure_endpoint");
+}
+
+#[test]
+fn nonces_are_128_bit_hex_and_fresh() {
+    let a = new_nonce();
+    let b = new_nonce();
+    assert_eq!(a.len(), 32);
+    assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+    assert_ne!(a, b);
+}
+
+#[test]
+fn secret_buf_advances_and_ends() {
+    let mut buf = SecretBuf {
+        bytes: Zeroizing::new(b"hello".to_vec()),
+        pos: 0,
+    };
+    assert_eq!(buf.chunk(), b"hello");
+    buf.advance(2);
+    assert_eq!(buf.remaining(), 3);
+    buf.advance(99);
+    assert_eq!(buf.remaining(), 0);
+    assert_eq!(buf.chunk(), b"");
+}
+
+// ---------------------------------------------------------------- decoding
+
+fn cert_reply(json: &str) -> CertReply {
+    serde_json::from_str(json).expect("test JSON")
+}
+
+#[test]
+fn served_certificate_is_decoded() {
+    let reply = cert_reply(
+        r#"{"RequestId":"r","CertInfos":{"CertInfo":[
+        {"DomainName":"b.example.com","ServerCertificateStatus":"on","ServerCertificate":"B"},
+        {"DomainName":"A.example.com","CertName":"n1","CertType":"upload",
+         "ServerCertificateStatus":"on","ServerCertificate":"-----BEGIN CERTIFICATE-----",
+         "CertExpireTime":"2026-12-01T00:00:00Z","CertStartTime":"2026-09-02T00:00:00Z",
+         "CertDomainName":"a.example.com"}]}}"#,
+    );
+    let served = served_for("a.example.com", reply).expect("served");
+    assert_eq!(served.cert_name, "n1");
+    assert_eq!(served.cert_type, "upload");
+    assert_eq!(served.status, "on");
+    assert_eq!(served.certificate_pem, "-----BEGIN CERTIFICATE-----");
+    assert_eq!(
+        served.expire_time,
+        Some(time::macros::datetime!(2026-12-01 00:00:00 UTC))
+    );
+    assert_eq!(
+        served.start_time,
+        Some(time::macros::datetime!(2026-09-02 00:00:00 UTC))
+    );
+    assert_eq!(served.cert_domain_name, "a.example.com");
+    // Not PEM: no fingerprint, no panic.
+    assert_eq!(served.leaf_fingerprint(), None);
+}
+
+#[test]
+fn no_certificate_is_none() {
+    let off = r#"{"CertInfos":{"CertInfo":[{"DomainName":"a.example.com",
+        "ServerCertificateStatus":"off","ServerCertificate":""}]}}"#;
+    assert_eq!(served_for("a.example.com", cert_reply(off)), None);
+    let other = r#"{"CertInfos":{"CertInfo":[{"DomainName":"b.example.com",
+        "ServerCertificateStatus":"on","ServerCertificate":"x"}]}}"#;
+    assert_eq!(served_for("a.example.com", cert_reply(other)), None);
+    assert_eq!(
+        served_for("a.example.com", cert_reply(r#"{"RequestId":"r"}"#)),
+        None
+    );
+    let empty = r#"{"CertInfos":{"CertInfo":[{"DomainName":"a.example.com"}]}}"#;
+    assert_eq!(served_for("a.example.com", cert_reply(empty)), None);
+}
+
+#[test]
+fn leaf_fingerprint_is_sha256_of_the_first_certificate() {
+    let leaf = rcgen::generate_simple_self_signed(vec!["a.example.com".to_string()]).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["b.example.com".to_string()]).unwrap();
+    let served = ServedCert {
+        domain: "a.example.com".into(),
+        cert_name: String::new(),
+        cert_type: String::new(),
+        status: "on".into(),
+        certificate_pem: format!("{}{}", leaf.cert.pem(), other.cert.pem()),
+        expire_time: None,
+        start_time: None,
+        cert_domain_name: String::new(),
+    };
+    let digest = ring::digest::digest(&ring::digest::SHA256, leaf.cert.der());
+    let want: [u8; 32] = digest.as_ref().try_into().unwrap();
+    assert_eq!(served.leaf_fingerprint(), Some(Fingerprint(want)));
+}
+
+// ---------------------------------------------------------------- a tiny server
+
+/// What the test server does with one request.
+#[derive(Clone)]
+enum Act {
+    Respond {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: String,
+    },
+    /// Read the request, then close the connection without answering.
+    Drop,
+    /// Read the request, never answer.
+    Hang,
+}
+
+fn json(status: u16, body: &str) -> Act {
+    Act::Respond {
+        status,
+        headers: vec![("Content-Type", "application/json".to_string())],
+        body: body.to_string(),
+    }
+}
+
+/// One request as the test server received it.
+#[derive(Clone, Debug)]
+struct Seen {
+    request_line: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Seen {
+    fn params(&self) -> BTreeMap<String, String> {
+        form_urlencoded::parse(&self.body).into_owned().collect()
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Serves `acts` in order (the last one repeats), one request per connection.
+async fn server(acts: Vec<Act>) -> (String, Arc<Mutex<Vec<Seen>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let mut n = 0usize;
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let act = acts.get(n).or(acts.last()).cloned().unwrap_or(Act::Drop);
+            n += 1;
+            let log = log.clone();
+            tokio::spawn(async move {
+                let Some(req) = read_request(&mut stream).await else {
+                    return;
+                };
+                log.lock().unwrap().push(req);
+                match act {
+                    Act::Respond {
+                        status,
+                        headers,
+                        body,
+                    } => {
+                        let mut head = format!("HTTP/1.1 {status} X\r\nConnection: close\r\n");
+                        for (k, v) in headers {
+                            head.push_str(&format!("{k}: {v}\r\n"));
+                        }
+                        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+                        let _ = stream.write_all(head.as_bytes()).await;
+                        let _ = stream.write_all(body.as_bytes()).await;
+                        let _ = stream.shutdown().await;
+                    }
+                    Act::Drop => drop(stream),
+                    Act::Hang => {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Seen> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next()?.to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < len {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Some(Seen {
+        request_line,
+        headers,
+        body,
+    })
+}
+
+fn seen(log: &Arc<Mutex<Vec<Seen>>>) -> Vec<Seen> {
+    log.lock().unwrap().clone()
+}
+
+// ---------------------------------------------------------------- requests on the wire
+
+#[tokio::test]
+async fn batch_set_posts_everything_in_the_body_signed() {
+    let (endpoint, log) = server(vec![json(200, r#"{"RequestId":"REQ-1"}"#)]).await;
+    let c = client(&endpoint);
+    let domains = names(&["a.example.com", "b.example.com"]);
+    let key = key();
+    let req = BatchSetRequest {
+        domains: &domains,
+        cert_name: "cert-1",
+        ssl_pub: "-----BEGIN CERTIFICATE-----\nMIIB+/ab*c~d e\n-----END CERTIFICATE-----\n",
+        ssl_pri: &key,
+        region: Some("cn-hangzhou"),
+    };
+    assert_eq!(c.batch_set(&req).await.unwrap(), "REQ-1");
+    assert_eq!(c.batch_set(&req).await.unwrap(), "REQ-1");
+    let seen = seen(&log);
+    assert_eq!(seen.len(), 2);
+    let first = &seen[0];
+    assert_eq!(first.request_line, "POST / HTTP/1.1");
+    assert_eq!(
+        first.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    let p = first.params();
+    let expect = [
+        ("Action", "BatchSetCdnDomainServerCertificate"),
+        ("DomainName", "a.example.com,b.example.com"),
+        ("SSLProtocol", "on"),
+        ("SSLPri", KEY_PEM),
+        ("CertName", "cert-1"),
+        ("CertType", "upload"),
+        ("ForceSet", "1"),
+        ("Region", "cn-hangzhou"),
+        ("Format", "JSON"),
+        ("Version", "2018-05-10"),
+        ("AccessKeyId", "LTAItestid"),
+        ("SignatureMethod", "HMAC-SHA1"),
+        ("SignatureVersion", "1.0"),
+    ];
+    for (k, v) in expect {
+        assert_eq!(p.get(k).map(String::as_str), Some(v), "{k}");
+    }
+    assert_eq!(p.get("SSLPub").map(String::as_str), Some(req.ssl_pub));
+    assert!(!p.contains_key("SecurityToken"));
+    // The signature verifies over what arrived.
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(&first.body).into_owned().collect();
+    let want = sign::sign("POST", SECRET, &pairs);
+    assert_eq!(p.get("Signature"), Some(&want));
+    // Timestamp shape, fresh nonce per attempt.
+    let ts = p.get("Timestamp").unwrap();
+    assert_eq!(ts.len(), 20, "{ts}");
+    assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{ts}");
+    let n1 = p.get("SignatureNonce").unwrap();
+    let n2 = seen[1].params().get("SignatureNonce").cloned().unwrap();
+    assert_eq!(n1.len(), 32);
+    assert_ne!(*n1, n2);
+    // The secret travels nowhere; the key only in the body.
+    for s in &seen {
+        let head = format!("{} {:?}", s.request_line, s.headers);
+        assert!(
+            !head.contains("MIIEkey") && !head.contains(SECRET),
+            "{head}"
+        );
+        assert!(!String::from_utf8_lossy(&s.body).contains(SECRET));
+    }
+}
+
+#[tokio::test]
+async fn security_token_is_sent_when_present() {
+    let (endpoint, log) = server(vec![json(200, r#"{"RequestId":"R"}"#)]).await;
+    let creds = Credentials::new(
+        "STS.id",
+        Secret::from("s".to_string()),
+        Some(Secret::from("token-value".to_string())),
+        "test",
+    );
+    let c = Client::new(&settings(&endpoint, Duration::from_secs(5)), creds).unwrap();
+    c.describe_domain_certificate("a.example.com")
+        .await
+        .unwrap();
+    let p = seen(&log)[0].params();
+    assert_eq!(
+        p.get("SecurityToken").map(String::as_str),
+        Some("token-value")
+    );
+    assert_eq!(
+        p.get("DomainName").map(String::as_str),
+        Some("a.example.com")
+    );
+    assert_eq!(
+        p.get("Action").map(String::as_str),
+        Some("DescribeDomainCertificateInfo")
+    );
+}
+
+#[tokio::test]
+async fn user_domains_walks_every_page() {
+    let page = |n: u64, total: u64, ds: &[&str]| {
+        let data: Vec<serde_json::Value> = ds
+            .iter()
+            .map(|d| serde_json::json!({"DomainName": d, "DomainStatus": "online", "SslProtocol": "on"}))
+            .collect();
+        json(
+            200,
+            &serde_json::json!({"RequestId": "r", "PageNumber": n, "PageSize": 500,
+                "TotalCount": total, "Domains": {"PageData": data}})
+            .to_string(),
+        )
+    };
+    let (endpoint, log) = server(vec![
+        page(1, 3, &["a.example.com", "b.example.com"]),
+        page(2, 3, &[".example.com"]),
+        page(3, 3, &["never.example.com"]),
+    ])
+    .await;
+    let c = client(&endpoint);
+    let all = c.describe_user_domains().await.unwrap();
+    assert_eq!(
+        all,
+        names(&["a.example.com", "b.example.com", ".example.com"])
+    );
+    let seen = seen(&log);
+    assert_eq!(seen.len(), 2);
+    for (i, s) in seen.iter().enumerate() {
+        let p = s.params();
+        assert_eq!(
+            p.get("Action").map(String::as_str),
+            Some("DescribeUserDomains")
+        );
+        assert_eq!(p.get("PageSize").map(String::as_str), Some("500"));
+        assert_eq!(p.get("PageNumber"), Some(&(i + 1).to_string()));
+    }
+}
+
+#[tokio::test]
+async fn user_domains_stops_at_an_empty_page() {
+    let (endpoint, log) = server(vec![json(
+        200,
+        r#"{"RequestId":"r","PageNumber":1,"PageSize":500,"TotalCount":99,"Domains":{"PageData":[]}}"#,
+    )])
+    .await;
+    assert_eq!(
+        client(&endpoint).describe_user_domains().await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(seen(&log).len(), 1);
+}
+
+// ---------------------------------------------------------------- failures
+
+#[tokio::test]
+async fn html_gateway_page_is_an_error_with_status_and_excerpt() {
+    let html = "<html><head><title>414 Request-URI Too Large</title></head><body>\
+        <center><h1>414 Request-URI Too Large</h1></center><hr><center>Tengine</center></body></html>";
+    let (endpoint, _log) = server(vec![Act::Respond {
+        status: 414,
+        headers: vec![("Content-Type", "text/html".to_string())],
+        body: html.to_string(),
+    }])
+    .await;
+    let err = client(&endpoint)
+        .describe_domain_certificate("a.example.com")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "non_json_response");
+    assert_eq!(err.status(), Some(414));
+    assert!(!err.is_retryable());
+    assert!(
+        err.to_string().contains("414 Request-URI Too Large"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn bad_gateway_html_is_retryable() {
+    let (endpoint, _log) = server(vec![Act::Respond {
+        status: 502,
+        headers: vec![],
+        body: "<html><body><h1>502 Bad Gateway</h1></body></html>".into(),
+    }])
+    .await;
+    let err = client(&endpoint).describe_user_domains().await.unwrap_err();
+    assert_eq!(err.status(), Some(502));
+    assert!(err.is_retryable(), "{err}");
+}
+
+#[tokio::test]
+async fn malformed_success_body_is_bad_response() {
+    let (endpoint, _log) = server(vec![json(200, "{\"NotRequestId\":1}")]).await;
+    let key = key();
+    let domains = names(&["a.example.com"]);
+    let req = BatchSetRequest {
+        domains: &domains,
+        cert_name: "n",
+        ssl_pub: "p",
+        ssl_pri: &key,
+        region: None,
+    };
+    let err = client(&endpoint).batch_set(&req).await.unwrap_err();
+    assert_eq!(err.kind(), "bad_response");
+    let (endpoint, _log) = server(vec![json(200, "<html>ok</html>")]).await;
+    let err = client(&endpoint).describe_user_domains().await.unwrap_err();
+    assert_eq!(err.kind(), "bad_response");
+    assert!(err.to_string().contains("cdn.aliyuncs.com"), "{err}");
+}
+
+#[tokio::test]
+async fn dropped_connection_is_a_retryable_transport_error() {
+    let (endpoint, log) = server(vec![Act::Drop]).await;
+    let err = client(&endpoint)
+        .describe_domain_certificate("a.example.com")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "transport", "{err}");
+    assert!(err.is_retryable());
+    assert!(!seen(&log).is_empty());
+}
+
+#[tokio::test]
+async fn connection_refused_is_a_transport_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let err = client(&format!("http://{addr}"))
+        .describe_user_domains()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "transport", "{err}");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn no_answer_within_the_timeout_is_a_timeout() {
+    let (endpoint, log) = server(vec![Act::Hang]).await;
+    let c = Client::new(&settings(&endpoint, Duration::from_millis(300)), creds()).unwrap();
+    let started = Instant::now();
+    let err = c
+        .describe_domain_certificate("a.example.com")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "timeout", "{err}");
+    assert!(err.is_retryable());
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        seen(&log).len(),
+        1,
+        "the request arrived; only the answer was missing"
+    );
+}
+
+#[tokio::test]
+async fn signature_mismatch_echo_is_redacted_end_to_end() {
+    // Answer with a message that echoes the whole received body, as Alibaba does.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let req = read_request(&mut stream).await.unwrap();
+        let echo = sign::string_to_sign(
+            "POST",
+            &form_urlencoded::parse(&req.body)
+                .into_owned()
+                .collect::<Vec<_>>(),
+        );
+        let body = serde_json::json!({
+            "RequestId": "R", "HostId": "cdn.aliyuncs.com", "Code": "SignatureDoesNotMatch",
+            "Message": format!("Specified signature is not matched with our calculation. server string to sign is:{}", echo.as_str()),
+            "Recommend": "https://api.aliyun.com/troubleshoot?q=SignatureDoesNotMatch",
+        })
+        .to_string();
+        let head = format!(
+            "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(head.as_bytes()).await;
+        let _ = stream.write_all(body.as_bytes()).await;
+    });
+    let key = key();
+    let domains = names(&["a.example.com"]);
+    let req = BatchSetRequest {
+        domains: &domains,
+        cert_name: "n",
+        ssl_pub: "p",
+        ssl_pri: &key,
+        region: None,
+    };
+    let err = client(&format!("http://{addr}"))
+        .batch_set(&req)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), Class::Credentials);
+    let shown = format!("{err} | {err:?}");
+    for leak in ["MIIEkey", "PRIVATE", "SSLPri", SECRET] {
+        assert!(!shown.contains(leak), "{leak} leaked: {shown}");
+    }
+    assert!(shown.contains("signature is not matched"), "{shown}");
+}
+
+#[tokio::test]
+async fn refused_timestamp_reports_the_clock_offset() {
+    let now = OffsetDateTime::now_utc();
+    let date = now
+        .format(time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        ))
+        .unwrap();
+    let (endpoint, _log) = server(vec![Act::Respond {
+        status: 400,
+        headers: vec![
+            ("Content-Type", "application/json".to_string()),
+            ("Date", date),
+        ],
+        body: r#"{"RequestId":"R","Code":"InvalidTimeStamp.Expired","Message":"Specified time stamp or date value is expired."}"#.into(),
+    }])
+    .await;
+    let skewed: WallClock = Arc::new(move || OffsetDateTime::now_utc() - time::Duration::hours(1));
+    let c = client(&endpoint).with_clock(skewed);
+    let err = c.describe_user_domains().await.unwrap_err();
+    assert_eq!(err.class(), Class::Clock);
+    let offset = err.clock_offset().expect("offset from the Date header");
+    assert!((offset.whole_seconds() - 3600).abs() <= 5, "{offset}");
+    assert!(err.to_string().contains("behind"), "{err}");
+}
+
+#[tokio::test]
+async fn retry_hint_header_is_passed_on() {
+    let (endpoint, _log) = server(vec![Act::Respond {
+        status: 400,
+        headers: vec![("x-acs-retry-after", "1500".to_string())],
+        body: r#"{"RequestId":"R","Code":"Throttling.User","Message":"Request was denied due to user flow control."}"#.into(),
+    }])
+    .await;
+    let err = client(&endpoint).describe_user_domains().await.unwrap_err();
+    assert_eq!(err.kind(), "throttled");
+    assert!(err.is_retryable());
+    assert_eq!(err.retry_after(), Some(Duration::from_millis(1500)));
+}
+
+#[tokio::test]
+async fn unknown_domain_is_identified() {
+    let (endpoint, _log) = server(vec![json(
+        404,
+        r#"{"RequestId":"R","Code":"InvalidDomain.NotFound","Message":"The domain b.example.com does not exist."}"#,
+    )])
+    .await;
+    let key = key();
+    let domains = names(&["a.example.com", "b.example.com"]);
+    let req = BatchSetRequest {
+        domains: &domains,
+        cert_name: "n",
+        ssl_pub: "p",
+        ssl_pri: &key,
+        region: None,
+    };
+    let err = client(&endpoint).batch_set(&req).await.unwrap_err();
+    assert_eq!(err.class(), Class::Domain);
+    assert_eq!(err.domain(), Some("b.example.com"));
+}
+
+#[tokio::test]
+async fn https_verifies_the_server_certificate() {
+    let addr = self_signed_tls_server();
+    let err = client(&format!("https://{addr}"))
+        .describe_user_domains()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "transport", "{err}");
+    let text = err.to_string().to_ascii_lowercase();
+    assert!(text.contains("certificate"), "{text}");
+}
+
+/// A TLS server on loopback with a self-signed certificate (untrusted by webpki roots),
+/// answering one connection from a plain thread.
+fn self_signed_tls_server() -> SocketAddr {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = CertificateDer::from(ck.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], key)
+    .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut tcp, _)) = listener.accept() {
+            let mut conn = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+            while conn.complete_io(&mut tcp).is_ok() && conn.is_handshaking() {}
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn user_domains_without_total_count_stops_at_a_short_page() {
+    let page = |from: usize, n: usize| {
+        let data: Vec<serde_json::Value> = (from..from + n)
+            .map(|i| serde_json::json!({"DomainName": format!("d{i}.example.com")}))
+            .collect();
+        json(
+            200,
+            &serde_json::json!({"RequestId": "r", "Domains": {"PageData": data}}).to_string(),
+        )
+    };
+    let (endpoint, log) = server(vec![page(0, 500), page(500, 2), page(900, 1)]).await;
+    let all = client(&endpoint).describe_user_domains().await.unwrap();
+    assert_eq!(all.len(), 502);
+    assert_eq!(all.last().map(String::as_str), Some("d501.example.com"));
+    assert_eq!(seen(&log).len(), 2);
+}

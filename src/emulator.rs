@@ -1,1 +1,0 @@
-//! Local stand-in for the CDN certificate API (SKELETON: owned by the emulator owner).

@@ -1,0 +1,961 @@
+//! The API's behaviour, free of HTTP: one request's parameters in, one answer out, with the
+//! emulator's whole state (served certificates, nonces, rate windows, log) updated.
+//!
+//! Order of checks for every request: injected fault (decided by the seeded generator, one
+//! draw per request, so a seed gives the same fault sequence), then common parameters, the
+//! AccessKeyId, the signature, the timestamp, the nonce, the action, the rate limit, and the
+//! action's own checks. An injected fault changes nothing but the log; any refusal changes no
+//! served state.
+//!
+//! Invariant: no key material is stored. `SSLPri` is read only to check the pair; the
+//! `SignatureDoesNotMatch` message echoes it back to the caller (as Alibaba does) but is
+//! never logged or kept.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::macros::format_description;
+use tokio::time::Instant;
+use zeroize::Zeroizing;
+
+use super::record::{LogEntry, LogJson, Served};
+use super::{EmulatorConfig, Faults};
+use crate::cert::Fingerprint;
+
+pub const ACTION_SET: &str = "BatchSetCdnDomainServerCertificate";
+pub const ACTION_DESCRIBE_CERT: &str = "DescribeDomainCertificateInfo";
+pub const ACTION_USER_DOMAINS: &str = "DescribeUserDomains";
+/// The API version the emulator speaks.
+pub const VERSION: &str = "2018-05-10";
+/// Timestamps further than this from the emulator's clock are refused.
+pub const TIMESTAMP_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// The rate limit counts calls in any rolling window this long: one second less an allowance
+/// for the jitter between a client starting a call and the emulator reading it, so a client
+/// that keeps the rule exactly is not throttled for transit noise.
+pub const RATE_WINDOW: Duration = Duration::from_millis(950);
+const HOST_ID: &str = "cdn.aliyuncs.com";
+const MAX_CERT_NAME: usize = 128;
+const MAX_PAGE_SIZE: u64 = 500;
+/// Longest URL query accepted; Alibaba's gateway answers a longer URL (certificates sent as
+/// query parameters) with an HTML 414 page, and so does the emulator.
+pub const MAX_QUERY: usize = 8 * 1024;
+
+/// One HTTP request, reduced to what the API looks at.
+pub(super) struct Incoming {
+    pub method: String,
+    pub query: Option<String>,
+    pub body: Bytes,
+    /// The body was over the size limit (and is empty here).
+    pub too_large: bool,
+}
+
+/// What to send back.
+pub(super) enum Reply {
+    Json {
+        status: u16,
+        request_id: String,
+        body: Vec<u8>,
+    },
+    /// A gateway's HTML error page (not the API's JSON).
+    Html { status: u16, body: Vec<u8> },
+    /// Close the connection without an answer.
+    Reset,
+}
+
+/// A refusal: HTTP status, `Code`, `Message`.
+#[derive(Debug)]
+struct ApiError {
+    status: u16,
+    code: &'static str,
+    message: String,
+}
+
+fn refuse(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError {
+        status,
+        code,
+        message: message.into(),
+    }
+}
+
+fn missing(name: &str) -> ApiError {
+    refuse(
+        400,
+        "MissingParameter",
+        format!(
+            "The input parameter \"{name}\" that is mandatory for processing this request is not supplied."
+        ),
+    )
+}
+
+enum Outcome {
+    Ok(Value),
+    Err(ApiError),
+    /// The gateway refused the URL as too long.
+    UriTooLong,
+    Reset,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Write,
+    Read,
+}
+
+/// Query and form-body parameters together, in arrival order.
+struct Params {
+    all: Vec<(String, String)>,
+    in_query: bool,
+}
+
+impl Params {
+    fn parse(req: &Incoming) -> Params {
+        let mut all: Vec<(String, String)> = Vec::new();
+        if let Some(q) = &req.query {
+            all.extend(form_urlencoded::parse(q.as_bytes()).into_owned());
+        }
+        let in_query = !all.is_empty();
+        if req.method == "POST" {
+            all.extend(form_urlencoded::parse(&req.body).into_owned());
+        }
+        Params { all, in_query }
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.all
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self, name: &str) -> String {
+        self.get(name).unwrap_or_default().to_string()
+    }
+
+    fn require(&self, name: &str) -> Result<&str, ApiError> {
+        match self.get(name) {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => Err(missing(name)),
+        }
+    }
+
+    fn check_duplicates(&self) -> Result<(), ApiError> {
+        let mut seen = HashSet::new();
+        for (k, _) in &self.all {
+            if !seen.insert(k.as_str()) {
+                return Err(refuse(
+                    400,
+                    "InvalidParameter",
+                    format!(
+                        "The parameter \"{k}\" appears more than once; send each parameter once."
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `DomainName` split at commas, trimmed, lowercased (for the log and the checks).
+    fn domains(&self) -> Vec<String> {
+        match self.get("DomainName") {
+            Some(list) if !list.is_empty() => list
+                .split(',')
+                .map(|d| d.trim().to_ascii_lowercase())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Calls that arrived in the last [`RATE_WINDOW`].
+#[derive(Default)]
+struct Window {
+    arrivals: VecDeque<Instant>,
+}
+
+impl Window {
+    /// Admits a call at `now` unless `limit` calls are already in the window.
+    fn admit(&mut self, now: Instant, limit: u32) -> bool {
+        while let Some(first) = self.arrivals.front() {
+            if now.saturating_duration_since(*first) >= RATE_WINDOW {
+                self.arrivals.pop_front();
+            } else {
+                break;
+            }
+        }
+        if self.arrivals.len() >= limit as usize {
+            return false;
+        }
+        self.arrivals.push_back(now);
+        true
+    }
+}
+
+/// The emulator's whole mutable state.
+pub(super) struct State {
+    access_key_id: String,
+    access_key_secret: Zeroizing<String>,
+    domains: BTreeSet<String>,
+    max_domains_per_call: usize,
+    writes_per_second: u32,
+    reads_per_second: u32,
+    faults: Faults,
+    served: BTreeMap<String, Served>,
+    /// `served` encoded for the dump; `None` after a change.
+    served_json: Option<Vec<u8>>,
+    /// CertName → fingerprint of the content uploaded under it.
+    cert_names: HashMap<String, Fingerprint>,
+    nonces: HashSet<String>,
+    writes: Window,
+    reads: Window,
+    log: Vec<LogEntry>,
+    log_json: LogJson,
+    fault_rng: StdRng,
+    id_rng: StdRng,
+    started: Instant,
+    generation: u64,
+}
+
+impl State {
+    pub fn new(cfg: &EmulatorConfig, started: Instant) -> State {
+        State {
+            access_key_id: cfg.access_key_id.clone(),
+            access_key_secret: Zeroizing::new(cfg.access_key_secret.clone()),
+            domains: cfg.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+            max_domains_per_call: cfg.max_domains_per_call,
+            writes_per_second: cfg.writes_per_second,
+            reads_per_second: cfg.reads_per_second,
+            faults: cfg.faults,
+            served: BTreeMap::new(),
+            served_json: None,
+            cert_names: HashMap::new(),
+            nonces: HashSet::new(),
+            writes: Window::default(),
+            reads: Window::default(),
+            log: Vec::new(),
+            log_json: LogJson::default(),
+            fault_rng: StdRng::seed_from_u64(cfg.seed),
+            id_rng: StdRng::seed_from_u64(cfg.seed ^ 0x5eed_0f1d_5eed_0f1d),
+            started,
+            generation: 0,
+        }
+    }
+
+    /// Counts changes: every request (it adds a log entry) and every direct change.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn log(&self) -> &[LogEntry] {
+        &self.log
+    }
+
+    pub fn served(&self) -> &BTreeMap<String, Served> {
+        &self.served
+    }
+
+    /// The state dump's bytes; the served map is re-encoded only after it changed.
+    pub fn dump_json(&mut self) -> Vec<u8> {
+        let served = self.served_json.get_or_insert_with(|| {
+            serde_json::to_vec(&self.served).unwrap_or_else(|_| b"{}".to_vec())
+        });
+        self.log_json.dump(served)
+    }
+
+    pub fn set_max_domains_per_call(&mut self, n: usize) {
+        self.max_domains_per_call = n;
+    }
+
+    pub fn set_faults(&mut self, faults: Faults) {
+        self.faults = faults;
+    }
+
+    /// Sets (or with `None` clears) what `domain` serves, as a change in the console would.
+    /// `false` when the domain is unknown.
+    pub fn set_served(&mut self, domain: &str, served: Option<Served>) -> bool {
+        let domain = domain.to_ascii_lowercase();
+        if !self.domains.contains(&domain) {
+            return false;
+        }
+        match served {
+            Some(s) => self.served.insert(domain, s),
+            None => self.served.remove(&domain),
+        };
+        self.served_json = None;
+        self.generation += 1;
+        true
+    }
+
+    /// Answers one request at arrival time `now` (tokio clock) and wall-clock time `wall`.
+    pub fn process(&mut self, req: &Incoming, now: Instant, wall: OffsetDateTime) -> Reply {
+        self.generation += 1;
+        let draw: f64 = self.fault_rng.random();
+        let request_id = self.new_request_id();
+        let params = Params::parse(req);
+        // Whole microseconds, as the dump stores them, so the log and the dump agree exactly.
+        let since_start = now.saturating_duration_since(self.started);
+        let at = Duration::from_micros(u64::try_from(since_start.as_micros()).unwrap_or(u64::MAX));
+        let mut entry = new_entry(&params, req, at);
+        entry.request_id.clone_from(&request_id);
+        let too_long = req.query.as_ref().is_some_and(|q| q.len() > MAX_QUERY);
+        let outcome = match self.faults.pick(draw) {
+            _ if too_long => Outcome::UriTooLong,
+            Some(fault) => {
+                entry.injected = true;
+                fault
+            }
+            None => match self.answer(req, &params, now, wall, &request_id) {
+                Ok(v) => Outcome::Ok(v),
+                Err(e) => Outcome::Err(e),
+            },
+        };
+        let reply = match outcome {
+            Outcome::Reset => {
+                entry.status = None;
+                entry.code = Some("ConnectionReset".to_string());
+                Reply::Reset
+            }
+            Outcome::UriTooLong => {
+                entry.status = Some(414);
+                entry.code = Some("RequestURITooLong".to_string());
+                Reply::Html {
+                    status: 414,
+                    body: URI_TOO_LONG_PAGE.as_bytes().to_vec(),
+                }
+            }
+            Outcome::Ok(body) => {
+                entry.status = Some(200);
+                success(body, &request_id)
+            }
+            Outcome::Err(e) => {
+                entry.status = Some(e.status);
+                entry.code = Some(e.code.to_string());
+                failure(&e, &request_id)
+            }
+        };
+        tracing::debug!(
+            action = %entry.action,
+            status = ?entry.status,
+            code = ?entry.code,
+            "emulator request"
+        );
+        self.log_json.push(&entry);
+        self.log.push(entry);
+        reply
+    }
+
+    fn new_request_id(&mut self) -> String {
+        let b: [u8; 16] = self.id_rng.random();
+        let hex: String = b.iter().map(|x| format!("{x:02X}")).collect();
+        // 32 ASCII hex digits: the slices below are in bounds.
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..32]
+        )
+    }
+
+    fn answer(
+        &mut self,
+        req: &Incoming,
+        p: &Params,
+        now: Instant,
+        wall: OffsetDateTime,
+        request_id: &str,
+    ) -> Result<Value, ApiError> {
+        if req.too_large {
+            return Err(refuse(
+                413,
+                "RequestEntityTooLarge",
+                "The request body is larger than the emulator accepts (1 MiB).",
+            ));
+        }
+        if req.method != "GET" && req.method != "POST" {
+            return Err(refuse(
+                400,
+                "UnsupportedHTTPMethod",
+                format!(
+                    "The HTTP method {} is not supported; use POST or GET.",
+                    req.method
+                ),
+            ));
+        }
+        p.check_duplicates()?;
+        self.authenticate(&req.method, p, wall)?;
+        let action = p.require("Action")?;
+        let class = match action {
+            ACTION_SET => Class::Write,
+            ACTION_DESCRIBE_CERT | ACTION_USER_DOMAINS => Class::Read,
+            other => {
+                return Err(refuse(
+                    404,
+                    "InvalidAction.NotFound",
+                    format!(
+                        "Specified api is not found, please check your url and method: {other}"
+                    ),
+                ));
+            }
+        };
+        self.throttle(class, now)?;
+        match action {
+            ACTION_SET => self.set_certificate(p, wall, request_id),
+            ACTION_DESCRIBE_CERT => self.describe_certificate(p),
+            _ => self.user_domains(p),
+        }
+    }
+
+    /// Common parameters, AccessKeyId, signature, timestamp, nonce (recorded when all pass).
+    fn authenticate(
+        &mut self,
+        method: &str,
+        p: &Params,
+        wall: OffsetDateTime,
+    ) -> Result<(), ApiError> {
+        check_common_params(p)?;
+        if p.get("AccessKeyId") != Some(self.access_key_id.as_str()) {
+            return Err(refuse(
+                404,
+                "InvalidAccessKeyId.NotFound",
+                "Specified access key is not found.",
+            ));
+        }
+        self.check_signature(method, p)?;
+        check_timestamp(p.get("Timestamp").unwrap_or_default(), wall)?;
+        let nonce = p.get("SignatureNonce").unwrap_or_default();
+        if !self.nonces.insert(nonce.to_string()) {
+            return Err(refuse(
+                400,
+                "SignatureNonceUsed",
+                "Specified signature nonce was used already.",
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_signature(&self, method: &str, p: &Params) -> Result<(), ApiError> {
+        let (string_to_sign, expected) =
+            expected_signature(method, &p.all, &self.access_key_secret);
+        if p.get("Signature") == Some(expected.as_str()) {
+            return Ok(());
+        }
+        Err(refuse(
+            400,
+            "SignatureDoesNotMatch",
+            format!(
+                "Specified signature is not matched with our calculation. server string to sign is:{}",
+                string_to_sign.as_str()
+            ),
+        ))
+    }
+
+    fn throttle(&mut self, class: Class, now: Instant) -> Result<(), ApiError> {
+        let admitted = match class {
+            Class::Write => self.writes.admit(now, self.writes_per_second),
+            Class::Read => self.reads.admit(now, self.reads_per_second),
+        };
+        if admitted { Ok(()) } else { Err(throttled()) }
+    }
+
+    fn set_certificate(
+        &mut self,
+        p: &Params,
+        wall: OffsetDateTime,
+        request_id: &str,
+    ) -> Result<Value, ApiError> {
+        let domains = self.domain_list(p)?;
+        check_ssl_protocol(p.get("SSLProtocol"))?;
+        check_cert_type(p.get("CertType"))?;
+        let cert_name = check_cert_name(p.get("CertName"))?;
+        let chain = required_pem(p, "SSLPub")?;
+        let key = Zeroizing::new(required_pem(p, "SSLPri")?.to_string());
+        let cert = check_certificate(chain, &key, wall)?;
+        check_coverage(&cert, &domains)?;
+        self.claim_cert_name(cert_name, cert.fingerprint, p.get("ForceSet") == Some("1"))?;
+        let mut served = Served::new(&cert, cert_name, request_id, wall);
+        chain.clone_into(&mut served.chain_pem);
+        for d in domains {
+            self.served.insert(d, served.clone());
+        }
+        self.served_json = None;
+        Ok(json!({}))
+    }
+
+    /// A `CertName` names one content; another content needs `ForceSet=1` to take it over.
+    fn claim_cert_name(
+        &mut self,
+        name: &str,
+        fingerprint: Fingerprint,
+        force: bool,
+    ) -> Result<(), ApiError> {
+        if let Some(existing) = self.cert_names.get(name)
+            && *existing != fingerprint
+            && !force
+        {
+            return Err(refuse(
+                400,
+                "Certificate.Duplicated",
+                format!(
+                    "A different certificate is already named {name}; choose another CertName or set ForceSet=1."
+                ),
+            ));
+        }
+        self.cert_names.insert(name.to_string(), fingerprint);
+        Ok(())
+    }
+
+    /// `DomainName` of a write: present, well formed, within the per-call limit, all known.
+    fn domain_list(&self, p: &Params) -> Result<Vec<String>, ApiError> {
+        p.require("DomainName")?;
+        let mut domains = p.domains();
+        if domains.iter().any(String::is_empty) {
+            return Err(refuse(
+                400,
+                "InvalidParameter.DomainName",
+                "DomainName has an empty entry: separate domains with single commas.",
+            ));
+        }
+        domains.sort();
+        domains.dedup();
+        if domains.len() > self.max_domains_per_call {
+            return Err(refuse(
+                400,
+                "InvalidParameter.DomainNameOverLimit",
+                format!(
+                    "The call names {} domains; at most {} are allowed in one call.",
+                    domains.len(),
+                    self.max_domains_per_call
+                ),
+            ));
+        }
+        for d in p.domains() {
+            if !self.domains.contains(&d) {
+                return Err(domain_not_found(&d));
+            }
+        }
+        Ok(domains)
+    }
+
+    fn describe_certificate(&self, p: &Params) -> Result<Value, ApiError> {
+        let domain = p.require("DomainName")?.trim().to_ascii_lowercase();
+        if domain.contains(',') {
+            return Err(refuse(
+                400,
+                "InvalidParameter.DomainName",
+                "DescribeDomainCertificateInfo takes one domain name.",
+            ));
+        }
+        if !self.domains.contains(&domain) {
+            return Err(domain_not_found(&domain));
+        }
+        let info = match self.served.get(&domain) {
+            Some(s) => json!({
+                "DomainName": domain,
+                "CertName": s.cert_name,
+                "CertType": "upload",
+                "ServerCertificateStatus": "on",
+                "ServerCertificate": s.chain_pem,
+                "CertExpireTime": api_time(s.not_after),
+                "CertStartTime": api_time(s.not_before),
+                "CertUpdateTime": api_time(s.updated_at),
+                "CertDomainName": s.names.join(","),
+                "Status": "success",
+            }),
+            None => json!({
+                "DomainName": domain,
+                "CertName": "",
+                "CertType": "",
+                "ServerCertificateStatus": "off",
+                "ServerCertificate": "",
+                "CertExpireTime": "",
+                "CertStartTime": "",
+                "CertDomainName": "",
+            }),
+        };
+        Ok(json!({ "CertInfos": { "CertInfo": [info] } }))
+    }
+
+    fn user_domains(&self, p: &Params) -> Result<Value, ApiError> {
+        let page_size = page_param(p, "PageSize", 20, MAX_PAGE_SIZE)?;
+        let page_number = page_param(p, "PageNumber", 1, u64::MAX)?;
+        let skip = page_size.saturating_mul(page_number - 1);
+        let page: Vec<Value> = self
+            .domains
+            .iter()
+            .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+            .take(usize::try_from(page_size).unwrap_or(usize::MAX))
+            .map(|d| {
+                let ssl = if self.served.contains_key(d) { "on" } else { "off" };
+                json!({ "DomainName": d, "DomainStatus": "online", "SslProtocol": ssl, "CdnType": "web" })
+            })
+            .collect();
+        Ok(json!({
+            "PageNumber": page_number,
+            "PageSize": page_size,
+            "TotalCount": self.domains.len(),
+            "Domains": { "PageData": page },
+        }))
+    }
+}
+
+fn new_entry(p: &Params, req: &Incoming, at: Duration) -> LogEntry {
+    let is_write = p.get("Action") == Some(ACTION_SET);
+    LogEntry {
+        at,
+        method: req.method.clone(),
+        action: p.text("Action"),
+        access_key_id: p.text("AccessKeyId"),
+        signature_nonce: p.text("SignatureNonce"),
+        timestamp: p.text("Timestamp"),
+        domains: p.domains(),
+        params_in_query: p.in_query,
+        status: None,
+        code: None,
+        injected: false,
+        request_id: String::new(),
+        cert_name: if is_write {
+            p.get("CertName").map(str::to_string)
+        } else {
+            None
+        },
+        fingerprint: if is_write {
+            p.get("SSLPub").and_then(leaf_fingerprint)
+        } else {
+            None
+        },
+    }
+}
+
+/// SHA-256 of the first `CERTIFICATE` block's DER, if it decodes.
+fn leaf_fingerprint(pem: &str) -> Option<Fingerprint> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let der = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()?
+        .ok()?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, der.as_ref());
+    let bytes: [u8; 32] = digest.as_ref().try_into().ok()?;
+    Some(Fingerprint(bytes))
+}
+
+const URI_TOO_LONG_PAGE: &str = "<html>\r\n<head><title>414 Request-URI Too Large</title></head>\r\n<body>\r\n<center><h1>414 Request-URI Too Large</h1></center>\r\n<hr><center>Tengine</center>\r\n</body>\r\n</html>\r\n";
+
+fn throttled() -> ApiError {
+    refuse(
+        400,
+        "Throttling.User",
+        "Request was denied due to user flow control.",
+    )
+}
+
+fn domain_not_found(domain: &str) -> ApiError {
+    refuse(
+        404,
+        "InvalidDomain.NotFound",
+        format!("The domain provided does not belong to you: {domain}"),
+    )
+}
+
+/// Every common parameter present, with the values this API version accepts.
+fn check_common_params(p: &Params) -> Result<(), ApiError> {
+    for name in [
+        "Action",
+        "Version",
+        "AccessKeyId",
+        "Signature",
+        "SignatureMethod",
+        "SignatureVersion",
+        "SignatureNonce",
+        "Timestamp",
+    ] {
+        p.require(name)?;
+    }
+    if p.get("Version") != Some(VERSION) {
+        return Err(refuse(
+            400,
+            "InvalidVersion",
+            format!("Specified parameter Version is not valid: this API speaks {VERSION}."),
+        ));
+    }
+    if let Some(f) = p.get("Format")
+        && !f.eq_ignore_ascii_case("JSON")
+    {
+        return Err(refuse(
+            400,
+            "InvalidParameter.Format",
+            "The emulator answers in JSON only: send Format=JSON.",
+        ));
+    }
+    if p.get("SignatureMethod") != Some("HMAC-SHA1") {
+        return Err(refuse(
+            400,
+            "InvalidSignatureMethod",
+            "Specified signature method is not supported: use HMAC-SHA1.",
+        ));
+    }
+    if p.get("SignatureVersion") != Some("1.0") {
+        return Err(refuse(
+            400,
+            "InvalidSignatureVersion",
+            "Specified signature version is not supported: use 1.0.",
+        ));
+    }
+    Ok(())
+}
+
+fn check_ssl_protocol(value: Option<&str>) -> Result<(), ApiError> {
+    match value {
+        Some("on") => Ok(()),
+        Some("off") => Err(refuse(
+            400,
+            "InvalidParameter.SSLProtocol",
+            "The emulator refuses SSLProtocol=off: certrotd must never turn HTTPS off.",
+        )),
+        Some(_) => Err(refuse(
+            400,
+            "InvalidSSLProtocol.ValueNotSupported",
+            "The specified SSLProtocol is invalid.",
+        )),
+        None => Err(missing("SSLProtocol")),
+    }
+}
+
+fn check_cert_type(value: Option<&str>) -> Result<(), ApiError> {
+    match value {
+        None | Some("upload") => Ok(()),
+        Some(t) => Err(refuse(
+            400,
+            "InvalidParameter.CertType",
+            format!("The emulator supports CertType=upload only, not {t:?}."),
+        )),
+    }
+}
+
+/// `SSLPub` or `SSLPri`, present and not empty.
+fn required_pem<'a>(p: &'a Params, name: &'static str) -> Result<&'a str, ApiError> {
+    match p.get(name) {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ if name == "SSLPub" => Err(refuse(
+            400,
+            "SSLPub.MissingParameter",
+            "The SSLPub parameter is required.",
+        )),
+        _ => Err(refuse(
+            400,
+            "SSLPri.MissingParameter",
+            "The SSLPri parameter is required.",
+        )),
+    }
+}
+
+/// Every domain of the call is covered by the certificate (a stricter check than Alibaba
+/// documents, to catch a planner that sends a certificate to a domain it does not cover).
+fn check_coverage(cert: &crate::cert::Certificate, domains: &[String]) -> Result<(), ApiError> {
+    match domains
+        .iter()
+        .find(|d| crate::cert::covers(&cert.names, d).is_none())
+    {
+        None => Ok(()),
+        Some(d) => Err(refuse(
+            400,
+            "Certificate.DomainMismatch",
+            format!(
+                "The certificate does not cover the domain {d} (it names {}).",
+                cert.names.join(", ")
+            ),
+        )),
+    }
+}
+
+fn check_cert_name(name: Option<&str>) -> Result<&str, ApiError> {
+    let name = match name {
+        Some(n) if !n.is_empty() => n,
+        _ => {
+            return Err(refuse(
+                400,
+                "InvalidParameter.CertName",
+                "CertName is required: name the certificate (up to 128 characters of A-Za-z0-9._-).",
+            ));
+        }
+    };
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if name.len() > MAX_CERT_NAME || !ok_chars {
+        return Err(refuse(
+            400,
+            "InvalidParameter.CertName",
+            "CertName must be 1 to 128 characters of A-Za-z0-9._-",
+        ));
+    }
+    Ok(name)
+}
+
+fn check_timestamp(ts: &str, wall: OffsetDateTime) -> Result<(), ApiError> {
+    let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    let Ok(t) = time::PrimitiveDateTime::parse(ts, format) else {
+        return Err(refuse(
+            400,
+            "InvalidTimeStamp.Format",
+            "Specified time stamp or date value is not well formatted (yyyy-MM-ddTHH:mm:ssZ, UTC).",
+        ));
+    };
+    let offset = (wall - t.assume_utc()).abs();
+    if offset > TIMESTAMP_WINDOW {
+        return Err(refuse(
+            400,
+            "InvalidTimeStamp.Expired",
+            "Specified time stamp or date value is expired.",
+        ));
+    }
+    Ok(())
+}
+
+fn page_param(p: &Params, name: &str, default: u64, max: u64) -> Result<u64, ApiError> {
+    let Some(raw) = p.get(name) else {
+        return Ok(default);
+    };
+    match raw.parse::<u64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(refuse(
+            400,
+            if name == "PageSize" {
+                "InvalidParameter.PageSize"
+            } else {
+                "InvalidParameter.PageNumber"
+            },
+            format!("{name} must be a whole number from 1 to {max}, not {raw:?}."),
+        )),
+    }
+}
+
+/// `yyyy-MM-ddTHH:mm:ssZ` in UTC, as the API writes times.
+pub(super) fn api_time(t: OffsetDateTime) -> String {
+    let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    t.to_offset(time::UtcOffset::UTC)
+        .format(format)
+        .unwrap_or_default()
+}
+
+fn success(mut body: Value, request_id: &str) -> Reply {
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("RequestId".to_string(), Value::from(request_id));
+    }
+    Reply::Json {
+        status: 200,
+        request_id: request_id.to_string(),
+        body: serde_json::to_vec(&body).unwrap_or_default(),
+    }
+}
+
+fn failure(e: &ApiError, request_id: &str) -> Reply {
+    let body = json!({
+        "RequestId": request_id,
+        "HostId": HOST_ID,
+        "Code": e.code,
+        "Message": e.message,
+        "Recommend": format!("https://api.aliyun.com/troubleshoot?q={}&product=Cdn&requestId={request_id}", e.code),
+    });
+    Reply::Json {
+        status: e.status,
+        request_id: request_id.to_string(),
+        body: serde_json::to_vec(&body).unwrap_or_default(),
+    }
+}
+
+impl Faults {
+    /// The injected fault for a uniform draw in [0, 1), if any.
+    fn pick(&self, draw: f64) -> Option<Outcome> {
+        let mut edge = self.reset_rate;
+        if draw < edge {
+            return Some(Outcome::Reset);
+        }
+        edge += self.fail_rate;
+        if draw < edge {
+            return Some(Outcome::Err(refuse(
+                503,
+                "ServiceUnavailable",
+                "The request has failed due to a temporary failure of the server.",
+            )));
+        }
+        edge += self.internal_rate;
+        if draw < edge {
+            return Some(Outcome::Err(refuse(
+                500,
+                "InternalError",
+                "The request processing has failed due to some unknown error, exception or failure.",
+            )));
+        }
+        edge += self.throttle_rate;
+        if draw < edge {
+            return Some(Outcome::Err(throttled()));
+        }
+        None
+    }
+}
+
+/// The server's string-to-sign and signature for these parameters (`Signature` itself is
+/// left out by the signer), computed with certrotd's own signer.
+pub(super) fn expected_signature(
+    method: &str,
+    params: &[(String, String)],
+    secret: &str,
+) -> (Zeroizing<String>, String) {
+    let sts = crate::aliyun::sign::string_to_sign(method, params);
+    let sig = crate::aliyun::sign::signature(secret, &sts);
+    (sts, sig)
+}
+
+/// Parses the pair with certrotd's own validation (`cert::parse`, `cert::check_time`) and
+/// maps each defect to the code Alibaba answers with. `Invalid` messages hold no key text.
+fn check_certificate(
+    chain: &str,
+    key: &str,
+    wall: OffsetDateTime,
+) -> Result<crate::cert::Certificate, ApiError> {
+    use crate::cert::{Invalid, KeyType, Part};
+    let cert = crate::cert::parse(chain.as_bytes(), key.as_bytes()).map_err(|e| match e {
+        Invalid::KeyMismatch => refuse(
+            400,
+            "Certificate.MissMatch",
+            "The certificate and the private key do not match.",
+        ),
+        e if e.part() == Some(Part::Key) => refuse(
+            400,
+            "InvalidSSLPri",
+            format!("The private key (SSLPri) is invalid: {e}."),
+        ),
+        e => refuse(
+            400,
+            "Certificate.FormatError",
+            format!("The certificate (SSLPub) is invalid: {e}."),
+        ),
+    })?;
+    if matches!(cert.key_type, KeyType::Rsa { .. }) && key.contains("-----BEGIN PRIVATE KEY-----") {
+        return Err(refuse(
+            400,
+            "InvalidSSLPri",
+            "RSA private keys must be sent in PKCS#1 form (-----BEGIN RSA PRIVATE KEY-----), not PKCS#8.",
+        ));
+    }
+    crate::cert::check_time(&cert, wall).map_err(|e| match e {
+        Invalid::NotYetValid { .. } => refuse(
+            400,
+            "Certificate.NotYetValid",
+            format!("The certificate is not valid yet: {e}."),
+        ),
+        e => refuse(
+            400,
+            "Certificate.Expired",
+            format!("The certificate has expired: {e}."),
+        ),
+    })?;
+    Ok(cert)
+}

@@ -1,0 +1,193 @@
+//! What the emulator remembers and shows: the per-domain served state, the request log, and
+//! the JSON state dump that a test or a person can read while the emulator runs.
+//!
+//! Invariant: nothing here holds key material. A served certificate is its chain, names,
+//! dates and fingerprint; a log entry names the call, never its certificate or key text.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::EmulatorError;
+use crate::cert::{Certificate, Fingerprint};
+
+/// The certificate a CDN domain serves, as the emulator records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Served {
+    /// The `CertName` it was uploaded under.
+    pub cert_name: String,
+    /// SHA-256 of the leaf certificate's DER.
+    pub fingerprint: Fingerprint,
+    /// DNS names of the leaf.
+    pub names: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// When the emulator applied it (wall clock).
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// The `RequestId` of the call that set it (`console` for [`super::Emulator::set_served`]).
+    pub request_id: String,
+    /// The chain as uploaded (`SSLPub`). Left out of the state dump to keep it small.
+    #[serde(skip_serializing, default)]
+    pub chain_pem: String,
+}
+
+impl Served {
+    /// The served state for `cert` uploaded under `cert_name` at `now`.
+    pub fn new(
+        cert: &Certificate,
+        cert_name: &str,
+        request_id: &str,
+        now: OffsetDateTime,
+    ) -> Served {
+        Served {
+            cert_name: cert_name.to_string(),
+            fingerprint: cert.fingerprint,
+            names: cert.names.clone(),
+            not_before: cert.not_before,
+            not_after: cert.not_after,
+            updated_at: now,
+            request_id: request_id.to_string(),
+            chain_pem: cert.chain_pem.clone(),
+        }
+    }
+}
+
+/// One request as the emulator saw it (in arrival order).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Arrival time since the emulator started, on tokio's clock (paused time works).
+    #[serde(rename = "at_us", with = "micros")]
+    pub at: Duration,
+    /// HTTP method.
+    pub method: String,
+    /// `Action` (empty when missing).
+    pub action: String,
+    pub access_key_id: String,
+    pub signature_nonce: String,
+    pub timestamp: String,
+    /// `DomainName` split at commas, trimmed and lowercased.
+    pub domains: Vec<String>,
+    /// Whether any parameter arrived in the URL query (certrotd sends none there).
+    pub params_in_query: bool,
+    /// HTTP status; `None` when the connection was dropped without an answer.
+    pub status: Option<u16>,
+    /// Error `Code`; `None` on success.
+    pub code: Option<String>,
+    /// Whether the answer was an injected fault.
+    pub injected: bool,
+    pub request_id: String,
+    /// `CertName` of a write call.
+    pub cert_name: Option<String>,
+    /// Fingerprint of the first certificate in a write call's `SSLPub`, when it decodes.
+    pub fingerprint: Option<Fingerprint>,
+}
+
+impl LogEntry {
+    /// Is this a `BatchSetCdnDomainServerCertificate` call?
+    pub fn is_write(&self) -> bool {
+        self.action == super::api::ACTION_SET
+    }
+    /// Did the call succeed (HTTP 200)?
+    pub fn succeeded(&self) -> bool {
+        self.status == Some(200)
+    }
+}
+
+mod micros {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_micros)
+    }
+}
+
+/// The state dump file's content (`--state-dump`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dump {
+    /// Format version (1).
+    pub version: u32,
+    /// Per-domain served state (without the PEM text).
+    pub served: BTreeMap<String, Served>,
+    /// Every request so far, in arrival order.
+    pub log: Vec<LogEntry>,
+}
+
+impl Dump {
+    /// The current format version.
+    pub const VERSION: u32 = 1;
+
+    /// Reads a state dump written by a running (or stopped) emulator.
+    pub fn read(path: &Path) -> Result<Dump, EmulatorError> {
+        let bytes = std::fs::read(path).map_err(|source| EmulatorError::DumpRead {
+            path: path.to_path_buf(),
+            reason: source.to_string(),
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| EmulatorError::DumpRead {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// The log serialized incrementally, so a dump costs O(served) + a copy, not a re-encode of
+/// the whole log.
+#[derive(Default)]
+pub(super) struct LogJson {
+    entries: Vec<u8>,
+}
+
+impl LogJson {
+    pub fn push(&mut self, entry: &LogEntry) {
+        if !self.entries.is_empty() {
+            self.entries.push(b',');
+        }
+        // Serializing plain strings, numbers and options cannot fail.
+        if let Ok(bytes) = serde_json::to_vec(entry) {
+            self.entries.extend_from_slice(&bytes);
+        }
+    }
+
+    /// The whole dump, `{"version":1,"served":{…},"log":[…]}`, around the encoded served map.
+    pub fn dump(&self, served: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(served.len() + self.entries.len() + 64);
+        out.extend_from_slice(format!("{{\"version\":{},\"served\":", Dump::VERSION).as_bytes());
+        out.extend_from_slice(served);
+        out.extend_from_slice(b",\"log\":[");
+        out.extend_from_slice(&self.entries);
+        out.extend_from_slice(b"]}\n");
+        out
+    }
+}
+
+/// Replaces `path` atomically with `bytes` (temp file in the same folder, then rename), so a
+/// reader sees either the previous dump or this one, never a torn file.
+pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), EmulatorError> {
+    let err = |source: std::io::Error| EmulatorError::StateDump {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".certrotd-emulator-dump")
+        .tempfile_in(&dir)
+        .map_err(err)?;
+    tmp.write_all(bytes).map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
+}

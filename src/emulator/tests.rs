@@ -1,0 +1,1321 @@
+//! In-process tests: raw signed HTTP requests (a tiny hyper client) against a running emulator.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use time::OffsetDateTime;
+use tokio::net::TcpStream;
+
+use super::*;
+use crate::testca::{Leaf, LeafKey, TestCa};
+
+const SECRET: &str = DEFAULT_ACCESS_KEY_SECRET;
+
+// ---------------------------------------------------------------- requests
+
+/// A request under construction: parameters, where they travel, how it is signed.
+struct Call {
+    method: &'static str,
+    params: Vec<(String, String)>,
+    in_query: bool,
+    secret: String,
+    sign: bool,
+}
+
+fn nonce() -> String {
+    use rand::RngExt;
+    let b: [u8; 16] = rand::rng().random();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn timestamp(at: OffsetDateTime) -> String {
+    api::api_time(at)
+}
+
+impl Call {
+    fn new(action: &str) -> Call {
+        let params = [
+            ("Action", action.to_string()),
+            ("Format", "JSON".to_string()),
+            ("Version", VERSION.to_string()),
+            ("AccessKeyId", DEFAULT_ACCESS_KEY_ID.to_string()),
+            ("SignatureMethod", "HMAC-SHA1".to_string()),
+            ("SignatureVersion", "1.0".to_string()),
+            ("SignatureNonce", nonce()),
+            ("Timestamp", timestamp(OffsetDateTime::now_utc())),
+        ];
+        Call {
+            method: "POST",
+            params: params
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            in_query: false,
+            secret: SECRET.to_string(),
+            sign: true,
+        }
+    }
+
+    /// Sets (or replaces) a parameter.
+    fn set(mut self, key: &str, value: &str) -> Call {
+        self.params.retain(|(k, _)| k != key);
+        self.params.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    fn without(mut self, key: &str) -> Call {
+        self.params.retain(|(k, _)| k != key);
+        self
+    }
+
+    fn get_method(mut self) -> Call {
+        self.method = "GET";
+        self.in_query = true;
+        self
+    }
+
+    fn secret(mut self, s: &str) -> Call {
+        self.secret = s.to_string();
+        self
+    }
+
+    fn nonce(&self) -> String {
+        self.params
+            .iter()
+            .find(|(k, _)| k == "SignatureNonce")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+
+    fn signed_params(&self) -> Vec<(String, String)> {
+        let mut params = self.params.clone();
+        if self.sign {
+            let sig = crate::aliyun::sign::sign(self.method, &self.secret, &params);
+            params.push(("Signature".to_string(), sig));
+        }
+        params
+    }
+
+    async fn send(&self, addr: SocketAddr) -> Result<(u16, Value), hyper::Error> {
+        let encoded = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(self.signed_params())
+            .finish();
+        let (uri, body) = if self.in_query {
+            (format!("/?{encoded}"), String::new())
+        } else {
+            ("/".to_string(), encoded)
+        };
+        raw(addr, self.method, &uri, body).await
+    }
+
+    /// Sends and expects an answer.
+    async fn answer(&self, addr: SocketAddr) -> (u16, Value) {
+        match self.send(addr).await {
+            Ok(a) => a,
+            Err(e) => panic!("no answer: {e}"),
+        }
+    }
+}
+
+async fn raw(
+    addr: SocketAddr,
+    method: &str,
+    uri: &str,
+    body: String,
+) -> Result<(u16, Value), hyper::Error> {
+    let (status, _, bytes) = raw_parts(addr, method, uri, body).await?;
+    let value = serde_json::from_slice(&bytes).expect("a JSON body");
+    Ok((status, value))
+}
+
+async fn raw_parts(
+    addr: SocketAddr,
+    method: &str,
+    uri: &str,
+    body: String,
+) -> Result<(u16, hyper::HeaderMap, Bytes), hyper::Error> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .expect("connect to the emulator");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(hyper::header::HOST, addr.to_string())
+        .header(
+            hyper::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(Full::new(Bytes::from(body)))
+        .expect("a valid request");
+    let resp = sender.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    Ok((status, headers, bytes))
+}
+
+fn code(v: &Value) -> &str {
+    v["Code"].as_str().unwrap_or("")
+}
+
+fn message(v: &Value) -> &str {
+    v["Message"].as_str().unwrap_or("")
+}
+
+// ---------------------------------------------------------------- certificates
+
+struct Pair {
+    chain: String,
+    key: String,
+    fingerprint: crate::cert::Fingerprint,
+    cert: crate::cert::Certificate,
+}
+
+fn days(n: i64) -> time::Duration {
+    time::Duration::days(n)
+}
+
+fn issue_with(
+    ca: &TestCa,
+    names: &[&str],
+    from: time::Duration,
+    to: time::Duration,
+    key: LeafKey,
+) -> (String, String) {
+    let now = OffsetDateTime::now_utc();
+    let issued = ca
+        .issue(&Leaf::new(names, now + from, now + to).with_key(key))
+        .expect("issue a test certificate");
+    (issued.fullchain_pem, issued.key_pem)
+}
+
+/// A valid pair for `names`, with the key in upload form (as certrotd sends it).
+fn pair(ca: &TestCa, names: &[&str]) -> Pair {
+    let (chain, key) = issue_with(ca, names, -days(1), days(60), LeafKey::EcdsaP256);
+    let cert = crate::cert::parse(chain.as_bytes(), key.as_bytes()).expect("a valid test pair");
+    Pair {
+        chain: cert.chain_pem.clone(),
+        key: cert.key.expose_upload_pem().to_string(),
+        fingerprint: cert.fingerprint,
+        cert,
+    }
+}
+
+fn set_call(domains: &str, p: &Pair, name: &str) -> Call {
+    Call::new(ACTION_SET)
+        .set("DomainName", domains)
+        .set("SSLProtocol", "on")
+        .set("CertType", "upload")
+        .set("CertName", name)
+        .set("ForceSet", "1")
+        .set("SSLPub", &p.chain)
+        .set("SSLPri", &p.key)
+}
+
+fn describe(domain: &str) -> Call {
+    Call::new(ACTION_DESCRIBE_CERT).set("DomainName", domain)
+}
+
+const DOMAINS: [&str; 4] = [
+    "a.example.com",
+    "b.example.com",
+    "c.example.com",
+    ".example.com",
+];
+
+async fn emulator_with(cfg: EmulatorConfig) -> Emulator {
+    Emulator::start("127.0.0.1:0".parse().expect("an address"), cfg)
+        .await
+        .expect("start the emulator")
+}
+
+async fn emulator() -> Emulator {
+    emulator_with(EmulatorConfig::with_domains(DOMAINS)).await
+}
+
+fn ca() -> TestCa {
+    TestCa::new("emulator test").expect("a test CA")
+}
+
+// ---------------------------------------------------------------- writes
+
+#[tokio::test]
+async fn good_call_updates_state_and_log() {
+    let emu = emulator().await;
+    let ca = ca();
+    let p = pair(&ca, &["a.example.com", "b.example.com"]);
+    let call = set_call("a.example.com,B.example.com", &p, "example-cert");
+    let (status, body) = call.answer(emu.addr()).await;
+    assert_eq!(status, 200, "{body}");
+    let request_id = body["RequestId"].as_str().expect("a RequestId").to_string();
+    assert_eq!(
+        body.as_object().map(|o| o.len()),
+        Some(1),
+        "only RequestId: {body}"
+    );
+
+    let served = emu.served();
+    assert_eq!(
+        served.keys().collect::<Vec<_>>(),
+        ["a.example.com", "b.example.com"]
+    );
+    for s in served.values() {
+        assert_eq!(s.fingerprint, p.fingerprint);
+        assert_eq!(s.cert_name, "example-cert");
+        assert_eq!(s.chain_pem, p.chain);
+        assert_eq!(s.not_after, p.cert.not_after);
+        assert_eq!(s.request_id, request_id);
+    }
+
+    let log = emu.log();
+    assert_eq!(log.len(), 1);
+    let e = &log[0];
+    assert!(e.is_write() && e.succeeded() && !e.injected && !e.params_in_query);
+    assert_eq!(e.domains, ["a.example.com", "b.example.com"]);
+    assert_eq!(e.signature_nonce, call.nonce());
+    assert_eq!(e.request_id, request_id);
+    assert_eq!(e.cert_name.as_deref(), Some("example-cert"));
+    assert_eq!(e.fingerprint, Some(p.fingerprint));
+    assert_eq!(e.code, None);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_signature_is_refused_with_the_server_string_to_sign() {
+    let emu = emulator().await;
+    let p = pair(&ca(), &["a.example.com"]);
+    let (status, body) = set_call("a.example.com", &p, "n")
+        .secret("wrong")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (400, "SignatureDoesNotMatch"));
+    // As the real API does: the message echoes the whole string-to-sign (so clients must redact it).
+    assert!(message(&body).contains("server string to sign is:POST&%2F&AccessKeyId%3Demulator"));
+    assert!(emu.served().is_empty());
+
+    // A parameter changed after signing breaks the signature too.
+    let mut call = set_call("a.example.com", &p, "n");
+    let mut params = call.signed_params();
+    params.retain(|(k, _)| k != "CertName");
+    params.push(("CertName".into(), "other".into()));
+    call.params = params;
+    call.sign = false;
+    let (status, body) = call.answer(emu.addr()).await;
+    assert_eq!((status, code(&body)), (400, "SignatureDoesNotMatch"));
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_access_key_and_missing_parameters() {
+    let emu = emulator().await;
+    let (status, body) = describe("a.example.com")
+        .set("AccessKeyId", "nobody")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (404, "InvalidAccessKeyId.NotFound"));
+
+    let (status, body) = describe("a.example.com")
+        .without("SignatureNonce")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (400, "MissingParameter"));
+    assert!(message(&body).contains("SignatureNonce"));
+
+    let (status, body) = describe("a.example.com")
+        .set("Version", "2014-11-11")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (400, "InvalidVersion"));
+
+    let (status, body) = describe("a.example.com")
+        .set("SignatureMethod", "HMAC-SHA256")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (400, "InvalidSignatureMethod"));
+
+    let (status, body) = describe("a.example.com")
+        .set("Format", "XML")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (400, "InvalidParameter.Format"));
+
+    let (status, body) = describe("a.example.com")
+        .set("SignatureVersion", "2.0")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (400, "InvalidSignatureVersion"));
+
+    let (status, body) = raw(emu.addr(), "PUT", "/", String::new())
+        .await
+        .expect("an answer");
+    assert_eq!((status, code(&body)), (400, "UnsupportedHTTPMethod"));
+
+    let (status, body) = Call::new("DeleteCdnDomain").answer(emu.addr()).await;
+    assert_eq!((status, code(&body)), (404, "InvalidAction.NotFound"));
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn timestamps_outside_fifteen_minutes_are_refused() {
+    let emu = emulator().await;
+    let now = OffsetDateTime::now_utc();
+    for (offset, want) in [
+        (
+            time::Duration::minutes(-16),
+            Some("InvalidTimeStamp.Expired"),
+        ),
+        (
+            time::Duration::minutes(16),
+            Some("InvalidTimeStamp.Expired"),
+        ),
+        (time::Duration::minutes(-14), None),
+        (time::Duration::minutes(14), None),
+    ] {
+        let (status, body) = describe("a.example.com")
+            .set("Timestamp", &timestamp(now + offset))
+            .answer(emu.addr())
+            .await;
+        match want {
+            Some(c) => assert_eq!((status, code(&body)), (400, c), "offset {offset}"),
+            None => assert_eq!(status, 200, "offset {offset}: {body}"),
+        }
+    }
+    let (status, body) = describe("a.example.com")
+        .set("Timestamp", "2026-01-01 00:00:00")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (400, "InvalidTimeStamp.Format"));
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_nonce_is_accepted_once() {
+    let emu = emulator().await;
+    let call = describe("a.example.com");
+    assert_eq!(call.answer(emu.addr()).await.0, 200);
+    let (status, body) = call.answer(emu.addr()).await;
+    assert_eq!((status, code(&body)), (400, "SignatureNonceUsed"));
+    // Even with a new timestamp (re-signed), the nonce stays used.
+    let (status, body) = call
+        .set("Timestamp", &timestamp(OffsetDateTime::now_utc()))
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (400, "SignatureNonceUsed"));
+    emu.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_eleventh_write_within_a_second_is_throttled() {
+    let emu = emulator().await;
+    let p = pair(&ca(), &["a.example.com"]);
+    for i in 0..10 {
+        let (status, body) = set_call("a.example.com", &p, "n").answer(emu.addr()).await;
+        assert_eq!(status, 200, "call {i}: {body}");
+    }
+    let (status, body) = set_call("a.example.com", &p, "n").answer(emu.addr()).await;
+    assert_eq!((status, code(&body)), (400, "Throttling.User"));
+    // Reads have their own budget.
+    assert_eq!(describe("a.example.com").answer(emu.addr()).await.0, 200);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let (status, body) = set_call("a.example.com", &p, "n").answer(emu.addr()).await;
+    assert_eq!(status, 200, "a second later: {body}");
+
+    let log = emu.log();
+    let at: Vec<Duration> = log.iter().map(|e| e.at).collect();
+    assert!(at[..12].iter().all(|t| *t == at[0]), "paused clock: {at:?}");
+    assert_eq!(at[12] - at[0], Duration::from_secs(1));
+    emu.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_hundred_and_first_read_within_a_second_is_throttled() {
+    let emu = emulator().await;
+    for _ in 0..100 {
+        assert_eq!(describe("a.example.com").answer(emu.addr()).await.0, 200);
+    }
+    let (status, body) = describe("a.example.com").answer(emu.addr()).await;
+    assert_eq!((status, code(&body)), (400, "Throttling.User"));
+    tokio::time::advance(RATE_WINDOW).await;
+    assert_eq!(describe("a.example.com").answer(emu.addr()).await.0, 200);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn too_many_domains_in_one_call() {
+    let cfg = EmulatorConfig {
+        max_domains_per_call: 2,
+        ..EmulatorConfig::with_domains(DOMAINS)
+    };
+    let emu = emulator_with(cfg).await;
+    let p = pair(&ca(), &["a.example.com", "b.example.com", "c.example.com"]);
+    let three = "a.example.com,b.example.com,c.example.com";
+    let (status, body) = set_call(three, &p, "n").answer(emu.addr()).await;
+    assert_eq!(
+        (status, code(&body)),
+        (400, "InvalidParameter.DomainNameOverLimit")
+    );
+    assert!(emu.served().is_empty());
+    emu.set_max_domains_per_call(3);
+    let (status, body) = set_call(three, &p, "n").answer(emu.addr()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(emu.served().len(), 3);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unknown_domain_is_named_and_nothing_changes() {
+    let emu = emulator().await;
+    let p = pair(&ca(), &["a.example.com", "x.example.com"]);
+    let (status, body) = set_call("a.example.com,x.example.com", &p, "n")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (404, "InvalidDomain.NotFound"));
+    assert!(message(&body).contains("x.example.com"), "{body}");
+    assert!(emu.served().is_empty(), "a refused batch changes nothing");
+
+    let (status, body) = describe("x.example.com").answer(emu.addr()).await;
+    assert_eq!((status, code(&body)), (404, "InvalidDomain.NotFound"));
+
+    let (status, body) = set_call("a.example.com,,b.example.com", &p, "n")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (400, "InvalidParameter.DomainName"));
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn certificate_defects_get_their_codes() {
+    let emu = emulator().await;
+    let ca = ca();
+    let good = pair(&ca, &["a.example.com"]);
+    let other = pair(&ca, &["a.example.com"]);
+    let addr = emu.addr();
+
+    let garbage = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n";
+    let (status, body) = set_call("a.example.com", &good, "n")
+        .set("SSLPub", garbage)
+        .answer(addr)
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (400, "Certificate.FormatError"),
+        "{body}"
+    );
+
+    let (status, body) = set_call("a.example.com", &good, "n")
+        .set("SSLPub", "hello")
+        .answer(addr)
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (400, "Certificate.FormatError"),
+        "{body}"
+    );
+
+    let bad_key = "-----BEGIN EC PRIVATE KEY-----\nbm90IGEga2V5\n-----END EC PRIVATE KEY-----\n";
+    let (status, body) = set_call("a.example.com", &good, "n")
+        .set("SSLPri", bad_key)
+        .answer(addr)
+        .await;
+    assert_eq!((status, code(&body)), (400, "InvalidSSLPri"), "{body}");
+
+    let (status, body) = set_call("a.example.com", &good, "n")
+        .set("SSLPri", &other.key)
+        .answer(addr)
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (400, "Certificate.MissMatch"),
+        "{body}"
+    );
+
+    let (chain, key) = issue_with(
+        &ca,
+        &["a.example.com"],
+        -days(90),
+        -days(1),
+        LeafKey::EcdsaP256,
+    );
+    let expired = crate::cert::parse(chain.as_bytes(), key.as_bytes()).expect("parses");
+    let (status, body) = set_call("a.example.com", &good, "n")
+        .set("SSLPub", &expired.chain_pem)
+        .set("SSLPri", expired.key.expose_upload_pem())
+        .answer(addr)
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (400, "Certificate.Expired"),
+        "{body}"
+    );
+
+    let (chain, key) = issue_with(
+        &ca,
+        &["a.example.com"],
+        days(1),
+        days(90),
+        LeafKey::EcdsaP256,
+    );
+    let future = crate::cert::parse(chain.as_bytes(), key.as_bytes()).expect("parses");
+    let (status, body) = set_call("a.example.com", &good, "n")
+        .set("SSLPub", &future.chain_pem)
+        .set("SSLPri", future.key.expose_upload_pem())
+        .answer(addr)
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (400, "Certificate.NotYetValid"),
+        "{body}"
+    );
+
+    let (status, body) = set_call("b.example.com", &good, "n").answer(addr).await;
+    assert_eq!(
+        (status, code(&body)),
+        (400, "Certificate.DomainMismatch"),
+        "{body}"
+    );
+    assert!(message(&body).contains("b.example.com"));
+
+    let (status, body) = set_call("a.example.com", &good, "n")
+        .without("SSLPri")
+        .answer(addr)
+        .await;
+    assert_eq!((status, code(&body)), (400, "SSLPri.MissingParameter"));
+    let (status, body) = set_call("a.example.com", &good, "n")
+        .without("SSLPub")
+        .answer(addr)
+        .await;
+    assert_eq!((status, code(&body)), (400, "SSLPub.MissingParameter"));
+
+    assert!(emu.served().is_empty(), "no refused call changed anything");
+    let log = emu.log();
+    assert!(log.iter().all(|e| !e.succeeded()));
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn rsa_keys_must_be_pkcs1() {
+    let emu = emulator().await;
+    let rsa = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/rsa-2048-a.pkcs8.pem"
+    ))
+    .expect("RSA fixture");
+    let (chain, key) = issue_with(
+        &ca(),
+        &["a.example.com"],
+        -days(1),
+        days(30),
+        LeafKey::RsaPkcs8Pem(rsa),
+    );
+    let cert = crate::cert::parse(chain.as_bytes(), key.as_bytes()).expect("parses");
+    let call = |key: &str| {
+        Call::new(ACTION_SET)
+            .set("DomainName", "a.example.com")
+            .set("SSLProtocol", "on")
+            .set("CertName", "rsa")
+            .set("SSLPub", &cert.chain_pem)
+            .set("SSLPri", key)
+    };
+    let (status, body) = call(&key).answer(emu.addr()).await;
+    assert_eq!(
+        (status, code(&body)),
+        (400, "InvalidSSLPri"),
+        "PKCS#8 RSA: {body}"
+    );
+    assert!(message(&body).contains("PKCS#1"));
+    let upload = cert.key.expose_upload_pem();
+    assert!(upload.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+    let (status, body) = call(upload).answer(emu.addr()).await;
+    assert_eq!(status, 200, "{body}");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn cert_names_are_checked() {
+    let emu = emulator().await;
+    let p = pair(&ca(), &["a.example.com"]);
+    let long = "n".repeat(129);
+    for bad in ["", "has space", "star*", "é", long.as_str()] {
+        let (status, body) = set_call("a.example.com", &p, bad).answer(emu.addr()).await;
+        assert_eq!(
+            (status, code(&body)),
+            (400, "InvalidParameter.CertName"),
+            "{bad:?}"
+        );
+    }
+    let (status, body) = set_call("a.example.com", &p, "x")
+        .without("CertName")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (400, "InvalidParameter.CertName"));
+    let ok = format!("A-z_0.9{}", "n".repeat(121));
+    assert_eq!(ok.len(), 128);
+    let (status, body) = set_call("a.example.com", &p, &ok).answer(emu.addr()).await;
+    assert_eq!(status, 200, "{body}");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cert_name_reused_for_other_content_needs_force_set() {
+    let emu = emulator().await;
+    let ca = ca();
+    let first = pair(&ca, &["a.example.com"]);
+    let second = pair(&ca, &["a.example.com"]);
+    assert_eq!(
+        set_call("a.example.com", &first, "same")
+            .answer(emu.addr())
+            .await
+            .0,
+        200
+    );
+    // The same content under the same name is fine without ForceSet.
+    let (status, _) = set_call("a.example.com", &first, "same")
+        .without("ForceSet")
+        .answer(emu.addr())
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = set_call("a.example.com", &second, "same")
+        .without("ForceSet")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (400, "Certificate.Duplicated"));
+    assert_eq!(emu.served()["a.example.com"].fingerprint, first.fingerprint);
+    let (status, _) = set_call("a.example.com", &second, "same")
+        .answer(emu.addr())
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        emu.served()["a.example.com"].fingerprint,
+        second.fingerprint
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn ssl_protocol_must_be_on_and_cert_type_upload() {
+    let emu = emulator().await;
+    let p = pair(&ca(), &["a.example.com"]);
+    let (status, body) = set_call("a.example.com", &p, "n")
+        .set("SSLProtocol", "off")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (400, "InvalidParameter.SSLProtocol"));
+    let (status, body) = set_call("a.example.com", &p, "n")
+        .set("SSLProtocol", "yes")
+        .answer(emu.addr())
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (400, "InvalidSSLProtocol.ValueNotSupported")
+    );
+    let (status, body) = set_call("a.example.com", &p, "n")
+        .set("CertType", "cas")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (400, "InvalidParameter.CertType"));
+    assert!(emu.served().is_empty());
+    emu.shutdown().await;
+}
+
+// ---------------------------------------------------------------- reads
+
+#[tokio::test]
+async fn describe_returns_what_was_pushed() {
+    let emu = emulator().await;
+    let ca = ca();
+    let (status, body) = describe("a.example.com").answer(emu.addr()).await;
+    assert_eq!(status, 200);
+    let info = &body["CertInfos"]["CertInfo"][0];
+    assert_eq!(info["ServerCertificateStatus"], "off");
+    assert_eq!(info["DomainName"], "a.example.com");
+
+    let p = pair(&ca, &["*.example.com", "example.com"]);
+    let (status, body) = set_call("a.example.com,.example.com", &p, "wild")
+        .answer(emu.addr())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = describe(".example.com").answer(emu.addr()).await;
+    assert_eq!(status, 200);
+    assert!(body["RequestId"].is_string());
+    let infos = body["CertInfos"]["CertInfo"].as_array().expect("a list");
+    assert_eq!(infos.len(), 1);
+    let info = &infos[0];
+    assert_eq!(info["DomainName"], ".example.com");
+    assert_eq!(info["CertName"], "wild");
+    assert_eq!(info["CertType"], "upload");
+    assert_eq!(info["ServerCertificateStatus"], "on");
+    assert_eq!(info["ServerCertificate"], p.chain.as_str());
+    assert_eq!(
+        info["CertExpireTime"],
+        api::api_time(p.cert.not_after).as_str()
+    );
+    assert_eq!(
+        info["CertStartTime"],
+        api::api_time(p.cert.not_before).as_str()
+    );
+    assert_eq!(info["CertDomainName"], "*.example.com,example.com");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn user_domains_are_paged() {
+    let domains: Vec<String> = (0..7).map(|i| format!("d{i}.example.com")).collect();
+    let emu = emulator_with(EmulatorConfig::with_domains(domains.clone())).await;
+    let p = pair(&ca(), &["d1.example.com"]);
+    assert_eq!(
+        set_call("d1.example.com", &p, "n")
+            .answer(emu.addr())
+            .await
+            .0,
+        200
+    );
+    let mut seen = Vec::new();
+    for page in 1..=4 {
+        let (status, body) = Call::new(ACTION_USER_DOMAINS)
+            .set("PageSize", "3")
+            .set("PageNumber", &page.to_string())
+            .answer(emu.addr())
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["TotalCount"], 7);
+        assert_eq!(body["PageNumber"], page);
+        assert_eq!(body["PageSize"], 3);
+        let data = body["Domains"]["PageData"].as_array().expect("a list");
+        assert_eq!(data.len(), [3, 3, 1, 0][page - 1]);
+        for d in data {
+            assert_eq!(d["DomainStatus"], "online");
+            let name = d["DomainName"].as_str().expect("a name");
+            assert_eq!(
+                d["SslProtocol"],
+                if name == "d1.example.com" {
+                    "on"
+                } else {
+                    "off"
+                }
+            );
+            seen.push(name.to_string());
+        }
+    }
+    assert_eq!(seen, domains);
+    let (status, body) = Call::new(ACTION_USER_DOMAINS).answer(emu.addr()).await;
+    assert_eq!((status, body["PageSize"].as_u64()), (200, Some(20)));
+    let (status, body) = Call::new(ACTION_USER_DOMAINS)
+        .set("PageSize", "500")
+        .answer(emu.addr())
+        .await;
+    assert_eq!(
+        (status, body["Domains"]["PageData"].as_array().map(Vec::len)),
+        (200, Some(7))
+    );
+    for (k, v) in [
+        ("PageSize", "501"),
+        ("PageSize", "0"),
+        ("PageNumber", "0"),
+        ("PageNumber", "x"),
+    ] {
+        let (status, body) = Call::new(ACTION_USER_DOMAINS)
+            .set(k, v)
+            .answer(emu.addr())
+            .await;
+        assert_eq!(status, 400, "{k}={v}");
+        assert!(code(&body).starts_with("InvalidParameter."), "{body}");
+    }
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn get_with_query_parameters_works_and_is_logged() {
+    let emu = emulator().await;
+    let (status, body) = describe("a.example.com")
+        .get_method()
+        .answer(emu.addr())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = describe("a.example.com").answer(emu.addr()).await;
+    assert_eq!(status, 200);
+    let log = emu.log();
+    assert_eq!(
+        (log[0].method.as_str(), log[0].params_in_query),
+        ("GET", true)
+    );
+    assert_eq!(
+        (log[1].method.as_str(), log[1].params_in_query),
+        ("POST", false)
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn parameters_split_between_query_and_body_are_signed_together() {
+    let emu = emulator().await;
+    let call = describe("a.example.com");
+    let params = call.signed_params();
+    let (query, body): (Vec<_>, Vec<_>) = params
+        .into_iter()
+        .partition(|(k, _)| k == "Action" || k == "Signature");
+    let enc = |p: Vec<(String, String)>| {
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(p)
+            .finish()
+    };
+    let (status, resp) = raw(emu.addr(), "POST", &format!("/?{}", enc(query)), enc(body))
+        .await
+        .expect("an answer");
+    assert_eq!(status, 200, "{resp}");
+    assert!(emu.log()[0].params_in_query);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn answers_carry_date_request_id_and_json_type() {
+    let emu = emulator().await;
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(describe("a.example.com").signed_params())
+        .finish();
+    let (status, headers, bytes) = raw_parts(emu.addr(), "POST", "/", body)
+        .await
+        .expect("an answer");
+    assert_eq!(status, 200);
+    let value: Value = serde_json::from_slice(&bytes).expect("JSON");
+    assert_eq!(
+        headers["x-acs-request-id"].to_str().ok(),
+        value["RequestId"].as_str()
+    );
+    assert!(
+        headers.contains_key(hyper::header::DATE),
+        "clients measure clock skew from Date"
+    );
+    assert_eq!(
+        headers[hyper::header::CONTENT_TYPE],
+        "application/json;charset=utf-8"
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_long_url_gets_the_gateways_html_414() {
+    let emu = emulator().await;
+    let p = pair(&ca(), &["a.example.com"]);
+    let call = set_call("a.example.com", &p, "n")
+        .set("Padding", &"x".repeat(MAX_QUERY))
+        .get_method();
+    let query = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(call.signed_params())
+        .finish();
+    let (status, headers, bytes) =
+        raw_parts(emu.addr(), "GET", &format!("/?{query}"), String::new())
+            .await
+            .expect("an answer");
+    assert_eq!(status, 414);
+    assert_eq!(headers[hyper::header::CONTENT_TYPE], "text/html");
+    assert!(String::from_utf8_lossy(&bytes).starts_with("<html>"));
+    assert!(serde_json::from_slice::<Value>(&bytes).is_err(), "not JSON");
+    let log = emu.log();
+    assert_eq!(
+        (log[0].status, log[0].code.as_deref()),
+        (Some(414), Some("RequestURITooLong"))
+    );
+    assert!(emu.served().is_empty());
+    emu.shutdown().await;
+}
+
+// ---------------------------------------------------------------- faults
+
+async fn statuses(seed: u64, n: usize) -> Vec<Option<u16>> {
+    let cfg = EmulatorConfig {
+        seed,
+        faults: Faults {
+            fail_rate: 0.3,
+            internal_rate: 0.1,
+            reset_rate: 0.1,
+            throttle_rate: 0.1,
+        },
+        ..EmulatorConfig::with_domains(DOMAINS)
+    };
+    let emu = emulator_with(cfg).await;
+    for _ in 0..n {
+        let _ = describe("a.example.com").send(emu.addr()).await;
+    }
+    let out = emu.log().iter().map(|e| e.status).collect();
+    emu.shutdown().await;
+    out
+}
+
+#[tokio::test]
+async fn faults_are_deterministic_for_a_seed() {
+    let a = statuses(7, 40).await;
+    let b = statuses(7, 40).await;
+    let c = statuses(8, 40).await;
+    assert_eq!(a, b);
+    assert_ne!(a, c, "another seed, another sequence");
+    for want in [None, Some(200), Some(400), Some(500), Some(503)] {
+        assert!(a.contains(&want), "{want:?} in {a:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_faulted_call_changes_nothing() {
+    let cfg = EmulatorConfig {
+        faults: Faults {
+            fail_rate: 1.0,
+            ..Faults::default()
+        },
+        ..EmulatorConfig::with_domains(DOMAINS)
+    };
+    let emu = emulator_with(cfg).await;
+    let p = pair(&ca(), &["a.example.com"]);
+    let call = set_call("a.example.com", &p, "n");
+    let (status, body) = call.answer(emu.addr()).await;
+    assert_eq!((status, code(&body)), (503, "ServiceUnavailable"));
+    assert!(emu.served().is_empty());
+    assert!(emu.log()[0].injected);
+
+    emu.set_faults(Faults {
+        internal_rate: 1.0,
+        ..Faults::default()
+    })
+    .expect("valid rates");
+    let (status, body) = call.answer(emu.addr()).await;
+    assert_eq!((status, code(&body)), (500, "InternalError"));
+    let err = emu
+        .set_faults(Faults {
+            fail_rate: 2.0,
+            ..Faults::default()
+        })
+        .expect_err("not a probability");
+    assert_eq!(err.kind(), "config");
+
+    emu.set_faults(Faults {
+        throttle_rate: 1.0,
+        ..Faults::default()
+    })
+    .expect("valid rates");
+    let (status, body) = call.answer(emu.addr()).await;
+    assert_eq!((status, code(&body)), (400, "Throttling.User"));
+    assert!(emu.log()[2].injected);
+
+    // The same signed request (same nonce) goes through once the faults stop.
+    emu.set_faults(Faults::default()).expect("valid rates");
+    let (status, body) = call.answer(emu.addr()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(emu.served().len(), 1);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn reset_drops_the_connection_without_an_answer() {
+    let cfg = EmulatorConfig {
+        faults: Faults {
+            reset_rate: 1.0,
+            ..Faults::default()
+        },
+        ..EmulatorConfig::with_domains(DOMAINS)
+    };
+    let emu = emulator_with(cfg).await;
+    let p = pair(&ca(), &["a.example.com"]);
+    let err = set_call("a.example.com", &p, "n")
+        .send(emu.addr())
+        .await
+        .expect_err("no answer");
+    assert!(err.is_incomplete_message() || err.is_closed(), "{err:?}");
+    let log = emu.log();
+    assert_eq!(
+        (log[0].status, log[0].code.as_deref()),
+        (None, Some("ConnectionReset"))
+    );
+    assert!(emu.served().is_empty());
+    emu.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn latency_delays_every_answer() {
+    let cfg = EmulatorConfig {
+        latency: Duration::from_millis(300),
+        ..EmulatorConfig::with_domains(DOMAINS)
+    };
+    let emu = emulator_with(cfg).await;
+    let start = tokio::time::Instant::now();
+    assert_eq!(describe("a.example.com").answer(emu.addr()).await.0, 200);
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(400),
+        "{elapsed:?}"
+    );
+    emu.shutdown().await;
+}
+
+#[test]
+fn fault_rates_are_validated() {
+    let bad = [
+        Faults {
+            fail_rate: 1.5,
+            ..Faults::default()
+        },
+        Faults {
+            reset_rate: -0.1,
+            ..Faults::default()
+        },
+        Faults {
+            throttle_rate: f64::NAN,
+            ..Faults::default()
+        },
+        Faults {
+            fail_rate: 0.6,
+            internal_rate: 0.5,
+            ..Faults::default()
+        },
+    ];
+    for f in bad {
+        let err = f.validate().expect_err("refused");
+        assert_eq!(err.kind(), "config");
+        assert!(err.to_string().contains("rate"), "{err}");
+    }
+    assert!(
+        Faults {
+            fail_rate: 0.5,
+            reset_rate: 0.5,
+            ..Faults::default()
+        }
+        .validate()
+        .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn bad_settings_are_refused_at_start() {
+    let cfg = EmulatorConfig {
+        max_domains_per_call: 0,
+        ..EmulatorConfig::default()
+    };
+    let err = Emulator::start("127.0.0.1:0".parse().expect("an address"), cfg)
+        .await
+        .expect_err("refused");
+    assert_eq!(err.kind(), "config");
+    assert!(err.to_string().contains("--max-domains-per-call"));
+
+    let taken = emulator().await;
+    let err = Emulator::start(taken.addr(), EmulatorConfig::default())
+        .await
+        .expect_err("port in use");
+    assert_eq!(err.kind(), "bind");
+    assert!(err.to_string().contains(&taken.addr().to_string()));
+    assert_eq!(io::Error::from(err).kind(), io::ErrorKind::AddrInUse);
+    taken.shutdown().await;
+}
+
+// ---------------------------------------------------------------- console changes, dump
+
+#[tokio::test]
+async fn console_changes_show_in_describe() {
+    let emu = emulator().await;
+    let p = pair(&ca(), &["a.example.com"]);
+    emu.set_served("a.example.com", &p.cert, "from-console")
+        .await
+        .expect("known domain");
+    let (_, body) = describe("a.example.com").answer(emu.addr()).await;
+    let info = &body["CertInfos"]["CertInfo"][0];
+    assert_eq!(info["CertName"], "from-console");
+    assert_eq!(info["ServerCertificate"], p.chain.as_str());
+    emu.clear_served("a.example.com")
+        .await
+        .expect("known domain");
+    let (_, body) = describe("a.example.com").answer(emu.addr()).await;
+    assert_eq!(
+        body["CertInfos"]["CertInfo"][0]["ServerCertificateStatus"],
+        "off"
+    );
+    let err = emu
+        .clear_served("nope.example.com")
+        .await
+        .expect_err("unknown");
+    assert_eq!(err.kind(), "unknown-domain");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_state_dump_follows_every_request_and_holds_no_key() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("dump.json");
+    let cfg = EmulatorConfig {
+        state_dump: Some(path.clone()),
+        ..EmulatorConfig::with_domains(DOMAINS)
+    };
+    let emu = emulator_with(cfg).await;
+    let first = Dump::read(&path).expect("written at start");
+    assert_eq!(
+        (first.version, first.served.len(), first.log.len()),
+        (Dump::VERSION, 0, 0)
+    );
+
+    let p = pair(&ca(), &["a.example.com"]);
+    assert_eq!(
+        set_call("a.example.com", &p, "n")
+            .answer(emu.addr())
+            .await
+            .0,
+        200
+    );
+    // Readable as soon as the answer arrived.
+    let dump = Dump::read(&path).expect("a dump");
+    assert_eq!(dump.log, emu.log());
+    assert_eq!(dump.served["a.example.com"].fingerprint, p.fingerprint);
+
+    let (_, body) = set_call("a.example.com", &p, "n")
+        .secret("wrong")
+        .answer(emu.addr())
+        .await;
+    assert_eq!(code(&body), "SignatureDoesNotMatch");
+    emu.set_served("b.example.com", &p.cert, "console")
+        .await
+        .expect("known");
+    emu.shutdown().await;
+
+    let text = std::fs::read_to_string(&path).expect("the final dump");
+    let key_body: String = p.key.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(
+        !text.contains("PRIVATE KEY") && !text.contains(&key_body[..40]),
+        "no key material"
+    );
+    assert!(!text.contains(SECRET));
+    let last = Dump::read(&path).expect("a dump");
+    assert_eq!(last.log.len(), 2);
+    assert_eq!(last.served.len(), 2);
+    let names: Vec<_> = std::fs::read_dir(dir.path()).expect("list").collect();
+    assert_eq!(names.len(), 1, "no temp files left behind");
+
+    let err = Dump::read(&dir.path().join("missing.json")).expect_err("no file");
+    assert_eq!(err.kind(), "dump-read");
+    std::fs::write(dir.path().join("bad.json"), "{\"version\":").expect("write");
+    let err = Dump::read(&dir.path().join("bad.json")).expect_err("not a dump");
+    assert_eq!(err.kind(), "dump-read");
+    assert!(err.to_string().contains("bad.json"));
+}
+
+#[tokio::test]
+async fn an_unwritable_dump_is_refused_at_start() {
+    let cfg = EmulatorConfig {
+        state_dump: Some("/nonexistent-certrotd-dir/dump.json".into()),
+        ..EmulatorConfig::with_domains(DOMAINS)
+    };
+    let err = Emulator::start("127.0.0.1:0".parse().expect("an address"), cfg)
+        .await
+        .expect_err("refused");
+    assert_eq!(err.kind(), "state-dump");
+    assert!(
+        err.to_string()
+            .contains("/nonexistent-certrotd-dir/dump.json")
+    );
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused() {
+    let emu = emulator().await;
+    let (status, body) = raw(
+        emu.addr(),
+        "POST",
+        "/",
+        "a=".to_string() + &"x".repeat(MAX_BODY),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!((status, code(&body)), (413, "RequestEntityTooLarge"));
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn duplicate_parameters_are_refused() {
+    let emu = emulator().await;
+    let call = describe("a.example.com");
+    let mut params = call.signed_params();
+    params.push(("DomainName".into(), "b.example.com".into()));
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    let (status, resp) = raw(emu.addr(), "POST", "/", body).await.expect("an answer");
+    assert_eq!((status, code(&resp)), (400, "InvalidParameter"));
+    assert!(message(&resp).contains("DomainName"));
+    emu.shutdown().await;
+}
+
+// ---------------------------------------------------------------- domains file, signer
+
+#[test]
+fn domains_files_are_read_and_checked() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("domains");
+    std::fs::write(
+        &path,
+        "# CDN domains\nB.example.com\n\n.example.com  # wildcard\na.example.com\na.example.com\n",
+    )
+    .expect("write");
+    assert_eq!(
+        load_domains_file(&path).expect("valid"),
+        [".example.com", "a.example.com", "b.example.com"]
+    );
+
+    std::fs::write(&path, "a.example.com\n*.example.com\n").expect("write");
+    let err = load_domains_file(&path).expect_err("refused");
+    assert_eq!(err.kind(), "domain-line");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("{}:2:", path.display())) && text.contains(".example.com"),
+        "{text}"
+    );
+
+    std::fs::write(&path, "a b.example.com\n").expect("write");
+    assert_eq!(
+        load_domains_file(&path).expect_err("refused").kind(),
+        "domain-line"
+    );
+    std::fs::write(&path, "localhost\n").expect("write");
+    assert_eq!(
+        load_domains_file(&path).expect_err("refused").kind(),
+        "domain-line"
+    );
+
+    std::fs::write(&path, "# nothing\n\n").expect("write");
+    assert_eq!(
+        load_domains_file(&path).expect_err("refused").kind(),
+        "no-domains"
+    );
+
+    let err = load_domains_file(&dir.path().join("missing")).expect_err("refused");
+    assert_eq!(err.kind(), "domains-file");
+    assert!(err.to_string().contains("missing"));
+}
+
+#[test]
+fn the_signature_check_uses_the_documented_algorithm() {
+    // Vector 1 of shared/aliyun/signature-vectors.md.
+    let params: Vec<(String, String)> = [
+        ("AccessKeyId", "testid"),
+        ("Action", "DescribeRegions"),
+        ("Format", "XML"),
+        ("SignatureMethod", "HMAC-SHA1"),
+        ("SignatureNonce", "3ee8c1b8-83d3-44af-a94f-4e0ad82fd6cf"),
+        ("SignatureVersion", "1.0"),
+        ("Timestamp", "2016-02-23T12:46:24Z"),
+        ("Version", "2014-05-26"),
+        ("Signature", "ignored"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let (sts, sig) = api::expected_signature("GET", &params, "testsecret");
+    assert!(sts.starts_with("GET&%2F&AccessKeyId%3Dtestid%26Action%3DDescribeRegions"));
+    assert_eq!(sig, "OLeaidS1JvxuMvnyHOwuJ+uX5qY=");
+}
+
+#[test]
+fn the_config_debug_hides_the_secret() {
+    let cfg = EmulatorConfig::with_domains(DOMAINS);
+    let text = format!("{cfg:?}");
+    assert!(!text.contains(SECRET) && text.contains("<redacted>"));
+}

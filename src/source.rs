@@ -1,1 +1,0 @@
-//! Finding certificate material on disk (SKELETON: owned by the source module's owner).
