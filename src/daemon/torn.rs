@@ -9,7 +9,8 @@
 //! valid gets no such grace: its problem is reported at once.
 //!
 //! Which invalid reasons count as "torn" (key mismatch, a link or file missing, …) is the
-//! caller's predicate: see [`Observed::of`].
+//! caller's predicate: see [`Observed::of`]; [`renewal_in_progress`] is the one for
+//! `source` errors.
 //!
 //! Owns: the last valid value of each lineage and its torn streak. Invariant: a held value
 //! is always the one from the lineage's last `Valid` observation; an `Invalid` observation
@@ -17,6 +18,9 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+
+use crate::cert::Invalid;
+use crate::source::SourceError;
 
 /// Quiet periods a lineage may stay torn before a warning is due.
 pub const WARN_AFTER: u32 = 10;
@@ -41,6 +45,30 @@ impl<V: Clone> Observed<V> {
             Err(e) if is_torn(e) => Observed::Torn,
             Err(_) => Observed::Invalid,
         }
+    }
+}
+
+/// The default "torn" predicate for a lineage's [`SourceError`]: the problems an ACME client
+/// causes for a moment while it writes a renewal file by file: a link or file missing
+/// (certbot swaps its four `live/` links one by one), the key not matching the certificate
+/// (one file renewed, not yet the other), and a file caught half-written by an in-place
+/// rewrite (acme.sh, lego: empty, truncated, not yet PEM).
+pub fn renewal_in_progress(error: &SourceError) -> bool {
+    match error {
+        SourceError::MissingKey { .. }
+        | SourceError::MissingCertificate { .. }
+        | SourceError::Dangling { .. } => true,
+        SourceError::Invalid { reason, .. } => matches!(
+            reason,
+            Invalid::KeyMismatch
+                | Invalid::Empty { .. }
+                | Invalid::TruncatedPem { .. }
+                | Invalid::NotPem { .. }
+                | Invalid::MalformedPem { .. }
+                | Invalid::NoCertificate { .. }
+                | Invalid::NoPrivateKey { .. }
+        ),
+        _ => false,
     }
 }
 
@@ -305,6 +333,55 @@ mod tests {
         t.retain(|k| k != &lin());
         assert_eq!(t.last_valid(&lin()), None);
         assert!(!t.holding());
+    }
+
+    #[test]
+    fn renewal_in_progress_covers_missing_files_mismatch_and_half_written_files() {
+        use crate::cert::Part;
+        use std::path::{Path, PathBuf};
+        let (chain, key) = (Path::new("/l/fullchain.pem"), Path::new("/l/privkey.pem"));
+        let inv = |reason| SourceError::invalid(reason, chain, key);
+        let torn = [
+            SourceError::MissingKey {
+                chain: chain.into(),
+                key: key.into(),
+            },
+            SourceError::MissingCertificate {
+                chain: chain.into(),
+                key: key.into(),
+            },
+            SourceError::Dangling { path: chain.into() },
+            inv(Invalid::KeyMismatch),
+            inv(Invalid::Empty { part: Part::Key }),
+            inv(Invalid::TruncatedPem {
+                part: Part::Chain,
+                label: "CERTIFICATE".into(),
+            }),
+            inv(Invalid::NotPem { part: Part::Chain }),
+            inv(Invalid::NoPrivateKey {
+                has_certificate: false,
+            }),
+        ];
+        for e in &torn {
+            assert!(renewal_in_progress(e), "{e}");
+        }
+        let broken = [
+            SourceError::Unreadable {
+                path: PathBuf::from("/l/privkey.pem"),
+                error: "denied".into(),
+            },
+            SourceError::SymlinkLoop { path: chain.into() },
+            SourceError::TooLarge {
+                path: chain.into(),
+                size: 1 << 30,
+            },
+            inv(Invalid::EncryptedKey),
+            inv(Invalid::NoDnsNames),
+            inv(Invalid::UnsupportedKey { what: "DSA".into() }),
+        ];
+        for e in &broken {
+            assert!(!renewal_in_progress(e), "{e}");
+        }
     }
 
     #[test]
