@@ -10,6 +10,7 @@ pub mod aliyun;
 pub mod cert;
 pub mod cmd;
 pub mod config;
+pub mod daemon;
 pub mod emulator;
 pub mod plan;
 pub mod push;

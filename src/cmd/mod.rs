@@ -43,15 +43,12 @@ pub enum LogFormat {
     Json,
 }
 
-/// Sets up `tracing` on stderr; the level comes from `RUST_LOG` (default `info`).
+mod logging;
+
+/// Sets up `tracing` on stderr; the level comes from `RUST_LOG` (default `info`). Human lines
+/// on a terminal; under journald (`$JOURNAL_STREAM` is stderr) no timestamps and syslog
+/// priority prefixes (`<3>` … `<7>`); JSON lines with `--log-format json`. Log fields:
+/// `lineage` and `domain` (see `logging`).
 pub fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    logging::init(format);
 }

@@ -3,6 +3,7 @@
 
 mod aliyun_client;
 mod check;
+mod deploy_hook;
 mod emulate;
 mod harness;
 mod push;

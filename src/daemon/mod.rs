@@ -1,0 +1,22 @@
+//! The daemon's building blocks: everything `certrotd run` needs around a reconcile pass.
+//!
+//! Owns: watching the certificate folders ([`watch`]), deciding when the next pass starts
+//! ([`schedule`], pure), telling a renewal in progress from a broken lineage ([`torn`], pure),
+//! talking to systemd ([`notify`]), turning SIGTERM/SIGINT/SIGHUP into requests
+//! ([`signals`]), and the main loop that ties them together around a reconcile pass
+//! ([`runner`], generic over [`runner::Reconciler`]).
+//!
+//! Invariant (DESIGN.md, "The one idea"): file events, timers and signals only *schedule* a
+//! pass; nothing here carries data a pass relies on. A lost event costs at most a later pass
+//! (the periodic rescan), never a wrong update.
+//!
+//! Log fields: every log line about a certificate lineage carries it as the field `lineage`
+//! (its folder or file path), every line about a CDN domain as the field `domain`, and every
+//! line about a watched folder as the field `path`.
+
+pub mod notify;
+pub mod runner;
+pub mod schedule;
+pub mod signals;
+pub mod torn;
+pub mod watch;
