@@ -34,7 +34,10 @@ pub struct ValidLineage {
 }
 
 /// Splits scanned lineages into the valid ones and `(id, reason)` for the others.
-pub fn split(lineages: &[Lineage], now: OffsetDateTime) -> (Vec<ValidLineage>, Vec<(String, String)>) {
+pub fn split(
+    lineages: &[Lineage],
+    now: OffsetDateTime,
+) -> (Vec<ValidLineage>, Vec<(String, String)>) {
     let mut valid = Vec::new();
     let mut invalid = Vec::new();
     for l in lineages {

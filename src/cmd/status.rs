@@ -1,7 +1,18 @@
-//! `certrotd status` (SKELETON).
+//! `certrotd status [--json]`: what the state file says each domain serves. No network, no
+//! lock (it works while the daemon runs). Exit 0; 78 for a bad configuration; 1 when the
+//! state file cannot be read.
+
+use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::Path;
 
-use super::CmdResult;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::sync::load_settings;
+use super::text::table;
+use super::{CmdResult, Exit};
+use crate::state::{self, Deployment, DomainState, LastError, State, Verification};
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct StatusArgs {
@@ -11,6 +22,142 @@ pub struct StatusArgs {
 }
 
 pub fn run(config: &Path, args: &StatusArgs) -> CmdResult {
-    let _ = (config, args);
-    todo!("status")
+    let Some(settings) = load_settings(config) else {
+        return Ok(Exit::Config);
+    };
+    let state = match state::load(&settings.state.dir) {
+        Ok(state) => state,
+        Err(e) => {
+            eprintln!("certrotd: {e}");
+            return Ok(Exit::Problems);
+        }
+    };
+    let now = OffsetDateTime::now_utc();
+    let rows = rows(&settings.cdn.domains, &state, now);
+    let text = if args.json {
+        let mut json = serde_json::to_string_pretty(&Report { domains: rows })?;
+        json.push('\n');
+        json
+    } else {
+        render(&rows)
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(Exit::Ok)
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    domains: Vec<Row<'a>>,
+}
+
+/// One domain's line of the status report.
+#[derive(Debug, Serialize)]
+pub struct Row<'a> {
+    pub domain: &'a str,
+    /// In the configuration's managed domains (else: only in the state file).
+    pub managed: bool,
+    pub deployed: Option<&'a Deployment>,
+    /// Whole days until the deployed certificate's notAfter.
+    pub days_left: Option<i64>,
+    /// The deployed certificate's notAfter has passed.
+    pub expired: bool,
+    pub last_error: Option<&'a LastError>,
+}
+
+/// Managed domains first-class, plus any domain the state file still knows.
+pub fn rows<'a>(managed: &'a [String], state: &'a State, now: OffsetDateTime) -> Vec<Row<'a>> {
+    let managed_set: BTreeSet<&str> = managed.iter().map(String::as_str).collect();
+    let all: BTreeSet<&str> = managed_set
+        .iter()
+        .copied()
+        .chain(state.domains.keys().map(String::as_str))
+        .collect();
+    all.into_iter()
+        .map(|domain| {
+            let entry: Option<&DomainState> = state.domains.get(domain);
+            let deployed = entry.and_then(|e| e.deployed.as_ref());
+            Row {
+                domain,
+                managed: managed_set.contains(domain),
+                deployed,
+                days_left: deployed.map(|d| (d.not_after - now).whole_days()),
+                expired: deployed.is_some_and(|d| d.not_after < now),
+                last_error: entry.and_then(|e| e.last_error.as_ref()),
+            }
+        })
+        .collect()
+}
+
+/// The table a person reads.
+pub fn render(rows: &[Row<'_>]) -> String {
+    let cells: Vec<Vec<String>> = rows.iter().map(row_cells).collect();
+    table(
+        &[
+            "DOMAIN",
+            "CERTIFICATE",
+            "FINGERPRINT",
+            "VALIDITY",
+            "DEPLOYED",
+            "VERIFIED",
+            "LAST ERROR",
+        ],
+        &cells,
+    )
+}
+
+fn row_cells(row: &Row<'_>) -> Vec<String> {
+    let mut domain = row.domain.to_string();
+    if !row.managed {
+        domain.push_str(" (not managed)");
+    }
+    let error = row
+        .last_error
+        .map(|e| format!("{} {}: {}", timestamp(e.at), e.kind, e.message))
+        .unwrap_or_else(|| "-".to_string());
+    let Some(d) = row.deployed else {
+        let dash = || "-".to_string();
+        return vec![
+            domain,
+            "never deployed".into(),
+            dash(),
+            dash(),
+            dash(),
+            dash(),
+            error,
+        ];
+    };
+    let validity = match row.days_left {
+        _ if row.expired => "EXPIRED".to_string(),
+        Some(1) => "VALID: 1 day".to_string(),
+        Some(n) => format!("VALID: {n} days"),
+        None => "-".to_string(),
+    };
+    let verified = match d.verification {
+        Verification::Verified => "yes",
+        Verification::Pending => "pending",
+        Verification::Failed => "NO",
+    };
+    vec![
+        domain,
+        d.cert_name.clone(),
+        d.fingerprint.short(),
+        validity,
+        timestamp(d.deployed_at),
+        verified.to_string(),
+        error,
+    ]
+}
+
+fn timestamp(t: OffsetDateTime) -> String {
+    let (d, tm) = (t.date(), t.time());
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}Z",
+        d.year(),
+        u8::from(d.month()),
+        d.day(),
+        tm.hour(),
+        tm.minute()
+    )
 }

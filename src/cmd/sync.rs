@@ -163,12 +163,17 @@ impl Pass<'_> {
         }
         let total = plan.pending();
         let jobs = reconcile::jobs(&plan, self.valid);
-        let executed = reconcile::execute(executor, jobs, store, progress_line(progress, total)).await;
+        let executed =
+            reconcile::execute(executor, jobs, store, progress_line(progress, total)).await;
         if progress {
             eprintln!();
         }
         summary.add_report(&executed.report, self.settings.aliyun.max_domains_per_call);
-        summary.state_errors = executed.state_errors.iter().map(|e| e.to_string()).collect();
+        summary.state_errors = executed
+            .state_errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
         out.write_all(summary.render().as_bytes())?;
         Ok((summary, executed.store))
     }

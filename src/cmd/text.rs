@@ -72,4 +72,3 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     }
     out
 }
-
