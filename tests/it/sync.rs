@@ -372,7 +372,7 @@ async fn sigkill_at_any_point_then_rerun_converges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sync_on_the_same_state_is_refused_with_75() {
     let domains = subdomains("example.com", 3);
-    let w = World::new(&domains, |c| c.latency = Duration::from_millis(1500)).await;
+    let w = World::new(&domains, |c| c.latency = Duration::from_millis(2500)).await;
     w.certbot.add("example.com", &issue(&["*.example.com"]));
     w.config(&domains).write(&w.env);
 
