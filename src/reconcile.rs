@@ -340,3 +340,6 @@ impl Summary {
         out
     }
 }
+
+#[cfg(test)]
+mod tests;

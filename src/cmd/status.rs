@@ -161,3 +161,6 @@ fn timestamp(t: OffsetDateTime) -> String {
         tm.minute()
     )
 }
+
+#[cfg(test)]
+mod tests;

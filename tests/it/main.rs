@@ -7,3 +7,4 @@ mod deploy_hook;
 mod emulate;
 mod harness;
 mod push;
+mod sync;

@@ -1,0 +1,450 @@
+//! Unit tests of the pass plumbing: lineages → planner input → executor jobs, events → the
+//! state file, the report → summary and exit code.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use time::{Duration, OffsetDateTime};
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::cert;
+use crate::source::Layout;
+use crate::state::{self, Verification as Recorded};
+use crate::testca::{Leaf, TestCa};
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("a valid timestamp")
+}
+
+fn ca() -> &'static TestCa {
+    static CA: std::sync::OnceLock<TestCa> = std::sync::OnceLock::new();
+    CA.get_or_init(|| TestCa::new("reconcile unit tests").expect("test CA"))
+}
+
+/// A parsed certificate for `names`, valid from `from` to `to` days around [`now`].
+fn certificate(names: &[&str], from: i64, to: i64) -> Arc<Certificate> {
+    let leaf = Leaf::new(
+        names,
+        now() + Duration::days(from),
+        now() + Duration::days(to),
+    );
+    let issued = ca().issue(&leaf).expect("leaf");
+    Arc::new(
+        cert::parse(issued.fullchain_pem.as_bytes(), issued.key_pem.as_bytes()).expect("parses"),
+    )
+}
+
+fn lineage(id: &str, cert: Arc<Certificate>) -> Lineage {
+    Lineage {
+        id: id.to_string(),
+        layout: Layout::Certbot,
+        chain_path: PathBuf::from(format!("{id}/fullchain.pem")),
+        key_path: PathBuf::from(format!("{id}/privkey.pem")),
+        result: Ok(cert),
+    }
+}
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn api_error(detail: &str) -> Arc<ApiError> {
+    Arc::new(ApiError::Transport {
+        action: "BatchSetCdnDomainServerCertificate",
+        endpoint: "http://127.0.0.1:1".to_string(),
+        detail: detail.to_string(),
+    })
+}
+
+#[test]
+fn split_keeps_only_lineages_valid_now_and_says_why_for_the_others() {
+    let lineages = [
+        lineage("live/ok", certificate(&["ok.example"], -1, 60)),
+        lineage("live/expired", certificate(&["old.example"], -90, -1)),
+        lineage("live/future", certificate(&["new.example"], 2, 90)),
+    ];
+    let (valid, invalid) = split(&lineages, now());
+    let ids: Vec<&str> = valid.iter().map(|v| v.id.as_str()).collect();
+    assert_eq!(ids, ["live/ok"]);
+    assert!(Arc::ptr_eq(
+        &valid[0].cert,
+        lineages[0].result.as_ref().expect("ok")
+    ));
+    let bad: Vec<&str> = invalid.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(bad, ["live/expired", "live/future"]);
+    for (id, reason) in &invalid {
+        assert!(reason.contains(&format!("{id}/fullchain.pem")), "{reason}");
+    }
+}
+
+/// Two certificates: a wildcard for 7 domains and an exact one for 1 (plus one it loses).
+fn two_lineages() -> (Vec<ValidLineage>, Vec<String>) {
+    let wildcard = certificate(&["*.a.example"], -1, 60);
+    let exact = certificate(&["x.a.example"], -1, 30);
+    let valid = vec![
+        ValidLineage {
+            id: "live/a".into(),
+            cert: wildcard,
+        },
+        ValidLineage {
+            id: "live/x".into(),
+            cert: exact,
+        },
+    ];
+    let mut domains: Vec<String> = (0..7).map(|i| format!("d{i}.a.example")).collect();
+    domains.push("x.a.example".into());
+    domains.push("nothing.b.example".into());
+    (valid, domains)
+}
+
+#[test]
+fn jobs_hold_one_upload_per_certificate_and_its_batches_in_order() {
+    let (valid, domains) = two_lineages();
+    let deployed = BTreeMap::new();
+    let params = PlanParams {
+        domains: &domains,
+        deployed: &deployed,
+        now: now(),
+        batch: 3,
+        force: false,
+    };
+    let plan = make_plan(&valid, &params);
+    assert_eq!(plan.uncovered, ["nothing.b.example"]);
+    let jobs = jobs(&plan, &valid);
+    assert_eq!(jobs.len(), 2);
+    let sizes: Vec<Vec<usize>> = jobs
+        .iter()
+        .map(|j| j.batches.iter().map(Vec::len).collect())
+        .collect();
+    assert_eq!(sizes, [vec![3, 3, 1], vec![1]]);
+    assert_eq!(
+        jobs[0].batches[0],
+        ["d0.a.example", "d1.a.example", "d2.a.example"]
+    );
+    assert_eq!(jobs[1].batches[0], ["x.a.example"]);
+    for (job, v) in jobs.iter().zip(&valid) {
+        assert_eq!(job.upload.fingerprint, v.cert.fingerprint);
+        assert_eq!(job.upload.not_after, v.cert.not_after);
+        assert_eq!(job.upload.chain_pem, v.cert.chain_pem);
+        assert_eq!(
+            job.upload.cert_name,
+            plan::cert_name(&v.cert.names, v.cert.not_after, &v.cert.fingerprint)
+        );
+    }
+}
+
+#[test]
+fn deployed_domains_leave_the_plan_unless_forced() {
+    let (valid, domains) = two_lineages();
+    let deployed: BTreeMap<String, Fingerprint> = (0..7)
+        .map(|i| (format!("d{i}.a.example"), valid[0].cert.fingerprint))
+        .collect();
+    let mut params = PlanParams {
+        domains: &domains,
+        deployed: &deployed,
+        now: now(),
+        batch: 50,
+        force: false,
+    };
+    let plan = make_plan(&valid, &params);
+    assert_eq!((plan.pending(), plan.up_to_date.len()), (1, 7));
+    params.force = true;
+    let forced = make_plan(&valid, &params);
+    assert_eq!((forced.pending(), forced.calls()), (8, 2));
+}
+
+/// Feeds `events` to `record_events` (as the executor would) and returns what it gives back.
+fn record(
+    store: StateStore,
+    events: Vec<Event<ApiError>>,
+) -> (StateStore, Vec<StateError>, Vec<usize>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    for e in events {
+        tx.send(e).expect("receiver alive");
+    }
+    drop(tx);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let progress = Box::new(move |n| sink.lock().expect("not poisoned").push(n));
+    let (store, errors) = record_events(rx, store, progress);
+    let seen = seen.lock().expect("not poisoned").clone();
+    (store, errors, seen)
+}
+
+#[test]
+fn events_are_recorded_and_saved_as_they_arrive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = StateStore::open(dir.path()).expect("open");
+    let fp = certificate(&["a.example"], -1, 60).fingerprint;
+    let deployed = |domains: &[&str], id: &str| Event::Deployed {
+        domains: strings(domains),
+        cert_name: "a.example-cert".into(),
+        fingerprint: fp,
+        not_after: now() + Duration::days(60),
+        request_id: id.into(),
+    };
+    let events = vec![
+        deployed(&["a.example", "b.example"], "R1"),
+        deployed(&["c.example"], "R2"),
+        Event::Verified {
+            domains: strings(&["a.example", "b.example"]),
+            fingerprint: fp,
+        },
+        Event::Unverified {
+            domains: strings(&["c.example"]),
+            fingerprint: fp,
+            last_error: Some(api_error("connection reset")),
+        },
+    ];
+    let (store, errors, progress) = record(store, events);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(progress, [2, 3]);
+    // What is on disk equals what is in memory: each event was saved.
+    let on_disk = state::load(dir.path()).expect("load");
+    assert_eq!(&on_disk, store.state());
+    let get = |d: &str| on_disk.domains[d].clone();
+    let a = get("a.example").deployed.expect("deployed");
+    assert_eq!((a.fingerprint, a.request_id.as_str()), (fp, "R1"));
+    assert_eq!(a.verification, Recorded::Verified);
+    let c = get("c.example");
+    assert_eq!(c.deployed.expect("deployed").verification, Recorded::Failed);
+    let message = c.last_error.expect("error").message;
+    assert!(message.contains("read-back did not confirm") && message.contains("connection reset"));
+    // Only verified deployments count for the next plan when verify is on.
+    assert_eq!(
+        on_disk
+            .deployed_fingerprints(true)
+            .keys()
+            .collect::<Vec<_>>(),
+        ["a.example", "b.example"]
+    );
+}
+
+#[test]
+fn failures_are_recorded_per_domain_with_their_kind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = StateStore::open(dir.path()).expect("open");
+    let fp = certificate(&["a.example"], -1, 60).fingerprint;
+    let mut outcomes = BTreeMap::new();
+    outcomes.insert(
+        "ok.example".to_string(),
+        Outcome::Deployed {
+            request_id: "R".into(),
+            fingerprint: fp,
+            verification: Verification::Verified,
+        },
+    );
+    for (d, detail) in [("f1.example", "refused"), ("f2.example", "refused")] {
+        outcomes.insert(
+            d.to_string(),
+            Outcome::Failed {
+                error: api_error(detail),
+            },
+        );
+    }
+    outcomes.insert(
+        "n.example".to_string(),
+        Outcome::NotAttempted {
+            cause: api_error("stopped"),
+        },
+    );
+    let report = Report {
+        outcomes,
+        write_calls: 3,
+        read_calls: 1,
+        batch_size: 10,
+        stopped: None,
+    };
+    record_failures(&mut store, &report).expect("saved");
+    let on_disk = state::load(dir.path()).expect("load");
+    assert!(!on_disk.domains.contains_key("ok.example"));
+    for (d, detail) in [
+        ("f1.example", "refused"),
+        ("f2.example", "refused"),
+        ("n.example", "stopped"),
+    ] {
+        let e = on_disk.domains[d]
+            .last_error
+            .clone()
+            .expect("error recorded");
+        assert_eq!(e.kind, "transport");
+        assert!(e.message.contains(detail), "{d}: {}", e.message);
+    }
+}
+
+fn report(outcomes: Vec<(&str, Outcome<ApiError>)>, batch_size: usize) -> Report<ApiError> {
+    Report {
+        outcomes: outcomes
+            .into_iter()
+            .map(|(d, o)| (d.to_string(), o))
+            .collect(),
+        write_calls: 4,
+        read_calls: 2,
+        batch_size,
+        stopped: None,
+    }
+}
+
+fn deployed(verification: Verification<ApiError>) -> Outcome<ApiError> {
+    Outcome::Deployed {
+        request_id: "R".into(),
+        fingerprint: Fingerprint::from_hex(&"ab".repeat(32)).expect("hex"),
+        verification,
+    }
+}
+
+#[test]
+fn a_clean_report_exits_0_and_says_what_was_done() {
+    let mut s = Summary {
+        up_to_date: 3,
+        planned_calls: 2,
+        planned_domains: 2,
+        ..Summary::default()
+    };
+    s.add_report(
+        &report(
+            vec![
+                ("a.example", deployed(Verification::Verified)),
+                ("b.example", deployed(Verification::NotChecked)),
+            ],
+            50,
+        ),
+        50,
+    );
+    assert_eq!(
+        (s.deployed, s.verified, s.write_calls, s.read_calls),
+        (2, 1, 4, 2)
+    );
+    assert_eq!(s.exit(), Exit::Ok);
+    let text = s.render();
+    assert!(text.contains("plan: 2 domain(s) to update in 2 call(s); 3 up to date; 0 without"));
+    assert!(text.contains(
+        "pushed: 2 domain(s) deployed (1 confirmed by read-back) in 4 write call(s), 2 read call(s)"
+    ));
+    assert!(
+        !text.contains("note:") && !text.contains("FAILED"),
+        "{text}"
+    );
+}
+
+#[test]
+fn failures_unverified_and_lowered_batch_are_named_and_exit_1() {
+    let mut s = Summary::default();
+    s.add_report(
+        &report(
+            vec![
+                ("a.example", deployed(Verification::Verified)),
+                (
+                    "b.example",
+                    deployed(Verification::Unverified { last_error: None }),
+                ),
+                (
+                    "c.example",
+                    Outcome::Failed {
+                        error: api_error("refused"),
+                    },
+                ),
+            ],
+            10,
+        ),
+        50,
+    );
+    assert_eq!(s.lowered_batch, Some(10));
+    assert_eq!(s.exit(), Exit::Problems);
+    let text = s.render();
+    assert!(text.contains("FAILED b.example: read-back did not see the new certificate in time"));
+    assert!(
+        text.contains("FAILED c.example: ") && text.contains("refused"),
+        "{text}"
+    );
+    assert!(
+        text.contains("10 domains per call were used (set [aliyun] max_domains_per_call = 10)")
+    );
+}
+
+#[test]
+fn uncovered_domains_or_a_stop_exit_1() {
+    let uncovered = Summary {
+        uncovered: vec![("u.example".into(), "no valid certificate".into())],
+        ..Summary::default()
+    };
+    assert_eq!(uncovered.exit(), Exit::Problems);
+    assert!(
+        uncovered
+            .render()
+            .contains("UNCOVERED u.example: no valid certificate")
+    );
+    let mut stopped = Summary::default();
+    let mut r = report(
+        vec![(
+            "n.example",
+            Outcome::NotAttempted {
+                cause: api_error("bad key"),
+            },
+        )],
+        10,
+    );
+    r.stopped = Some(api_error("bad key"));
+    stopped.add_report(&r, 10);
+    assert_eq!(stopped.exit(), Exit::Problems);
+    let text = stopped.render();
+    assert!(text.contains("stopped: ") && text.contains("FAILED n.example: not attempted: "));
+    assert_eq!(stopped.lowered_batch, None);
+}
+
+#[test]
+fn planned_summary_names_the_invalid_lineage_that_would_cover_a_domain() {
+    let lineages = [
+        lineage("live/ok", certificate(&["ok.example"], -1, 60)),
+        lineage("live/old", certificate(&["old.example"], -90, -1)),
+    ];
+    let (valid, invalid) = split(&lineages, now());
+    let domains = strings(&["ok.example", "old.example", "none.example"]);
+    let deployed = BTreeMap::new();
+    let params = PlanParams {
+        domains: &domains,
+        deployed: &deployed,
+        now: now(),
+        batch: 10,
+        force: false,
+    };
+    let plan = make_plan(&valid, &params);
+    let s = Summary::planned(&lineages, invalid, &plan);
+    assert_eq!(
+        (s.planned_calls, s.planned_domains, s.up_to_date),
+        (1, 1, 0)
+    );
+    let reasons: BTreeMap<&str, &str> = s
+        .uncovered
+        .iter()
+        .map(|(d, r)| (d.as_str(), r.as_str()))
+        .collect();
+    assert_eq!(reasons["none.example"], "no valid certificate");
+    assert!(reasons["old.example"].contains("covered only by invalid live/old"));
+    assert!(s.render().contains("invalid lineage live/old: "));
+}
+
+#[test]
+fn a_failed_save_is_reported_and_the_record_kept_in_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state_dir = dir.path().join("state");
+    let store = StateStore::open(&state_dir).expect("open");
+    // The folder vanishes under the running pass: every save fails.
+    std::fs::remove_dir_all(&state_dir).expect("remove");
+    let fp = certificate(&["a.example"], -1, 60).fingerprint;
+    let event = Event::Deployed {
+        domains: strings(&["a.example"]),
+        cert_name: "a".into(),
+        fingerprint: fp,
+        not_after: now() + Duration::days(60),
+        request_id: "R1".into(),
+    };
+    let (store, errors, progress) = record(store, vec![event]);
+    assert_eq!(progress, [1]);
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].kind(), "state-write");
+    let kept = store.state().domains["a.example"].deployed.as_ref();
+    assert_eq!(kept.map(|d| d.fingerprint), Some(fp));
+}
