@@ -382,8 +382,7 @@ impl Reconciler for Service {
         if new.aliyun != self.settings.aliyun {
             match sync::api(&new) {
                 Ok(api) => {
-                    self.executor =
-                        Executor::new(Arc::clone(&api), executor_options(&new));
+                    self.executor = Executor::new(Arc::clone(&api), executor_options(&new));
                     self.api = api;
                     self.audit = audit_limiter(&new);
                 }
@@ -432,7 +431,10 @@ fn log_problems(reported: &mut HashMap<String, String>, summary: &Summary) {
 /// read rate is lower than the write rate (the two limiters share one window).
 fn executor_options(settings: &Settings) -> Options {
     let mut o = Options::from_settings(&settings.aliyun);
-    let (w, r) = (o.requests_per_second.max(1), o.read_requests_per_second.max(1));
+    let (w, r) = (
+        o.requests_per_second.max(1),
+        o.read_requests_per_second.max(1),
+    );
     if r >= w {
         o.rate_window /= w;
         o.requests_per_second = 1;
