@@ -245,6 +245,8 @@ pub struct Executor<A> {
     reads: Arc<RateLimiter>,
     batch_size: Arc<AtomicUsize>,
     options: Options,
+    /// Set by [`Executor::halt`]: no call starts any more (see there).
+    halt: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl<A: CdnApi> Executor<A> {
@@ -257,7 +259,17 @@ impl<A: CdnApi> Executor<A> {
             reads: Arc::new(reads),
             batch_size: Arc::new(AtomicUsize::new(options.max_domains_per_call.max(1))),
             options,
+            halt: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
+    }
+
+    /// Graceful stop (SIGTERM): from now on no call starts, no retry is waited for and
+    /// read-backs stop polling; calls already sent finish (bounded by the client timeout)
+    /// and their events are still emitted. A halted run's report leaves out the domains it
+    /// never sent, and deployments whose read-back was cut short stay `Pending` in the state
+    /// file (confirmed by read-back at the next start). Permanent for this executor.
+    pub fn halt(&self) {
+        self.halt.send_replace(true);
     }
 
     /// Current domains-per-call (lowered by size refusals, never raised).

@@ -1,9 +1,83 @@
-//! `certrotd run` (SKELETON).
+//! `certrotd run`: the daemon. Loads the configuration (exit 78 when it is bad), takes the
+//! state folder's lock for the life of the process (exit 75 when another certrotd holds
+//! it), installs the signal handlers before the first scan, starts watching (or, when
+//! inotify cannot start, logs why and relies on periodic rescans), then runs the main loop
+//! (`daemon::runner`) around the reconcile pass (`daemon::service`) until SIGTERM/SIGINT:
+//! exit 0 after the call in flight finished and the state was saved.
+
 use std::path::Path;
 
-use super::CmdResult;
+use tokio::sync::mpsc;
+use tracing::{error, info};
+
+use super::sync::load_settings;
+use super::{CmdResult, Exit};
+use crate::config::Settings;
+use crate::daemon::notify::Notifier;
+use crate::daemon::runner::{self, Loop, LoopSettings, NoWatches, Watches};
+use crate::daemon::service::Service;
+use crate::daemon::signals::{Signal, Signals};
+use crate::daemon::watch::{Notice, Watch};
+use crate::state::{StateError, StateStore};
 
 pub fn run(config: &Path) -> CmdResult {
-    let _ = config;
-    todo!("run")
+    let Some(settings) = load_settings(config) else {
+        return Ok(Exit::Config);
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(daemon(config, settings))
+}
+
+async fn daemon(config: &Path, settings: Settings) -> CmdResult {
+    let store = match StateStore::open(&settings.state.dir) {
+        Ok(store) => store,
+        Err(e @ StateError::Locked { .. }) => {
+            eprintln!("certrotd: {e}");
+            return Ok(Exit::Locked);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // Before the first scan: a signal during a long first pass is queued, not fatal.
+    let signals = runner::signal_channel(Signals::install()?);
+    let mut service = match Service::new(config.to_path_buf(), settings, store) {
+        Ok(service) => service,
+        Err(e) => {
+            eprintln!("certrotd: {e}");
+            return Ok(e.exit());
+        }
+    };
+    let loop_settings = LoopSettings::from(&service.settings().watch);
+    info!(
+        paths = loop_settings.paths.len(),
+        domains = service.settings().cdn.domains.len(),
+        "certrotd starting"
+    );
+    match Watch::new(&loop_settings.paths) {
+        Ok((watch, notices)) => {
+            main_loop(&mut service, loop_settings, watch, notices, signals).await
+        }
+        Err(e) => {
+            error!(kind = e.kind(), "{e}");
+            // Kept open so the loop does not report the watcher as stopped.
+            let (_keep, notices) = mpsc::channel(1);
+            main_loop(&mut service, loop_settings, NoWatches, notices, signals).await;
+        }
+    }
+    info!("certrotd stopped");
+    Ok(Exit::Ok)
+}
+
+async fn main_loop<W: Watches>(
+    service: &mut Service,
+    settings: LoopSettings,
+    watches: W,
+    notices: mpsc::Receiver<Notice>,
+    signals: mpsc::Receiver<Signal>,
+) {
+    let l = Loop::new(settings, watches, notices, signals, Notifier::from_env());
+    let stopped = runner::run(service, l).await;
+    info!(why = ?stopped, "main loop ended");
 }

@@ -99,14 +99,20 @@ pub fn load_settings(path: &Path) -> Option<Settings> {
 
 /// The credential chain, the client and the executor for these settings.
 pub fn connect(settings: &Settings) -> Result<Executor<AliyunCdn>, SyncError> {
+    let api = api(settings)?;
+    Ok(Executor::new(api, Options::from_settings(&settings.aliyun)))
+}
+
+/// The credential chain and the API client for these settings (the daemon shares one
+/// between its executor and its drift audit).
+pub fn api(settings: &Settings) -> Result<Arc<AliyunCdn>, SyncError> {
     let creds = credentials::load(&settings.aliyun, &Environment::from_process())?;
     tracing::info!(source = creds.source(), "using Alibaba Cloud credentials");
     let client = Client::new(&settings.aliyun, creds)?;
-    let api = AliyunCdn::new(client, settings.aliyun.region.clone());
-    Ok(Executor::new(
-        Arc::new(api),
-        Options::from_settings(&settings.aliyun),
-    ))
+    Ok(Arc::new(AliyunCdn::new(
+        client,
+        settings.aliyun.region.clone(),
+    )))
 }
 
 /// One pass as `certrotd sync` runs it, writing its report to `out`.
@@ -144,6 +150,12 @@ pub struct Pass<'a> {
     pub now: OffsetDateTime,
 }
 
+/// A pass's plan and the part of its summary known before pushing.
+pub struct Planned {
+    pub plan: crate::plan::Plan,
+    pub summary: Summary,
+}
+
 impl Pass<'_> {
     /// Plans, pushes and records; writes the report to `out`; gives the store back.
     pub async fn run(
@@ -154,9 +166,29 @@ impl Pass<'_> {
         progress: bool,
     ) -> Result<(Summary, StateStore), SyncError> {
         let (_, invalid) = reconcile::split(self.lineages, self.now);
+        let planned = self.plan(&store, invalid);
+        self.push(planned, executor, store, out, progress).await
+    }
+
+    /// Plans against the recorded state; `invalid` is what the report lists as invalid
+    /// lineages (the daemon leaves out the torn ones it holds).
+    pub fn plan(&self, store: &StateStore, invalid: Vec<(String, String)>) -> Planned {
         let deployed = store.deployed_fingerprints(self.settings.aliyun.verify);
         let plan = reconcile::make_plan(self.valid, &self.params(&deployed));
-        let mut summary = Summary::planned(self.lineages, invalid, &plan);
+        let summary = Summary::planned(self.lineages, invalid, &plan);
+        Planned { plan, summary }
+    }
+
+    /// Pushes a plan and records every outcome; writes the report to `out`.
+    pub async fn push(
+        &self,
+        planned: Planned,
+        executor: &Executor<AliyunCdn>,
+        store: StateStore,
+        out: &mut dyn Write,
+        progress: bool,
+    ) -> Result<(Summary, StateStore), SyncError> {
+        let Planned { plan, mut summary } = planned;
         if plan.batches.is_empty() {
             out.write_all(summary.render().as_bytes())?;
             return Ok((summary, store));

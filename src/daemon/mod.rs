@@ -17,6 +17,7 @@
 pub mod notify;
 pub mod runner;
 pub mod schedule;
+pub mod service;
 pub mod signals;
 pub mod torn;
 pub mod watch;

@@ -57,6 +57,9 @@ pub(super) struct Run<A: CdnApi> {
     outcomes: Mutex<BTreeMap<String, Outcome<A::Error>>>,
     verifications: Mutex<JoinSet<()>>,
     events: Option<UnboundedSender<Event<A::Error>>>,
+    /// [`Executor::halt`]: behaves like a stop, but leaves the domains not sent without an
+    /// outcome and read-backs without a verdict.
+    halt: watch::Receiver<bool>,
 }
 
 impl<A: CdnApi> Run<A> {
@@ -78,6 +81,7 @@ impl<A: CdnApi> Run<A> {
             outcomes: Mutex::new(BTreeMap::new()),
             verifications: Mutex::new(JoinSet::new()),
             events,
+            halt: ex.halt.subscribe(),
         })
     }
 
@@ -256,7 +260,7 @@ impl<A: CdnApi> Run<A> {
         canary: &mut bool,
         domains: &[String],
     ) -> Option<CallEnd<A::Error>> {
-        if !self.admit(canary).await {
+        if self.halted() || !self.admit(canary).await {
             return Some(CallEnd::Stopped);
         }
         let permitted = !self.too_large(domains) && self.take_write_permit().await;
@@ -309,21 +313,35 @@ impl<A: CdnApi> Run<A> {
         }
     }
 
-    /// Waits for the write limiter; `false` when the run stopped meanwhile.
+    /// Waits for the write limiter; `false` when the run stopped or halted meanwhile.
     async fn take_write_permit(&self) -> bool {
         let mut rx = self.gate.subscribe();
         tokio::select! {
-            _ = self.writes.acquire() => *self.gate.borrow() != Gate::Stopped,
+            _ = self.writes.acquire() => *self.gate.borrow() != Gate::Stopped && !self.halted(),
             _ = rx.wait_for(|g| *g == Gate::Stopped) => false,
+            () = self.halted_wait() => false,
         }
     }
 
-    /// Sleeps `d`; `false` when the run stopped meanwhile.
+    /// Sleeps `d`; `false` when the run stopped or halted meanwhile.
     async fn sleep_unless_stopped(&self, d: std::time::Duration) -> bool {
         let mut rx = self.gate.subscribe();
         tokio::select! {
-            _ = tokio::time::sleep(d) => *self.gate.borrow() != Gate::Stopped,
+            _ = tokio::time::sleep(d) => *self.gate.borrow() != Gate::Stopped && !self.halted(),
             _ = rx.wait_for(|g| *g == Gate::Stopped) => false,
+            () = self.halted_wait() => false,
+        }
+    }
+
+    fn halted(&self) -> bool {
+        *self.halt.borrow()
+    }
+
+    /// Resolves once the executor is halted (never when it is not).
+    async fn halted_wait(&self) {
+        let mut rx = self.halt.clone();
+        if rx.wait_for(|h| *h).await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 
@@ -415,6 +433,9 @@ impl<A: CdnApi> Run<A> {
         let mut last_error = None;
         let mut attempt = 0u32;
         let verified = loop {
+            if self.halted() {
+                return;
+            }
             self.reads.acquire().await;
             self.read_calls.fetch_add(1, Ordering::SeqCst);
             let hint = match self.api.served_fingerprint(&probe).await {
@@ -439,7 +460,11 @@ impl<A: CdnApi> Run<A> {
             if Instant::now() + delay > deadline {
                 break false;
             }
-            tokio::time::sleep(delay).await;
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                // No verdict: the deployment stays pending (confirmed at the next start).
+                () = self.halted_wait() => return,
+            }
         };
         self.verdict(upload.fingerprint, domains, verified, last_error);
     }

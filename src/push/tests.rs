@@ -763,3 +763,32 @@ async fn dropped_event_receiver_does_not_matter() {
     assert_eq!(deployed(&report), 6);
     assert_eq!(report.write_calls, 2);
 }
+
+/// `halt` mid-run: the call in flight finishes and is reported deployed, no further call
+/// starts (the limiter's waiters give up), the run returns at once, and the domains never
+/// sent have no outcome.
+#[tokio::test(start_paused = true)]
+async fn halt_lets_the_call_in_flight_finish_and_starts_nothing_more() {
+    let fake = Arc::new(Fake {
+        latency: Duration::from_millis(300),
+        ..Fake::default()
+    });
+    let ex = Arc::new(Executor::new(fake.clone(), options(1, 1)));
+    let batches = domains("h", 10).into_iter().map(|d| vec![d]).collect();
+    let runner = ex.clone();
+    let run = tokio::spawn(async move { runner.run(vec![job(1, batches)], None).await });
+    // t = 1.1 s: the canary (t = 0) is done, the second call (t = 1 s) is in flight.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    ex.halt();
+    let t0 = Instant::now();
+    let report = run.await.expect("run task");
+    assert!(
+        t0.elapsed() <= Duration::from_millis(300),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(fake.calls().len(), 2);
+    assert_eq!(report.write_calls, 2);
+    assert_eq!(deployed(&report), 2);
+    assert_eq!(report.outcomes.len(), 2);
+}

@@ -3,6 +3,7 @@
 
 mod aliyun_client;
 mod check;
+mod daemon;
 mod deploy_hook;
 mod emulate;
 mod harness;

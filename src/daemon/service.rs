@@ -1,0 +1,516 @@
+//! The reconcile pass as `certrotd run` drives it: the [`Reconciler`] behind the main loop.
+//!
+//! Owns, for the life of the process: the configuration in force, ONE [`Scanner`] (its
+//! file-identity cache makes a pass re-read only the lineages that changed), ONE
+//! [`Executor`] (its rate limiters and learned batch size carry over from pass to pass; a new
+//! one only when a reload changes the `[aliyun]` settings), the locked [`StateStore`], the
+//! [`TornTracker`] and the drift audit's own read limiter.
+//!
+//! A pass: (first pass only) confirm by read-back the deployments a killed or stopped run
+//! left `Pending`, so they are not pushed again; (rescan passes) the drift audit; scan;
+//! sort lineages into valid/invalid, holding torn ones on their last valid certificate;
+//! plan (`sync::Pass::plan`, then [`PassCtx::planned`]); push and record
+//! (`sync::Pass::push`); report to the scheduler.
+//!
+//! Invariants: a torn lineage's files are never pushed (only the certificate from its last
+//! valid observation, and only while `cert::check_time` accepts it); on a stop request no
+//! new call starts ([`Executor::halt`]) and the call in flight finishes, bounded by the
+//! client's `timeout_secs`; the store is always given back (a lost store is re-opened).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use tracing::{error, info, warn};
+
+use super::notify::StatusCounts;
+use super::runner::{LoopSettings, PassCtx, PassReport, Reconciler};
+use super::schedule::{Pass, PassOutcome, Validity};
+use super::torn::{Decision, Observed, TornTracker, renewal_in_progress};
+use crate::cert::{self, Certificate, Fingerprint};
+use crate::cmd::sync::{self, SyncError};
+use crate::config::{self, Settings};
+use crate::push::{AliyunCdn, CdnApi, Executor, Options, RateLimiter};
+use crate::reconcile::{Summary, ValidLineage};
+use crate::source::{Lineage, Scanner};
+use crate::state::{StateStore, Verification};
+
+/// The daemon's reconciler. See the module docs.
+pub struct Service {
+    config_path: PathBuf,
+    settings: Settings,
+    scanner: Scanner,
+    api: Arc<AliyunCdn>,
+    executor: Executor<AliyunCdn>,
+    /// `None` only while a pass holds it.
+    store: Option<StateStore>,
+    torn: TornTracker<String, Arc<Certificate>>,
+    audit: RateLimiter,
+    pending_confirmed: bool,
+    /// Problems logged at the last pass (a problem is logged again only when it changes).
+    reported: HashMap<String, String>,
+}
+
+/// Lineages sorted for the planner.
+#[derive(Default)]
+struct Sorted {
+    valid: Vec<ValidLineage>,
+    invalid: Vec<(String, String)>,
+    validity: Vec<Validity>,
+    torn: bool,
+}
+
+impl Service {
+    /// A service on `settings` (loaded from `config_path`) and the locked `store`.
+    pub fn new(
+        config_path: PathBuf,
+        settings: Settings,
+        store: StateStore,
+    ) -> Result<Service, SyncError> {
+        let api = sync::api(&settings)?;
+        let executor = Executor::new(Arc::clone(&api), executor_options(&settings));
+        Ok(Service {
+            audit: audit_limiter(&settings),
+            config_path,
+            settings,
+            scanner: Scanner::new(),
+            api,
+            executor,
+            store: Some(store),
+            torn: TornTracker::new(),
+            pending_confirmed: false,
+            reported: HashMap::new(),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn take_store(&mut self) -> Option<StateStore> {
+        if let Some(store) = self.store.take() {
+            return Some(store);
+        }
+        // A pass that failed before giving the store back dropped it (and its lock).
+        match StateStore::open(&self.settings.state.dir) {
+            Ok(store) => Some(store),
+            Err(e) => {
+                error!(kind = e.kind(), "{e}");
+                None
+            }
+        }
+    }
+
+    /// Sorts scanned lineages, holding torn ones (a renewal in progress) on their last
+    /// valid certificate.
+    fn sort(&mut self, lineages: &[Lineage], now: OffsetDateTime) -> Sorted {
+        let ids: HashSet<&str> = lineages.iter().map(|l| l.id.as_str()).collect();
+        self.torn.retain(|id| ids.contains(id.as_str()));
+        let mut s = Sorted::default();
+        for l in lineages {
+            if let Ok(c) = &l.result {
+                s.validity.push(validity(c));
+            }
+            match self
+                .torn
+                .observe(&l.id, Observed::of(&l.result, renewal_in_progress))
+            {
+                Decision::Accept => match l.valid_at(now) {
+                    Ok(c) => s.valid.push(valid_lineage(&l.id, c)),
+                    Err(e) => s.invalid.push((l.id.clone(), e.to_string())),
+                },
+                Decision::Hold { periods } | Decision::Warn { periods } => {
+                    s.torn = true;
+                    self.hold(l, periods, now, &mut s);
+                }
+            }
+        }
+        s
+    }
+
+    fn hold(&self, l: &Lineage, periods: u32, now: OffsetDateTime, s: &mut Sorted) {
+        let problem = l.result.as_ref().err().map(ToString::to_string);
+        let problem = problem.unwrap_or_default();
+        if periods == super::torn::WARN_AFTER {
+            warn!(lineage = %l.id, periods, %problem, "the lineage's files have disagreed for {periods} quiet periods; still serving its last valid certificate: check the ACME client");
+        } else {
+            info!(lineage = %l.id, periods, %problem, "renewal in progress (files disagree); keeping the last valid certificate, looking again after a quiet period");
+        }
+        let Some(c) = self.torn.last_valid(&l.id) else {
+            return;
+        };
+        s.validity.push(validity(c));
+        match cert::check_time(c, now) {
+            Ok(()) => s.valid.push(valid_lineage(&l.id, c)),
+            Err(reason) => s.invalid.push((l.id.clone(), reason.to_string())),
+        }
+    }
+
+    /// Confirms `Pending` deployments by read-back (one domain per recorded call): served →
+    /// verified; not served → failed read-back, so the planner pushes them again.
+    async fn confirm_pending(&self, store: &mut StateStore, ctx: &PassCtx) {
+        if !self.settings.aliyun.verify {
+            return;
+        }
+        let mut calls: BTreeMap<(String, Fingerprint), Vec<String>> = BTreeMap::new();
+        for domain in &self.settings.cdn.domains {
+            let deployed = store
+                .state()
+                .domains
+                .get(domain)
+                .and_then(|s| s.deployed.as_ref());
+            if let Some(d) = deployed.filter(|d| d.verification == Verification::Pending) {
+                let key = (d.request_id.clone(), d.fingerprint);
+                calls.entry(key).or_default().push(domain.clone());
+            }
+        }
+        if calls.is_empty() {
+            return;
+        }
+        info!(
+            calls = calls.len(),
+            "confirming deployments left pending by read-back"
+        );
+        let limiter = RateLimiter::per_second(self.settings.aliyun.read_requests_per_second);
+        for ((_, fingerprint), domains) in calls {
+            if ctx.stop_requested() {
+                return;
+            }
+            let Some(probe) = domains.first() else {
+                continue;
+            };
+            limiter.acquire().await;
+            self.read_back(store, probe, &domains, fingerprint, "confirm")
+                .await;
+        }
+    }
+
+    /// The drift audit: every managed domain with a verified deployment is read back at a
+    /// tenth of the read rate; one serving something else is marked for a new push.
+    async fn audit_drift(&self, store: &mut StateStore, ctx: &PassCtx) {
+        let verified: Vec<(String, Fingerprint)> = self
+            .settings
+            .cdn
+            .domains
+            .iter()
+            .filter_map(|d| {
+                let dep = store.state().domains.get(d)?.deployed.as_ref()?;
+                (dep.verification == Verification::Verified).then(|| (d.clone(), dep.fingerprint))
+            })
+            .collect();
+        info!(
+            domains = verified.len(),
+            "drift audit: reading back what each domain serves"
+        );
+        for (domain, fingerprint) in verified {
+            if ctx.stop_requested() {
+                return;
+            }
+            self.audit.acquire().await;
+            self.read_back(
+                store,
+                &domain,
+                std::slice::from_ref(&domain),
+                fingerprint,
+                "audit",
+            )
+            .await;
+        }
+    }
+
+    /// Reads `probe` back; records `domains` verified when it serves `fingerprint`, failed
+    /// read-back when it serves something else; logs and leaves them when the read fails.
+    async fn read_back(
+        &self,
+        store: &mut StateStore,
+        probe: &str,
+        domains: &[String],
+        fingerprint: Fingerprint,
+        why: &'static str,
+    ) {
+        let at = OffsetDateTime::now_utc();
+        let result = match self.api.served_fingerprint(probe).await {
+            Ok(Some(fp)) if fp == fingerprint => store.record_verified(domains, fingerprint, at),
+            Ok(served) => {
+                let served = served.map_or_else(|| "no certificate".to_string(), |f| f.short());
+                warn!(domain = %probe, %served, recorded = %fingerprint.short(), check = why, "the domain does not serve the recorded certificate; it will be pushed again");
+                let message = format!(
+                    "read-back ({why}) found {served} served instead of {}",
+                    fingerprint.short()
+                );
+                store.record_verify_failed(domains, fingerprint, &message, at)
+            }
+            Err(e) => {
+                warn!(domain = %probe, kind = e.kind(), error = %e, check = why, "read-back failed; trying again at the next check");
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            error!(kind = e.kind(), "{e}");
+        }
+    }
+
+    /// Plans, tells the loop, pushes (halting on a stop request) and records.
+    async fn reconcile(
+        &mut self,
+        store: StateStore,
+        ctx: &PassCtx,
+        now: OffsetDateTime,
+    ) -> (PassReport, Option<StateStore>) {
+        let lineages = self.scanner.scan(&self.settings.watch.paths);
+        let sorted = self.sort(&lineages, now);
+        let sp = sync::Pass {
+            settings: &self.settings,
+            force: false,
+            lineages: &lineages,
+            valid: &sorted.valid,
+            now,
+        };
+        let planned = sp.plan(&store, sorted.invalid);
+        let mut counts = planned_counts(&planned.summary, &store, &self.settings, now);
+        ctx.planned(&counts);
+        let mut outcome = PassOutcome {
+            validity: sorted.validity,
+            torn: sorted.torn,
+            failed: false,
+        };
+        if planned.plan.batches.is_empty() || ctx.stop_requested() {
+            let summary = planned.summary;
+            log_problems(&mut self.reported, &summary);
+            return (
+                PassReport {
+                    outcome,
+                    status: counts,
+                },
+                Some(store),
+            );
+        }
+        info!(
+            domains = planned.summary.planned_domains,
+            calls = planned.summary.planned_calls,
+            "pushing"
+        );
+        let executor = &self.executor;
+        let mut sink = std::io::sink();
+        let push = sp.push(planned, executor, store, &mut sink, false);
+        tokio::pin!(push);
+        let result = tokio::select! {
+            r = &mut push => r,
+            () = ctx.stopped() => {
+                executor.halt();
+                push.await
+            }
+        };
+        let (summary, store) = match result {
+            Ok((summary, store)) => (summary, Some(store)),
+            Err(e) => {
+                error!(kind = e.kind(), "{e}");
+                return (
+                    PassReport {
+                        outcome,
+                        status: counts,
+                    },
+                    None,
+                );
+            }
+        };
+        for (domain, why) in &summary.failed {
+            warn!(domain = %domain, "push failed: {why}");
+        }
+        log_problems(&mut self.reported, &summary);
+        outcome.failed = !summary.failed.is_empty() || summary.stopped.is_some();
+        if let Some(store) = &store {
+            counts = final_counts(&summary, store, &self.settings, now);
+        }
+        (
+            PassReport {
+                outcome,
+                status: counts,
+            },
+            store,
+        )
+    }
+}
+
+impl Reconciler for Service {
+    async fn pass(&mut self, pass: &Pass, ctx: &PassCtx) -> PassReport {
+        let Some(mut store) = self.take_store() else {
+            return PassReport {
+                outcome: PassOutcome {
+                    failed: true,
+                    ..PassOutcome::default()
+                },
+                status: StatusCounts::default(),
+            };
+        };
+        if !self.pending_confirmed {
+            self.confirm_pending(&mut store, ctx).await;
+            self.pending_confirmed = true;
+        }
+        if pass.is_rescan() {
+            self.audit_drift(&mut store, ctx).await;
+        }
+        let now = OffsetDateTime::now_utc();
+        let (report, store) = self.reconcile(store, ctx, now).await;
+        self.store = store;
+        report
+    }
+
+    fn reload(&mut self) -> Option<LoopSettings> {
+        let loaded = match config::load(&self.config_path) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                for problem in e.problems() {
+                    error!(kind = e.kind(), "configuration: {problem}");
+                }
+                return None;
+            }
+        };
+        for w in &loaded.warnings {
+            warn!("configuration: {w}");
+        }
+        let mut new = loaded.settings;
+        if new.state.dir != self.settings.state.dir {
+            warn!(
+                "[state] dir changed; certrotd keeps using {} until it is restarted",
+                self.settings.state.dir.display()
+            );
+            new.state.dir = self.settings.state.dir.clone();
+        }
+        if new.aliyun != self.settings.aliyun {
+            match sync::api(&new) {
+                Ok(api) => {
+                    self.executor = Executor::new(Arc::clone(&api), executor_options(&new));
+                    self.api = api;
+                    self.audit = audit_limiter(&new);
+                }
+                Err(e) => {
+                    error!(kind = e.kind(), "{e}");
+                    return None;
+                }
+            }
+        }
+        self.settings = new;
+        Some(LoopSettings::from(&self.settings.watch))
+    }
+
+    async fn finish(&mut self) {
+        if let Some(store) = &self.store
+            && let Err(e) = store.save()
+        {
+            error!(kind = e.kind(), "{e}");
+        }
+    }
+}
+
+/// Logs problems that are new or changed since the last pass.
+fn log_problems(reported: &mut HashMap<String, String>, summary: &Summary) {
+    let mut now = HashMap::new();
+    for (id, why) in &summary.invalid {
+        if reported.get(id) != Some(why) {
+            warn!(lineage = %id, "invalid lineage: {why}");
+        }
+        now.insert(id.clone(), why.clone());
+    }
+    for (domain, why) in &summary.uncovered {
+        if reported.get(domain) != Some(why) {
+            warn!(domain = %domain, "no valid certificate covers this domain: {why}");
+        }
+        now.insert(domain.clone(), why.clone());
+    }
+    *reported = now;
+}
+
+/// The executor's options, with write starts spread evenly (one every `window / rate`)
+/// instead of a burst of `rate` at the start of each window: the same throughput and never
+/// more than `rate` starts in any rolling window, but against a fast API at most one call is
+/// in flight at a time, so a process killed at any instant loses the record of at most one
+/// accepted call (re-pushed at the next start: one batch per kill). Kept as bursts when the
+/// read rate is lower than the write rate (the two limiters share one window).
+fn executor_options(settings: &Settings) -> Options {
+    let mut o = Options::from_settings(&settings.aliyun);
+    let (w, r) = (
+        o.requests_per_second.max(1),
+        o.read_requests_per_second.max(1),
+    );
+    if r >= w {
+        o.rate_window /= w;
+        o.requests_per_second = 1;
+        o.read_requests_per_second = r / w;
+    }
+    o
+}
+
+/// The drift audit reads at a tenth of `read_requests_per_second` (at least 1/s).
+fn audit_limiter(settings: &Settings) -> RateLimiter {
+    RateLimiter::per_second((settings.aliyun.read_requests_per_second / 10).max(1))
+}
+
+fn validity(c: &Certificate) -> Validity {
+    Validity {
+        not_before: c.not_before,
+        not_after: c.not_after,
+    }
+}
+
+fn valid_lineage(id: &str, cert: &Arc<Certificate>) -> ValidLineage {
+    ValidLineage {
+        id: id.to_string(),
+        cert: Arc::clone(cert),
+    }
+}
+
+fn planned_counts(
+    summary: &Summary,
+    store: &StateStore,
+    settings: &Settings,
+    now: OffsetDateTime,
+) -> StatusCounts {
+    StatusCounts {
+        up_to_date: summary.up_to_date,
+        pending: summary.planned_domains,
+        failed: 0,
+        uncovered: summary.uncovered.len(),
+        next_expiry: next_expiry(store, settings, now),
+    }
+}
+
+fn final_counts(
+    summary: &Summary,
+    store: &StateStore,
+    settings: &Settings,
+    now: OffsetDateTime,
+) -> StatusCounts {
+    let failed = summary.failed.len();
+    // With read-back on, only confirmed deployments count as up to date.
+    let done = if settings.aliyun.verify {
+        summary.verified
+    } else {
+        summary.deployed
+    };
+    StatusCounts {
+        up_to_date: summary.up_to_date + done,
+        pending: summary.planned_domains.saturating_sub(done + failed),
+        failed,
+        uncovered: summary.uncovered.len(),
+        next_expiry: next_expiry(store, settings, now),
+    }
+}
+
+/// Time to the earliest notAfter among the managed domains' recorded deployments.
+fn next_expiry(
+    store: &StateStore,
+    settings: &Settings,
+    now: OffsetDateTime,
+) -> Option<time::Duration> {
+    settings
+        .cdn
+        .domains
+        .iter()
+        .filter_map(|d| store.state().domains.get(d)?.deployed.as_ref())
+        .map(|d| d.not_after)
+        .min()
+        .map(|t| t - now)
+}

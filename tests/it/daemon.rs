@@ -1,0 +1,441 @@
+//! `certrotd run` end to end: the real binary, real certificate folders renewed the way each
+//! ACME client does it, the in-process emulator. Everything is asserted from the emulator's
+//! side (what each domain serves, which calls arrived) and from the exit status and state
+//! file. Short `debounce_ms` (200); waits poll with a deadline.
+
+use std::fs::{self, OpenOptions};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use certrotd::cert::{self, Fingerprint};
+use certrotd::emulator::{
+    DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, Emulator, EmulatorConfig,
+};
+use certrotd::testca::{Issued, Leaf};
+use time::OffsetDateTime;
+
+use crate::harness::{AcmeSh, Certbot, Config, Env, K8sSecret, Lego, ca, issue, write_mode};
+
+/// A running `certrotd run`; killed (SIGKILL) when dropped.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `certrotd -c <env>/certrotd.toml run`, appending stderr to `<env>/daemon.log`.
+    fn start(env: &Env) -> Daemon {
+        let log = env.join("daemon.log");
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("daemon log");
+        let child = env
+            .command(&["run"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("spawn certrotd run");
+        Daemon { child, log }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) on our own child's pid, no memory involved.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits (polling) for the process to exit; its exit code, or 128 + signal.
+    async fn exit_code(&mut self, secs: u64) -> i32 {
+        use std::os::unix::process::ExitStatusExt;
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status
+                    .code()
+                    .or_else(|| status.signal().map(|s| 128 + s))
+                    .unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "certrotd did not exit; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `ok` every 50 ms for up to `secs`; panics with the daemon's log on time-out.
+async fn until(what: &str, daemon: &Daemon, secs: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; daemon log:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn emulator(domains: &[&str]) -> Emulator {
+    Emulator::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        EmulatorConfig::with_domains(domains.iter().copied()),
+    )
+    .await
+    .expect("emulator starts")
+}
+
+/// A configuration for the daemon against `emu`: emulator credentials, 200 ms debounce,
+/// no periodic rescan during a test.
+fn config(env: &Env, emu: &Emulator, domains: &[&str]) -> Config {
+    let secret = env.join("access-key-secret");
+    if !secret.exists() {
+        write_mode(&secret, DEFAULT_ACCESS_KEY_SECRET, 0o600);
+    }
+    Config::new()
+        .endpoint(&emu.endpoint())
+        .domains(domains)
+        .set(
+            "aliyun",
+            &format!("access_key_id = {DEFAULT_ACCESS_KEY_ID:?}"),
+        )
+        .set(
+            "aliyun",
+            &format!(
+                "access_key_secret_file = {:?}",
+                secret.display().to_string()
+            ),
+        )
+        .set("watch", "debounce_ms = 200")
+        .set("watch", "rescan_secs = 3600")
+}
+
+fn fingerprint(issued: &Issued) -> Fingerprint {
+    cert::parse(issued.fullchain_pem.as_bytes(), issued.key_pem.as_bytes())
+        .expect("a valid test certificate")
+        .fingerprint
+}
+
+fn serves(emu: &Emulator, domain: &str, fp: Fingerprint) -> bool {
+    emu.served()
+        .get(domain)
+        .is_some_and(|s| s.fingerprint == fp)
+}
+
+fn writes(emu: &Emulator) -> Vec<certrotd::emulator::LogEntry> {
+    emu.log().into_iter().filter(|e| e.is_write()).collect()
+}
+
+/// No write call was refused (a torn pair would be refused as a certificate mismatch).
+fn assert_no_refusal(emu: &Emulator, daemon: &Daemon) {
+    for e in writes(emu) {
+        assert!(
+            e.succeeded(),
+            "write call refused ({:?}); log:\n{}",
+            e.code,
+            daemon.log()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certbot_renewal_is_deployed_and_only_its_domains_are_called() {
+    let env = Env::new();
+    let domains = ["a.example.com", "b.example.com"];
+    let emu = emulator(&domains).await;
+    let certbot = Certbot::new(env.join("letsencrypt"));
+    let (a1, b1) = (issue(&["a.example.com"]), issue(&["b.example.com"]));
+    certbot.add("a", &a1);
+    certbot.add("b", &b1);
+    config(&env, &emu, &domains)
+        .watch(certbot.live())
+        .write(&env);
+    let daemon = Daemon::start(&env);
+    until("first pass", &daemon, 15, || {
+        serves(&emu, "a.example.com", fingerprint(&a1))
+            && serves(&emu, "b.example.com", fingerprint(&b1))
+    })
+    .await;
+    let before = writes(&emu).len();
+
+    let a2 = issue(&["a.example.com"]);
+    assert_eq!(certbot.renew("a", &a2), 2);
+    until("renewal deployed", &daemon, 15, || {
+        serves(&emu, "a.example.com", fingerprint(&a2))
+    })
+    .await;
+    let after: Vec<_> = writes(&emu).into_iter().skip(before).collect();
+    assert!(!after.is_empty());
+    for call in &after {
+        assert_eq!(call.domains, vec!["a.example.com".to_string()], "{call:?}");
+        assert_eq!(call.fingerprint, Some(fingerprint(&a2)));
+    }
+    assert!(serves(&emu, "b.example.com", fingerprint(&b1)));
+    assert_no_refusal(&emu, &daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torn_acme_sh_renewal_never_reaches_the_api() {
+    let env = Env::new();
+    let domains = ["shop.example.com"];
+    let emu = emulator(&domains).await;
+    let acme = AcmeSh::new(env.join("acme.sh"));
+    let old = issue(&domains);
+    acme.add("shop.example.com", true, &old);
+    config(&env, &emu, &domains).watch(&acme.home).write(&env);
+    let daemon = Daemon::start(&env);
+    until("first pass", &daemon, 15, || {
+        serves(&emu, "shop.example.com", fingerprint(&old))
+    })
+    .await;
+
+    let new = issue(&domains);
+    acme.write_cert("shop.example.com", true, &new);
+    // The scenario itself: the key lands 1.5 s (several quiet periods) after the chain.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(serves(&emu, "shop.example.com", fingerprint(&old)));
+    acme.write_key("shop.example.com", true, &new);
+    until("new pair deployed", &daemon, 15, || {
+        serves(&emu, "shop.example.com", fingerprint(&new))
+    })
+    .await;
+    assert_no_refusal(&emu, &daemon);
+    let sent: Vec<_> = writes(&emu).iter().map(|e| e.fingerprint).collect();
+    assert!(
+        sent.iter()
+            .all(|f| *f == Some(fingerprint(&old)) || *f == Some(fingerprint(&new))),
+        "{sent:?}"
+    );
+    assert!(
+        daemon.log().contains("renewal in progress"),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_swap_and_lego_rewrite_are_deployed() {
+    let env = Env::new();
+    let domains = ["k8s.example.com", "lego.example.com"];
+    let emu = emulator(&domains).await;
+    let (k1, l1) = (issue(&["k8s.example.com"]), issue(&["lego.example.com"]));
+    let secret = K8sSecret::new(env.join("secret"), &k1);
+    let lego = Lego::new(env.join("lego"));
+    lego.put("lego.example.com", &l1);
+    config(&env, &emu, &domains)
+        .watch(&secret.dir)
+        .watch(lego.certificates())
+        .write(&env);
+    let daemon = Daemon::start(&env);
+    until("first pass", &daemon, 15, || {
+        serves(&emu, "k8s.example.com", fingerprint(&k1))
+            && serves(&emu, "lego.example.com", fingerprint(&l1))
+    })
+    .await;
+
+    let (k2, l2) = (issue(&["k8s.example.com"]), issue(&["lego.example.com"]));
+    secret.swap(&k2);
+    lego.put("lego.example.com", &l2);
+    until("both renewals deployed", &daemon, 15, || {
+        serves(&emu, "k8s.example.com", fingerprint(&k2))
+            && serves(&emu, "lego.example.com", fingerprint(&l2))
+    })
+    .await;
+    assert_no_refusal(&emu, &daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_root_deleted_and_recreated_is_watched_again() {
+    let env = Env::new();
+    let domains = ["root.example.com"];
+    let emu = emulator(&domains).await;
+    let root = env.join("acme.sh");
+    let first = issue(&domains);
+    AcmeSh::new(&root).add("root.example.com", false, &first);
+    config(&env, &emu, &domains).watch(&root).write(&env);
+    let daemon = Daemon::start(&env);
+    until("first pass", &daemon, 15, || {
+        serves(&emu, "root.example.com", fingerprint(&first))
+    })
+    .await;
+
+    fs::remove_dir_all(&root).expect("delete the watch root");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let second = issue(&domains);
+    let acme = AcmeSh::new(&root);
+    acme.add("root.example.com", false, &second);
+    until("recreated root deployed", &daemon, 15, || {
+        serves(&emu, "root.example.com", fingerprint(&second))
+    })
+    .await;
+    // A later in-place renewal under the recreated root is still seen (no rescan: 1 h).
+    let third = issue(&domains);
+    acme.write_key("root.example.com", false, &third);
+    acme.write_cert("root.example.com", false, &third);
+    until("later renewal deployed", &daemon, 15, || {
+        serves(&emu, "root.example.com", fingerprint(&third))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_keeps_a_broken_config_out_and_takes_a_good_one_then_sigterm_exits_0() {
+    let env = Env::new();
+    let all = ["a.example.com", "b.example.com"];
+    let emu = emulator(&all).await;
+    let certbot = Certbot::new(env.join("letsencrypt"));
+    let issued = issue(&all);
+    certbot.add("ab", &issued);
+    let fp = fingerprint(&issued);
+    config(&env, &emu, &all[..1])
+        .watch(certbot.live())
+        .write(&env);
+    let mut daemon = Daemon::start(&env);
+    until("first pass", &daemon, 15, || {
+        serves(&emu, "a.example.com", fp)
+    })
+    .await;
+
+    let good = fs::read_to_string(env.join("certrotd.toml")).expect("config");
+    fs::write(env.join("certrotd.toml"), "[watch\nnonsense").expect("break config");
+    daemon.signal(libc::SIGHUP);
+    until("reload refused", &daemon, 10, || {
+        daemon.log().contains("keeping the old one")
+    })
+    .await;
+    assert!(daemon.running(), "{}", daemon.log());
+    assert!(!emu.served().contains_key("b.example.com"));
+
+    let with_b = good.replace(
+        "domains = [\"a.example.com\"]",
+        "domains = [\"a.example.com\", \"b.example.com\"]",
+    );
+    assert_ne!(with_b, good);
+    fs::write(env.join("certrotd.toml"), with_b).expect("good config");
+    daemon.signal(libc::SIGHUP);
+    until("new domain deployed", &daemon, 15, || {
+        serves(&emu, "b.example.com", fp)
+    })
+    .await;
+
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.exit_code(15).await, 0, "{}", daemon.log());
+    let state = certrotd::state::load(&env.join("state")).expect("state file parses");
+    for d in all {
+        let dep = state.domains.get(d).and_then(|s| s.deployed.as_ref());
+        assert_eq!(dep.map(|d| d.fingerprint), Some(fp), "{d}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_is_deployed_when_its_not_before_arrives() {
+    let env = Env::new();
+    let domains = ["later.example.com"];
+    let emu = emulator(&domains).await;
+    let now = OffsetDateTime::now_utc();
+    let leaf = Leaf::new(
+        &domains,
+        now + time::Duration::seconds(3),
+        now + time::Duration::days(30),
+    );
+    let later = ca().issue(&leaf).expect("issue");
+    let lego = Lego::new(env.join("lego"));
+    lego.put("later.example.com", &later);
+    config(&env, &emu, &domains)
+        .watch(lego.certificates())
+        .write(&env);
+    let daemon = Daemon::start(&env);
+    until("first pass", &daemon, 10, || {
+        daemon.log().contains("pass done")
+    })
+    .await;
+    assert!(emu.served().is_empty(), "pushed before notBefore");
+    until("deployed at notBefore", &daemon, 12, || {
+        serves(&emu, "later.example.com", fingerprint(&later))
+    })
+    .await;
+    let at = OffsetDateTime::now_utc();
+    assert!(at >= leaf_not_before(now), "deployed too early");
+}
+
+fn leaf_not_before(issued_at: OffsetDateTime) -> OffsetDateTime {
+    issued_at + time::Duration::seconds(3)
+}
+
+/// SIGKILL at random moments of a 40-call first pass (batch 1, 10 calls/s), restarted each
+/// time: converges with at most one extra call per kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_long_first_pass_converges_with_one_extra_batch_per_kill() {
+    const N: usize = 40;
+    const KILLS: usize = 3;
+    let env = Env::new();
+    let names: Vec<String> = (0..N)
+        .map(|i| format!("d{i:02}.kill.example.com"))
+        .collect();
+    let domains: Vec<&str> = names.iter().map(String::as_str).collect();
+    let emu = emulator(&domains).await;
+    let issued = issue(&["*.kill.example.com"]);
+    let fp = fingerprint(&issued);
+    Lego::new(env.join("lego")).put("_.kill.example.com", &issued);
+    config(&env, &emu, &domains)
+        .watch(env.join("lego/certificates"))
+        .set("aliyun", "max_domains_per_call = 1")
+        .set("aliyun", "requests_per_second = 10")
+        .write(&env);
+    let mut seed = u64::from(OffsetDateTime::now_utc().nanosecond());
+    for kill in 0..KILLS {
+        let mut daemon = Daemon::start(&env);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = 300 + (seed >> 33) % 900;
+        let target = (kill + 1) * N / (KILLS + 2);
+        until("some progress", &daemon, 15, || {
+            writes(&emu).len() >= target
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        daemon.signal(libc::SIGKILL);
+        assert_eq!(daemon.exit_code(5).await, 128 + libc::SIGKILL);
+    }
+    let daemon = Daemon::start(&env);
+    until("converged", &daemon, 30, || {
+        domains.iter().all(|d| serves(&emu, d, fp))
+    })
+    .await;
+    // Let the converged daemon finish its pass (read-backs) before counting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let total = writes(&emu).len();
+    assert!(
+        (N..=N + KILLS).contains(&total),
+        "{total} write calls for a floor of {N} and {KILLS} kills; log:\n{}",
+        daemon.log()
+    );
+    let state = certrotd::state::load(&env.join("state")).expect("state parses");
+    let served = emu.served();
+    for (d, s) in &state.domains {
+        if let Some(dep) = &s.deployed {
+            assert_eq!(served.get(d).map(|s| s.fingerprint), Some(dep.fingerprint));
+        }
+    }
+}
