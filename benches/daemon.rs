@@ -7,7 +7,8 @@
 //! (c) the `systemd-analyze security --offline=yes` exposure of systemd/certrotd.service
 //!     (through .ci/check-unit).
 //!
-//! Run with `cargo bench --bench daemon`.
+//! Run with `cargo bench --bench daemon`; `CERTROTD_BENCH_PART=b` runs only part (b) (any of
+//! `a`, `b`, `c`, combinable: `ab`).
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -34,9 +35,16 @@ fn main() -> Result<(), Boxed> {
         .enable_all()
         .build()?;
     let ca = TestCa::new("certrotd daemon bench")?;
-    rt.block_on(latency(&ca))?;
-    rt.block_on(idle(&ca))?;
-    unit_exposure();
+    let parts = std::env::var("CERTROTD_BENCH_PART").unwrap_or_else(|_| "abc".to_string());
+    if parts.contains('a') {
+        rt.block_on(latency(&ca))?;
+    }
+    if parts.contains('b') {
+        rt.block_on(idle(&ca))?;
+    }
+    if parts.contains('c') {
+        unit_exposure();
+    }
     Ok(())
 }
 
@@ -60,6 +68,7 @@ fn write_config(
     watch: &Path,
     domains: &[String],
     debounce: u64,
+    extra_aliyun: &str,
 ) -> Result<PathBuf, Boxed> {
     let secret = dir.join("access-key-secret");
     fs::write(&secret, DEFAULT_ACCESS_KEY_SECRET)?;
@@ -67,7 +76,7 @@ fn write_config(
     let list: Vec<String> = domains.iter().map(|d| format!("{d:?}")).collect();
     let text = format!(
         "[aliyun]\nendpoint = {endpoint:?}\naccess_key_id = {DEFAULT_ACCESS_KEY_ID:?}\n\
-         access_key_secret_file = {:?}\nmax_domains_per_call = 50\n\n[watch]\npaths = [{:?}]\n\
+         access_key_secret_file = {:?}\nmax_domains_per_call = 50\n{extra_aliyun}\n[watch]\npaths = [{:?}]\n\
          debounce_ms = {debounce}\nrescan_secs = 3600\n\n[state]\ndir = {:?}\n\n[cdn]\ndomains = [{}]\n",
         secret.display().to_string(),
         watch.display().to_string(),
@@ -80,7 +89,12 @@ fn write_config(
 }
 
 fn spawn(config: &Path, log: &Path) -> Result<Child, Boxed> {
-    Ok(Command::new(BIN)
+    let mut cmd = Command::new(BIN);
+    if let Some(raw) = std::env::var_os("CERTROTD_BENCH_HEAPTRACK") {
+        cmd.env("LD_PRELOAD", "/usr/lib/heaptrack/libheaptrack_preload.so")
+            .env("DUMP_HEAPTRACK_OUTPUT", raw);
+    }
+    Ok(cmd
         .arg("-c")
         .arg(config)
         .arg("run")
@@ -137,6 +151,7 @@ async fn latency(ca: &TestCa) -> Result<(), Boxed> {
         &certs,
         std::slice::from_ref(&domain),
         500,
+        "",
     )?;
     let mut child = spawn(&config, &dir.path().join("daemon.log"))?;
     let fp = fingerprint(&first)?;
@@ -200,22 +215,30 @@ async fn idle(ca: &TestCa) -> Result<(), Boxed> {
             )?;
         }
     }
-    let emu = Emulator::start(
-        "127.0.0.1:0".parse()?,
-        EmulatorConfig::with_domains(domains.clone()),
-    )
-    .await?;
+    // CERTROTD_BENCH_FAST: writes at 100/s (emulator and config) so that convergence
+    // takes ~10 s instead of ~100 s; for quick iterations, not for the reported figure.
+    let fast = std::env::var_os("CERTROTD_BENCH_FAST").is_some();
+    let mut emu_config = EmulatorConfig::with_domains(domains.clone());
+    if fast {
+        emu_config.writes_per_second = 100;
+    }
+    let emu = Emulator::start("127.0.0.1:0".parse()?, emu_config).await?;
     let config = write_config(
         dir.path(),
         &emu.endpoint(),
         &base.join("live"),
         &domains,
         2000,
+        if fast {
+            "requests_per_second = 100\n"
+        } else {
+            ""
+        },
     )?;
     let log = dir.path().join("daemon.log");
     let mut child = spawn(&config, &log)?;
     let t0 = Instant::now();
-    wait_for("convergence", 120, || emu.served().len() == LINEAGES).await?;
+    wait_for("convergence", 180, || emu.served().len() == LINEAGES).await?;
     wait_for("the first pass to end", 60, || {
         fs::read_to_string(&log).is_ok_and(|l| l.contains("pass done"))
     })
@@ -230,6 +253,19 @@ async fn idle(ca: &TestCa) -> Result<(), Boxed> {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let cpu1 = cpu_ticks(pid)?;
     let rss = rss_kib(pid)?;
+    if std::env::var_os("CERTROTD_BENCH_DETAIL").is_some() {
+        let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+        for l in status
+            .lines()
+            .filter(|l| l.starts_with("Rss") || l.starts_with("Threads"))
+        {
+            println!("    {l}");
+        }
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!("awk '/^[0-9a-f]+-/{{name=$1\" \"$6}} /^Rss:/{{if ($2>200) print $2, \"kB\", name}}' /proc/{pid}/smaps | sort -rn | head -15"))
+            .status();
+    }
     let hz = 100.0; // USER_HZ on Linux
     println!(
         "(b) idle with {LINEAGES} lineages watched: RSS {:.1} MiB (goal <= 15), CPU over 10 s {:.2} s (goal <= 0.01)",

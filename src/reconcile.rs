@@ -1,7 +1,9 @@
 //! One reconciliation pass, shared by `sync`, `demo` and the daemon: scanned lineages →
 //! valid certificates → plan (against the deployed state) → push → record.
 //!
-//! Owns: turning scanner output into the planner's input and the planner's batches into
+//! Owns: confirming by read-back the deployments a killed run left `Pending` (shared by
+//! `sync` and the daemon's first pass, so a call accepted just before a kill is not pushed
+//! again), turning scanner output into the planner's input and the planner's batches into
 //! executor jobs, recording every executor event in the state file as it happens (after
 //! each successful call, on a blocking thread so writes never stall the calls), and the
 //! pass summary (what `sync` prints and its exit code).
@@ -22,9 +24,11 @@ use crate::cert::{Certificate, Fingerprint};
 use crate::cmd::Exit;
 use crate::cmd::text::not_covered;
 use crate::plan::{self, Plan, PlanInput, PlanLineage};
-use crate::push::{CdnApi, Event, Executor, Job, Outcome, Report, Upload, Verification};
+use crate::push::{
+    CdnApi, Event, Executor, Job, Outcome, RateLimiter, Report, Upload, Verification,
+};
 use crate::source::Lineage;
-use crate::state::{Push, StateError, StateStore};
+use crate::state::{self, Push, StateError, StateStore};
 
 /// A lineage whose certificate is valid at the pass's `now`.
 #[derive(Clone, Debug)]
@@ -50,6 +54,120 @@ pub fn split(
         }
     }
     (valid, invalid)
+}
+
+/// Confirms by read-back the deployments of `domains` that a killed or stopped run left
+/// `Pending`: one probe per recorded call (domains sharing a `RequestId` and fingerprint),
+/// at most `read_rate` per second. Served → verified; something else → failed read-back,
+/// so the planner pushes them again; a read error leaves them pending (and so out of date
+/// for a planner with read-back on). Stops early when `stop()` says so. Returns the number
+/// of calls probed.
+pub async fn confirm_pending<A>(
+    api: &A,
+    store: &mut StateStore,
+    domains: &[String],
+    read_rate: u32,
+    stop: impl Fn() -> bool,
+) -> usize
+where
+    A: CdnApi<Error = ApiError>,
+{
+    let calls = pending_calls(store, domains);
+    if calls.is_empty() {
+        return 0;
+    }
+    tracing::info!(
+        calls = calls.len(),
+        "confirming deployments left pending by read-back"
+    );
+    let limiter = RateLimiter::per_second(read_rate.max(1));
+    let mut probed = 0;
+    for ((_, fingerprint), domains) in calls {
+        if stop() {
+            break;
+        }
+        let Some(probe) = domains.first() else {
+            continue;
+        };
+        limiter.acquire().await;
+        read_back(api, store, probe, &domains, fingerprint, "confirm").await;
+        probed += 1;
+    }
+    probed
+}
+
+/// The `Pending` deployments of `domains`, grouped by the call that made them.
+fn pending_calls(
+    store: &StateStore,
+    domains: &[String],
+) -> BTreeMap<(String, Fingerprint), Vec<String>> {
+    let mut calls: BTreeMap<(String, Fingerprint), Vec<String>> = BTreeMap::new();
+    for domain in domains {
+        let deployed = store
+            .state()
+            .domains
+            .get(domain)
+            .and_then(|s| s.deployed.as_ref());
+        if let Some(d) = deployed.filter(|d| d.verification == state::Verification::Pending) {
+            let key = (d.request_id.clone(), d.fingerprint);
+            calls.entry(key).or_default().push(domain.clone());
+        }
+    }
+    calls
+}
+
+/// What a [`read_back`] saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadBack {
+    /// The domain serves the expected certificate.
+    Served,
+    /// It serves another certificate, or none: recorded as a failed read-back.
+    Other,
+    /// The read failed: nothing recorded.
+    Unknown,
+}
+
+/// Reads `probe` back; records `domains` verified when it serves `fingerprint`, failed
+/// read-back when it serves something else; logs and leaves them when the read fails.
+/// `why` names the check in logs and in the recorded error.
+pub async fn read_back<A>(
+    api: &A,
+    store: &mut StateStore,
+    probe: &str,
+    domains: &[String],
+    fingerprint: Fingerprint,
+    why: &'static str,
+) -> ReadBack
+where
+    A: CdnApi<Error = ApiError>,
+{
+    let at = OffsetDateTime::now_utc();
+    let (seen, result) = match api.served_fingerprint(probe).await {
+        Ok(Some(fp)) if fp == fingerprint => (
+            ReadBack::Served,
+            store.record_verified(domains, fingerprint, at),
+        ),
+        Ok(served) => {
+            let served = served.map_or_else(|| "no certificate".to_string(), |f| f.short());
+            tracing::warn!(domain = %probe, %served, recorded = %fingerprint.short(), check = why, "the domain does not serve the recorded certificate; it will be pushed again");
+            let message = format!(
+                "read-back ({why}) found {served} served instead of {}",
+                fingerprint.short()
+            );
+            (
+                ReadBack::Other,
+                store.record_verify_failed(domains, fingerprint, &message, at),
+            )
+        }
+        Err(e) => {
+            tracing::warn!(domain = %probe, kind = e.kind(), error = %e, check = why, "read-back failed; trying again at the next check");
+            (ReadBack::Unknown, Ok(()))
+        }
+    };
+    if let Err(e) = result {
+        tracing::error!(kind = e.kind(), "{e}");
+    }
+    seen
 }
 
 /// What the planner needs to know about the world, besides the lineages.

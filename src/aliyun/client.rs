@@ -47,6 +47,8 @@ pub const ACTION_USER_DOMAINS: &str = "DescribeUserDomains";
 pub const MAX_PAGE_SIZE: u64 = 500;
 /// Largest response body read (a page of 500 domains or a long chain is far below this).
 const MAX_RESPONSE_BODY: usize = 16 << 20;
+/// Idle keep-alive connections the pool keeps (per host).
+const IDLE_CONNECTIONS: usize = 4;
 /// Pages fetched at most by [`Client::describe_user_domains`] (5 million domains).
 const MAX_PAGES: u64 = 10_000;
 const USER_AGENT_VALUE: &str = concat!("certrotd/", env!("CARGO_PKG_VERSION"));
@@ -247,6 +249,9 @@ impl Client {
         let client = HyperClient::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(30))
+            // Enough for the calls one pass keeps in flight; more idle connections (each
+            // with its buffers and task) would only sit in an idle daemon's memory.
+            .pool_max_idle_per_host(IDLE_CONNECTIONS)
             .build(connector);
         Ok(Client {
             http: client,

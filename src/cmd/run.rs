@@ -3,9 +3,13 @@
 //! it), installs the signal handlers before the first scan, starts watching (or, when
 //! inotify cannot start, logs why and relies on periodic rescans), then runs the main loop
 //! (`daemon::runner`) around the reconcile pass (`daemon::service`) until SIGTERM/SIGINT:
-//! exit 0 after the call in flight finished and the state was saved.
+//! exit 0 after the call in flight finished and the state was saved. Watcher notices pass
+//! through a relay that counts them for the service (a drift audit pauses on a file
+//! change). glibc malloc is held to two arenas for a small idle footprint.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 use tracing::{error, info};
@@ -15,15 +19,16 @@ use super::{CmdResult, Exit};
 use crate::config::Settings;
 use crate::daemon::notify::Notifier;
 use crate::daemon::runner::{self, Loop, LoopSettings, NoWatches, Watches};
-use crate::daemon::service::Service;
+use crate::daemon::service::{self, Service};
 use crate::daemon::signals::{Signal, Signals};
-use crate::daemon::watch::{Notice, Watch};
+use crate::daemon::watch::{self, Notice, Watch};
 use crate::state::{StateError, StateStore};
 
 pub fn run(config: &Path) -> CmdResult {
     let Some(settings) = load_settings(config) else {
         return Ok(Exit::Config);
     };
+    service::limit_malloc_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -57,6 +62,7 @@ async fn daemon(config: &Path, settings: Settings) -> CmdResult {
     );
     match Watch::new(&loop_settings.paths) {
         Ok((watch, notices)) => {
+            let notices = count_notices(notices, service.file_event_counter());
             main_loop(&mut service, loop_settings, watch, notices, signals).await
         }
         Err(e) => {
@@ -80,4 +86,22 @@ async fn main_loop<W: Watches>(
     let l = Loop::new(settings, watches, notices, signals, Notifier::from_env());
     let stopped = runner::run(service, l).await;
     info!(why = ?stopped, "main loop ended");
+}
+
+/// Relays the watcher's notices to the main loop, bumping `counter` for each (the drift
+/// audit pauses when it changes). Closes when the watcher's channel closes.
+fn count_notices(
+    mut notices: mpsc::Receiver<Notice>,
+    counter: Arc<AtomicU64>,
+) -> mpsc::Receiver<Notice> {
+    let (tx, rx) = mpsc::channel(watch::CHANNEL_CAPACITY);
+    tokio::spawn(async move {
+        while let Some(notice) = notices.recv().await {
+            counter.fetch_add(1, Ordering::Release);
+            if tx.send(notice).await.is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }

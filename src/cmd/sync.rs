@@ -1,5 +1,7 @@
 //! `certrotd sync [--dry-run] [--force]`: one reconciliation pass, waiting until every call,
-//! retry and read-back has finished. Suitable as a certbot deploy hook.
+//! retry and read-back has finished. Suitable as a certbot deploy hook. Like the daemon's
+//! first pass, it first confirms by read-back the deployments a killed run left `Pending`
+//! (`reconcile::confirm_pending`), so they are not pushed again.
 //!
 //! Exit codes: 0 every managed domain serves its best valid certificate; 1 a push failed for
 //! good, a read-back did not confirm, or a managed domain has no valid certificate (each
@@ -97,12 +99,6 @@ pub fn load_settings(path: &Path) -> Option<Settings> {
     }
 }
 
-/// The credential chain, the client and the executor for these settings.
-pub fn connect(settings: &Settings) -> Result<Executor<AliyunCdn>, SyncError> {
-    let api = api(settings)?;
-    Ok(Executor::new(api, Options::from_settings(&settings.aliyun)))
-}
-
 /// The credential chain and the API client for these settings (the daemon shares one
 /// between its executor and its drift audit).
 pub fn api(settings: &Settings) -> Result<Arc<AliyunCdn>, SyncError> {
@@ -128,8 +124,16 @@ pub async fn sync(
     if args.dry_run {
         return dry_run(settings, args, &lineages, &valid, invalid, out);
     }
-    let store = StateStore::open(&settings.state.dir)?;
-    let executor = connect(settings)?;
+    let mut store = StateStore::open(&settings.state.dir)?;
+    let api = api(settings)?;
+    if settings.aliyun.verify {
+        // A run killed between a call and its read-back left it Pending: confirm it
+        // rather than push the same batch again.
+        let rate = settings.aliyun.read_requests_per_second;
+        let domains = &settings.cdn.domains;
+        reconcile::confirm_pending(&*api, &mut store, domains, rate, || false).await;
+    }
+    let executor = Executor::new(api, Options::from_settings(&settings.aliyun));
     let pass = Pass {
         settings,
         force: args.force,

@@ -7,19 +7,23 @@
 //! [`TornTracker`] and the drift audit's own read limiter.
 //!
 //! A pass: (first pass only) confirm by read-back the deployments a killed or stopped run
-//! left `Pending`, so they are not pushed again; (rescan passes) the drift audit; scan;
-//! sort lineages into valid/invalid, holding torn ones on their last valid certificate;
-//! plan (`sync::Pass::plan`, then [`PassCtx::planned`]); push and record
-//! (`sync::Pass::push`); report to the scheduler.
+//! left `Pending` (`reconcile::confirm_pending`, shared with `sync`), so they are not
+//! pushed again; scan; sort lineages into valid/invalid, holding torn ones on their last
+//! valid certificate; plan (`sync::Pass::plan`, then [`PassCtx::planned`]); push and
+//! record (`sync::Pass::push`); then the drift audit (queued at each periodic rescan, read
+//! at a tenth of the read rate, paused by any file change and resumed after the next
+//! pass's push), and when it found drift, plan and push again. After each pass, the memory
+//! it freed goes back to the system.
 //!
 //! Invariants: a torn lineage's files are never pushed (only the certificate from its last
 //! valid observation, and only while `cert::check_time` accepts it); on a stop request no
 //! new call starts ([`Executor::halt`]) and the call in flight finishes, bounded by the
 //! client's `timeout_secs`; the store is always given back (a lost store is re-opened).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use time::OffsetDateTime;
 use tracing::{error, info, warn};
@@ -31,8 +35,8 @@ use super::torn::{Decision, Observed, TornTracker, renewal_in_progress};
 use crate::cert::{self, Certificate, Fingerprint};
 use crate::cmd::sync::{self, SyncError};
 use crate::config::{self, Settings};
-use crate::push::{AliyunCdn, CdnApi, Executor, Options, RateLimiter};
-use crate::reconcile::{Summary, ValidLineage};
+use crate::push::{AliyunCdn, Executor, Options, RateLimiter};
+use crate::reconcile::{self, ReadBack, Summary, ValidLineage};
 use crate::source::{Lineage, Scanner};
 use crate::state::{StateStore, Verification};
 
@@ -47,6 +51,10 @@ pub struct Service {
     store: Option<StateStore>,
     torn: TornTracker<String, Arc<Certificate>>,
     audit: RateLimiter,
+    /// Managed domains the drift audit has yet to read back.
+    audit_queue: VecDeque<String>,
+    /// Bumped by `certrotd run` for every file-change notice: a running audit pauses.
+    file_events: Arc<AtomicU64>,
     pending_confirmed: bool,
     /// Problems logged at the last pass (a problem is logged again only when it changes).
     reported: HashMap<String, String>,
@@ -72,6 +80,8 @@ impl Service {
         let executor = Executor::new(Arc::clone(&api), executor_options(&settings));
         Ok(Service {
             audit: audit_limiter(&settings),
+            audit_queue: VecDeque::new(),
+            file_events: Arc::new(AtomicU64::new(0)),
             config_path,
             settings,
             scanner: Scanner::new(),
@@ -82,6 +92,12 @@ impl Service {
             pending_confirmed: false,
             reported: HashMap::new(),
         })
+    }
+
+    /// The counter to bump for every file-change notice (a running drift audit pauses
+    /// when it changes, so file changes are not held up behind it).
+    pub fn file_event_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.file_events)
     }
 
     /// The configuration in force.
@@ -148,108 +164,54 @@ impl Service {
         }
     }
 
-    /// Confirms `Pending` deployments by read-back (one domain per recorded call): served →
-    /// verified; not served → failed read-back, so the planner pushes them again.
+    /// Confirms `Pending` deployments by read-back (see [`reconcile::confirm_pending`]).
     async fn confirm_pending(&self, store: &mut StateStore, ctx: &PassCtx) {
         if !self.settings.aliyun.verify {
             return;
         }
-        let mut calls: BTreeMap<(String, Fingerprint), Vec<String>> = BTreeMap::new();
-        for domain in &self.settings.cdn.domains {
-            let deployed = store
-                .state()
-                .domains
-                .get(domain)
-                .and_then(|s| s.deployed.as_ref());
-            if let Some(d) = deployed.filter(|d| d.verification == Verification::Pending) {
-                let key = (d.request_id.clone(), d.fingerprint);
-                calls.entry(key).or_default().push(domain.clone());
-            }
-        }
-        if calls.is_empty() {
-            return;
-        }
-        info!(
-            calls = calls.len(),
-            "confirming deployments left pending by read-back"
-        );
-        let limiter = RateLimiter::per_second(self.settings.aliyun.read_requests_per_second);
-        for ((_, fingerprint), domains) in calls {
-            if ctx.stop_requested() {
-                return;
-            }
-            let Some(probe) = domains.first() else {
-                continue;
-            };
-            limiter.acquire().await;
-            self.read_back(store, probe, &domains, fingerprint, "confirm")
-                .await;
-        }
+        let rate = self.settings.aliyun.read_requests_per_second;
+        let domains = &self.settings.cdn.domains;
+        reconcile::confirm_pending(&*self.api, store, domains, rate, || ctx.stop_requested()).await;
     }
 
-    /// The drift audit: every managed domain with a verified deployment is read back at a
-    /// tenth of the read rate; one serving something else is marked for a new push.
-    async fn audit_drift(&self, store: &mut StateStore, ctx: &PassCtx) {
-        let verified: Vec<(String, Fingerprint)> = self
-            .settings
-            .cdn
-            .domains
-            .iter()
-            .filter_map(|d| {
-                let dep = store.state().domains.get(d)?.deployed.as_ref()?;
-                (dep.verification == Verification::Verified).then(|| (d.clone(), dep.fingerprint))
-            })
-            .collect();
+    /// Starts a drift audit of every managed domain (at a periodic rescan); an audit still
+    /// under way starts over.
+    fn queue_audit(&mut self) {
+        self.audit_queue = self.settings.cdn.domains.iter().cloned().collect();
         info!(
-            domains = verified.len(),
+            domains = self.audit_queue.len(),
             "drift audit: reading back what each domain serves"
         );
-        for (domain, fingerprint) in verified {
-            if ctx.stop_requested() {
-                return;
-            }
-            self.audit.acquire().await;
-            self.read_back(
-                store,
-                &domain,
-                std::slice::from_ref(&domain),
-                fingerprint,
-                "audit",
-            )
-            .await;
-        }
     }
 
-    /// Reads `probe` back; records `domains` verified when it serves `fingerprint`, failed
-    /// read-back when it serves something else; logs and leaves them when the read fails.
-    async fn read_back(
-        &self,
-        store: &mut StateStore,
-        probe: &str,
-        domains: &[String],
-        fingerprint: Fingerprint,
-        why: &'static str,
-    ) {
-        let at = OffsetDateTime::now_utc();
-        let result = match self.api.served_fingerprint(probe).await {
-            Ok(Some(fp)) if fp == fingerprint => store.record_verified(domains, fingerprint, at),
-            Ok(served) => {
-                let served = served.map_or_else(|| "no certificate".to_string(), |f| f.short());
-                warn!(domain = %probe, %served, recorded = %fingerprint.short(), check = why, "the domain does not serve the recorded certificate; it will be pushed again");
-                let message = format!(
-                    "read-back ({why}) found {served} served instead of {}",
-                    fingerprint.short()
+    /// The drift audit, continued: each queued domain with a verified deployment is read
+    /// back at a tenth of the read rate; one serving something else is marked for a new
+    /// push. Pauses (keeping the rest queued for the next pass) as soon as a file changes
+    /// or a stop is requested, so it never holds up a file-change pass by more than one
+    /// read. Returns whether it found drift.
+    async fn audit_drift(&mut self, store: &mut StateStore, ctx: &PassCtx) -> bool {
+        let events = self.file_events.load(Ordering::Acquire);
+        let mut drift = false;
+        while let Some(domain) = self.audit_queue.pop_front() {
+            if ctx.stop_requested() || self.file_events.load(Ordering::Acquire) != events {
+                self.audit_queue.push_front(domain);
+                info!(
+                    remaining = self.audit_queue.len(),
+                    "drift audit paused for a file change; it resumes after the next pass"
                 );
-                store.record_verify_failed(domains, fingerprint, &message, at)
+                return drift;
             }
-            Err(e) => {
-                warn!(domain = %probe, kind = e.kind(), error = %e, check = why, "read-back failed; trying again at the next check");
-                Ok(())
-            }
-        };
-        if let Err(e) = result {
-            error!(kind = e.kind(), "{e}");
+            let Some(fingerprint) = verified_fingerprint(store, &domain) else {
+                continue;
+            };
+            self.audit.acquire().await;
+            let one = std::slice::from_ref(&domain);
+            let seen =
+                reconcile::read_back(&*self.api, store, &domain, one, fingerprint, "audit").await;
+            drift |= seen == ReadBack::Other;
         }
+        info!(drift, "drift audit done");
+        drift
     }
 
     /// Plans, tells the loop, pushes (halting on a stop request) and records.
@@ -350,11 +312,22 @@ impl Reconciler for Service {
             self.pending_confirmed = true;
         }
         if pass.is_rescan() {
-            self.audit_drift(&mut store, ctx).await;
+            self.queue_audit();
         }
+        // File changes first; then the audit (started at a rescan, or paused by a file
+        // change); then, if it found drift, the push that repairs it.
         let now = OffsetDateTime::now_utc();
-        let (report, store) = self.reconcile(store, ctx, now).await;
+        let (mut report, mut store) = self.reconcile(store, ctx, now).await;
+        if let Some(mut held) = store.take() {
+            if !self.audit_queue.is_empty() && self.audit_drift(&mut held, ctx).await {
+                let now = OffsetDateTime::now_utc();
+                (report, store) = self.reconcile(held, ctx, now).await;
+            } else {
+                store = Some(held);
+            }
+        }
         self.store = store;
+        release_freed_memory();
         report
     }
 
@@ -393,6 +366,8 @@ impl Reconciler for Service {
             }
         }
         self.settings = new;
+        // The managed domains may have changed: the next rescan audits the new list.
+        self.audit_queue.clear();
         Some(LoopSettings::from(&self.settings.watch))
     }
 
@@ -402,6 +377,29 @@ impl Reconciler for Service {
         {
             error!(kind = e.kind(), "{e}");
         }
+    }
+}
+
+/// Caps glibc's malloc at one arena. By default every thread that allocates (tokio
+/// workers, blocking threads, the scanner's parse threads) may get its own arena, and each
+/// keeps the pages a cold pass touched; the daemon is idle almost all the time, so its
+/// footprint matters more than allocation contention. Call before any thread is started.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a malloc tunable; called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+/// Gives the memory freed by a pass back to the system: glibc keeps freed pages (the
+/// cold scan's read buffers, the HTTP and JSON buffers of a thousand calls and state
+/// saves) mapped otherwise, and an idle daemon would hold a pass's peak for good.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -441,6 +439,12 @@ fn executor_options(settings: &Settings) -> Options {
         o.read_requests_per_second = r / w;
     }
     o
+}
+
+/// The fingerprint `domain`'s verified deployment records, if it has one.
+fn verified_fingerprint(store: &StateStore, domain: &str) -> Option<Fingerprint> {
+    let dep = store.state().domains.get(domain)?.deployed.as_ref()?;
+    (dep.verification == Verification::Verified).then_some(dep.fingerprint)
 }
 
 /// The drift audit reads at a tenth of `read_requests_per_second` (at least 1/s).

@@ -108,6 +108,11 @@ async fn emulator(domains: &[&str]) -> Emulator {
 /// A configuration for the daemon against `emu`: emulator credentials, 200 ms debounce,
 /// no periodic rescan during a test.
 fn config(env: &Env, emu: &Emulator, domains: &[&str]) -> Config {
+    config_rescan(env, emu, domains, 3600)
+}
+
+/// [`config`] with a periodic rescan every `rescan_secs`.
+fn config_rescan(env: &Env, emu: &Emulator, domains: &[&str], rescan_secs: u64) -> Config {
     let secret = env.join("access-key-secret");
     if !secret.exists() {
         write_mode(&secret, DEFAULT_ACCESS_KEY_SECRET, 0o600);
@@ -127,7 +132,7 @@ fn config(env: &Env, emu: &Emulator, domains: &[&str]) -> Config {
             ),
         )
         .set("watch", "debounce_ms = 200")
-        .set("watch", "rescan_secs = 3600")
+        .set("watch", &format!("rescan_secs = {rescan_secs}"))
 }
 
 fn fingerprint(issued: &Issued) -> Fingerprint {
@@ -438,4 +443,137 @@ async fn sigkill_during_a_long_first_pass_converges_with_one_extra_batch_per_kil
             assert_eq!(served.get(d).map(|s| s.fingerprint), Some(dep.fingerprint));
         }
     }
+}
+
+fn reads(emu: &Emulator) -> Vec<certrotd::emulator::LogEntry> {
+    emu.log()
+        .into_iter()
+        .filter(|e| e.action == "DescribeDomainCertificateInfo")
+        .collect()
+}
+
+/// Most entries in any rolling second of `entries` (sorted by arrival).
+fn busiest_second(entries: &[certrotd::emulator::LogEntry]) -> usize {
+    let mut most = 0;
+    for (i, e) in entries.iter().enumerate() {
+        let within = entries[i..]
+            .iter()
+            .take_while(|f| f.at < e.at + Duration::from_secs(1))
+            .count();
+        most = most.max(within);
+    }
+    most
+}
+
+/// Drift audit: a domain changed in the console is read back at the next periodic rescan
+/// and pushed again, alone; the audit reads at no more than a tenth of the read rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_audit_repushes_only_the_domain_changed_in_the_console() {
+    const READ_RATE: usize = 20;
+    let env = Env::new();
+    let domains = [
+        "a.drift.example.com",
+        "b.drift.example.com",
+        "c.drift.example.com",
+    ];
+    let emu = emulator(&domains).await;
+    let issued = issue(&domains);
+    let fp = fingerprint(&issued);
+    let lego = Lego::new(env.join("lego"));
+    lego.put("drift", &issued);
+    config_rescan(&env, &emu, &domains, 2)
+        .watch(lego.certificates())
+        .set("aliyun", &format!("read_requests_per_second = {READ_RATE}"))
+        .write(&env);
+    let daemon = Daemon::start(&env);
+    until("first pass", &daemon, 15, || {
+        domains.iter().all(|d| serves(&emu, d, fp))
+    })
+    .await;
+    // At least one full audit of the converged state before the drift.
+    until("a drift audit", &daemon, 15, || {
+        reads(&emu).len() > domains.len()
+    })
+    .await;
+    let before = writes(&emu).len();
+
+    let other = issue(&["a.drift.example.com"]);
+    let other_cert = cert::parse(other.fullchain_pem.as_bytes(), other.key_pem.as_bytes())
+        .expect("a valid test certificate");
+    emu.set_served("a.drift.example.com", &other_cert, "changed-in-console")
+        .await
+        .expect("console change");
+    until("drift repaired", &daemon, 15, || {
+        serves(&emu, "a.drift.example.com", fp)
+    })
+    .await;
+    let after: Vec<_> = writes(&emu).into_iter().skip(before).collect();
+    assert!(!after.is_empty());
+    for call in &after {
+        assert_eq!(
+            call.domains,
+            vec!["a.drift.example.com".to_string()],
+            "{call:?}"
+        );
+        assert_eq!(call.fingerprint, Some(fp));
+    }
+    for d in &domains[1..] {
+        assert!(serves(&emu, d, fp), "{d}");
+    }
+
+    // Audit reads: every read except each write's read-back (the first read after it).
+    let log = emu.log();
+    let mut audit = Vec::new();
+    let mut after_write = false;
+    for e in log {
+        if e.is_write() {
+            after_write = true;
+        } else if e.action == "DescribeDomainCertificateInfo" && !std::mem::take(&mut after_write) {
+            audit.push(e);
+        }
+    }
+    assert!(audit.len() >= domains.len(), "{audit:?}");
+    let busiest = busiest_second(&audit);
+    assert!(
+        busiest <= READ_RATE / 10,
+        "{busiest} audit reads in one second (limit {}); log:\n{}",
+        READ_RATE / 10,
+        daemon.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_exits_78_on_a_bad_config() {
+    let env = Env::new();
+    env.write_config("[watch]\npaths = [\"/nowhere\"]\nno_such_key = 1\n");
+    let out = env.run(&["run"]);
+    out.expect_status(78).expect_contains("no_such_key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_exits_75_while_another_certrotd_holds_the_state_lock() {
+    let env = Env::new();
+    let domains = ["lock.example.com"];
+    let emu = emulator(&domains).await;
+    let issued = issue(&domains);
+    let lego = Lego::new(env.join("lego"));
+    lego.put("lock.example.com", &issued);
+    config(&env, &emu, &domains)
+        .watch(lego.certificates())
+        .write(&env);
+    let mut first = Daemon::start(&env);
+    until("first pass", &first, 15, || {
+        first.log().contains("pass done")
+    })
+    .await;
+
+    let second = env.run(&["run"]);
+    second.expect_status(75).expect_contains("lock");
+    assert!(
+        first.running(),
+        "the first daemon stopped:\n{}",
+        first.log()
+    );
+    let calls = writes(&emu).len();
+    assert_eq!(calls, 1, "the refused daemon made calls");
 }

@@ -2,7 +2,7 @@
 //! in-process emulator over loopback. What was sent is asserted from the emulator's side (its
 //! request log and what it serves), what was recorded from `state.json`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -315,6 +315,7 @@ async fn sigkill_at_any_point_then_rerun_converges() {
 
     // After each kill: was the run still going, and how many domains had it recorded.
     let mut kills = Vec::new();
+    let mut lost = 0;
     // Kill once the emulator has seen `calls` more write calls of this run, plus `extra_ms`:
     // during the canary, in the middle of a burst, between bursts, during read-backs.
     for (calls, extra_ms) in [(1, 0), (6, 40), (11, 150), (4, 500)] {
@@ -335,15 +336,32 @@ async fn sigkill_at_any_point_then_rerun_converges() {
         let running = child.try_wait().expect("poll child").is_none();
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
-        let recorded = if w.state_dir().join(state::STATE_FILE).exists() {
+        let (recorded, ids) = if w.state_dir().join(state::STATE_FILE).exists() {
             w.assert_state_within_served();
-            w.state().domains.len()
+            let st = w.state();
+            let ids: BTreeSet<String> = st
+                .domains
+                .values()
+                .filter_map(|d| Some(d.deployed.as_ref()?.request_id.clone()))
+                .collect();
+            (st.domains.len(), ids)
         } else {
-            0
+            (0, BTreeSet::new())
         };
+        // Calls the emulator accepted whose answer the killed run never recorded: only
+        // these may be pushed again (a recorded call, even one not yet read back, is
+        // confirmed by the rerun's read-back instead).
+        lost += w
+            .writes()
+            .iter()
+            .skip(before)
+            .filter(|e| e.succeeded() && !ids.contains(&e.request_id))
+            .count();
         kills.push((running, recorded));
     }
-    eprintln!("(still running, domains recorded) after each kill: {kills:?}");
+    eprintln!(
+        "(still running, domains recorded) after each kill: {kills:?}; unrecorded calls: {lost}"
+    );
     assert!(kills.iter().all(|(running, _)| *running), "{kills:?}");
     assert!(
         kills.iter().any(|(_, n)| (1..domains.len()).contains(n)),
@@ -354,6 +372,13 @@ async fn sigkill_at_any_point_then_rerun_converges() {
     for (list, i) in per.iter().zip(&issued) {
         w.assert_served(list, fingerprint(i));
     }
+    // The floor: 4 certificates x 100 domains at 10 per call.
+    let floor = parents.len() * 10;
+    let total = w.writes().len();
+    assert!(
+        total <= floor + lost,
+        "{total} write calls for a floor of {floor} and {lost} calls lost to kills"
+    );
     let state = w.state();
     w.assert_state_within_served();
     for d in &domains {
