@@ -380,15 +380,22 @@ impl Reconciler for Service {
     }
 }
 
-/// Caps glibc's malloc at one arena. By default every thread that allocates (tokio
+/// Caps glibc's malloc at one arena and fixes its mmap threshold at 64 KiB. By default every thread that allocates (tokio
 /// workers, blocking threads, the scanner's parse threads) may get its own arena, and each
 /// keeps the pages a cold pass touched; the daemon is idle almost all the time, so its
 /// footprint matters more than allocation contention. Call before any thread is started.
 pub fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    const MMAP_THRESHOLD: libc::c_int = 64 * 1024;
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets a malloc tunable; called before other threads exist.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+        // A fixed threshold (setting it turns off glibc's dynamic one, which rises to the
+        // size of the largest block freed, e.g. a state-file encoding): big temporary
+        // buffers then come from their own mappings, returned at once, instead of
+        // growing and fragmenting the heap between long-lived records.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
     }
 }
 
