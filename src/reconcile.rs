@@ -268,6 +268,10 @@ where
     }
 }
 
+/// Records executor events as they arrive. Events already queued when one arrives are
+/// applied together and saved once (a burst of read-backs costs one write of the state
+/// file, not one each). `progress` counts calls as they are applied, as before; the pass
+/// reports nothing as recorded until `execute` returns, after the last save.
 fn record_events(
     mut rx: mpsc::UnboundedReceiver<Event<ApiError>>,
     mut store: StateStore,
@@ -275,46 +279,62 @@ fn record_events(
 ) -> (StateStore, Vec<StateError>) {
     let mut errors = Vec::new();
     let mut deployed = 0;
-    while let Some(event) = rx.blocking_recv() {
-        let at = OffsetDateTime::now_utc();
-        let result = match &event {
-            Event::Deployed {
-                domains,
-                cert_name,
-                fingerprint,
-                not_after,
-                request_id,
-            } => {
-                deployed += domains.len();
+    while let Some(first) = rx.blocking_recv() {
+        let mut event = Some(first);
+        while let Some(e) = event {
+            let newly = note_event(&mut store, &e);
+            if newly > 0 {
+                deployed += newly;
                 progress(deployed);
-                let push = Push {
-                    fingerprint: *fingerprint,
-                    cert_name,
-                    not_after: *not_after,
-                    request_id,
-                    at,
-                };
-                store.record_deployed(domains, &push)
             }
-            Event::Verified {
-                domains,
-                fingerprint,
-            } => store.record_verified(domains, *fingerprint, at),
-            Event::Unverified {
-                domains,
-                fingerprint,
-                last_error,
-            } => {
-                let message = unverified_message(last_error.as_deref());
-                store.record_verify_failed(domains, *fingerprint, &message, at)
-            }
-        };
-        if let Err(e) = result {
+            event = rx.try_recv().ok();
+        }
+        if let Err(e) = store.save() {
             tracing::error!(error = %e, kind = e.kind(), "could not save the state file");
             errors.push(e);
         }
     }
     (store, errors)
+}
+
+/// Applies one event to the in-memory state; returns the number of domains it deployed.
+fn note_event(store: &mut StateStore, event: &Event<ApiError>) -> usize {
+    let at = OffsetDateTime::now_utc();
+    match event {
+        Event::Deployed {
+            domains,
+            cert_name,
+            fingerprint,
+            not_after,
+            request_id,
+        } => {
+            let push = Push {
+                fingerprint: *fingerprint,
+                cert_name,
+                not_after: *not_after,
+                request_id,
+                at,
+            };
+            store.note_deployed(domains, &push);
+            domains.len()
+        }
+        Event::Verified {
+            domains,
+            fingerprint,
+        } => {
+            store.note_verified(domains, *fingerprint, at);
+            0
+        }
+        Event::Unverified {
+            domains,
+            fingerprint,
+            last_error,
+        } => {
+            let message = unverified_message(last_error.as_deref());
+            store.note_verify_failed(domains, *fingerprint, &message, at);
+            0
+        }
+    }
 }
 
 fn unverified_message(last_error: Option<&ApiError>) -> String {

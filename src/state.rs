@@ -303,6 +303,13 @@ impl StateStore {
         domains: &[String],
         push: &Push<'_>,
     ) -> Result<(), StateError> {
+        self.note_deployed(domains, push);
+        self.save()
+    }
+
+    /// [`StateStore::record_deployed`] without the save: the caller must [`StateStore::save`]
+    /// before it treats the record as kept (used to save a queue of events once).
+    pub fn note_deployed(&mut self, domains: &[String], push: &Push<'_>) {
         for domain in domains {
             let entry = self.state.domains.entry(domain.clone()).or_default();
             entry.deployed = Some(Deployment {
@@ -316,7 +323,6 @@ impl StateStore {
             });
             entry.last_error = None;
         }
-        self.save()
     }
 
     /// Marks `domains` verified where their recorded deployment is `fingerprint` (others were
@@ -327,13 +333,23 @@ impl StateStore {
         fingerprint: Fingerprint,
         at: OffsetDateTime,
     ) -> Result<(), StateError> {
+        self.note_verified(domains, fingerprint, at);
+        self.save()
+    }
+
+    /// [`StateStore::record_verified`] without the save (see [`StateStore::note_deployed`]).
+    pub fn note_verified(
+        &mut self,
+        domains: &[String],
+        fingerprint: Fingerprint,
+        at: OffsetDateTime,
+    ) {
         self.conclude(domains, fingerprint, Verification::Verified, at);
         for domain in domains {
             if let Some(entry) = self.state.domains.get_mut(domain) {
                 entry.last_error = None;
             }
         }
-        self.save()
     }
 
     /// Marks `domains` as failed read-back of `fingerprint` (so the planner pushes them
@@ -345,9 +361,21 @@ impl StateStore {
         message: &str,
         at: OffsetDateTime,
     ) -> Result<(), StateError> {
+        self.note_verify_failed(domains, fingerprint, message, at);
+        self.save()
+    }
+
+    /// [`StateStore::record_verify_failed`] without the save (see
+    /// [`StateStore::note_deployed`]).
+    pub fn note_verify_failed(
+        &mut self,
+        domains: &[String],
+        fingerprint: Fingerprint,
+        message: &str,
+        at: OffsetDateTime,
+    ) {
         self.conclude(domains, fingerprint, Verification::Failed, at);
         self.set_error(domains, "verify", message, at);
-        self.save()
     }
 
     /// Records an error for `domains` (their deployment, if any, is unchanged) and saves.

@@ -492,3 +492,31 @@ fn key_text_is_never_written_and_long_texts_are_cut() {
     assert_eq!(c.message.chars().count(), MAX_TEXT + 1);
     assert!(c.message.ends_with('…'));
 }
+
+#[test]
+fn noted_records_reach_the_file_only_with_the_save() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = StateStore::open(dir.path()).expect("open");
+    let at = datetime!(2026-01-02 03:04:05 UTC);
+    store.note_deployed(&ds(&["a.example"]), &push(1, "R1"));
+    store.note_verified(&ds(&["a.example"]), fp(1), at);
+    store.note_deployed(&ds(&["b.example"]), &push(2, "R2"));
+    store.note_verify_failed(&ds(&["b.example"]), fp(2), "not served", at);
+    let before = load(dir.path()).expect("load");
+    assert!(before.domains.is_empty(), "{before:?}");
+    store.save().expect("save");
+    let after = load(dir.path()).expect("load");
+    assert_eq!(&after, store.state());
+    let a = after.domains["a.example"].deployed.as_ref().expect("a");
+    assert_eq!(a.verification, Verification::Verified);
+    let b = &after.domains["b.example"];
+    assert_eq!(
+        b.deployed.as_ref().map(|d| d.verification),
+        Some(Verification::Failed)
+    );
+    assert!(
+        b.last_error
+            .as_ref()
+            .is_some_and(|e| e.message == "not served")
+    );
+}
