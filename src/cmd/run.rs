@@ -29,8 +29,11 @@ pub fn run(config: &Path) -> CmdResult {
         return Ok(Exit::Config);
     };
     service::limit_malloc_arenas();
+    // One worker: the daemon's work is I/O-bound calls and a main loop (scans parse on
+    // their own threads, state saves on the blocking pool); a second worker only adds a
+    // stack and per-thread allocator caches to the idle footprint.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()?;
     runtime.block_on(daemon(config, settings))
