@@ -20,7 +20,7 @@ use crate::config::{self, Settings};
 use crate::push::{AliyunCdn, Executor, Options};
 use crate::reconcile::{self, PlanParams, Summary, ValidLineage};
 use crate::source::{Lineage, Scanner};
-use crate::state::{self, StateError, StateStore};
+use crate::state::{self, State, StateError, StateStore};
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct SyncArgs {
@@ -121,8 +121,15 @@ pub async fn sync(
     let now = OffsetDateTime::now_utc();
     let lineages = Scanner::new().scan(&settings.watch.paths);
     let (valid, invalid) = reconcile::split(&lineages, now);
+    let pass = Pass {
+        settings,
+        force: args.force,
+        lineages: &lineages,
+        valid: &valid,
+        now,
+    };
     if args.dry_run {
-        return dry_run(settings, args, &lineages, &valid, invalid, out);
+        return dry_run(&pass, invalid, out);
     }
     let mut store = StateStore::open(&settings.state.dir)?;
     let api = api(settings)?;
@@ -134,14 +141,7 @@ pub async fn sync(
         reconcile::confirm_pending(&*api, &mut store, domains, rate, || false).await;
     }
     let executor = Executor::new(api, Options::from_settings(&settings.aliyun));
-    let pass = Pass {
-        settings,
-        force: args.force,
-        lineages: &lineages,
-        valid: &valid,
-        now,
-    };
-    let (summary, _store) = pass.run(&executor, store, out, progress).await?;
+    let (summary, _store) = pass.run(invalid, &executor, store, out, progress).await?;
     Ok(summary.exit())
 }
 
@@ -162,22 +162,23 @@ pub struct Planned {
 
 impl Pass<'_> {
     /// Plans, pushes and records; writes the report to `out`; gives the store back.
+    /// `invalid` is the second half of [`reconcile::split`] of `lineages`.
     pub async fn run(
         &self,
+        invalid: Vec<(String, String)>,
         executor: &Executor<AliyunCdn>,
         store: StateStore,
         out: &mut dyn Write,
         progress: bool,
     ) -> Result<(Summary, StateStore), SyncError> {
-        let (_, invalid) = reconcile::split(self.lineages, self.now);
-        let planned = self.plan(&store, invalid);
+        let planned = self.plan(store.state(), invalid);
         self.push(planned, executor, store, out, progress).await
     }
 
     /// Plans against the recorded state; `invalid` is what the report lists as invalid
     /// lineages (the daemon leaves out the torn ones it holds).
-    pub fn plan(&self, store: &StateStore, invalid: Vec<(String, String)>) -> Planned {
-        let deployed = store.deployed_fingerprints(self.settings.aliyun.verify);
+    pub fn plan(&self, state: &State, invalid: Vec<(String, String)>) -> Planned {
+        let deployed = state.deployed_fingerprints(self.settings.aliyun.verify);
         let plan = reconcile::make_plan(self.valid, &self.params(&deployed));
         let summary = Summary::planned(self.lineages, invalid, &plan);
         Planned { plan, summary }
@@ -238,26 +239,17 @@ fn progress_line(enabled: bool, total: usize) -> Box<dyn FnMut(usize) + Send> {
 }
 
 fn dry_run(
-    settings: &Settings,
-    args: &SyncArgs,
-    lineages: &[Lineage],
-    valid: &[ValidLineage],
+    pass: &Pass<'_>,
     invalid: Vec<(String, String)>,
     out: &mut dyn Write,
 ) -> Result<Exit, SyncError> {
-    let state = state::load(&settings.state.dir)?;
-    let deployed = state.deployed_fingerprints(settings.aliyun.verify);
-    let pass = Pass {
-        settings,
-        force: args.force,
-        lineages,
-        valid,
-        now: OffsetDateTime::now_utc(),
-    };
-    let plan = reconcile::make_plan(valid, &pass.params(&deployed));
-    let summary = Summary::planned(lineages, invalid, &plan);
+    let state = state::load(&pass.settings.state.dir)?;
+    let Planned { plan, summary } = pass.plan(&state, invalid);
     writeln!(out, "dry run: nothing is sent")?;
-    out.write_all(plan.describe(&reconcile::plan_lineages(valid)).as_bytes())?;
+    out.write_all(
+        plan.describe(&reconcile::plan_lineages(pass.valid))
+            .as_bytes(),
+    )?;
     out.write_all(summary.render().as_bytes())?;
     Ok(summary.exit())
 }

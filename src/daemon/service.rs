@@ -230,7 +230,7 @@ impl Service {
             valid: &sorted.valid,
             now,
         };
-        let planned = sp.plan(&store, sorted.invalid);
+        let planned = sp.plan(store.state(), sorted.invalid);
         let mut counts = planned_counts(&planned.summary, &store, &self.settings, now);
         ctx.planned(&counts);
         let mut outcome = PassOutcome {
