@@ -37,6 +37,22 @@ pub struct ValidLineage {
     pub cert: Arc<Certificate>,
 }
 
+impl ValidLineage {
+    pub fn new(id: &str, cert: &Arc<Certificate>) -> ValidLineage {
+        ValidLineage {
+            id: id.to_string(),
+            cert: Arc::clone(cert),
+        }
+    }
+}
+
+/// One scanned lineage: valid at `now`, or `(id, reason)`.
+pub fn check(l: &Lineage, now: OffsetDateTime) -> Result<ValidLineage, (String, String)> {
+    l.valid_at(now)
+        .map(|cert| ValidLineage::new(&l.id, cert))
+        .map_err(|e| (l.id.clone(), e.to_string()))
+}
+
 /// Splits scanned lineages into the valid ones and `(id, reason)` for the others.
 pub fn split(
     lineages: &[Lineage],
@@ -45,12 +61,9 @@ pub fn split(
     let mut valid = Vec::new();
     let mut invalid = Vec::new();
     for l in lineages {
-        match l.valid_at(now) {
-            Ok(cert) => valid.push(ValidLineage {
-                id: l.id.clone(),
-                cert: Arc::clone(cert),
-            }),
-            Err(e) => invalid.push((l.id.clone(), e.to_string())),
+        match check(l, now) {
+            Ok(v) => valid.push(v),
+            Err(i) => invalid.push(i),
         }
     }
     (valid, invalid)

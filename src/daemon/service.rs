@@ -133,9 +133,9 @@ impl Service {
                 .torn
                 .observe(&l.id, Observed::of(&l.result, renewal_in_progress))
             {
-                Decision::Accept => match l.valid_at(now) {
-                    Ok(c) => s.valid.push(valid_lineage(&l.id, c)),
-                    Err(e) => s.invalid.push((l.id.clone(), e.to_string())),
+                Decision::Accept => match reconcile::check(l, now) {
+                    Ok(v) => s.valid.push(v),
+                    Err(i) => s.invalid.push(i),
                 },
                 Decision::Hold { periods } | Decision::Warn { periods } => {
                     s.torn = true;
@@ -159,7 +159,7 @@ impl Service {
         };
         s.validity.push(validity(c));
         match cert::check_time(c, now) {
-            Ok(()) => s.valid.push(valid_lineage(&l.id, c)),
+            Ok(()) => s.valid.push(ValidLineage::new(&l.id, c)),
             Err(reason) => s.invalid.push((l.id.clone(), reason.to_string())),
         }
     }
@@ -463,13 +463,6 @@ fn validity(c: &Certificate) -> Validity {
     Validity {
         not_before: c.not_before,
         not_after: c.not_after,
-    }
-}
-
-fn valid_lineage(id: &str, cert: &Arc<Certificate>) -> ValidLineage {
-    ValidLineage {
-        id: id.to_string(),
-        cert: Arc::clone(cert),
     }
 }
 
