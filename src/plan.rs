@@ -1,7 +1,8 @@
 //! The planner (pure): what must be pushed where, with the fewest calls.
 //!
-//! Owns: choosing each managed domain's target certificate (via [`cert::best_for`] /
-//! [`cert::covers`]), comparing it with the deployed state, grouping the out-of-date
+//! Owns: choosing each managed domain's target certificate (via a [`cert::CoverIndex`] built
+//! once per plan, so planning costs O(domains + names)), comparing it with the deployed
+//! state, grouping the out-of-date
 //! domains into `BatchSetCdnDomainServerCertificate` calls, and the certificate's
 //! `CertName` ([`cert_name`]).
 //!
@@ -109,17 +110,19 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         .map(|(i, l)| (candidate(l), i))
         .unzip();
 
+    let cover = cert::CoverIndex::new(&candidates);
+
     let mut out = Plan::default();
     // Grouped per target lineage, which is per certificate: copies of one leaf in several
-    // lineages have the same names and notAfter, so `best_for` always picks the first id.
+    // lineages have the same names and notAfter, so the index always picks the first id.
     // Key: (lineage id, lineage index) so equal ids (a caller bug) still order stably.
     let mut todo: BTreeMap<(&str, usize), Vec<String>> = BTreeMap::new();
     for domain in domains {
-        let Some(best) = cert::best_for(domain, &candidates) else {
+        let Some((best, _)) = cover.best(domain) else {
             out.uncovered.push(domain.to_string());
             continue;
         };
-        // `best_for` returns an index into `candidates`, which `index` parallels.
+        // `best` is an index into `candidates`, which `index` parallels.
         let lineage = index[best];
         let target = &input.lineages[lineage];
         out.targets.insert(domain.to_string(), lineage);

@@ -1,18 +1,31 @@
-//! Alibaba Cloud RPC signature v1 (HMAC-SHA1), pure: no I/O, no clock, no randomness.
+//! Alibaba Cloud RPC signatures, pure: no I/O, no clock, no randomness. Two algorithms:
+//! v1 (HMAC-SHA1, Alibaba's "V2") and V3 (`ACS3-HMAC-SHA256`).
 //!
 //! Owns: the RFC 3986 percent-encoder (only `A-Za-z0-9-_.~` stay literal, every other UTF-8
-//! byte becomes `%XX` with upper-case hex), the canonical string over all request parameters
-//! (query and form body together, `Signature` excluded, sorted by key bytes), the
-//! string-to-sign `METHOD&%2F&enc(canonical)`, the signature
-//! `base64(HMAC-SHA1(secret + "&", string_to_sign))`, and the common parameters of every call.
+//! byte becomes `%XX` with upper-case hex), and for each algorithm its canonical form and
+//! signature:
+//! - v1: the canonical string over all request parameters (query and form body together,
+//!   `Signature` excluded, sorted by key bytes), the string-to-sign `METHOD&%2F&enc(canonical)`,
+//!   the signature `base64(HMAC-SHA1(secret + "&", string_to_sign))`, and the common parameters
+//!   of every call;
+//! - V3: the canonical request `METHOD\nURI\nquery\nheaders\nsigned headers\nbody hash`
+//!   over the query parameters alone (the form body is covered by its SHA-256, sent as
+//!   `x-acs-content-sha256`), the string-to-sign `ACS3-HMAC-SHA256\n` + hex SHA-256 of it,
+//!   the signature hex `HMAC-SHA256(secret, string_to_sign)` (no `&`), and the headers a call
+//!   adds ([`sign_v3`]), `Authorization` last.
 //!
 //! Invariants: the timestamp and nonce are parameters (the client draws them per attempt);
-//! strings that can contain `SSLPri` (the canonical string, the string-to-sign, the form body)
-//! are built in pre-sized [`Zeroizing`] buffers, so no copy of the key is left behind by a
-//! reallocation or a drop.
+//! strings that can contain `SSLPri` (the canonical strings, the string-to-sign of v1, the
+//! form body) are built in pre-sized [`Zeroizing`] buffers, so no copy of the key is left
+//! behind by a reallocation or a drop; no `Debug` output of this module's types shows a
+//! secret, a security token or a body.
 //!
-//! The emulator recomputes signatures with the same functions: decode the received form body
-//! into pairs, call [`string_to_sign`] and [`signature`], compare with `Signature`.
+//! The emulator recomputes signatures with the same functions: for v1 it decodes the received
+//! form body into pairs, calls [`string_to_sign`] and [`signature`], compares with
+//! `Signature`; for V3 it rebuilds [`canonical_request_v3`] from the headers the request lists
+//! as signed, then [`string_to_sign_v3`] and [`signature_v3`].
+
+use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use time::OffsetDateTime;
@@ -151,6 +164,292 @@ pub fn common_params(
         params.push(("SecurityToken".to_string(), token.to_string()));
     }
     params
+}
+
+// ---- V3: ACS3-HMAC-SHA256 ------------------------------------------------------------------
+
+/// The V3 algorithm: the first word of `Authorization` and the first line of the
+/// string-to-sign.
+pub const V3_ALGORITHM: &str = "ACS3-HMAC-SHA256";
+/// The content type of an RPC form body (signed as `content-type` when there is a body).
+pub const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
+/// The canonical URI of every RPC call.
+pub const RPC_URI: &str = "/";
+
+/// The AccessKey a V3 call is signed with. `Debug` shows the AccessKeyId only.
+#[derive(Clone, Copy)]
+pub struct V3Key<'a> {
+    pub access_key_id: &'a str,
+    pub secret: &'a str,
+    /// Present for temporary (STS) credentials: sent, and signed, as `x-acs-security-token`.
+    pub security_token: Option<&'a str>,
+}
+
+impl std::fmt::Debug for V3Key<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("V3Key")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret", &"<redacted>")
+            .field("security_token", &self.security_token.map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// One RPC call as V3 signs it. `Debug` shows no parameter value and no body byte.
+#[derive(Clone, Copy)]
+pub struct V3Call<'a> {
+    /// `GET` or `POST` (upper-cased when signed).
+    pub method: &'a str,
+    /// The `Host` header as sent: the endpoint's authority (`cdn.aliyuncs.com`,
+    /// `127.0.0.1:8080`).
+    pub host: &'a str,
+    /// The URL's query parameters, decoded (any order).
+    pub query: &'a [(String, String)],
+    /// The form body exactly as sent (empty for none). A body is sent with
+    /// `content-type: application/x-www-form-urlencoded`.
+    pub body: &'a [u8],
+    pub action: &'a str,
+    pub version: &'a str,
+    /// `x-acs-date`; formatted in UTC to the second.
+    pub date: OffsetDateTime,
+    /// `x-acs-signature-nonce`: unique per attempt.
+    pub nonce: &'a str,
+}
+
+impl std::fmt::Debug for V3Call<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<&str> = self.query.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("V3Call")
+            .field("method", &self.method)
+            .field("host", &self.host)
+            .field("query_keys", &keys)
+            .field("body_len", &self.body.len())
+            .field("action", &self.action)
+            .field("version", &self.version)
+            .field("date", &self.date)
+            .field("nonce", &self.nonce)
+            .finish()
+    }
+}
+
+/// The headers [`sign_v3`] makes, lower-case names, sorted, `authorization` last. The
+/// caller sends every one of them (`host` too, with this value). `Debug` redacts the
+/// security token; `authorization` holds only a signature.
+#[derive(Clone, PartialEq, Eq)]
+pub struct V3Headers(pub Vec<(&'static str, String)>);
+
+impl V3Headers {
+    /// The value of header `name` (lower case).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl std::fmt::Debug for V3Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut list = f.debug_list();
+        for (name, value) in &self.0 {
+            if *name == "x-acs-security-token" {
+                list.entry(&(name, "<redacted>"));
+            } else {
+                list.entry(&(name, value));
+            }
+        }
+        list.finish()
+    }
+}
+
+/// Signs `call` with `key`: the headers to add to the request (see [`V3Headers`]). The
+/// signed headers are `host`, `content-type` (with a body), and every `x-acs-*` header:
+/// action, version, date, nonce, content hash, and the security token with STS.
+pub fn sign_v3(call: &V3Call<'_>, key: &V3Key<'_>) -> V3Headers {
+    let content_sha256 = hex_sha256(call.body);
+    let mut headers: Vec<(&'static str, String)> = vec![
+        ("host", call.host.to_string()),
+        ("x-acs-action", call.action.to_string()),
+        ("x-acs-content-sha256", content_sha256.clone()),
+        ("x-acs-date", format_timestamp(call.date)),
+        ("x-acs-signature-nonce", call.nonce.to_string()),
+        ("x-acs-version", call.version.to_string()),
+    ];
+    if !call.body.is_empty() {
+        headers.push(("content-type", FORM_CONTENT_TYPE.to_string()));
+    }
+    if let Some(token) = key.security_token {
+        headers.push(("x-acs-security-token", token.to_string()));
+    }
+    headers.sort_unstable();
+    let canonical = canonical_request_v3(
+        call.method,
+        RPC_URI,
+        &canonical_query_v3(call.query),
+        headers.iter().map(|(n, v)| (*n, v.as_str())),
+        &content_sha256,
+    );
+    let signature = signature_v3(key.secret, &string_to_sign_v3(&canonical.request));
+    let authorization = authorization_v3(key.access_key_id, &canonical.signed_headers, &signature);
+    headers.push(("authorization", authorization));
+    V3Headers(headers)
+}
+
+/// Lower-case hex SHA-256 of `bytes` (the `x-acs-content-sha256` of a body).
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+/// V3's canonical query string: every query parameter, sorted by key bytes (then value
+/// bytes), keys and values RFC 3986-encoded, joined as `k=v&…`; empty for no parameters.
+pub fn canonical_query_v3(params: &[(String, String)]) -> Zeroizing<String> {
+    let mut sorted: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    sorted.sort_unstable();
+    encode_pairs(sorted.iter().copied())
+}
+
+/// A V3 canonical request and the `SignedHeaders` list it was made with.
+pub struct CanonicalRequestV3 {
+    pub request: Zeroizing<String>,
+    /// Lower-case header names, sorted, `;`-joined.
+    pub signed_headers: String,
+}
+
+/// `METHOD\nURI\nquery\nheaders\nsigned headers\nhashed payload`, where `headers` is one
+/// `name:value\n` per header (names lower-cased and sorted, values trimmed; several values
+/// of one name sorted and joined with `,`) and `signed headers` their names `;`-joined.
+/// `headers` are exactly the signed ones; `canonical_query` comes from
+/// [`canonical_query_v3`]; `hashed_payload` is the `x-acs-content-sha256` value.
+pub fn canonical_request_v3<'a, I>(
+    method: &str,
+    uri: &str,
+    canonical_query: &str,
+    headers: I,
+    hashed_payload: &str,
+) -> CanonicalRequestV3
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    let mut by_name: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for (name, value) in headers {
+        by_name
+            .entry(name.to_ascii_lowercase())
+            .or_default()
+            .push(value.trim());
+    }
+    let mut canonical_headers = Zeroizing::new(String::new());
+    for (name, values) in &mut by_name {
+        values.sort_unstable();
+        canonical_headers.push_str(name);
+        canonical_headers.push(':');
+        canonical_headers.push_str(&values.join(","));
+        canonical_headers.push('\n');
+    }
+    let signed_headers = by_name
+        .keys()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(";");
+    let method = method.to_ascii_uppercase();
+    let parts = [
+        method.as_str(),
+        uri,
+        canonical_query,
+        canonical_headers.as_str(),
+        signed_headers.as_str(),
+        hashed_payload,
+    ];
+    let len = parts.iter().map(|p| p.len() + 1).sum::<usize>() - 1;
+    let mut request = Zeroizing::new(String::with_capacity(len));
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            request.push('\n');
+        }
+        request.push_str(part);
+    }
+    CanonicalRequestV3 {
+        request,
+        signed_headers,
+    }
+}
+
+/// `ACS3-HMAC-SHA256\n` + hex SHA-256 of the canonical request (holds no parameter value).
+pub fn string_to_sign_v3(canonical_request: &str) -> String {
+    format!(
+        "{V3_ALGORITHM}\n{}",
+        hex_sha256(canonical_request.as_bytes())
+    )
+}
+
+/// Lower-case hex `HMAC-SHA256(key = secret, string_to_sign)`: the secret alone, no `&`.
+pub fn signature_v3(secret: &str, string_to_sign: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    hex(ring::hmac::sign(&key, string_to_sign.as_bytes()).as_ref())
+}
+
+/// `ACS3-HMAC-SHA256 Credential=AK,SignedHeaders=…,Signature=…`.
+pub fn authorization_v3(access_key_id: &str, signed_headers: &str, signature: &str) -> String {
+    format!(
+        "{V3_ALGORITHM} Credential={access_key_id},SignedHeaders={signed_headers},Signature={signature}"
+    )
+}
+
+/// The parts of a V3 `Authorization` header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct V3Authorization<'a> {
+    pub access_key_id: &'a str,
+    /// As sent: `;`-separated names.
+    pub signed_headers: &'a str,
+    pub signature: &'a str,
+}
+
+impl V3Authorization<'_> {
+    /// The signed header names, as listed.
+    pub fn header_names(&self) -> impl Iterator<Item = &str> {
+        self.signed_headers.split(';')
+    }
+}
+
+/// Parses `ACS3-HMAC-SHA256 Credential=…,SignedHeaders=…,Signature=…` (parts in any order,
+/// spaces around them allowed). `None` when the algorithm differs or a part is missing,
+/// empty or repeated.
+pub fn parse_authorization_v3(value: &str) -> Option<V3Authorization<'_>> {
+    let rest = value.trim().strip_prefix(V3_ALGORITHM)?;
+    if !rest.starts_with(' ') {
+        return None;
+    }
+    let (mut credential, mut signed, mut signature) = (None, None, None);
+    for part in rest.split(',') {
+        let (name, v) = part.trim().split_once('=')?;
+        let slot = match name {
+            "Credential" => &mut credential,
+            "SignedHeaders" => &mut signed,
+            "Signature" => &mut signature,
+            _ => return None,
+        };
+        if slot.is_some() || v.is_empty() {
+            return None;
+        }
+        *slot = Some(v);
+    }
+    Some(V3Authorization {
+        access_key_id: credential?,
+        signed_headers: signed?,
+        signature: signature?,
+    })
 }
 
 #[cfg(test)]
@@ -299,6 +598,294 @@ mod tests {
         assert_eq!(get("SecurityToken"), None);
         let sts = common_params("STS.id", t, "n", Some("tok"));
         assert!(sts.contains(&("SecurityToken".to_string(), "tok".to_string())));
+    }
+
+    // ---- V3 ----
+
+    const V3_1_QUERY: &str =
+        "ImageId=win2019_1809_x64_dtc_zh-cn_40G_alibase_20230811.vhd&RegionId=cn-shanghai";
+    const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    fn v3_1_query() -> Vec<(String, String)> {
+        // Out of order: sorting is part of what is tested.
+        pairs(&[
+            ("RegionId", "cn-shanghai"),
+            (
+                "ImageId",
+                "win2019_1809_x64_dtc_zh-cn_40G_alibase_20230811.vhd",
+            ),
+        ])
+    }
+
+    fn v3_1_call(query: &[(String, String)]) -> V3Call<'_> {
+        V3Call {
+            method: "POST",
+            host: "ecs.cn-shanghai.aliyuncs.com",
+            query,
+            body: b"",
+            action: "RunInstances",
+            version: "2014-05-26",
+            date: datetime!(2023-10-26 10:22:32 UTC),
+            nonce: "3156853299f313e23d1673dc12e1703d",
+        }
+    }
+
+    const DOC_KEY: V3Key<'static> = V3Key {
+        access_key_id: "YourAccessKeyId",
+        secret: "YourAccessKeySecret",
+        security_token: None,
+    };
+
+    /// The documentation's canonical request, written out by hand.
+    fn v3_1_canonical_text() -> String {
+        [
+            "POST",
+            "/",
+            V3_1_QUERY,
+            "host:ecs.cn-shanghai.aliyuncs.com\nx-acs-action:RunInstances\n\
+             x-acs-content-sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n\
+             x-acs-date:2023-10-26T10:22:32Z\nx-acs-signature-nonce:3156853299f313e23d1673dc12e1703d\n\
+             x-acs-version:2014-05-26\n",
+            "host;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-signature-nonce;x-acs-version",
+            EMPTY_SHA256,
+        ]
+        .join("\n")
+    }
+
+    #[test]
+    fn v3_official_vector_canonical_request_string_to_sign_and_signature() {
+        let text = v3_1_canonical_text();
+        assert_eq!(
+            hex_sha256(text.as_bytes()),
+            "7ea06492da5221eba5297e897ce16e55f964061054b7695beedaac1145b1e259"
+        );
+        let query = v3_1_query();
+        assert_eq!(canonical_query_v3(&query).as_str(), V3_1_QUERY);
+        let headers = [
+            ("x-acs-version", "2014-05-26"),
+            ("host", "ecs.cn-shanghai.aliyuncs.com"),
+            ("x-acs-signature-nonce", "3156853299f313e23d1673dc12e1703d"),
+            ("x-acs-date", "2023-10-26T10:22:32Z"),
+            ("x-acs-content-sha256", EMPTY_SHA256),
+            ("x-acs-action", "RunInstances"),
+        ];
+        let c = canonical_request_v3("POST", "/", V3_1_QUERY, headers, EMPTY_SHA256);
+        assert_eq!(c.request.as_str(), text);
+        assert_eq!(
+            c.signed_headers,
+            "host;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-signature-nonce;x-acs-version"
+        );
+        let sts = string_to_sign_v3(&c.request);
+        assert_eq!(
+            sts,
+            "ACS3-HMAC-SHA256\n7ea06492da5221eba5297e897ce16e55f964061054b7695beedaac1145b1e259"
+        );
+        assert_eq!(
+            signature_v3("YourAccessKeySecret", &sts),
+            "06563a9e1b43f5dfe96b81484da74bceab24a1d853912eee15083a6f0f3283c0"
+        );
+    }
+
+    #[test]
+    fn v3_official_vector_through_sign_v3() {
+        let query = v3_1_query();
+        let h = sign_v3(&v3_1_call(&query), &DOC_KEY);
+        let names: Vec<&str> = h.0.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            [
+                "host",
+                "x-acs-action",
+                "x-acs-content-sha256",
+                "x-acs-date",
+                "x-acs-signature-nonce",
+                "x-acs-version",
+                "authorization"
+            ]
+        );
+        assert_eq!(h.get("x-acs-content-sha256"), Some(EMPTY_SHA256));
+        assert_eq!(h.get("x-acs-date"), Some("2023-10-26T10:22:32Z"));
+        assert_eq!(h.get("content-type"), None, "no body, no content-type");
+        assert_eq!(
+            h.get("authorization"),
+            Some(
+                "ACS3-HMAC-SHA256 Credential=YourAccessKeyId,\
+                 SignedHeaders=host;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-signature-nonce;x-acs-version,\
+                 Signature=06563a9e1b43f5dfe96b81484da74bceab24a1d853912eee15083a6f0f3283c0"
+            )
+        );
+    }
+
+    #[test]
+    fn v3_negative_control_secret_with_ampersand_differs() {
+        let sts = string_to_sign_v3(&v3_1_canonical_text());
+        let good = signature_v3("YourAccessKeySecret", &sts);
+        assert_ne!(signature_v3("YourAccessKeySecret&", &sts), good);
+    }
+
+    const V3_2_BODY: &str = "CertName=example-2026&CertType=upload&DomainName=a.example.com&SSLPri=-----BEGIN%20EC%20PRIVATE%20KEY-----%0AMHc%2B%2F%3D%0A-----END%20EC%20PRIVATE%20KEY-----%0A&SSLProtocol=on&SSLPub=-----BEGIN%20CERTIFICATE-----%0AMIIB%2B%2F%3D%0A-----END%20CERTIFICATE-----%0A";
+
+    fn v3_2_params() -> Vec<(String, String)> {
+        pairs(&[
+            ("CertName", "example-2026"),
+            ("CertType", "upload"),
+            ("DomainName", "a.example.com"),
+            (
+                "SSLPri",
+                "-----BEGIN EC PRIVATE KEY-----\nMHc+/=\n-----END EC PRIVATE KEY-----\n",
+            ),
+            ("SSLProtocol", "on"),
+            (
+                "SSLPub",
+                "-----BEGIN CERTIFICATE-----\nMIIB+/=\n-----END CERTIFICATE-----\n",
+            ),
+        ])
+    }
+
+    #[test]
+    fn v3_form_body_vector() {
+        let params = v3_2_params();
+        let body = encode_pairs(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        assert_eq!(body.as_str(), V3_2_BODY);
+        let call = V3Call {
+            method: "POST",
+            host: "cdn.aliyuncs.com",
+            query: &[],
+            body: body.as_bytes(),
+            action: "SetCdnDomainSSLCertificate",
+            version: "2018-05-10",
+            date: datetime!(2026-01-01 00:00:00 UTC),
+            nonce: "00000000000000000000000000000001",
+        };
+        let key = V3Key {
+            access_key_id: "testid",
+            secret: "testsecret",
+            security_token: None,
+        };
+        let h = sign_v3(&call, &key);
+        let sha = "af681fdba2030becb031e2ac8e79b6a17b6620d6f2726878e081be12649f9fd7";
+        assert_eq!(h.get("x-acs-content-sha256"), Some(sha));
+        assert_eq!(h.get("content-type"), Some(FORM_CONTENT_TYPE));
+        let text = [
+            "POST",
+            "/",
+            "",
+            &format!(
+                "content-type:application/x-www-form-urlencoded\nhost:cdn.aliyuncs.com\n\
+                 x-acs-action:SetCdnDomainSSLCertificate\nx-acs-content-sha256:{sha}\n\
+                 x-acs-date:2026-01-01T00:00:00Z\nx-acs-signature-nonce:00000000000000000000000000000001\n\
+                 x-acs-version:2018-05-10\n"
+            ),
+            "content-type;host;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-signature-nonce;x-acs-version",
+            sha,
+        ]
+        .join("\n");
+        assert_eq!(
+            hex_sha256(text.as_bytes()),
+            "afebd51577795ecaa366739507246522c3a823589272d296e49317e2f4aa300f"
+        );
+        let signature = "da804d801193dec0c5fdf170e7b50d8f979657b288e77fca722ff817abe3f8cb";
+        assert_eq!(
+            signature_v3("testsecret", &string_to_sign_v3(&text)),
+            signature
+        );
+        assert_eq!(
+            h.get("authorization"),
+            Some(
+                format!(
+                    "ACS3-HMAC-SHA256 Credential=testid,SignedHeaders=content-type;host;x-acs-action;\
+                     x-acs-content-sha256;x-acs-date;x-acs-signature-nonce;x-acs-version,Signature={signature}"
+                )
+                .as_str()
+            )
+        );
+    }
+
+    #[test]
+    fn v3_security_token_is_sent_signed_and_never_debugged() {
+        let query = v3_1_query();
+        let key = V3Key {
+            access_key_id: "STS.id",
+            secret: "the-secret-value",
+            security_token: Some("the-token-value"),
+        };
+        let h = sign_v3(&v3_1_call(&query), &key);
+        assert_eq!(h.get("x-acs-security-token"), Some("the-token-value"));
+        let auth = parse_authorization_v3(h.get("authorization").unwrap()).unwrap();
+        assert!(auth.header_names().any(|n| n == "x-acs-security-token"));
+        // The token is signed: another token gives another signature.
+        let other = V3Key {
+            security_token: Some("another-token"),
+            ..key
+        };
+        let h2 = sign_v3(&v3_1_call(&query), &other);
+        assert_ne!(h.get("authorization"), h2.get("authorization"));
+        let debug = format!("{key:?} {h:?} {:?}", v3_1_call(&query));
+        assert!(!debug.contains("the-secret-value"), "{debug}");
+        assert!(!debug.contains("the-token-value"), "{debug}");
+        assert!(debug.contains("STS.id"));
+    }
+
+    #[test]
+    fn v3_call_debug_shows_no_body_or_parameter_value() {
+        let params = v3_2_params();
+        let body = encode_pairs(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let call = V3Call {
+            body: body.as_bytes(),
+            query: &params,
+            ..v3_1_call(&[])
+        };
+        let debug = format!("{call:?}");
+        assert!(!debug.contains("PRIVATE"), "{debug}");
+        assert!(!debug.contains("MHc"), "{debug}");
+        assert!(debug.contains("SSLPri"), "keys are shown: {debug}");
+    }
+
+    #[test]
+    fn v3_canonical_headers_trim_lowercase_and_join_repeats() {
+        let c = canonical_request_v3(
+            "get",
+            "/",
+            "",
+            [("X-Acs-B", "  two "), ("x-acs-b", "one"), ("Host", "h")],
+            "p",
+        );
+        assert_eq!(
+            c.request.as_str(),
+            "GET\n/\n\nhost:h\nx-acs-b:one,two\n\nhost;x-acs-b\np"
+        );
+        assert_eq!(c.signed_headers, "host;x-acs-b");
+    }
+
+    #[test]
+    fn v3_canonical_query_encodes_and_sorts() {
+        let q = canonical_query_v3(&pairs(&[("b", "x y*~"), ("a", ""), ("a b", "/")]));
+        assert_eq!(q.as_str(), "a=&a%20b=%2F&b=x%20y%2A~");
+        assert_eq!(canonical_query_v3(&[]).as_str(), "");
+    }
+
+    #[test]
+    fn v3_authorization_parses_and_rejects_malformed() {
+        let a = parse_authorization_v3(
+            "ACS3-HMAC-SHA256 Credential=AK, SignedHeaders=host;x-acs-date ,Signature=ab12",
+        )
+        .unwrap();
+        assert_eq!(a.access_key_id, "AK");
+        assert_eq!(a.header_names().collect::<Vec<_>>(), ["host", "x-acs-date"]);
+        assert_eq!(a.signature, "ab12");
+        for bad in [
+            "",
+            "ACS3-HMAC-SHA256",
+            "ACS3-HMAC-SHA256Credential=AK,SignedHeaders=host,Signature=ab",
+            "ACS3-HMAC-SM3 Credential=AK,SignedHeaders=host,Signature=ab",
+            "ACS3-HMAC-SHA256 Credential=AK,SignedHeaders=host",
+            "ACS3-HMAC-SHA256 Credential=,SignedHeaders=host,Signature=ab",
+            "ACS3-HMAC-SHA256 Credential=AK,Credential=B,SignedHeaders=host,Signature=ab",
+            "ACS3-HMAC-SHA256 Credential=AK,SignedHeaders=host,Signature=ab,Extra=1",
+            "ACS3-HMAC-SHA256 Credential=AK,SignedHeaders=host,Signature",
+        ] {
+            assert_eq!(parse_authorization_v3(bad), None, "{bad:?}");
+        }
     }
 
     proptest! {

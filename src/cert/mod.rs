@@ -3,7 +3,8 @@
 //! Owns: parsing a PEM chain and private key into a [`Certificate`], the precise reason a
 //! pair is [`Invalid`] (and which file it concerns, [`Part`]), the key/leaf match, the upload
 //! form Alibaba documents (leaf first, LF, no blank lines; RSA keys PKCS#1, EC keys SEC1),
-//! the renewal rule ([`renewal_overdue`]) and domain coverage ([`covers`], [`best_for`]).
+//! the renewal rule ([`renewal_overdue`]) and domain coverage ([`covers`], [`CoverIndex`],
+//! [`DomainSet`]).
 //!
 //! Submodules: `pem` (PEM in and out), `key` (key parsing, matching, upload form), `chain`
 //! (X.509, order, signatures, names), `cover` (coverage), `invalid` (the reasons).
@@ -28,7 +29,9 @@ use std::fmt;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-pub use cover::{best_for, covers};
+#[cfg(test)]
+pub use cover::best_for;
+pub use cover::{CoverIndex, DomainSet, covers};
 pub use invalid::{Invalid, Part};
 
 /// SHA-256 of the leaf certificate's DER.

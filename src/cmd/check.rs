@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use super::text::{days_left, not_covered, short_names, table, ymd};
 use super::{CmdResult, Exit};
 use crate::aliyun::credentials::{self, Environment};
-use crate::cert::{self, Candidate, Match};
+use crate::cert::{self, Candidate, CoverIndex, DomainSet, Match};
 use crate::config::{self, Diagnostic, Settings};
 use crate::source::{Lineage, Scanner};
 
@@ -183,14 +183,18 @@ fn domain_table(domains: &[String], lineages: &[Lineage], now: OffsetDateTime) -
             not_after: c.not_after,
         })
         .collect();
+    let cover = CoverIndex::new(&candidates);
     let mut rows = Vec::new();
     let mut uncovered = 0;
     for domain in domains {
-        let served = match cert::best_for(domain, &candidates).and_then(|i| valid.get(i)) {
-            Some((l, c)) => {
-                let how = match cert::covers(&c.names, domain) {
-                    Some(Match::Exact) => "exact name",
-                    _ => "wildcard",
+        let best = cover
+            .best(domain)
+            .and_then(|(i, how)| valid.get(i).map(|v| (v, how)));
+        let served = match best {
+            Some(((l, c), how)) => {
+                let how = match how {
+                    Match::Exact => "exact name",
+                    Match::Wildcard => "wildcard",
                 };
                 format!("{} ({how}, {})", l.id, days_left(c.not_after, now))
             }
@@ -206,6 +210,7 @@ fn domain_table(domains: &[String], lineages: &[Lineage], now: OffsetDateTime) -
 
 /// Renewal overdue, and valid lineages that cover no managed domain.
 fn lineage_warnings(domains: &[String], lineages: &[Lineage], now: OffsetDateTime) -> Vec<String> {
+    let managed = DomainSet::new(domains.iter().map(String::as_str));
     let mut out = Vec::new();
     for l in lineages {
         let Ok(cert) = l.valid_at(now) else { continue };
@@ -219,9 +224,7 @@ fn lineage_warnings(domains: &[String], lineages: &[Lineage], now: OffsetDateTim
                 days_left(cert.not_after, now)
             ));
         }
-        let useful = domains
-            .iter()
-            .any(|d| cert::covers(&cert.names, d).is_some());
+        let useful = managed.any_covered_by(&cert.names);
         if !domains.is_empty() && !useful {
             out.push(format!(
                 "{}: its names ({}) cover no managed domain; add the domain to [cdn] domains, \

@@ -2,12 +2,24 @@
 //! emulator's whole state (served certificates, nonces, rate windows, log) updated.
 //!
 //! Order of checks for every request: injected fault (decided by the seeded generator, one
-//! draw per request, so a seed gives the same fault sequence), then common parameters, the
-//! AccessKeyId, the signature, the timestamp, the nonce, the action, the rate limit, and the
-//! action's own checks. An injected fault changes nothing but the log; any refusal changes no
-//! served state.
+//! draw per request, so a seed gives the same fault sequence), then the signature envelope,
+//! the action, the rate limit, and the action's own checks. An injected fault changes
+//! nothing but the log; any refusal changes no served state.
 //!
-//! Invariant: no key material is stored. `SSLPri` is read only to check the pair; the
+//! Two envelopes, told apart by the `Authorization` header:
+//! - v1 (no `Authorization`): common parameters, the AccessKeyId, the HMAC-SHA1 `Signature`
+//!   over every parameter, `Timestamp`, `SignatureNonce`; the action is `Action`.
+//! - V3 (`Authorization: ACS3-HMAC-SHA256 …`): the header's shape (`IncompleteSignature`),
+//!   the required `x-acs-*` headers and `host` (`MissingParameter`), `x-acs-version`,
+//!   `host` and every `x-acs-*` header among `SignedHeaders` (`IncompleteSignature`), the
+//!   AccessKeyId, the signature recomputed by certrotd's own signer over the listed headers
+//!   as received, the query and `x-acs-content-sha256` (`SignatureDoesNotMatch`, whose
+//!   message echoes only the string-to-sign: a hash), then that header against the body's
+//!   SHA-256 (`SignatureDoesNotMatch`: Alibaba documents no code of its own for it),
+//!   `x-acs-date` and `x-acs-signature-nonce` under the same 15-minute window and nonce rule
+//!   as v1; the action is `x-acs-action`, the parameters are the query and the form body.
+//!
+//! Invariant: no key material is stored. `SSLPri` is read only to check the pair; the v1
 //! `SignatureDoesNotMatch` message echoes it back to the caller (as Alibaba does) but is
 //! never logged or kept.
 
@@ -25,6 +37,7 @@ use zeroize::Zeroizing;
 
 use super::record::{LogEntry, LogJson, Served};
 use super::{EmulatorConfig, Faults};
+use crate::aliyun::sign::{self, V3Authorization};
 use crate::cert::Fingerprint;
 
 pub const ACTION_SET: &str = "BatchSetCdnDomainServerCertificate";
@@ -48,6 +61,10 @@ pub const MAX_QUERY: usize = 8 * 1024;
 /// One HTTP request, reduced to what the API looks at.
 pub(super) struct Incoming {
     pub method: String,
+    /// The URL path (V3's canonical URI).
+    pub path: String,
+    /// The headers with a text value, names lower case, in arrival order.
+    pub headers: Vec<(String, String)>,
     pub query: Option<String>,
     pub body: Bytes,
     /// The body was over the size limit (and is empty here).
@@ -66,6 +83,64 @@ pub(super) enum Reply {
     /// Close the connection without an answer.
     Reset,
 }
+
+impl Incoming {
+    /// The first value of header `name` (lower case).
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `Authorization` header: present means a V3-signed request.
+    fn authorization(&self) -> Option<&str> {
+        self.header("authorization")
+    }
+}
+
+/// Who signed the request and what it asks for, read from the v1 parameters or the V3
+/// headers (for the log; the checks read the same places).
+struct Envelope {
+    action: String,
+    access_key_id: String,
+    nonce: String,
+    timestamp: String,
+}
+
+impl Envelope {
+    fn of(req: &Incoming, p: &Params) -> Envelope {
+        match req.authorization() {
+            None => Envelope {
+                action: p.text("Action"),
+                access_key_id: p.text("AccessKeyId"),
+                nonce: p.text("SignatureNonce"),
+                timestamp: p.text("Timestamp"),
+            },
+            Some(auth) => {
+                let header = |n: &str| req.header(n).unwrap_or_default().to_string();
+                Envelope {
+                    action: header("x-acs-action"),
+                    access_key_id: sign::parse_authorization_v3(auth)
+                        .map(|a| a.access_key_id.to_string())
+                        .unwrap_or_default(),
+                    nonce: header("x-acs-signature-nonce"),
+                    timestamp: header("x-acs-date"),
+                }
+            }
+        }
+    }
+}
+
+/// Headers a V3 request must carry.
+const V3_REQUIRED: [&str; 6] = [
+    "host",
+    "x-acs-action",
+    "x-acs-version",
+    "x-acs-date",
+    "x-acs-signature-nonce",
+    "x-acs-content-sha256",
+];
 
 /// A refusal: HTTP status, `Code`, `Message`.
 #[derive(Debug)]
@@ -300,7 +375,8 @@ impl State {
         // Whole microseconds, as the dump stores them, so the log and the dump agree exactly.
         let since_start = now.saturating_duration_since(self.started);
         let at = Duration::from_micros(u64::try_from(since_start.as_micros()).unwrap_or(u64::MAX));
-        let mut entry = new_entry(&params, req, at);
+        let envelope = Envelope::of(req, &params);
+        let mut entry = new_entry(&params, &envelope, req, at);
         entry.request_id.clone_from(&request_id);
         let too_long = req.query.as_ref().is_some_and(|q| q.len() > MAX_QUERY);
         let outcome = match self.faults.pick(draw) {
@@ -389,9 +465,14 @@ impl State {
             ));
         }
         p.check_duplicates()?;
-        self.authenticate(&req.method, p, wall)?;
-        let action = p.require("Action")?;
-        let class = match action {
+        let action = match req.authorization() {
+            None => {
+                self.authenticate(&req.method, p, wall)?;
+                p.require("Action")?.to_string()
+            }
+            Some(auth) => self.authenticate_v3(req, auth, wall)?,
+        };
+        let class = match action.as_str() {
             ACTION_SET => Class::Write,
             ACTION_DESCRIBE_CERT | ACTION_USER_DOMAINS => Class::Read,
             other => {
@@ -405,7 +486,7 @@ impl State {
             }
         };
         self.throttle(class, now)?;
-        match action {
+        match action.as_str() {
             ACTION_SET => self.set_certificate(p, wall, request_id),
             ACTION_DESCRIBE_CERT => self.describe_certificate(p),
             _ => self.user_domains(p),
@@ -421,23 +502,84 @@ impl State {
     ) -> Result<(), ApiError> {
         check_common_params(p)?;
         if p.get("AccessKeyId") != Some(self.access_key_id.as_str()) {
-            return Err(refuse(
-                404,
-                "InvalidAccessKeyId.NotFound",
-                "Specified access key is not found.",
-            ));
+            return Err(unknown_access_key());
         }
         self.check_signature(method, p)?;
         check_timestamp(p.get("Timestamp").unwrap_or_default(), wall)?;
-        let nonce = p.get("SignatureNonce").unwrap_or_default();
-        if !self.nonces.insert(nonce.to_string()) {
+        self.use_nonce(p.get("SignatureNonce").unwrap_or_default())
+    }
+
+    /// The V3 envelope (see the module's documentation); the action when all pass (the nonce
+    /// is recorded then).
+    fn authenticate_v3(
+        &mut self,
+        req: &Incoming,
+        authorization: &str,
+        wall: OffsetDateTime,
+    ) -> Result<String, ApiError> {
+        let Some(auth) = sign::parse_authorization_v3(authorization) else {
+            return Err(incomplete_signature(
+                "send Authorization: ACS3-HMAC-SHA256 Credential=…,SignedHeaders=…,Signature=…",
+            ));
+        };
+        for name in V3_REQUIRED {
+            match req.header(name) {
+                Some(v) if !v.trim().is_empty() => {}
+                _ => return Err(missing(name)),
+            }
+        }
+        if req.header("x-acs-version") != Some(VERSION) {
+            return Err(invalid_version());
+        }
+        check_v3_signed_headers(req, &auth)?;
+        if auth.access_key_id != self.access_key_id {
+            return Err(unknown_access_key());
+        }
+        self.check_signature_v3(req, &auth)?;
+        let claimed = req.header("x-acs-content-sha256").unwrap_or_default();
+        if !claimed
+            .trim()
+            .eq_ignore_ascii_case(&sign::hex_sha256(&req.body))
+        {
             return Err(refuse(
                 400,
-                "SignatureNonceUsed",
-                "Specified signature nonce was used already.",
+                "SignatureDoesNotMatch",
+                "The x-acs-content-sha256 header does not match the SHA-256 of the request body.",
             ));
         }
-        Ok(())
+        check_timestamp(req.header("x-acs-date").unwrap_or_default().trim(), wall)?;
+        self.use_nonce(req.header("x-acs-signature-nonce").unwrap_or_default())?;
+        Ok(req.header("x-acs-action").unwrap_or_default().to_string())
+    }
+
+    fn check_signature_v3(
+        &self,
+        req: &Incoming,
+        auth: &V3Authorization<'_>,
+    ) -> Result<(), ApiError> {
+        let (string_to_sign, expected) = expected_signature_v3(req, auth, &self.access_key_secret);
+        if auth.signature == expected {
+            return Ok(());
+        }
+        Err(refuse(
+            400,
+            "SignatureDoesNotMatch",
+            format!(
+                "Specified signature does not match our calculation. server StringToSign is [{string_to_sign}]"
+            ),
+        ))
+    }
+
+    /// Records `nonce`; refused when it was seen before (v1 and V3 share one set).
+    fn use_nonce(&mut self, nonce: &str) -> Result<(), ApiError> {
+        if self.nonces.insert(nonce.to_string()) {
+            return Ok(());
+        }
+        Err(refuse(
+            400,
+            "SignatureNonceUsed",
+            "Specified signature nonce was used already.",
+        ))
     }
 
     fn check_signature(&self, method: &str, p: &Params) -> Result<(), ApiError> {
@@ -605,15 +747,15 @@ impl State {
     }
 }
 
-fn new_entry(p: &Params, req: &Incoming, at: Duration) -> LogEntry {
-    let is_write = p.get("Action") == Some(ACTION_SET);
+fn new_entry(p: &Params, envelope: &Envelope, req: &Incoming, at: Duration) -> LogEntry {
+    let is_write = envelope.action == ACTION_SET;
     LogEntry {
         at,
         method: req.method.clone(),
-        action: p.text("Action"),
-        access_key_id: p.text("AccessKeyId"),
-        signature_nonce: p.text("SignatureNonce"),
-        timestamp: p.text("Timestamp"),
+        action: envelope.action.clone(),
+        access_key_id: envelope.access_key_id.clone(),
+        signature_nonce: envelope.nonce.clone(),
+        timestamp: envelope.timestamp.clone(),
         domains: p.domains(),
         params_in_query: p.in_query,
         status: None,
@@ -647,6 +789,50 @@ fn leaf_fingerprint(pem: &str) -> Option<Fingerprint> {
 
 const URI_TOO_LONG_PAGE: &str = "<html>\r\n<head><title>414 Request-URI Too Large</title></head>\r\n<body>\r\n<center><h1>414 Request-URI Too Large</h1></center>\r\n<hr><center>Tengine</center>\r\n</body>\r\n</html>\r\n";
 
+fn invalid_version() -> ApiError {
+    refuse(
+        400,
+        "InvalidVersion",
+        format!("Specified parameter Version is not valid: this API speaks {VERSION}."),
+    )
+}
+
+fn unknown_access_key() -> ApiError {
+    refuse(
+        404,
+        "InvalidAccessKeyId.NotFound",
+        "Specified access key is not found.",
+    )
+}
+
+fn incomplete_signature(what: &str) -> ApiError {
+    refuse(
+        400,
+        "IncompleteSignature",
+        format!("The request signature does not conform to Aliyun standards: {what}."),
+    )
+}
+
+/// `host` and every `x-acs-*` header the request carries must be signed: an unsigned one
+/// could be changed on the way (the action, the date, the content hash).
+fn check_v3_signed_headers(req: &Incoming, auth: &V3Authorization<'_>) -> Result<(), ApiError> {
+    let signed: BTreeSet<String> = auth
+        .header_names()
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
+    let unsigned = req
+        .headers
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .find(|n| (*n == "host" || n.starts_with("x-acs-")) && !signed.contains(*n));
+    match unsigned {
+        None => Ok(()),
+        Some(name) => Err(incomplete_signature(&format!(
+            "the header {name} must be listed in SignedHeaders"
+        ))),
+    }
+}
+
 fn throttled() -> ApiError {
     refuse(
         400,
@@ -678,11 +864,7 @@ fn check_common_params(p: &Params) -> Result<(), ApiError> {
         p.require(name)?;
     }
     if p.get("Version") != Some(VERSION) {
-        return Err(refuse(
-            400,
-            "InvalidVersion",
-            format!("Specified parameter Version is not valid: this API speaks {VERSION}."),
-        ));
+        return Err(invalid_version());
     }
     if let Some(f) = p.get("Format")
         && !f.eq_ignore_ascii_case("JSON")
@@ -911,6 +1093,51 @@ pub(super) fn expected_signature(
     let sts = crate::aliyun::sign::string_to_sign(method, params);
     let sig = crate::aliyun::sign::signature(secret, &sts);
     (sts, sig)
+}
+
+/// The server's V3 string-to-sign and signature for what `req` carries: the headers
+/// `SignedHeaders` lists (as received; an absent one counts as empty), the path, the query
+/// (not the body: its hash is the `x-acs-content-sha256` header), computed with certrotd's
+/// own signer.
+pub(super) fn expected_signature_v3(
+    req: &Incoming,
+    auth: &V3Authorization<'_>,
+    secret: &str,
+) -> (String, String) {
+    let query: Vec<(String, String)> = req
+        .query
+        .as_deref()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    for name in auth.header_names() {
+        let name = name.trim();
+        let lower = name.to_ascii_lowercase();
+        let before = headers.len();
+        headers.extend(
+            req.headers
+                .iter()
+                .filter(|(n, _)| *n == lower)
+                .map(|(_, v)| (name, v.as_str())),
+        );
+        if headers.len() == before {
+            headers.push((name, ""));
+        }
+    }
+    let hashed_payload = req
+        .header("x-acs-content-sha256")
+        .unwrap_or_default()
+        .trim();
+    let canonical = sign::canonical_request_v3(
+        &req.method,
+        &req.path,
+        &sign::canonical_query_v3(&query),
+        headers,
+        hashed_payload,
+    );
+    let string_to_sign = sign::string_to_sign_v3(&canonical.request);
+    let signature = sign::signature_v3(secret, &string_to_sign);
+    (string_to_sign, signature)
 }
 
 /// Parses the pair with certrotd's own validation (`cert::parse`, `cert::check_time`) and

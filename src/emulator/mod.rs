@@ -6,8 +6,10 @@
 //! production), `certrotd demo` and the integration tests.
 //!
 //! It implements `BatchSetCdnDomainServerCertificate`, `DescribeDomainCertificateInfo` and
-//! `DescribeUserDomains` with the real API's signature check (recomputed from the parameters
-//! as received, query and form body together), 15-minute timestamp window, single-use nonces,
+//! `DescribeUserDomains` with the real API's signature checks — v1 (HMAC-SHA1, recomputed
+//! from the parameters as received, query and form body together) and V3 (`ACS3-HMAC-SHA256`
+//! in `Authorization`, recomputed from the headers it lists, the query and the body's
+//! hash) — 15-minute timestamp window, single-use nonces,
 //! per-AccessKeyId rate limits (writes 10/s, reads 100/s by default), per-call domain limit,
 //! known domains, and certificate checks (parses, key matches, valid now, covers each domain).
 //!
@@ -537,7 +539,17 @@ impl std::error::Error for Reset {}
 
 async fn handle(shared: Arc<Shared>, req: Request<Body>) -> Result<Response<Full<Bytes>>, Reset> {
     let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
+    // Names come lower-cased from hyper; a value that is not visible ASCII is left out (a
+    // signature over it cannot match).
+    let headers = req
+        .headers()
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+        })
+        .collect();
     let (body, too_large) = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(collected) => (collected.to_bytes(), false),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => (Bytes::new(), true),
@@ -546,6 +558,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Body>) -> Result<Response<Full
     };
     let incoming = Incoming {
         method,
+        path,
+        headers,
         query,
         body,
         too_large,
