@@ -12,6 +12,7 @@ pub mod cmd;
 pub mod config;
 pub mod daemon;
 pub mod emulator;
+pub(crate) mod fsio;
 pub mod plan;
 pub mod push;
 pub mod reconcile;

@@ -25,13 +25,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::config::AliyunSettings;
+use crate::fsio::{self, FsError};
 
 pub const ENV_ACCESS_KEY_ID: &str = "ALIBABA_CLOUD_ACCESS_KEY_ID";
 pub const ENV_ACCESS_KEY_SECRET: &str = "ALIBABA_CLOUD_ACCESS_KEY_SECRET";
@@ -596,57 +595,58 @@ fn found(
     }
 }
 
-/// Reads a small private file: refused when `mode & forbidden` has any bit (with the `chmod`
-/// to run), when not a regular file, too large, not UTF-8 or empty. Returns the trimmed text.
+/// Reads a small private file through [`fsio`]: refused when `mode & forbidden` has any bit
+/// (checked on the opened descriptor, with the `chmod` to run), when not a regular file, too
+/// large, not UTF-8 or empty. Returns the trimmed text.
 fn read_secret_file(path: &Path, what: &str, forbidden: u32) -> Result<Secret, CredentialsError> {
-    let unreadable = |detail: String, hint: &str| CredentialsError::Unreadable {
-        path: path.to_path_buf(),
-        what: what.to_string(),
-        detail,
-        hint: hint.to_string(),
-    };
+    let bytes = fsio::open(path)
+        .and_then(|opened| {
+            opened.refuse_access(forbidden)?;
+            opened.read_secret(MAX_FILE)
+        })
+        .map_err(|e| file_error(path, what, e))?;
     let bad = |problem: &str| CredentialsError::BadFile {
         path: path.to_path_buf(),
         what: what.to_string(),
         problem: problem.to_string(),
     };
-    let file = std::fs::File::open(path).map_err(|e| {
-        unreadable(
-            e.to_string(),
-            "check the path and that certrotd's user may read it",
-        )
-    })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| unreadable(e.to_string(), "check the file"))?;
-    if !meta.is_file() {
-        return Err(bad(
-            "not a regular file; point to the file holding the value",
-        ));
-    }
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & forbidden != 0 {
-        return Err(CredentialsError::Permissions {
-            path: path.to_path_buf(),
-            what: what.to_string(),
-            mode,
-        });
-    }
-    if meta.len() > MAX_FILE {
-        return Err(bad("larger than 64 KiB; is this the right file?"));
-    }
-    let mut bytes = Zeroizing::new(Vec::with_capacity(
-        usize::try_from(meta.len()).unwrap_or(0) + 1,
-    ));
-    file.take(MAX_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| unreadable(e.to_string(), "check the file"))?;
     let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8 text"))?;
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err(bad("empty; write the value into it"));
     }
     Ok(owned_secret(trimmed))
+}
+
+/// The credentials error a reader error on a secret file means.
+fn file_error(path: &Path, what: &str, e: FsError) -> CredentialsError {
+    let path = path.to_path_buf();
+    let what = what.to_string();
+    match e {
+        FsError::Permissions { mode, .. } => CredentialsError::Permissions { path, what, mode },
+        FsError::NotRegular { .. } => CredentialsError::BadFile {
+            path,
+            what,
+            problem: format!("{}; point to the file holding the value", e.reason()),
+        },
+        FsError::TooLarge { .. } => CredentialsError::BadFile {
+            path,
+            what,
+            problem: "larger than 64 KiB; is this the right file?".to_string(),
+        },
+        FsError::NotFound { .. } | FsError::Open { .. } => CredentialsError::Unreadable {
+            path,
+            what,
+            detail: e.reason(),
+            hint: "check the path and that certrotd's user may read it".to_string(),
+        },
+        _ => CredentialsError::Unreadable {
+            path,
+            what,
+            detail: e.reason(),
+            hint: "check the file".to_string(),
+        },
+    }
 }
 
 /// One `[name]` section of an INI file.

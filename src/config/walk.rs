@@ -613,7 +613,7 @@ fn domains_file(
     domains: &mut BTreeSet<String>,
 ) -> bool {
     const KEY: &str = "cdn.domains_file";
-    let text = match super::read_capped(path).map(String::from_utf8) {
+    let text = match crate::fsio::read(path, super::MAX_FILE_BYTES).map(String::from_utf8) {
         Ok(Ok(text)) => text,
         Ok(Err(_)) => {
             let message = format!(
@@ -625,9 +625,10 @@ fn domains_file(
         }
         Err(e) => {
             let message = format!(
-                "`{KEY}` = {}: cannot read it ({e}); create it (one domain per line, `#` \
+                "`{KEY}` = {}: cannot read it ({}); create it (one domain per line, `#` \
                  comments) or remove the key",
-                path.display()
+                path.display(),
+                e.reason()
             );
             ctx.problem(span, KEY, message);
             return false;

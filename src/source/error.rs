@@ -62,10 +62,14 @@ pub enum SourceError {
     Dangling { path: PathBuf },
 
     #[error(
-        "{}: not a regular file; expected a PEM file here",
+        "{}: {what}, not a regular file; expected a PEM file here (or a symlink to one)",
         path.display()
     )]
-    NotAFile { path: PathBuf },
+    NotAFile {
+        path: PathBuf,
+        /// What is there instead (`a FIFO (named pipe)`, `a folder`, …).
+        what: &'static str,
+    },
 
     #[error(
         "{}: file is {size} bytes, more than the {} limit for certificate and key files, so it \

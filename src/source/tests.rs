@@ -521,3 +521,55 @@ fn errors_carry_no_key_material() {
     let body = issued.key_pem.lines().nth(1).unwrap();
     assert!(!text.contains(body));
 }
+
+fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+#[test]
+fn a_fifo_as_a_certificate_file_is_a_lineage_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let lineage = dir.path().join("fifo.example.com");
+    write(
+        &lineage.join("privkey.pem"),
+        &issue(&["fifo.example.com"]).key_pem,
+    );
+    mkfifo(&lineage.join("fullchain.pem"));
+    let l = scan(&[&lineage]);
+    let e = error(only(&l));
+    assert_eq!(e.kind(), "not-a-file");
+    assert!(
+        e.to_string()
+            .contains("a FIFO (named pipe), not a regular file"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_file_swapped_for_a_fifo_after_the_probe_is_refused_by_the_read() {
+    // The probe saw a regular file; by the time of the read a FIFO is there. The read
+    // must neither block in `open` nor read it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fullchain.pem");
+    mkfifo(&path);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = path.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(read::read(&p).map(|_| ()));
+    });
+    let answer = rx.recv_timeout(std::time::Duration::from_secs(30));
+    if answer.is_err() {
+        // Release the blocked reader before failing.
+        let _ = fs::OpenOptions::new().write(true).open(&path);
+        panic!("reading a FIFO blocked");
+    }
+    let e = answer.unwrap().unwrap_err();
+    assert_eq!(e.kind(), "not-a-file");
+    assert!(
+        e.to_string().starts_with(&path.display().to_string()),
+        "{e}"
+    );
+}

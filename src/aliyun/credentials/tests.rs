@@ -3,6 +3,7 @@
 //! and an injected [`Environment`].
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
