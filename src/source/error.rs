@@ -86,6 +86,15 @@ pub enum SourceError {
     )]
     Unreadable { path: PathBuf, error: String },
 
+    #[error(
+        "{shown}: the folder name is not valid UTF-8, so certrotd cannot name this lineage in \
+         its messages and state; rename the folder (e.g. to the domain it holds)"
+    )]
+    NameNotUtf8 {
+        /// The folder's path, lossy and with control characters escaped.
+        shown: String,
+    },
+
     #[error("{files}: {reason}")]
     Invalid {
         /// The file the reason concerns, or both files for a mismatched pair.
@@ -138,6 +147,7 @@ impl SourceError {
             SourceError::NotAFile { .. } => "not-a-file",
             SourceError::TooLarge { .. } => "too-large",
             SourceError::Unreadable { .. } => "unreadable",
+            SourceError::NameNotUtf8 { .. } => "name-not-utf8",
             SourceError::Invalid { reason, .. } => reason.kind(),
         }
     }

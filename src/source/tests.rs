@@ -573,3 +573,41 @@ fn a_file_swapped_for_a_fifo_after_the_probe_is_refused_by_the_read() {
         "{e}"
     );
 }
+
+#[test]
+fn a_lineage_folder_whose_name_is_not_utf8_is_reported() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let good = certbot(
+        dir.path(),
+        "good.example.com",
+        1,
+        &issue(&["good.example.com"]),
+    );
+    let name = std::ffi::OsStr::from_bytes(b"bad\xff\x1b[31m\n.example.com");
+    let bad = dir.path().join("live").join(name);
+    fs::create_dir_all(&bad).unwrap();
+    let issued = issue(&["bad.example.com"]);
+    write(&bad.join("fullchain.pem"), &issued.fullchain_pem);
+    write(&bad.join("privkey.pem"), &issued.key_pem);
+
+    let lineages = scan(&[&dir.path().join("live")]);
+    assert_eq!(lineages.len(), 2, "{lineages:#?}");
+    let ok = lineages.iter().find(|l| l.id == good.display().to_string());
+    assert!(ok.is_some_and(|l| l.result.is_ok()), "{lineages:#?}");
+    let problem = lineages.iter().find(|l| l.result.is_err()).unwrap();
+    let e = error(problem);
+    assert_eq!(e.kind(), "name-not-utf8");
+    let live = dir.path().join("live").display().to_string();
+    let shown = format!("{live}/bad\u{fffd}\\x1b[31m\\x0a.example.com");
+    assert_eq!(problem.id, shown);
+    assert!(!problem.id.chars().any(char::is_control), "{}", problem.id);
+    let text = e.to_string();
+    assert!(text.starts_with(&shown), "{text}");
+    assert!(text.contains("rename the folder"), "{text}");
+    assert!(!text.chars().any(char::is_control), "{text}");
+    assert_eq!(
+        problem.chain_path, bad,
+        "the real path is kept for the scan"
+    );
+}
