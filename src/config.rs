@@ -1,5 +1,9 @@
 //! Configuration: TOML file → spanned parse tree → validated [`Settings`].
 //!
+//! Two steps: I/O first — the file itself and every file it names, read once through
+//! [`crate::fsio`] (capped, non-blocking, regular files only; `files`) — then a pure
+//! validation of text and gathered bytes ([`validate`]).
+//!
 //! Owns: the schema, its defaults, and every configuration error (with `file:line:col`).
 //! The file is parsed into toml's spanned tree (`DeTable`) and walked by hand rather than
 //! through serde, so that *every* problem (syntax, unknown key, wrong type, bad value) is
@@ -12,6 +16,7 @@
 
 mod domain;
 mod endpoint;
+mod files;
 mod walk;
 
 use std::fmt;
@@ -19,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use domain::normalize_domain;
+pub(crate) use files::Files;
 
 use crate::fsio::{self, FsError};
 
@@ -209,9 +215,22 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 }
 
 /// Parses and validates configuration `text` as if read from `file`; relative paths are
-/// resolved against `base`. (Reads `domains_file` and inspects `access_key_secret_file`.)
+/// resolved against `base`. The I/O step first reads `domains_file` and inspects
+/// `access_key_secret_file` (`files::gather`); then [`validate`] decides, purely.
 pub fn parse(file: &Path, text: &str, base: &Path) -> Result<Loaded, ConfigError> {
-    let mut ctx = walk::Ctx::new(file, text, base);
+    let files = files::gather(&walk::named_files(text, base), MAX_FILE_BYTES);
+    validate(file, text, base, &files)
+}
+
+/// Validates configuration `text` (as if read from `file`, relative paths against `base`)
+/// with the named files' bytes and facts already in `files`. No I/O.
+pub(crate) fn validate(
+    file: &Path,
+    text: &str,
+    base: &Path,
+    files: &Files,
+) -> Result<Loaded, ConfigError> {
+    let mut ctx = walk::Ctx::new(file, text, base, files);
     let settings = walk::settings(&mut ctx);
     let (mut problems, mut warnings) = ctx.finish();
     match settings {
