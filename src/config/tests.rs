@@ -414,6 +414,9 @@ fn named_files_are_what_the_walk_looks_up() {
         walk::named_files("cdn = 1\n", base),
         files::Named::default()
     );
+    // `.` is a path (a folder: the walk says it is not a regular file), not an empty one.
+    let named = walk::named_files("[aliyun]\naccess_key_secret_file = \".\"\n", base);
+    assert_eq!(named.inspect, [base.join(".")]);
 }
 
 #[test]

@@ -122,14 +122,18 @@ pub(super) fn named_files(text: &str, base: &Path) -> Named {
     let (root, _) = DeTable::parse_recoverable(text);
     let string = |section: &str, key: &str| match root.get_ref().get(section)?.get_ref() {
         DeValue::Table(t) => match t.get(key)?.get_ref() {
-            DeValue::String(s) => Some(base.join(s.as_ref())),
+            DeValue::String(s) => Some(s.to_string()),
             _ => None,
         },
         _ => None,
     };
-    let secret = string("aliyun", "access_key_secret_file").filter(|p| p != &base.join(""));
+    let domains = string("cdn", "domains_file").map(|p| base.join(p));
+    // An empty secret path is a problem of its own, and names no file.
+    let secret = string("aliyun", "access_key_secret_file")
+        .filter(|p| !p.is_empty())
+        .map(|p| base.join(p));
     Named {
-        read: string("cdn", "domains_file").into_iter().collect(),
+        read: domains.into_iter().collect(),
         inspect: secret.into_iter().collect(),
     }
 }
