@@ -133,19 +133,6 @@ impl FsError {
         }
     }
 
-    /// The path concerned.
-    pub fn path(&self) -> &Path {
-        match self {
-            FsError::NotFound { path, .. }
-            | FsError::Open { path, .. }
-            | FsError::NotRegular { path, .. }
-            | FsError::TooLarge { path, .. }
-            | FsError::Read { path, .. }
-            | FsError::Permissions { path, .. }
-            | FsError::Write { path, .. } => path,
-        }
-    }
-
     /// What is wrong, without the path or a remedy (for callers that give their own).
     pub fn reason(&self) -> String {
         match self {
@@ -190,7 +177,7 @@ impl FsError {
 
 /// A regular file, opened without blocking, with the metadata of the opened descriptor.
 #[derive(Debug)]
-pub struct Opened {
+pub(crate) struct Opened {
     path: PathBuf,
     file: File,
     meta: Metadata,
@@ -199,7 +186,7 @@ pub struct Opened {
 /// Opens `path` (following symlinks) without blocking and checks, on the opened descriptor,
 /// that it is a regular file. (A path that already `stat`s as something else is refused
 /// without being opened: opening some devices has effects of its own.)
-pub fn open(path: &Path) -> Result<Opened, FsError> {
+pub(crate) fn open(path: &Path) -> Result<Opened, FsError> {
     if let Ok(meta) = fs::metadata(path)
         && !meta.is_file()
     {
@@ -241,7 +228,7 @@ fn open_descriptor(path: &Path) -> Result<Opened, FsError> {
 }
 
 /// Reads the whole of `path`, at most `max` bytes.
-pub fn read(path: &Path, max: u64) -> Result<Vec<u8>, FsError> {
+pub(crate) fn read(path: &Path, max: u64) -> Result<Vec<u8>, FsError> {
     open(path)?.read(max)
 }
 
@@ -283,13 +270,13 @@ fn clear_nonblocking(file: &File) -> io::Result<()> {
 
 impl Opened {
     /// The metadata of the opened descriptor (`fstat`).
-    pub fn metadata(&self) -> &Metadata {
+    pub(crate) fn metadata(&self) -> &Metadata {
         &self.meta
     }
 
     /// Refuses the file when its mode has any bit of `forbidden` (e.g. `0o077`: group or
     /// others may read or write it). Checked on this descriptor.
-    pub fn refuse_access(&self, forbidden: u32) -> Result<(), FsError> {
+    pub(crate) fn refuse_access(&self, forbidden: u32) -> Result<(), FsError> {
         let mode = self.meta.mode() & 0o7777;
         if mode & forbidden != 0 {
             return Err(FsError::Permissions {
@@ -301,13 +288,13 @@ impl Opened {
     }
 
     /// The whole file, at most `max` bytes.
-    pub fn read(self, max: u64) -> Result<Vec<u8>, FsError> {
+    pub(crate) fn read(self, max: u64) -> Result<Vec<u8>, FsError> {
         let mut bytes = self.read_secret(max)?;
         Ok(std::mem::take(&mut *bytes))
     }
 
     /// The whole file, at most `max` bytes, in a buffer zeroized on drop (and on growth).
-    pub fn read_secret(mut self, max: u64) -> Result<Zeroizing<Vec<u8>>, FsError> {
+    pub(crate) fn read_secret(mut self, max: u64) -> Result<Zeroizing<Vec<u8>>, FsError> {
         let size = self.meta.len();
         if size > max {
             return Err(self.too_large(size, max));
@@ -365,7 +352,7 @@ fn grown(buf: &[u8], filled: usize, limit: usize) -> Zeroizing<Vec<u8>> {
 
 /// The steps of [`AtomicWrite::write_with`], for fault injection in tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     Created,
     Written,
     Synced,
@@ -375,21 +362,21 @@ pub enum Step {
 /// Replaces one file atomically. The temp file is `<temp_prefix><random><temp_suffix>` in
 /// the target's folder, so an owner can recognise (and clean up) its own leftovers.
 #[derive(Clone, Copy, Debug)]
-pub struct AtomicWrite<'a> {
-    pub path: &'a Path,
-    pub temp_prefix: &'a str,
-    pub temp_suffix: &'a str,
+pub(crate) struct AtomicWrite<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) temp_prefix: &'a str,
+    pub(crate) temp_suffix: &'a str,
 }
 
 impl AtomicWrite<'_> {
     /// temp file → keep the target's owner and mode → write → fsync → rename → fsync folder.
-    pub fn write(&self, bytes: &[u8]) -> Result<(), FsError> {
+    pub(crate) fn write(&self, bytes: &[u8]) -> Result<(), FsError> {
         self.write_with(bytes, &mut |_| Ok(()))
     }
 
     /// [`AtomicWrite::write`], calling `fault` after each step; an error from it aborts
     /// there (the temp file, if not yet renamed, is removed).
-    pub fn write_with(
+    pub(crate) fn write_with(
         &self,
         bytes: &[u8],
         fault: &mut dyn FnMut(Step) -> io::Result<()>,
