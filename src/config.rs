@@ -1,5 +1,9 @@
 //! Configuration: TOML file → spanned parse tree → validated [`Settings`].
 //!
+//! Two steps: I/O first — the file itself and every file it names, read once through
+//! [`crate::fsio`] (capped, non-blocking, regular files only; `files`) — then a pure
+//! validation of text and gathered bytes ([`validate`]).
+//!
 //! Owns: the schema, its defaults, and every configuration error (with `file:line:col`).
 //! The file is parsed into toml's spanned tree (`DeTable`) and walked by hand rather than
 //! through serde, so that *every* problem (syntax, unknown key, wrong type, bad value) is
@@ -12,14 +16,17 @@
 
 mod domain;
 mod endpoint;
+mod files;
 mod walk;
 
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use domain::normalize_domain;
+pub(crate) use files::Files;
+
+use crate::fsio::{self, FsError};
 
 /// Default location of the configuration file.
 pub const DEFAULT_PATH: &str = "/etc/certrotd/certrotd.toml";
@@ -111,17 +118,15 @@ impl fmt::Display for Diagnostic {
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file is missing or cannot be read.
+    /// The file is missing or cannot be read (not a regular file, too large, …).
     #[error(
-        "cannot read the configuration file {}: {error}; create it (config/certrotd.toml in \
-         the source tree is a commented example) or name another with -c/--config or \
+        "cannot read the configuration file {}: {}; {} or name another with -c/--config or \
          $CERTROTD_CONFIG",
-        path.display()
+        path.display(),
+        error.reason(),
+        unreadable_hint(error)
     )]
-    Unreadable {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Unreadable { path: PathBuf, error: FsError },
     /// The file was read, and has one or more problems (all of them are listed).
     #[error("{}", render_problems(path, problems))]
     Invalid {
@@ -150,6 +155,18 @@ impl ConfigError {
     }
 }
 
+/// What to do about an unreadable configuration file (before "or name another").
+fn unreadable_hint(error: &FsError) -> &'static str {
+    match error {
+        FsError::NotFound { .. } => {
+            "create it (config/certrotd.toml in the source tree is a commented example)"
+        }
+        FsError::NotRegular { .. } => "replace it with a regular file (a symlink to one is fine)",
+        FsError::TooLarge { .. } => "this is not a certrotd configuration: replace it",
+        _ => "give certrotd's user read access to it",
+    }
+}
+
 fn render_problems(path: &Path, problems: &[Diagnostic]) -> String {
     let count = problems.len();
     let plural = if count == 1 { "" } else { "s" };
@@ -167,7 +184,7 @@ fn render_problems(path: &Path, problems: &[Diagnostic]) -> String {
 
 /// Reads, parses and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let bytes = read_capped(path).map_err(|error| ConfigError::Unreadable {
+    let bytes = fsio::read(path, MAX_FILE_BYTES).map_err(|error| ConfigError::Unreadable {
         path: path.to_path_buf(),
         error,
     })?;
@@ -198,9 +215,22 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 }
 
 /// Parses and validates configuration `text` as if read from `file`; relative paths are
-/// resolved against `base`. (Reads `domains_file` and inspects `access_key_secret_file`.)
+/// resolved against `base`. The I/O step first reads `domains_file` and inspects
+/// `access_key_secret_file` (`files::gather`); then [`validate`] decides, purely.
 pub fn parse(file: &Path, text: &str, base: &Path) -> Result<Loaded, ConfigError> {
-    let mut ctx = walk::Ctx::new(file, text, base);
+    let files = files::gather(&walk::named_files(text, base), MAX_FILE_BYTES);
+    validate(file, text, base, &files)
+}
+
+/// Validates configuration `text` (as if read from `file`, relative paths against `base`)
+/// with the named files' bytes and facts already in `files`. No I/O.
+pub(crate) fn validate(
+    file: &Path,
+    text: &str,
+    base: &Path,
+    files: &Files,
+) -> Result<Loaded, ConfigError> {
+    let mut ctx = walk::Ctx::new(file, text, base, files);
     let settings = walk::settings(&mut ctx);
     let (mut problems, mut warnings) = ctx.finish();
     match settings {
@@ -216,29 +246,6 @@ pub fn parse(file: &Path, text: &str, base: &Path) -> Result<Loaded, ConfigError
             })
         }
     }
-}
-
-/// Reads a whole file of at most [`MAX_FILE_BYTES`].
-fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
-    let file = std::fs::File::open(path)?;
-    let meta = file.metadata()?;
-    if meta.is_dir() {
-        return Err(std::io::Error::other("it is a folder, not a file"));
-    }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(std::io::Error::other(format!(
-            "it is {} bytes, more than the {MAX_FILE_BYTES}-byte limit",
-            meta.len()
-        )));
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(std::io::Error::other(format!(
-            "it grew beyond the {MAX_FILE_BYTES}-byte limit while being read"
-        )));
-    }
-    Ok(bytes)
 }
 
 #[cfg(test)]

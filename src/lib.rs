@@ -4,7 +4,8 @@
 //! Architecture (see DESIGN.md): level-triggered reconciliation. Each pass scans the disk
 //! (`source`), validates (`cert`, pure), plans against the deployed state (`plan`, pure;
 //! `state`), and pushes (`push` through `aliyun`). `daemon` only schedules passes.
-//! `emulator` is a local stand-in for the CDN certificate API.
+//! `emulator` is a local stand-in for the CDN certificate API. Every file certrotd reads or
+//! replaces goes through `fsio` (the capped non-blocking reader, the atomic writer).
 
 pub mod aliyun;
 pub mod cert;
@@ -12,6 +13,7 @@ pub mod cmd;
 pub mod config;
 pub mod daemon;
 pub mod emulator;
+pub mod fsio;
 pub mod plan;
 pub mod push;
 pub mod reconcile;

@@ -16,8 +16,9 @@
 //! `deployed` is null for a domain that only has an error on record.
 //!
 //! Invariants:
-//! - Writes are atomic: temp file in the same folder, write, fsync, rename over
-//!   `state.json`, fsync the folder. A kill at any instant leaves the old or the new file;
+//! - Writes are atomic ([`crate::fsio::AtomicWrite`]): temp file in the same folder, write,
+//!   fsync, rename over `state.json`, fsync the folder; an existing file's owner, group and
+//!   mode are kept (a `sync` run as root leaves the service user's file its own). A kill at any instant leaves the old or the new file;
 //!   stray temp files (`.state.json.*.tmp`) are ignored by readers and removed by
 //!   [`StateStore::open`].
 //! - One writer per folder: [`StateStore`] holds an exclusive lock on `certrotd.lock`
@@ -33,7 +34,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, Write as _};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
@@ -41,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::cert::Fingerprint;
+use crate::fsio::{self, AtomicWrite, FsError, Step};
 
 /// The format version this build reads and writes.
 pub const STATE_VERSION: u32 = 1;
@@ -52,6 +54,8 @@ const TEMP_PREFIX: &str = ".state.json.";
 const TEMP_SUFFIX: &str = ".tmp";
 /// Longest free text (error message, name, request id) kept in the file, in characters.
 const MAX_TEXT: usize = 500;
+/// The largest state file read (some 500 000 domains; bigger is not a certrotd state).
+const MAX_STATE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Problems with the state folder or file. Each message names the path and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -71,10 +75,11 @@ pub enum StateError {
     )]
     Lock { lock: PathBuf, cause: io::Error },
     #[error(
-        "cannot read the state file {path}: {cause}; check that it is a regular file certrotd \
-         can read and write"
+        "cannot read the state file {path}: {}; check that it is a regular file certrotd \
+         can read and write",
+        cause.reason()
     )]
-    Read { path: PathBuf, cause: io::Error },
+    Read { path: PathBuf, cause: FsError },
     #[error(
         "the state file {path} is not a valid certrotd state ({detail}); certrotd will not \
          overwrite it: inspect it, then move it aside to start from an empty state (every \
@@ -212,9 +217,9 @@ impl State {
 /// A missing folder or file is an empty state.
 pub fn load(dir: &Path) -> Result<State, StateError> {
     let path = dir.join(STATE_FILE);
-    match fs::read(&path) {
+    match fsio::read(&path, MAX_STATE_BYTES) {
         Ok(bytes) => parse(&path, &bytes),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State::default()),
+        Err(FsError::NotFound { .. }) => Ok(State::default()),
         Err(cause) => Err(StateError::Read { path, cause }),
     }
 }
@@ -481,35 +486,20 @@ fn remove_stray_temps(dir: &Path) {
     }
 }
 
-/// The steps of [`write_atomic`], for fault injection in tests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Step {
-    Created,
-    Written,
-    Synced,
-    Renamed,
-}
-
-/// temp file in `dir` → write → fsync → rename over `STATE_FILE` → fsync `dir`.
-/// `fault` runs after each step; an error from it aborts there (the temp file, if not yet
-/// renamed, is removed by `NamedTempFile`'s drop).
+/// Replaces `STATE_FILE` in `dir` with [`AtomicWrite`] (which keeps an existing file's
+/// owner and mode); `fault` runs after each [`Step`] (fault injection in tests).
 fn write_atomic(
     dir: &Path,
     bytes: &[u8],
     fault: &mut dyn FnMut(Step) -> io::Result<()>,
 ) -> io::Result<()> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .suffix(TEMP_SUFFIX)
-        .tempfile_in(dir)?;
-    fault(Step::Created)?;
-    tmp.write_all(bytes)?;
-    fault(Step::Written)?;
-    tmp.as_file().sync_all()?;
-    fault(Step::Synced)?;
-    tmp.persist(dir.join(STATE_FILE)).map_err(|e| e.error)?;
-    fault(Step::Renamed)?;
-    File::open(dir)?.sync_all()
+    let path = dir.join(STATE_FILE);
+    let writer = AtomicWrite {
+        path: &path,
+        temp_prefix: TEMP_PREFIX,
+        temp_suffix: TEMP_SUFFIX,
+    };
+    writer.write_with(bytes, fault).map_err(FsError::into_io)
 }
 
 /// Free text as stored: nothing PEM-like, at most [`MAX_TEXT`] characters.

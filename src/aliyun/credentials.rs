@@ -16,6 +16,12 @@
 //! A source that is present but broken (half set, unreadable, too open) is an error, never
 //! skipped: falling through would silently use another key.
 //!
+//! Each source is two steps: `locate` (I/O: settings, environment values, file bytes read
+//! through [`crate::fsio`]) hands back its raw material, then [`parse`] (pure) turns it into
+//! [`Credentials`] or says what is wrong; `profile` parses the INI and CLI formats into
+//! typed profiles, including the kinds certrotd does not use yet (so that an error can name
+//! them). Adding a source (OIDC, ECS RAM role, a credentials URI) is one more `CHAIN` entry.
+//!
 //! Invariants: secrets live only in [`Secret`] (redacting `Debug`, zeroized on drop) and
 //! zeroizing buffers; no error or description carries a secret or a line of a secret file;
 //! a secret file readable by group or others is refused with the `chmod 600` to run (systemd
@@ -25,11 +31,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::config::AliyunSettings;
 
@@ -244,23 +248,30 @@ impl CredentialsError {
     }
 }
 
-/// One source's answer: found, not there (with a note of where it looked), or broken.
-type Found = Result<Result<Credentials, String>, CredentialsError>;
+mod locate;
+mod profile;
+
+use locate::{FileBytes, Located, Material};
+use profile::{CliProfile, IniProfile};
+
+/// The chain, in order; the first source located wins. Each entry is a source's I/O step;
+/// [`parse`] is the pure step for what it located. A new source is one more entry here, one
+/// more [`Material`] and one more arm in [`parse`].
+const CHAIN: [locate::Locate; 5] = [
+    locate::config,
+    locate::environment,
+    locate::systemd,
+    locate::credentials_file,
+    locate::aliyun_cli,
+];
 
 /// Walks the chain: the first source present wins; a present but broken source is an error.
 pub fn load(settings: &AliyunSettings, env: &Environment) -> Result<Credentials, CredentialsError> {
-    let sources: [&dyn Fn() -> Found; 5] = [
-        &|| from_config(settings),
-        &|| from_env(env),
-        &|| from_systemd(env),
-        &|| from_credentials_file(env),
-        &|| from_aliyun_cli(env),
-    ];
-    let mut looked = Vec::with_capacity(sources.len());
-    for source in sources {
-        match source()? {
-            Ok(creds) => return Ok(creds),
-            Err(note) => looked.push(note),
+    let mut looked = Vec::with_capacity(CHAIN.len());
+    for locate in CHAIN {
+        match locate(settings, env)? {
+            Located::Absent(note) => looked.push(note),
+            Located::Found(material) => return parse(material),
         }
     }
     Err(CredentialsError::NotFound { looked })
@@ -279,305 +290,140 @@ pub fn mask_id(id: &str) -> String {
     }
 }
 
-fn from_config(settings: &AliyunSettings) -> Found {
-    let source_name = "config file [aliyun]".to_string();
-    match (&settings.access_key_id, &settings.access_key_secret_file) {
-        (None, None) => Ok(Err(
-            "config file: [aliyun] access_key_id + access_key_secret_file (not set)".to_string(),
-        )),
-        (Some(_), None) => Err(CredentialsError::Incomplete {
-            source_name,
-            what: "access_key_id is set but access_key_secret_file is not: set both (the file \
-                   holds the AccessKey secret, mode 600), or neither"
-                .to_string(),
-        }),
-        (None, Some(_)) => Err(CredentialsError::Incomplete {
-            source_name,
-            what: "access_key_secret_file is set but access_key_id is not: set both, or neither"
-                .to_string(),
-        }),
-        (Some(id), Some(path)) => {
-            let secret = read_secret_file(path, "access_key_secret_file", 0o077)?;
+/// The pure half of each source: what it located → credentials, or what is wrong with it.
+fn parse(material: Material) -> Result<Credentials, CredentialsError> {
+    match material {
+        Material::Config { id, secret } => {
             let description = format!(
                 "config file (access_key_id={}, access_key_secret_file={})",
-                mask_id(id),
-                path.display()
+                mask_id(&id),
+                secret.path.display()
             );
-            Ok(Ok(found(id, secret, None, Source::Config, description)))
+            let secret = file_text(&secret)?;
+            Ok(found(&id, secret, None, Source::Config, description))
         }
-    }
-}
-
-fn from_env(env: &Environment) -> Found {
-    let id = env.var(ENV_ACCESS_KEY_ID);
-    let secret = env.var(ENV_ACCESS_KEY_SECRET);
-    let incomplete = |set: &str, unset: &str| CredentialsError::Incomplete {
-        source_name: "environment".to_string(),
-        what: format!("{set} is set but {unset} is not: set both, or neither"),
-    };
-    match (id, secret) {
-        (None, None) => Ok(Err(format!(
-            "environment: {ENV_ACCESS_KEY_ID} + {ENV_ACCESS_KEY_SECRET} (not set)"
-        ))),
-        (Some(_), None) => Err(incomplete(ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET)),
-        (None, Some(_)) => Err(incomplete(ENV_ACCESS_KEY_SECRET, ENV_ACCESS_KEY_ID)),
-        (Some(id), Some(secret)) => {
-            let token = env.var(ENV_SECURITY_TOKEN).map(owned_secret);
-            let with_token = if token.is_some() {
-                format!(", with {ENV_SECURITY_TOKEN}")
-            } else {
-                String::new()
+        Material::Environment { id, secret, token } => {
+            let with_token = match token {
+                Some(_) => format!(", with {ENV_SECURITY_TOKEN}"),
+                None => String::new(),
             };
             let description = format!(
                 "environment ({ENV_ACCESS_KEY_ID}={}{with_token})",
-                mask_id(id)
+                mask_id(&id)
             );
-            Ok(Ok(found(
-                id,
-                owned_secret(secret),
-                token,
-                Source::Environment,
-                description,
-            )))
+            Ok(found(&id, secret, token, Source::Environment, description))
         }
+        Material::Systemd { id, secret, token } => from_systemd(&id, &secret, token.as_ref()),
+        Material::CredentialsFile { file, profile } => from_ini(&file, &profile),
+        Material::AliyunCli { file, profile } => from_cli(&file, profile.as_deref()),
     }
 }
 
-fn from_systemd(env: &Environment) -> Found {
-    let Some(dir) = env.var(ENV_CREDENTIALS_DIRECTORY).map(PathBuf::from) else {
-        return Ok(Err(format!(
-            "systemd credentials: ${ENV_CREDENTIALS_DIRECTORY} (not set)"
-        )));
-    };
-    let id_path = dir.join(SYSTEMD_ID);
-    let secret_path = dir.join(SYSTEMD_SECRET);
-    match (id_path.exists(), secret_path.exists()) {
-        (false, false) => Ok(Err(format!(
-            "systemd credentials: {} and {} (no such files)",
-            id_path.display(),
-            secret_path.display()
-        ))),
-        (true, false) | (false, true) => Err(CredentialsError::Incomplete {
-            source_name: format!("systemd credentials in {}", dir.display()),
-            what: format!(
-                "only one of {SYSTEMD_ID} and {SYSTEMD_SECRET} is there: add both \
-                 LoadCredential= lines to the unit"
-            ),
-        }),
-        (true, true) => {
-            // Others must have no access; group may show the ACL systemd grants the user.
-            let id = read_secret_file(&id_path, SYSTEMD_ID, 0o007)?;
-            let secret = read_secret_file(&secret_path, SYSTEMD_SECRET, 0o007)?;
-            let token_path = dir.join(SYSTEMD_TOKEN);
-            let token = if token_path.exists() {
-                Some(read_secret_file(&token_path, SYSTEMD_TOKEN, 0o007)?)
-            } else {
-                None
-            };
-            let description = format!(
-                "systemd credentials ({}: {})",
-                id_path.display(),
-                mask_id(id.expose())
-            );
-            Ok(Ok(found(
-                id.expose(),
-                secret,
-                token,
-                Source::Systemd,
-                description,
-            )))
-        }
-    }
+fn from_systemd(
+    id: &FileBytes,
+    secret: &FileBytes,
+    token: Option<&FileBytes>,
+) -> Result<Credentials, CredentialsError> {
+    let key_id = file_text(id)?;
+    let secret = file_text(secret)?;
+    let token = token.map(file_text).transpose()?;
+    let description = format!(
+        "systemd credentials ({}: {})",
+        id.path.display(),
+        mask_id(key_id.expose())
+    );
+    Ok(found(
+        key_id.expose(),
+        secret,
+        token,
+        Source::Systemd,
+        description,
+    ))
 }
 
-fn from_credentials_file(env: &Environment) -> Found {
-    let (path, explicit) = match (env.var(ENV_CREDENTIALS_FILE), &env.home) {
-        (Some(p), _) => (PathBuf::from(p), true),
-        (None, Some(home)) => (home.join(".alibabacloud").join("credentials"), false),
-        (None, None) => {
-            return Ok(Err(
-                "~/.alibabacloud/credentials ($HOME not set)".to_string()
-            ));
-        }
-    };
-    if !explicit && !path.exists() {
-        return Ok(Err(format!("{} (no such file)", path.display())));
-    }
-    let what = "Alibaba Cloud credentials file";
-    let text = read_secret_file(&path, what, 0o077)?;
-    let profile = env.var(ENV_PROFILE).unwrap_or("default");
-    let bad = |problem: String| CredentialsError::BadFile {
-        path: path.clone(),
-        what: what.to_string(),
-        problem,
-    };
-    let sections = parse_ini(text.expose()).map_err(|line| {
-        bad(format!(
-            "line {line} is neither a [profile] header nor `key = value`; fix the line"
-        ))
-    })?;
-    let Some(section) = sections.iter().find(|s| s.name == profile) else {
-        let names: Vec<&str> = sections.iter().map(|s| s.name.as_str()).collect();
-        return Err(bad(format!(
-            "no profile [{profile}] (profiles there: {}); add it, or set {ENV_PROFILE} to one \
-             of them",
-            if names.is_empty() {
-                "none".to_string()
-            } else {
-                names.join(", ")
-            }
-        )));
-    };
-    let key = |k: &str| {
-        section.get(k).ok_or_else(|| {
-            bad(format!(
-                "profile [{profile}] has no `{k}` (line {}); add it",
-                section.line
-            ))
-        })
-    };
-    let kind = key("type")?;
-    let token = match kind {
-        "access_key" => None,
-        "sts" => Some(owned_secret(key("security_token")?)),
-        other => {
-            return Err(bad(format!(
-                "profile [{profile}] has type = {other}, which certrotd does not support; use \
+fn from_ini(file: &FileBytes, profile: &str) -> Result<Credentials, CredentialsError> {
+    let text = file_text(file)?;
+    let typed = profile::ini_profile(text.expose(), profile).map_err(|p| bad_file(file, p))?;
+    let kind = typed.type_name().to_string();
+    let (id, secret, token) = match typed {
+        IniProfile::AccessKey {
+            access_key_id,
+            access_key_secret,
+        } => (access_key_id, access_key_secret, None),
+        IniProfile::Sts {
+            access_key_id,
+            access_key_secret,
+            security_token,
+        } => (access_key_id, access_key_secret, Some(security_token)),
+        _ => {
+            let problem = format!(
+                "profile [{profile}] has type = {kind}, which certrotd does not support; use \
                  type = access_key or type = sts"
-            )));
+            );
+            return Err(bad_file(file, problem));
         }
     };
-    let id = key("access_key_id")?;
-    let secret = owned_secret(key("access_key_secret")?);
     let description = format!(
         "{}, profile [{profile}], type {kind} (access_key_id={})",
-        path.display(),
-        mask_id(id)
+        file.path.display(),
+        mask_id(&id)
     );
-    Ok(Ok(found(
-        id,
+    Ok(found(
+        &id,
         secret,
         token,
         Source::CredentialsFile,
         description,
-    )))
+    ))
 }
 
-fn from_aliyun_cli(env: &Environment) -> Found {
-    let Some(home) = &env.home else {
-        return Ok(Err("~/.aliyun/config.json ($HOME not set)".to_string()));
-    };
-    let path = home.join(".aliyun").join("config.json");
-    if !path.exists() {
-        return Ok(Err(format!("{} (no such file)", path.display())));
-    }
-    let what = "aliyun CLI configuration";
-    let text = read_secret_file(&path, what, 0o077)?;
-    let bad = |problem: String| CredentialsError::BadFile {
-        path: path.clone(),
-        what: what.to_string(),
-        problem,
-    };
-    // serde_json's message can quote a value: report only where it failed.
-    let mut config: CliConfig = serde_json::from_str(text.expose()).map_err(|e| {
-        bad(format!(
-            "not valid JSON at line {} column {}; run `aliyun configure` again or fix it",
-            e.line(),
-            e.column()
-        ))
-    })?;
-    let wanted = env
-        .var(ENV_PROFILE)
-        .map(str::to_string)
-        .or_else(|| config.current.clone())
-        .unwrap_or_else(|| "default".to_string());
-    let Some(profile) = config.profiles.iter_mut().find(|p| p.name == wanted) else {
-        return Err(bad(format!(
-            "no profile named {wanted:?}; run `aliyun configure --profile {wanted}` or set \
-             {ENV_PROFILE}"
-        )));
-    };
-    let token = match profile.mode.as_str() {
-        "AK" => None,
-        "StsToken" => Some(take_nonempty(&mut profile.sts_token).ok_or_else(|| {
-            bad(format!(
-                "profile {wanted:?} (mode StsToken) has no sts_token"
-            ))
-        })?),
-        other => {
-            return Err(bad(format!(
-                "profile {wanted:?} has mode {other:?}, which certrotd does not support; use \
+fn from_cli(file: &FileBytes, profile: Option<&str>) -> Result<Credentials, CredentialsError> {
+    let text = file_text(file)?;
+    let (name, typed) =
+        profile::cli_profile(text.expose(), profile).map_err(|p| bad_file(file, p))?;
+    let mode = typed.mode().to_string();
+    let (id, secret, token) = match typed {
+        CliProfile::Ak {
+            access_key_id,
+            access_key_secret,
+        } => (access_key_id, access_key_secret, None),
+        CliProfile::StsToken {
+            access_key_id,
+            access_key_secret,
+            sts_token,
+        } => (access_key_id, access_key_secret, Some(sts_token)),
+        _ => {
+            let problem = format!(
+                "profile {name:?} has mode {mode:?}, which certrotd does not support; use \
                  mode AK or StsToken (`aliyun configure --mode AK`)"
-            )));
+            );
+            return Err(bad_file(file, problem));
         }
     };
-    let missing = |k: &str| {
-        bad(format!(
-            "profile {wanted:?} has no {k}; run `aliyun configure`"
-        ))
-    };
-    let id = std::mem::take(&mut profile.access_key_id);
-    if id.is_empty() {
-        return Err(missing("access_key_id"));
-    }
-    let secret = take_nonempty(&mut profile.access_key_secret)
-        .ok_or_else(|| missing("access_key_secret"))?;
     let description = format!(
-        "{}, profile {wanted:?}, mode {} (access_key_id={})",
-        path.display(),
-        profile.mode,
+        "{}, profile {name:?}, mode {mode} (access_key_id={})",
+        file.path.display(),
         mask_id(&id)
     );
-    Ok(Ok(found(
-        &id,
-        secret,
-        token,
-        Source::AliyunCli,
-        description,
-    )))
+    Ok(found(&id, secret, token, Source::AliyunCli, description))
 }
 
-#[derive(serde::Deserialize)]
-struct CliConfig {
-    #[serde(default)]
-    current: Option<String>,
-    #[serde(default)]
-    profiles: Vec<CliProfile>,
-}
-
-#[derive(serde::Deserialize)]
-struct CliProfile {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    mode: String,
-    #[serde(default)]
-    access_key_id: String,
-    #[serde(default)]
-    access_key_secret: String,
-    #[serde(default)]
-    sts_token: String,
-}
-
-impl Drop for CliProfile {
-    fn drop(&mut self) {
-        self.access_key_secret.zeroize();
-        self.sts_token.zeroize();
+/// A file's value: UTF-8 text, trimmed, not empty.
+fn file_text(file: &FileBytes) -> Result<Secret, CredentialsError> {
+    let text = std::str::from_utf8(&file.bytes).map_err(|_| bad_file(file, "not UTF-8 text"))?;
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(bad_file(file, "empty; write the value into it"));
     }
+    Ok(Secret::from(trimmed.to_string()))
 }
 
-/// Moves a non-empty string out into a [`Secret`], leaving an empty one.
-fn take_nonempty(field: &mut String) -> Option<Secret> {
-    let value = std::mem::take(field);
-    if value.trim().is_empty() {
-        None
-    } else {
-        Some(Secret::from(value))
+fn bad_file(file: &FileBytes, problem: impl Into<String>) -> CredentialsError {
+    CredentialsError::BadFile {
+        path: file.path.clone(),
+        what: file.what.to_string(),
+        problem: problem.into(),
     }
-}
-
-fn owned_secret(text: &str) -> Secret {
-    Secret::from(text.to_string())
 }
 
 fn found(
@@ -594,112 +440,6 @@ fn found(
         source,
         description,
     }
-}
-
-/// Reads a small private file: refused when `mode & forbidden` has any bit (with the `chmod`
-/// to run), when not a regular file, too large, not UTF-8 or empty. Returns the trimmed text.
-fn read_secret_file(path: &Path, what: &str, forbidden: u32) -> Result<Secret, CredentialsError> {
-    let unreadable = |detail: String, hint: &str| CredentialsError::Unreadable {
-        path: path.to_path_buf(),
-        what: what.to_string(),
-        detail,
-        hint: hint.to_string(),
-    };
-    let bad = |problem: &str| CredentialsError::BadFile {
-        path: path.to_path_buf(),
-        what: what.to_string(),
-        problem: problem.to_string(),
-    };
-    let file = std::fs::File::open(path).map_err(|e| {
-        unreadable(
-            e.to_string(),
-            "check the path and that certrotd's user may read it",
-        )
-    })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| unreadable(e.to_string(), "check the file"))?;
-    if !meta.is_file() {
-        return Err(bad(
-            "not a regular file; point to the file holding the value",
-        ));
-    }
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & forbidden != 0 {
-        return Err(CredentialsError::Permissions {
-            path: path.to_path_buf(),
-            what: what.to_string(),
-            mode,
-        });
-    }
-    if meta.len() > MAX_FILE {
-        return Err(bad("larger than 64 KiB; is this the right file?"));
-    }
-    let mut bytes = Zeroizing::new(Vec::with_capacity(
-        usize::try_from(meta.len()).unwrap_or(0) + 1,
-    ));
-    file.take(MAX_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| unreadable(e.to_string(), "check the file"))?;
-    let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8 text"))?;
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return Err(bad("empty; write the value into it"));
-    }
-    Ok(owned_secret(trimmed))
-}
-
-/// One `[name]` section of an INI file.
-struct IniSection {
-    name: String,
-    line: usize,
-    entries: Vec<(String, Zeroizing<String>)>,
-}
-
-impl IniSection {
-    /// A key's non-empty value.
-    fn get(&self, key: &str) -> Option<&str> {
-        self.entries
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty())
-    }
-}
-
-/// Parses INI text: `[name]` headers, `key = value` lines (value unquoted if quoted), `#`
-/// and `;` comment lines. Entries before any header are ignored. `Err(line)` names the
-/// first line that is neither.
-fn parse_ini(text: &str) -> Result<Vec<IniSection>, usize> {
-    let mut sections: Vec<IniSection> = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            sections.push(IniSection {
-                name: name.trim().to_string(),
-                line: i + 1,
-                entries: Vec::new(),
-            });
-            continue;
-        }
-        let (key, value) = line.split_once('=').ok_or(i + 1)?;
-        let value = value.trim();
-        let unquoted = value
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-            .unwrap_or(value);
-        if let Some(section) = sections.last_mut() {
-            section
-                .entries
-                .push((key.trim().to_string(), Zeroizing::new(unquoted.to_string())));
-        }
-    }
-    Ok(sections)
 }
 
 #[cfg(test)]

@@ -392,3 +392,156 @@ fn load_reports_unreadable_and_non_utf8_files() {
     assert_eq!(s.watch.paths, [dir.path().join("live")]);
     assert_eq!(s.path, good);
 }
+
+// ---- the pure validation, with the named files gathered by hand ----
+
+#[test]
+fn named_files_are_what_the_walk_looks_up() {
+    let base = Path::new("/etc/certrotd");
+    let named = walk::named_files(
+        "[aliyun]\naccess_key_secret_file = \"ak\"\n[cdn]\ndomains_file = \"/d.txt\"\n",
+        base,
+    );
+    assert_eq!(named.read, [PathBuf::from("/d.txt")]);
+    assert_eq!(named.inspect, [base.join("ak")]);
+    // Wrong types and an empty secret path name no file (the walk reports them).
+    let named = walk::named_files(
+        "[aliyun]\naccess_key_secret_file = \"\"\n[cdn]\ndomains_file = 3\n",
+        base,
+    );
+    assert_eq!(named, files::Named::default());
+    assert_eq!(
+        walk::named_files("cdn = 1\n", base),
+        files::Named::default()
+    );
+    // `.` is a path (a folder: the walk says it is not a regular file), not an empty one.
+    let named = walk::named_files("[aliyun]\naccess_key_secret_file = \".\"\n", base);
+    assert_eq!(named.inspect, [base.join(".")]);
+}
+
+#[test]
+fn validation_uses_the_gathered_bytes_and_facts_only() {
+    let base = Path::new("/nowhere");
+    let text = "[aliyun]\naccess_key_secret_file = \"ak\"\n[cdn]\ndomains_file = \"d.txt\"\n";
+    let facts = |mode| files::Facts {
+        regular: true,
+        mode,
+    };
+    let gathered = Files::default()
+        .with_contents(
+            base.join("d.txt"),
+            Ok(b"a.example.com\n# c\nB.example.com\n".to_vec()),
+        )
+        .with_facts(base.join("ak"), Ok(facts(0o600)));
+    let s = validate(Path::new(FILE), text, base, &gathered)
+        .unwrap()
+        .settings;
+    assert_eq!(s.cdn.domains, ["a.example.com", "b.example.com"]);
+    assert_eq!(s.aliyun.access_key_secret_file, Some(base.join("ak")));
+
+    let open = Files::default()
+        .with_contents(base.join("d.txt"), Ok(b"a.example.com\n".to_vec()))
+        .with_facts(base.join("ak"), Ok(facts(0o644)));
+    let Err(ConfigError::Invalid { problems, .. }) = validate(Path::new(FILE), text, base, &open)
+    else {
+        panic!("expected problems")
+    };
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(
+        problems[0].message.contains("mode 0644"),
+        "{}",
+        problems[0].message
+    );
+
+    let not_a_file = Files::default()
+        .with_contents(base.join("d.txt"), Ok(b"a.example.com\n".to_vec()))
+        .with_facts(
+            base.join("ak"),
+            Ok(files::Facts {
+                regular: false,
+                mode: 0o700,
+            }),
+        );
+    let Err(ConfigError::Invalid { problems, .. }) =
+        validate(Path::new(FILE), text, base, &not_a_file)
+    else {
+        panic!("expected problems")
+    };
+    assert!(
+        problems[0].message.contains("not a regular file"),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn a_named_file_left_out_of_the_gathered_files_is_a_problem() {
+    let text = "[aliyun]\naccess_key_secret_file = \"ak\"\n[cdn]\ndomains_file = \"d.txt\"\n";
+    let Err(ConfigError::Invalid { problems, .. }) =
+        validate(Path::new(FILE), text, Path::new("/x"), &Files::default())
+    else {
+        panic!("expected problems")
+    };
+    let keys: Vec<_> = problems.iter().map(|p| p.key.as_deref()).collect();
+    assert_eq!(
+        keys,
+        [
+            Some("aliyun.access_key_secret_file"),
+            Some("cdn.domains_file")
+        ]
+    );
+    for p in &problems {
+        assert!(
+            p.message.contains("was not read before validation"),
+            "{}",
+            p.message
+        );
+    }
+}
+
+#[test]
+fn a_domains_file_that_is_a_fifo_or_too_large_is_a_located_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.txt");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let all = problems_in("[cdn]\ndomains_file = \"fifo.txt\"\n", dir.path());
+    assert_eq!(all.len(), 1);
+    assert_eq!((all[0].line, all[0].col), (2, 16));
+    assert!(
+        all[0]
+            .message
+            .contains("a FIFO (named pipe), not a regular file"),
+        "{}",
+        all[0].message
+    );
+    let big = std::fs::File::create(dir.path().join("big.txt")).unwrap();
+    big.set_len(MAX_FILE_BYTES + 1).unwrap();
+    let all = problems_in("[cdn]\ndomains_file = \"big.txt\"\n", dir.path());
+    assert!(all[0].message.contains("byte limit"), "{}", all[0].message);
+}
+
+#[test]
+fn a_config_file_that_is_a_fifo_is_unreadable_with_a_remedy() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("certrotd.toml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let err = load(&fifo).unwrap_err();
+    assert_eq!(err.kind(), "config-unreadable");
+    let text = err.to_string();
+    assert!(text.contains("a FIFO (named pipe)"), "{text}");
+    assert!(text.contains("replace it with a regular file"), "{text}");
+    let big = dir.path().join("big.toml");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(MAX_FILE_BYTES + 1)
+        .unwrap();
+    let text = load(&big).unwrap_err().to_string();
+    assert!(text.contains("not a certrotd configuration"), "{text}");
+    let looped = dir.path().join("loop.toml");
+    std::os::unix::fs::symlink(&looped, &looped).unwrap();
+    let text = load(&looped).unwrap_err().to_string();
+    assert!(text.contains("give certrotd's user read access"), "{text}");
+}

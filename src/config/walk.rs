@@ -1,5 +1,8 @@
 //! The hand-written walk over toml's spanned tree: one function per section, typed getters
 //! that record a located problem instead of stopping, and the schema's defaults.
+//!
+//! Pure: the files the configuration names were read before ([`named_files`] says which,
+//! [`super::files::gather`] reads them); the walk only looks their bytes and facts up.
 
 use std::collections::BTreeSet;
 use std::ops::{Range, RangeInclusive};
@@ -9,6 +12,7 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::files::{Files, Named};
 use super::{
     AliyunSettings, CdnSettings, Diagnostic, Settings, StateSettings, WatchSettings, domain,
     endpoint,
@@ -21,16 +25,18 @@ pub(super) struct Ctx<'a> {
     file: &'a Path,
     text: &'a str,
     base: &'a Path,
+    files: &'a Files,
     problems: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
 }
 
 impl<'a> Ctx<'a> {
-    pub(super) fn new(file: &'a Path, text: &'a str, base: &'a Path) -> Ctx<'a> {
+    pub(super) fn new(file: &'a Path, text: &'a str, base: &'a Path, files: &'a Files) -> Ctx<'a> {
         Ctx {
             file,
             text,
             base,
+            files,
             problems: Vec::new(),
             warnings: Vec::new(),
         }
@@ -109,6 +115,28 @@ const ALIYUN_KEYS: &[&str] = &[
 const WATCH_KEYS: &[&str] = &["paths", "debounce_ms", "rescan_secs"];
 const STATE_KEYS: &[&str] = &["dir"];
 const CDN_KEYS: &[&str] = &["domains", "domains_file"];
+
+/// The files `text` names, resolved against `base`, as the walk will look them up (a
+/// string value at the key; anything else is the walk's problem, and names no file).
+pub(super) fn named_files(text: &str, base: &Path) -> Named {
+    let (root, _) = DeTable::parse_recoverable(text);
+    let string = |section: &str, key: &str| match root.get_ref().get(section)?.get_ref() {
+        DeValue::Table(t) => match t.get(key)?.get_ref() {
+            DeValue::String(s) => Some(s.to_string()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let domains = string("cdn", "domains_file").map(|p| base.join(p));
+    // An empty secret path is a problem of its own, and names no file.
+    let secret = string("aliyun", "access_key_secret_file")
+        .filter(|p| !p.is_empty())
+        .map(|p| base.join(p));
+    Named {
+        read: domains.into_iter().collect(),
+        inspect: secret.into_iter().collect(),
+    }
+}
 
 /// Walks the whole document; `None` when a problem was recorded.
 pub(super) fn settings(ctx: &mut Ctx<'_>) -> Option<Settings> {
@@ -463,7 +491,7 @@ fn secret_file(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Option<Option<PathBuf>
         }
         Some(raw) => {
             let path = ctx.resolve(raw.get_ref());
-            match secret_file_problem(&path) {
+            match secret_file_problem(ctx.files, &path) {
                 None => Some(Some(path)),
                 Some(why) => {
                     let message = format!("`{KEY}` = {}: {why}", path.display());
@@ -475,25 +503,30 @@ fn secret_file(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Option<Option<PathBuf>
     }
 }
 
-/// Why the AccessKey secret file cannot be used (its metadata only; never its content).
-fn secret_file_problem(path: &Path) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::metadata(path) {
-        Err(e) => Some(format!(
+/// Why the AccessKey secret file cannot be used (its facts only; never its content).
+fn secret_file_problem(files: &Files, path: &Path) -> Option<String> {
+    match files.facts(path) {
+        None => Some(NOT_GATHERED.to_string()),
+        Some(Err(e)) => Some(format!(
             "cannot be inspected ({e}); create it with the AccessKey secret on one line, \
              mode 0600"
         )),
-        Ok(meta) if !meta.is_file() => {
+        Some(Ok(facts)) if !facts.regular => {
             Some("is not a regular file; name the file holding the AccessKey secret".into())
         }
-        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => Some(format!(
+        Some(Ok(facts)) if facts.mode & 0o077 != 0 => Some(format!(
             "is readable or writable by group or others (mode {:04o}); run `chmod 600 {}`",
-            meta.permissions().mode() & 0o7777,
+            facts.mode,
             path.display()
         )),
-        Ok(_) => None,
+        Some(Ok(_)) => None,
     }
 }
+
+/// A named file that the I/O step did not gather (a caller of the pure validation that
+/// left it out).
+const NOT_GATHERED: &str = "was not read before validation; load the configuration with \
+                            `config::load` (which reads every file it names)";
 
 fn duration_ms(r: Result<Option<i64>, ()>, default: u64) -> Option<Duration> {
     int_or(r, default).map(Duration::from_millis)
@@ -613,7 +646,12 @@ fn domains_file(
     domains: &mut BTreeSet<String>,
 ) -> bool {
     const KEY: &str = "cdn.domains_file";
-    let text = match super::read_capped(path).map(String::from_utf8) {
+    let Some(read) = ctx.files.contents(path) else {
+        let message = format!("`{KEY}` = {}: {NOT_GATHERED}", path.display());
+        ctx.problem(span, KEY, message);
+        return false;
+    };
+    let text = match read.as_ref().map(|bytes| std::str::from_utf8(bytes)) {
         Ok(Ok(text)) => text,
         Ok(Err(_)) => {
             let message = format!(
@@ -625,9 +663,10 @@ fn domains_file(
         }
         Err(e) => {
             let message = format!(
-                "`{KEY}` = {}: cannot read it ({e}); create it (one domain per line, `#` \
+                "`{KEY}` = {}: cannot read it ({}); create it (one domain per line, `#` \
                  comments) or remove the key",
-                path.display()
+                path.display(),
+                e.reason()
             );
             ctx.problem(span, KEY, message);
             return false;

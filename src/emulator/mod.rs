@@ -259,9 +259,17 @@ impl From<EmulatorError> for io::Error {
 /// Reads a domains file: one domain per line, `#` starts a comment, blank lines ignored.
 /// Domains are lowercased; `.example.com` is a wildcard domain (Alibaba's spelling).
 pub fn load_domains_file(path: &Path) -> Result<Vec<String>, EmulatorError> {
-    let text = std::fs::read_to_string(path).map_err(|source| EmulatorError::DomainsFile {
+    let bytes =
+        crate::fsio::read(path, 64 * 1024 * 1024).map_err(|e| EmulatorError::DomainsFile {
+            path: path.to_path_buf(),
+            source: io::Error::new(
+                e.io_error().map_or(io::ErrorKind::Other, io::Error::kind),
+                e.reason(),
+            ),
+        })?;
+    let text = String::from_utf8(bytes).map_err(|_| EmulatorError::DomainsFile {
         path: path.to_path_buf(),
-        source,
+        source: io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"),
     })?;
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {

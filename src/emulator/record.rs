@@ -5,8 +5,7 @@
 //! dates and fingerprint; a log entry names the call, never its certificate or key text.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +13,10 @@ use time::OffsetDateTime;
 
 use super::EmulatorError;
 use crate::cert::{Certificate, Fingerprint};
+use crate::fsio::{self, AtomicWrite};
+
+/// The largest state dump read back (a long emulator run logs many requests).
+const MAX_DUMP_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// The certificate a CDN domain serves, as the emulator records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,9 +134,9 @@ impl Dump {
 
     /// Reads a state dump written by a running (or stopped) emulator.
     pub fn read(path: &Path) -> Result<Dump, EmulatorError> {
-        let bytes = std::fs::read(path).map_err(|source| EmulatorError::DumpRead {
+        let bytes = fsio::read(path, MAX_DUMP_BYTES).map_err(|e| EmulatorError::DumpRead {
             path: path.to_path_buf(),
-            reason: source.to_string(),
+            reason: e.reason(),
         })?;
         serde_json::from_slice(&bytes).map_err(|e| EmulatorError::DumpRead {
             path: path.to_path_buf(),
@@ -172,22 +175,17 @@ impl LogJson {
     }
 }
 
-/// Replaces `path` atomically with `bytes` (temp file in the same folder, then rename), so a
-/// reader sees either the previous dump or this one, never a torn file.
+/// Replaces `path` atomically with `bytes` ([`AtomicWrite`]: temp file in the same folder,
+/// fsync, rename, fsync of the folder), so a reader sees either the previous dump or this
+/// one, never a torn file.
 pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), EmulatorError> {
-    let err = |source: std::io::Error| EmulatorError::StateDump {
+    let writer = AtomicWrite {
+        path,
+        temp_prefix: ".certrotd-emulator-dump",
+        temp_suffix: "",
+    };
+    writer.write(bytes).map_err(|e| EmulatorError::StateDump {
         path: path.to_path_buf(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".certrotd-emulator-dump")
-        .tempfile_in(&dir)
-        .map_err(err)?;
-    tmp.write_all(bytes).map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
+        source: e.into_io(),
+    })
 }

@@ -77,15 +77,41 @@ pub(super) fn watch_path(path: &Path) -> Vec<Work> {
     listing
         .dirs
         .iter()
-        .filter_map(|name| {
-            let name = name.to_str().map(str::to_string);
-            let quiet = acme_home && name.as_deref().is_some_and(|n| ACME_HOME_DIRS.contains(&n));
-            name.map(|n| Work::Folder {
+        .map(|name| match name.to_str() {
+            Some(n) => Work::Folder {
                 path: path.join(n),
-                quiet,
-            })
+                quiet: acme_home && ACME_HOME_DIRS.contains(&n),
+            },
+            None => not_utf8(&path.join(name)),
         })
         .collect()
+}
+
+/// A lineage folder whose name is not UTF-8: a problem of its own (never skipped), shown
+/// under a lossy, escaped id.
+fn not_utf8(path: &Path) -> Work {
+    let shown = shown_path(path);
+    Work::Problem {
+        id: shown.clone(),
+        path: path.to_path_buf(),
+        error: SourceError::NameNotUtf8 { shown },
+    }
+}
+
+/// `path` for messages: invalid UTF-8 as U+FFFD, control characters escaped (`\x1b`,
+/// `\u{85}`), so that a file name cannot break a line or a terminal.
+pub(super) fn shown_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            c if c.is_control() && (c as u32) < 0x80 => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Examines a subfolder of a watch root: its pairs, or the problem it is.

@@ -62,10 +62,14 @@ pub enum SourceError {
     Dangling { path: PathBuf },
 
     #[error(
-        "{}: not a regular file; expected a PEM file here",
+        "{}: {what}, not a regular file; expected a PEM file here (or a symlink to one)",
         path.display()
     )]
-    NotAFile { path: PathBuf },
+    NotAFile {
+        path: PathBuf,
+        /// What is there instead (`a FIFO (named pipe)`, `a folder`, …).
+        what: &'static str,
+    },
 
     #[error(
         "{}: file is {size} bytes, more than the {} limit for certificate and key files, so it \
@@ -81,6 +85,15 @@ pub enum SourceError {
         path.display()
     )]
     Unreadable { path: PathBuf, error: String },
+
+    #[error(
+        "{shown}: the folder name is not valid UTF-8, so certrotd cannot name this lineage in \
+         its messages and state; rename the folder (e.g. to the domain it holds)"
+    )]
+    NameNotUtf8 {
+        /// The folder's path, lossy and with control characters escaped.
+        shown: String,
+    },
 
     #[error("{files}: {reason}")]
     Invalid {
@@ -134,6 +147,7 @@ impl SourceError {
             SourceError::NotAFile { .. } => "not-a-file",
             SourceError::TooLarge { .. } => "too-large",
             SourceError::Unreadable { .. } => "unreadable",
+            SourceError::NameNotUtf8 { .. } => "name-not-utf8",
             SourceError::Invalid { reason, .. } => reason.kind(),
         }
     }

@@ -1,21 +1,17 @@
-//! Reading certificate files safely: symlinks followed, the size checked before reading and
-//! capped while reading, special files refused, and each file's identity recorded so that
-//! an unchanged file is never read twice.
+//! Reading certificate files safely, through [`crate::fsio`]: symlinks followed, opened
+//! without blocking, special files refused on the opened descriptor, the size checked before
+//! reading and capped while reading; and each file's identity recorded so that an unchanged
+//! file is never read twice.
 
-use std::fs::{self, File, Metadata};
-use std::io::{self, Read};
+use std::fs::{self, Metadata};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use zeroize::Zeroizing;
 
 use super::{MAX_FILE_BYTES, SourceError};
-
-/// `ELOOP` ("too many levels of symbolic links"): 40 on Linux, 62 on the BSDs and macOS.
-#[cfg(target_os = "linux")]
-const ELOOP: i32 = 40;
-#[cfg(not(target_os = "linux"))]
-const ELOOP: i32 = 62;
+use crate::fsio::{self, FileKind, FsError};
 
 /// What identifies one version of a file: the inode its links resolve to (device,
 /// number) and its size, modification and change times. Re-pointing a link changes the
@@ -72,6 +68,7 @@ fn usable(path: &Path, meta: &Metadata) -> Result<(), SourceError> {
     if !meta.is_file() {
         return Err(SourceError::NotAFile {
             path: path.to_path_buf(),
+            what: FileKind::of(meta).describe(),
         });
     }
     if meta.len() > MAX_FILE_BYTES {
@@ -86,7 +83,7 @@ fn usable(path: &Path, meta: &Metadata) -> Result<(), SourceError> {
 /// Maps an I/O error on `path` to the lineage problem it means.
 pub(super) fn io_problem(path: &Path, e: &io::Error) -> SourceError {
     let path = path.to_path_buf();
-    if e.raw_os_error() == Some(ELOOP) {
+    if e.raw_os_error() == Some(libc::ELOOP) {
         SourceError::SymlinkLoop { path }
     } else {
         SourceError::Unreadable {
@@ -100,18 +97,31 @@ pub(super) fn io_problem(path: &Path, e: &io::Error) -> SourceError {
 /// what was actually read (taken from the open file, so a concurrent rewrite is noticed
 /// on the next scan).
 pub(super) fn read(path: &Path) -> Result<(FileId, Zeroizing<Vec<u8>>), SourceError> {
-    let file = File::open(path).map_err(|e| io_problem(path, &e))?;
-    let meta = file.metadata().map_err(|e| io_problem(path, &e))?;
-    usable(path, &meta)?;
-    let mut bytes = Zeroizing::new(Vec::with_capacity(meta.len() as usize));
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| io_problem(path, &e))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(SourceError::TooLarge {
+    let opened = fsio::open(path).map_err(|e| fs_problem(path, &e))?;
+    let id = FileId::new(opened.metadata());
+    let bytes = opened
+        .read_secret(MAX_FILE_BYTES)
+        .map_err(|e| fs_problem(path, &e))?;
+    Ok((id, bytes))
+}
+
+/// Maps a reader error on `path` to the lineage problem it means.
+fn fs_problem(path: &Path, e: &FsError) -> SourceError {
+    match e {
+        FsError::NotRegular { kind, .. } => SourceError::NotAFile {
             path: path.to_path_buf(),
-            size: bytes.len() as u64,
-        });
+            what: kind.describe(),
+        },
+        FsError::TooLarge { size, .. } => SourceError::TooLarge {
+            path: path.to_path_buf(),
+            size: *size,
+        },
+        other => match other.io_error() {
+            Some(io) => io_problem(path, io),
+            None => SourceError::Unreadable {
+                path: path.to_path_buf(),
+                error: other.reason(),
+            },
+        },
     }
-    Ok((FileId::new(&meta), bytes))
 }

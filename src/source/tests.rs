@@ -521,3 +521,93 @@ fn errors_carry_no_key_material() {
     let body = issued.key_pem.lines().nth(1).unwrap();
     assert!(!text.contains(body));
 }
+
+fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+#[test]
+fn a_fifo_as_a_certificate_file_is_a_lineage_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let lineage = dir.path().join("fifo.example.com");
+    write(
+        &lineage.join("privkey.pem"),
+        &issue(&["fifo.example.com"]).key_pem,
+    );
+    mkfifo(&lineage.join("fullchain.pem"));
+    let l = scan(&[&lineage]);
+    let e = error(only(&l));
+    assert_eq!(e.kind(), "not-a-file");
+    assert!(
+        e.to_string()
+            .contains("a FIFO (named pipe), not a regular file"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_file_swapped_for_a_fifo_after_the_probe_is_refused_by_the_read() {
+    // The probe saw a regular file; by the time of the read a FIFO is there. The read
+    // must neither block in `open` nor read it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fullchain.pem");
+    mkfifo(&path);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = path.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(read::read(&p).map(|_| ()));
+    });
+    let answer = rx.recv_timeout(std::time::Duration::from_secs(30));
+    if answer.is_err() {
+        // Release the blocked reader before failing.
+        let _ = fs::OpenOptions::new().write(true).open(&path);
+        panic!("reading a FIFO blocked");
+    }
+    let e = answer.unwrap().unwrap_err();
+    assert_eq!(e.kind(), "not-a-file");
+    assert!(
+        e.to_string().starts_with(&path.display().to_string()),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_lineage_folder_whose_name_is_not_utf8_is_reported() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let good = certbot(
+        dir.path(),
+        "good.example.com",
+        1,
+        &issue(&["good.example.com"]),
+    );
+    let name = std::ffi::OsStr::from_bytes(b"bad\xff\x1b[31m\n.example.com");
+    let bad = dir.path().join("live").join(name);
+    fs::create_dir_all(&bad).unwrap();
+    let issued = issue(&["bad.example.com"]);
+    write(&bad.join("fullchain.pem"), &issued.fullchain_pem);
+    write(&bad.join("privkey.pem"), &issued.key_pem);
+
+    let lineages = scan(&[&dir.path().join("live")]);
+    assert_eq!(lineages.len(), 2, "{lineages:#?}");
+    let ok = lineages.iter().find(|l| l.id == good.display().to_string());
+    assert!(ok.is_some_and(|l| l.result.is_ok()), "{lineages:#?}");
+    let problem = lineages.iter().find(|l| l.result.is_err()).unwrap();
+    let e = error(problem);
+    assert_eq!(e.kind(), "name-not-utf8");
+    let live = dir.path().join("live").display().to_string();
+    let shown = format!("{live}/bad\u{fffd}\\x1b[31m\\x0a.example.com");
+    assert_eq!(problem.id, shown);
+    assert!(!problem.id.chars().any(char::is_control), "{}", problem.id);
+    let text = e.to_string();
+    assert!(text.starts_with(&shown), "{text}");
+    assert!(text.contains("rename the folder"), "{text}");
+    assert!(!text.chars().any(char::is_control), "{text}");
+    assert_eq!(
+        problem.chain_path, bad,
+        "the real path is kept for the scan"
+    );
+}

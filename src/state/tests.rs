@@ -520,3 +520,54 @@ fn noted_records_reach_the_file_only_with_the_save() {
             .is_some_and(|e| e.message == "not served")
     );
 }
+
+// ---- special files and ownership ----
+
+fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+#[test]
+fn a_fifo_or_a_device_as_the_state_file_is_refused_without_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(STATE_FILE);
+    mkfifo(&path);
+    let err = load(dir.path()).unwrap_err();
+    assert_eq!(err.kind(), "state-read");
+    assert!(err.to_string().contains("a FIFO (named pipe)"), "{err}");
+    assert_eq!(
+        StateStore::open(dir.path()).unwrap_err().kind(),
+        "state-read"
+    );
+    fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+    let err = load(dir.path()).unwrap_err();
+    assert_eq!(err.kind(), "state-read");
+    assert!(err.to_string().contains("a character device"), "{err}");
+}
+
+#[test]
+fn an_oversized_state_file_is_refused_without_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fs::File::create(dir.path().join(STATE_FILE)).unwrap();
+    f.set_len(MAX_STATE_BYTES + 1).unwrap();
+    let err = load(dir.path()).unwrap_err();
+    assert_eq!(err.kind(), "state-read");
+    assert!(err.to_string().contains("byte limit"), "{err}");
+}
+
+#[test]
+fn a_save_keeps_the_existing_files_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = StateStore::open(dir.path()).unwrap();
+    s.record_deployed(&ds(&["a"]), &push(1, "R1")).unwrap();
+    let path = dir.path().join(STATE_FILE);
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+    s.record_deployed(&ds(&["b"]), &push(1, "R2")).unwrap();
+    let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o640);
+    assert!(load(dir.path()).unwrap().domains.contains_key("b"));
+}

@@ -565,3 +565,114 @@ impl Lego {
         self.lineage(name)
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Bounded runs and special files
+
+/// What [`run_bounded`] saw: the output, whether the child had to be killed at the time
+/// limit, and its peak resident memory.
+#[derive(Debug)]
+pub struct Bounded {
+    pub out: Output,
+    pub timed_out: bool,
+    /// `ru_maxrss` of the child alone, in KiB.
+    pub max_rss_kib: i64,
+}
+
+impl Bounded {
+    /// Panics (with the output) if the child had to be killed.
+    pub fn expect_exited(&self) -> &Output {
+        assert!(
+            !self.timed_out,
+            "certrotd did not exit by itself (killed at the time limit); output:\n{}",
+            self.out.all()
+        );
+        &self.out
+    }
+}
+
+/// Runs `cmd` to completion, but for at most `limit`: past that the child is killed
+/// (SIGKILL) and `timed_out` is set. The child is reaped with `wait4` for its own rusage.
+// The child is reaped by `wait4` below (std's `wait` would lose its rusage).
+#[allow(clippy::zombie_processes)]
+pub fn run_bounded(mut cmd: Command, limit: std::time::Duration) -> Bounded {
+    use std::io::Read as _;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn certrotd");
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut bytes);
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let pid = i32::try_from(child.id()).expect("pid");
+    let started = std::time::Instant::now();
+    let mut timed_out = false;
+    let (status, rusage) = loop {
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+        let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+        let flags = if timed_out { 0 } else { libc::WNOHANG };
+        // SAFETY: wait4 on our own child's pid, with valid pointers to locals.
+        let rc = unsafe { libc::wait4(pid, &mut status, flags, &mut rusage) };
+        if rc == pid {
+            break (status, rusage);
+        }
+        assert!(rc == 0, "wait4: {}", std::io::Error::last_os_error());
+        if started.elapsed() > limit {
+            timed_out = true;
+            // SAFETY: kill(2) on our own (not yet reaped) child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        -1
+    };
+    Bounded {
+        out: Output {
+            status: code,
+            stdout: stdout.join().expect("stdout reader"),
+            stderr: stderr.join().expect("stderr reader"),
+        },
+        timed_out,
+        max_rss_kib: rusage.ru_maxrss,
+    }
+}
+
+/// Makes a FIFO (named pipe) at `path`.
+pub fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt as _;
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).expect("create folder");
+    }
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("no NUL in path");
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(
+        rc,
+        0,
+        "mkfifo {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Whether the tests run as root (for the tests that need to give files away).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

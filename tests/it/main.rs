@@ -6,6 +6,7 @@ mod check;
 mod daemon;
 mod deploy_hook;
 mod emulate;
+mod files;
 mod harness;
 mod push;
 mod sync;

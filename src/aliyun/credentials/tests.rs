@@ -3,6 +3,7 @@
 //! and an injected [`Environment`].
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -554,12 +555,158 @@ fn mask_id_shapes() {
 
 #[test]
 fn ini_parser_ignores_comments_and_preamble() {
-    let sections =
-        parse_ini("key = before\n; c\n# c\n[a]\nk = v = w\n[ b ]\nk='q'\n").expect("parses");
+    let sections = profile::parse_ini("key = before\n; c\n# c\n[a]\nk = v = w\n[ b ]\nk='q'\n")
+        .expect("parses");
     let names: Vec<&str> = sections.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["a", "b"]);
     assert_eq!(sections[0].get("k"), Some("v = w"));
     assert_eq!(sections[1].get("k"), Some("q"));
     assert_eq!(sections[1].line, 6);
-    assert_eq!(parse_ini("[a]\nno equals\n").err(), Some(2));
+    assert_eq!(profile::parse_ini("[a]\nno equals\n").err(), Some(2));
+}
+
+// ---------------------------------------------------------------- typed profiles (pure)
+
+#[test]
+fn ini_profiles_are_typed_including_the_kinds_not_used_yet() {
+    let text = "[ak]\ntype = access_key\naccess_key_id = A\naccess_key_secret = S\n\
+                [sts]\ntype = sts\naccess_key_id = B\naccess_key_secret = S\nsecurity_token = T\n\
+                [ecs]\ntype = ecs_ram_role\nrole_name = web\n\
+                [arn]\ntype = ram_role_arn\nrole_arn = acs:ram::1:role/r\nrole_session_name = s\n\
+                [oidc]\ntype = oidc_role_arn\nrole_arn = acs:ram::1:role/o\n\
+                oidc_provider_arn = acs:ram::1:oidc-provider/p\noidc_token_file_path = /t\n\
+                [rsa]\ntype = rsa_key_pair\n";
+    let typed = |name| profile::ini_profile(text, name).unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        typed("ak"),
+        IniProfile::AccessKey { access_key_id, access_key_secret }
+            if access_key_id == "A" && access_key_secret.expose() == "S"
+    ));
+    assert!(matches!(
+        typed("sts"),
+        IniProfile::Sts { access_key_id, security_token, .. }
+            if access_key_id == "B" && security_token.expose() == "T"
+    ));
+    assert!(matches!(
+        typed("ecs"),
+        IniProfile::EcsRamRole { role_name: Some(r) } if r == "web"
+    ));
+    assert!(matches!(
+        typed("arn"),
+        IniProfile::RamRoleArn { role_arn: Some(a), role_session_name: Some(s) }
+            if a == "acs:ram::1:role/r" && s == "s"
+    ));
+    assert!(matches!(
+        typed("oidc"),
+        IniProfile::OidcRoleArn {
+            role_arn: Some(_),
+            oidc_provider_arn: Some(p),
+            oidc_token_file_path: Some(t),
+        } if p == "acs:ram::1:oidc-provider/p" && t == "/t"
+    ));
+    let other = typed("rsa");
+    assert_eq!(other.type_name(), "rsa_key_pair");
+    for (name, kind) in [
+        ("ecs", "ecs_ram_role"),
+        ("arn", "ram_role_arn"),
+        ("oidc", "oidc_role_arn"),
+    ] {
+        assert_eq!(typed(name).type_name(), kind);
+    }
+}
+
+#[test]
+fn unsupported_ini_types_are_named_in_the_error() {
+    let w = World::new();
+    for kind in ["ram_role_arn", "oidc_role_arn", "rsa_key_pair"] {
+        w.ini(&format!("[default]\ntype = {kind}\nrole_arn = x\n"), 0o600);
+        let e = err(&settings(None, None), &w.env());
+        assert_eq!(e.kind(), "bad_file");
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("type = {kind}, which certrotd does not support")),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn cli_profiles_are_typed_including_the_modes_not_used_yet() {
+    let json = serde_json::json!({
+        "current": "ak",
+        "profiles": [
+            {"name": "ak", "mode": "AK", "access_key_id": "A", "access_key_secret": "S",
+             "ram_role_arn": 7, "expired_time": 0},
+            {"name": "sts", "mode": "StsToken", "access_key_id": "B", "access_key_secret": "S",
+             "sts_token": "T"},
+            {"name": "ecs", "mode": "EcsRamRole", "ram_role_name": "web"},
+            {"name": "arn", "mode": "RamRoleArn", "access_key_id": "C", "access_key_secret": "S",
+             "ram_role_arn": "acs:ram::1:role/r", "ram_session_name": "s"},
+            {"name": "oidc", "mode": "OIDC", "ram_role_arn": "acs:ram::1:role/o",
+             "oidc_provider_arn": "acs:ram::1:oidc-provider/p", "oidc_token_file": "/t"},
+            {"name": "uri", "mode": "CredentialsURI", "credentials_uri": "http://127.0.0.1:1/c"},
+            {"name": "sso", "mode": "CloudSSO"},
+        ]
+    })
+    .to_string();
+    let typed =
+        |name: Option<&str>| profile::cli_profile(&json, name).unwrap_or_else(|e| panic!("{e}"));
+    let (name, ak) = typed(None);
+    assert_eq!(name, "ak", "the file's current profile");
+    assert!(matches!(ak, CliProfile::Ak { access_key_id, .. } if access_key_id == "A"));
+    assert!(matches!(
+        typed(Some("sts")).1,
+        CliProfile::StsToken { sts_token, .. } if sts_token.expose() == "T"
+    ));
+    assert!(matches!(
+        typed(Some("ecs")).1,
+        CliProfile::EcsRamRole { ram_role_name: Some(r) } if r == "web"
+    ));
+    assert!(matches!(
+        typed(Some("arn")).1,
+        CliProfile::RamRoleArn { ram_role_arn: Some(a), ram_session_name: Some(s) }
+            if a == "acs:ram::1:role/r" && s == "s"
+    ));
+    assert!(matches!(
+        typed(Some("oidc")).1,
+        CliProfile::Oidc { ram_role_arn: Some(_), oidc_provider_arn: Some(_), oidc_token_file: Some(t) }
+            if t == "/t"
+    ));
+    assert!(matches!(
+        typed(Some("uri")).1,
+        CliProfile::CredentialsUri { credentials_uri: Some(u) } if u == "http://127.0.0.1:1/c"
+    ));
+    assert_eq!(typed(Some("sso")).1.mode(), "CloudSSO");
+    for (name, mode) in [
+        ("ecs", "EcsRamRole"),
+        ("arn", "RamRoleArn"),
+        ("oidc", "OIDC"),
+        ("uri", "CredentialsURI"),
+    ] {
+        assert_eq!(typed(Some(name)).1.mode(), mode);
+    }
+}
+
+#[test]
+fn a_fifo_as_a_credential_file_is_refused_without_blocking() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let w = World::new();
+    fs::create_dir_all(w.ini_path().parent().unwrap()).unwrap();
+    let c = std::ffi::CString::new(w.ini_path().as_os_str().as_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let e = err(&settings(None, None), &w.env());
+    assert_eq!(e.kind(), "bad_file");
+    assert!(e.to_string().contains("a FIFO (named pipe)"), "{e}");
+}
+
+#[test]
+fn a_non_utf8_secret_file_is_refused() {
+    let w = World::new();
+    let path = w.dir.path().join("latin1");
+    fs::write(&path, b"caf\xe9").unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    let e = err(&settings(Some("LTAIa"), Some(&path)), &w.env());
+    assert_eq!(e.kind(), "bad_file");
+    assert!(e.to_string().contains("not UTF-8"), "{e}");
 }

@@ -1,0 +1,334 @@
+//! Hostile and unlucky files, through the real binary: a FIFO or a device where certrotd
+//! expects a file (configuration, domains file, state, certificate) is refused at once with
+//! a clear error, never a hang (every child is bounded and must exit by itself) and never an
+//! unbounded read; a lineage folder whose name is not UTF-8 is reported, not skipped; a
+//! `sync` run as root keeps the state file's owner and mode.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _, symlink};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use certrotd::emulator::{
+    DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, Emulator, EmulatorConfig,
+};
+use certrotd::state;
+
+use crate::harness::{
+    Bounded, Certbot, Config, Env, is_root, issue, mkfifo, run_bounded, write, write_mode,
+};
+
+/// Long enough for a loaded 2-core machine; a hang is what it catches.
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn bounded(env: &Env, args: &[&str]) -> Bounded {
+    run_bounded(env.command(args), LIMIT)
+}
+
+/// A configuration with credentials for `emu` (or for nothing) and `domains`.
+fn config(env: &Env, endpoint: &str, domains: &[&str]) -> Config {
+    let secret = env.join("ak-secret");
+    write_mode(&secret, DEFAULT_ACCESS_KEY_SECRET, 0o600);
+    Config::new()
+        .endpoint(endpoint)
+        .domains(domains)
+        .set(
+            "aliyun",
+            &format!("access_key_id = {DEFAULT_ACCESS_KEY_ID:?}"),
+        )
+        .set(
+            "aliyun",
+            &format!(
+                "access_key_secret_file = {:?}",
+                secret.display().to_string()
+            ),
+        )
+}
+
+async fn emulator(domains: &[&str]) -> Emulator {
+    Emulator::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        EmulatorConfig::with_domains(domains.iter().copied()),
+    )
+    .await
+    .expect("emulator starts")
+}
+
+#[test]
+fn a_fifo_as_the_config_file_is_refused_at_once() {
+    let env = Env::new();
+    mkfifo(&env.join("certrotd.toml"));
+    for args in [&["check"][..], &["status"], &["sync"]] {
+        let run = bounded(&env, args);
+        let out = run.expect_exited();
+        out.expect_status(78)
+            .expect_contains("cannot read the configuration file")
+            .expect_contains("a FIFO (named pipe)")
+            .expect_contains("replace it with a regular file");
+    }
+}
+
+#[test]
+fn a_fifo_as_the_domains_file_is_refused_at_once() {
+    let env = Env::new();
+    let certbot = Certbot::new(env.join("le"));
+    certbot.add("a.example.com", &issue(&["a.example.com"]));
+    mkfifo(&env.join("domains.txt"));
+    Config::new()
+        .watch(certbot.live())
+        .set("cdn", "domains_file = \"domains.txt\"")
+        .write(&env);
+    for args in [&["check"][..], &["status"], &["sync"]] {
+        let run = bounded(&env, args);
+        let out = run.expect_exited();
+        out.expect_status(78)
+            .expect_contains("cdn.domains_file")
+            .expect_contains("a FIFO (named pipe), not a regular file");
+    }
+}
+
+#[test]
+fn a_fifo_as_state_json_is_a_clear_error_for_status_sync_and_check() {
+    let env = Env::new();
+    let certbot = Certbot::new(env.join("le"));
+    certbot.add("a.example.com", &issue(&["a.example.com"]));
+    config(&env, "http://127.0.0.1:9/", &["a.example.com"])
+        .watch(certbot.live())
+        .write(&env);
+    let path = env.join("state").join(state::STATE_FILE);
+    mkfifo(&path);
+    for args in [&["status"][..], &["sync"]] {
+        let run = bounded(&env, args);
+        let out = run.expect_exited();
+        out.expect_status(1)
+            .expect_contains("cannot read the state file")
+            .expect_contains(&path.display().to_string())
+            .expect_contains("a FIFO (named pipe)");
+    }
+    // `check` never reads the state: it judges the configuration and the certificates.
+    let run = bounded(&env, &["check"]);
+    run.expect_exited()
+        .expect_status(0)
+        .expect_contains("every managed domain covered");
+    assert!(
+        fs::symlink_metadata(&path).unwrap().file_type().is_fifo(),
+        "the FIFO is left alone"
+    );
+}
+
+#[test]
+fn state_json_linked_to_dev_zero_is_refused_in_bounded_memory() {
+    let env = Env::new();
+    Config::new().domains(&["a.example.com"]).write(&env);
+    let path = env.join("state").join(state::STATE_FILE);
+    fs::create_dir_all(env.join("state")).unwrap();
+    symlink("/dev/zero", &path).unwrap();
+    let run = bounded(&env, &["status"]);
+    run.expect_exited()
+        .expect_status(1)
+        .expect_contains("cannot read the state file")
+        .expect_contains("a character device");
+    assert!(
+        run.max_rss_kib < 200 * 1024,
+        "status used {} KiB",
+        run.max_rss_kib
+    );
+}
+
+#[test]
+fn a_fifo_as_a_certificate_file_is_reported_by_check() {
+    let env = Env::new();
+    let certbot = Certbot::new(env.join("le"));
+    certbot.add("good.example.com", &issue(&["good.example.com"]));
+    let bad = env.join("le/live/fifo.example.com");
+    write_mode(
+        &bad.join("privkey.pem"),
+        &issue(&["fifo.example.com"]).key_pem,
+        0o600,
+    );
+    mkfifo(&bad.join("fullchain.pem"));
+    Config::new()
+        .watch(certbot.live())
+        .domains(&["good.example.com"])
+        .write(&env);
+    let run = bounded(&env, &["check"]);
+    let out = run.expect_exited();
+    out.expect_status(1).expect_contains("1 invalid lineage");
+    let row = out.row(&bad.display().to_string());
+    assert!(
+        row.contains("INVALID") && row.contains("a FIFO (named pipe), not a regular file"),
+        "{row}"
+    );
+    assert!(
+        out.row(&certbot.lineage("good.example.com").display().to_string())
+            .contains("VALID")
+    );
+}
+
+/// A running `certrotd run`, stderr to a file; killed when dropped.
+struct Daemon {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(env: &Env) -> Daemon {
+        let log = env.join("daemon.log");
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = env
+            .command(&["run"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("spawn certrotd run");
+        Daemon { child, log }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn until(&self, what: &str, mut ok: impl FnMut() -> bool) {
+        let deadline = Instant::now() + LIMIT;
+        while !ok() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_as_a_certificate_file_does_not_stop_run() {
+    let env = Env::new();
+    let emu = emulator(&["good.example.com", "fifo.example.com"]).await;
+    let certbot = Certbot::new(env.join("le"));
+    certbot.add("good.example.com", &issue(&["good.example.com"]));
+    let bad = certbot.lineage("fifo.example.com");
+    write_mode(
+        &bad.join("privkey.pem"),
+        &issue(&["fifo.example.com"]).key_pem,
+        0o600,
+    );
+    mkfifo(&bad.join("fullchain.pem"));
+    config(
+        &env,
+        &emu.endpoint(),
+        &["good.example.com", "fifo.example.com"],
+    )
+    .watch(certbot.live())
+    .set("watch", "debounce_ms = 200")
+    .write(&env);
+    let mut daemon = Daemon::start(&env);
+    daemon
+        .until("good.example.com deployed", || {
+            emu.served().contains_key("good.example.com")
+        })
+        .await;
+    daemon
+        .until("the FIFO lineage reported", || {
+            daemon.log().contains("a FIFO (named pipe)")
+        })
+        .await;
+    assert!(!emu.served().contains_key("fifo.example.com"));
+    let pid = i32::try_from(daemon.child.id()).unwrap();
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run did not stop on SIGTERM:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+}
+
+#[test]
+fn a_lineage_folder_named_in_invalid_utf8_fails_check() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let env = Env::new();
+    let certbot = Certbot::new(env.join("le"));
+    certbot.add("good.example.com", &issue(&["good.example.com"]));
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9\x1b[2J.example.com");
+    let bad = certbot.live().join(name);
+    let issued = issue(&["cafe.example.com"]);
+    write(&bad.join("fullchain.pem"), &issued.fullchain_pem);
+    write_mode(&bad.join("privkey.pem"), &issued.key_pem, 0o600);
+    Config::new()
+        .watch(certbot.live())
+        .domains(&["good.example.com"])
+        .write(&env);
+    let run = bounded(&env, &["check"]);
+    let out = run.expect_exited();
+    out.expect_status(1).expect_contains("1 invalid lineage");
+    let shown = format!(
+        "{}/caf\u{fffd}\\x1b[2J.example.com",
+        certbot.live().display()
+    );
+    let row = out.row(&shown);
+    assert!(
+        row.contains("INVALID") && row.contains("not valid UTF-8"),
+        "{row}"
+    );
+    assert!(
+        !out.stdout.contains('\x1b'),
+        "no raw control character reaches the table:\n{}",
+        out.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_as_root_keeps_the_owner_and_mode_of_state_json() {
+    if !is_root() {
+        eprintln!("SKIPPED sync_as_root_keeps_the_owner_and_mode_of_state_json: needs root");
+        return;
+    }
+    let env = Env::new();
+    let emu = emulator(&["a.example.com", "b.example.com"]).await;
+    let certbot = Certbot::new(env.join("le"));
+    certbot.add("a.example.com", &issue(&["a.example.com"]));
+    config(&env, &emu.endpoint(), &["a.example.com", "b.example.com"])
+        .watch(certbot.live())
+        .write(&env);
+    let sync = |env: &Env| {
+        let cmd = env.command(&["sync"]);
+        tokio::task::spawn_blocking(move || run_bounded(cmd, LIMIT))
+    };
+    // The first run leaves b uncovered (exit 1) and records a.
+    sync(&env).await.unwrap().expect_exited().expect_status(1);
+    let path = env.join("state").join(state::STATE_FILE);
+    std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+
+    certbot.add("b.example.com", &issue(&["b.example.com"]));
+    sync(&env).await.unwrap().expect_exited().expect_status(0);
+    let meta = fs::metadata(&path).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "owner kept");
+    assert_eq!(meta.mode() & 0o7777, 0o640, "mode kept");
+    let bytes = fs::read(&path).unwrap();
+    let st = state::parse(&path, &bytes).unwrap();
+    assert!(
+        st.domains["b.example.com"].deployed.is_some(),
+        "the save happened"
+    );
+}
