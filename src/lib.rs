@@ -18,3 +18,4 @@ pub mod reconcile;
 pub mod source;
 pub mod state;
 pub mod testca;
+pub(crate) mod untrusted;
