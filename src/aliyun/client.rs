@@ -7,7 +7,10 @@
 //! [`ApiError`], and the three actions certrotd uses.
 //!
 //! Invariants: nothing goes in the URL; the request body and the parameter list (which hold
-//! `SSLPri`) live in zeroizing buffers and are never logged; each method is exactly one
+//! `SSLPri`) live in zeroizing buffers and are never logged; what the server sends is
+//! untrusted: the `RequestId` a call returns and every header value logged pass
+//! [`untrusted::request_id`] (a strict pattern, else a placeholder) here, so the executor,
+//! the state file, `status` and every log line only see sanitized ids; each method is exactly one
 //! attempt (retries, freshly signed, are the executor's job: call the method again); a
 //! response never causes a panic, whatever its body.
 
@@ -39,6 +42,7 @@ use super::error::{
 use super::sign;
 use crate::cert::{Fingerprint, PrivateKey};
 use crate::config::AliyunSettings;
+use crate::untrusted;
 
 pub const ACTION_BATCH_SET: &str = "BatchSetCdnDomainServerCertificate";
 pub const ACTION_DESCRIBE_CERT: &str = "DescribeDomainCertificateInfo";
@@ -288,7 +292,8 @@ impl Client {
             .call(ACTION_BATCH_SET, req.params(), req.domains)
             .await?;
         let parsed: SetReply = decode(ACTION_BATCH_SET, &reply)?;
-        Ok(parsed.request_id)
+        // Untrusted: it goes on to the log, the state file and `status`.
+        Ok(untrusted::request_id(&parsed.request_id))
     }
 
     /// One `DescribeDomainCertificateInfo` attempt: the certificate `domain` serves now,
@@ -363,12 +368,15 @@ impl Client {
             Ok(r) => r?,
         };
         let elapsed_ms = started.elapsed().as_millis();
-        let request_id = header_str(&headers, "x-acs-request-id").unwrap_or("");
+        let request_id = headers
+            .get("x-acs-request-id")
+            .map(|v| untrusted::request_id(v.to_str().unwrap_or("")))
+            .unwrap_or_default();
         tracing::debug!(
             action,
             domains = call_domains.len(),
             status,
-            request_id,
+            %request_id,
             elapsed_ms,
             "API call answered"
         );

@@ -7,5 +7,6 @@ mod daemon;
 mod deploy_hook;
 mod emulate;
 mod harness;
+mod hostile;
 mod push;
 mod sync;

@@ -588,6 +588,31 @@ async fn bad_gateway_html_is_retryable() {
 }
 
 #[tokio::test]
+async fn hostile_request_ids_never_leave_the_client() {
+    let key_line = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7";
+    let (endpoint, _log) = server(vec![Act::Respond {
+        status: 200,
+        headers: vec![
+            ("Content-Type", "application/json".to_string()),
+            ("x-acs-request-id", format!("echo {key_line} {key_line}")),
+        ],
+        body: serde_json::json!({ "RequestId": format!("echo {KEY_PEM}") }).to_string(),
+    }])
+    .await;
+    let key = key();
+    let domains = names(&["a.example.com"]);
+    let req = BatchSetRequest {
+        domains: &domains,
+        cert_name: "n",
+        ssl_pub: "p",
+        ssl_pri: &key,
+        region: None,
+    };
+    let id = client(&endpoint).batch_set(&req).await.expect("deployed");
+    assert_eq!(id, crate::untrusted::INVALID_REQUEST_ID);
+}
+
+#[tokio::test]
 async fn malformed_success_body_is_bad_response() {
     let (endpoint, _log) = server(vec![json(200, "{\"NotRequestId\":1}")]).await;
     let key = key();
