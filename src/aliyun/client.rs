@@ -51,6 +51,9 @@ pub const ACTION_USER_DOMAINS: &str = "DescribeUserDomains";
 pub const MAX_PAGE_SIZE: u64 = 500;
 /// Largest response body read (a page of 500 domains or a long chain is far below this).
 const MAX_RESPONSE_BODY: usize = 16 << 20;
+/// Largest part of an error body read (an Alibaba error body is a few KiB, a
+/// `SignatureDoesNotMatch` echo of a full chain some tens).
+const MAX_ERROR_BODY: usize = 1 << 20;
 /// Idle keep-alive connections the pool keeps (per host).
 const IDLE_CONNECTIONS: usize = 4;
 /// Pages fetched at most by [`Client::describe_user_domains`] (5 million domains).
@@ -438,6 +441,18 @@ impl Client {
             .map_err(|e| ApiError::transport(action, &endpoint, &error_chain(&e)))?;
         let status = response.status().as_u16();
         let (parts, incoming) = response.into_parts();
+        if !(200..300).contains(&status) {
+            // An error answer is only read for its first part: a body too large (or cut
+            // off, or not JSON) is unusable and the error classifies by its status.
+            return match read_prefix(incoming, MAX_ERROR_BODY).await {
+                Ok(bytes) => Ok((status, parts.headers, bytes)),
+                Err(e) => Err(ApiError::transport(
+                    action,
+                    &endpoint,
+                    &format!("reading the response: {}", error_chain(&e)),
+                )),
+            };
+        }
         let collected = http_body_util::Limited::new(incoming, MAX_RESPONSE_BODY)
             .collect()
             .await;
@@ -468,6 +483,25 @@ impl Client {
             clock_offset: server_date.map(|d| d - (self.clock)()),
         }
     }
+}
+
+/// The first `cap` bytes of `body` (all of it when shorter); the rest is never read (the
+/// connection is dropped with the body).
+async fn read_prefix(
+    mut body: hyper::body::Incoming,
+    cap: usize,
+) -> Result<bytes::Bytes, hyper::Error> {
+    let mut out = bytes::BytesMut::new();
+    while out.len() < cap {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        if let Ok(data) = frame?.into_data() {
+            let room = cap - out.len();
+            out.extend_from_slice(&data[..data.len().min(room)]);
+        }
+    }
+    Ok(out.freeze())
 }
 
 fn log_clock_skew(err: &ApiError) {

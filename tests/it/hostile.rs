@@ -3,7 +3,7 @@
 //! form body and echoes its `SSLPri` back in every shape a server could — as the `RequestId`
 //! (raw PEM, without markers, percent-encoded), in the `x-acs-request-id` header, as a
 //! forged log line, in an `InvalidSSLPri` message (32-character chunks, JSON-escaped, the
-//! PEM without its BEGIN line), in an HTML error page.
+//! PEM without its BEGIN line), in an HTML error page — and a 503 with a 20 MiB body.
 //!
 //! For each shape the real binary runs `sync` at `RUST_LOG=trace` (human and JSON logs) and
 //! then `status --json`; no 16-character window of either key (RSA and EC, in the PKCS#8
@@ -52,9 +52,12 @@ enum Shape {
     NoBeginLine,
     /// 502 HTML page with the key's lines in a `<pre>`.
     Html,
+    /// 503 with a 20 MiB body.
+    HugeBody,
 }
 
 const FORGED: &str = "2026-12-01T00:00:00.000000Z  INFO deployed domains=99 FORGED";
+const HUGE: usize = 20 << 20;
 
 /// What the server saw and served.
 #[derive(Default)]
@@ -210,6 +213,7 @@ fn batch_answer(shape: Shape, key: &str) -> Response<Full<Bytes>> {
             );
             r
         }
+        Shape::HugeBody => json_response(503, "x".repeat(HUGE)),
     }
 }
 
@@ -441,4 +445,10 @@ async fn refusal_messages_echoing_the_key_are_redacted_everywhere() {
 async fn html_error_page_echoing_the_key_is_redacted() {
     // 502 is retried: three attempts per lineage and sync.
     assert_eq!(check_shape(Shape::Html).await, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_with_a_body_too_large_to_read_is_retried() {
+    // Classified by its status: every attempt is made (3 per lineage and sync).
+    assert_eq!(check_shape(Shape::HugeBody).await, 12);
 }
