@@ -452,3 +452,44 @@ async fn a_503_with_a_body_too_large_to_read_is_retried() {
     // Classified by its status: every attempt is made (3 per lineage and sync).
     assert_eq!(check_shape(Shape::HugeBody).await, 12);
 }
+
+// ---------------------------------------------------------------------------------------
+// Hostile files: PEM labels, lineage names and certificate names
+
+#[test]
+fn check_never_quotes_a_hostile_pem_label() {
+    let env = Env::new();
+    let certbot = Certbot::new(env.join("letsencrypt"));
+    let secret = "hunter2 PASSWORD=Tr0ub4dor&3";
+    let good = issue(&["label.example.com"]);
+    let dir = certbot.add("label", &good);
+    let key =
+        format!("-----BEGIN {secret} PRIVATE KEY-----\nAAAA\n-----END {secret} PRIVATE KEY-----\n");
+    write_mode(
+        &env.join("letsencrypt/archive/label/privkey1.pem"),
+        &key,
+        0o600,
+    );
+    let cut = issue(&["cut.example.com"]);
+    certbot.add("cut", &cut);
+    let chain = format!("{}-----BEGIN {secret}-----\nAAAA\n", cut.fullchain_pem);
+    crate::harness::write(&env.join("letsencrypt/archive/cut/fullchain1.pem"), chain);
+    Config::new()
+        .watch(certbot.live())
+        .domains(&["label.example.com", "cut.example.com"])
+        .write(&env);
+    let mut cmd = env.command(&["check"]);
+    cmd.env("RUST_LOG", "trace");
+    let out = run_with(cmd);
+    out.expect_status(1);
+    assert!(dir.exists());
+    for word in ["hunter2", "PASSWORD", "Tr0ub4dor"] {
+        assert!(!out.all().contains(word), "{word} quoted:\n{}", out.all());
+    }
+    assert_eq!(
+        out.all().matches("unexpected PEM label").count(),
+        2,
+        "both lineages say why:\n{}",
+        out.all()
+    );
+}
