@@ -456,6 +456,20 @@ async fn a_503_with_a_body_too_large_to_read_is_retried() {
 // ---------------------------------------------------------------------------------------
 // Hostile files: PEM labels, lineage names and certificate names
 
+/// Panics when a raw control or bidi character, or a line starting with `forged`, is in
+/// `what`.
+fn assert_unforged(name: &str, what: &str) {
+    for bad in ['\u{1b}', '\r', '\u{7}', '\u{202e}'] {
+        assert!(!what.contains(bad), "{name} carries {bad:?} raw:\n{what}");
+    }
+    for line in what.lines() {
+        assert!(
+            !line.trim_start().starts_with("FORGED"),
+            "{name} has a forged line:\n{what}"
+        );
+    }
+}
+
 #[test]
 fn check_never_quotes_a_hostile_pem_label() {
     let env = Env::new();
@@ -491,5 +505,44 @@ fn check_never_quotes_a_hostile_pem_label() {
         2,
         "both lineages say why:\n{}",
         out.all()
+    );
+}
+
+#[test]
+fn control_characters_in_lineage_and_certificate_names_are_escaped() {
+    let env = Env::new();
+    let certbot = Certbot::new(env.join("letsencrypt"));
+    let lineage = "evil\nFORGED OK: 1 valid lineage\u{1b}[2K\u{7}\u{202e}gpj";
+    let san = "x\nFORGED.example.com\u{1b}[31m\r";
+    certbot.add(lineage, &issue(&["ok.example.com", san]));
+    Config::new()
+        .watch(certbot.live())
+        .domains(&["other.example.com"])
+        .write(&env);
+    let mut cmd = env.command(&["check"]);
+    cmd.env("RUST_LOG", "trace");
+    let out = run_with(cmd);
+    out.expect_status(1);
+    assert_unforged("check stdout", &out.stdout);
+    assert_unforged("check stderr", &out.stderr);
+    // The names are shown, escaped: in the table and in the "covers no managed domain"
+    // warning.
+    assert!(
+        out.stdout
+            .contains("evil\\nFORGED OK: 1 valid lineage\\x1b[2K\\x07\\u{202e}gpj"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("x\\nforged.example.com\\x1b[31m\\r"),
+        "{}",
+        out.stdout
+    );
+    // The lineage is one table row.
+    let rows: Vec<&str> = out.stdout.lines().filter(|l| l.contains("evil")).collect();
+    assert!(
+        rows.len() >= 2 && rows.iter().any(|r| r.contains("VALID")),
+        "{}",
+        out.stdout
     );
 }
