@@ -459,6 +459,8 @@ fn is_sentence(run: &[Tok]) -> bool {
 fn units_to_redact(text: &str) -> Vec<(usize, usize)> {
     let toks = tokens(text);
     let mut out = Vec::new();
+    // Tokens before `floor` are already in a redacted range.
+    let mut floor = 0;
     let mut i = 0;
     while i < toks.len() {
         if toks[i].1.class == Token::Word {
@@ -488,11 +490,32 @@ fn units_to_redact(text: &str) -> Vec<(usize, usize)> {
         }
         let unit: Vec<Tok> = toks[i..=last].iter().map(|t| t.1).collect();
         if is_key_like(&unit) {
-            out.push(widen(text, unit[0].start, unit[unit.len() - 1].end));
+            // Words stuck to the unit by base64 punctuation (`lw==`, `+ab`) are its ends.
+            let (mut first, mut end) = (i, last);
+            while first > floor && toks[first - 1].0 == region && glued(text, toks[first - 1].1) {
+                first -= 1;
+            }
+            while end + 1 < toks.len() && toks[end + 1].0 == region && glued(text, toks[end + 1].1)
+            {
+                end += 1;
+            }
+            out.push(widen(text, toks[first].1.start, toks[end].1.end));
+            floor = end + 1;
+            i = end + 1;
+            continue;
         }
         i = last + 1;
     }
     out
+}
+
+/// Whether word `tok` touches base64 punctuation: `+` or `/` on either side, `=` after.
+fn glued(text: &str, tok: Tok) -> bool {
+    let b = text.as_bytes();
+    let before = tok.start.checked_sub(1).and_then(|k| b.get(k)).copied();
+    let after = b.get(tok.end).copied();
+    tok.class == Token::Word
+        && (matches!(before, Some(b'+' | b'/')) || matches!(after, Some(b'+' | b'/' | b'=')))
 }
 
 /// `start..end` grown over the base64 punctuation (`+`, `/`, `=`) right next to it.
