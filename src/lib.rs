@@ -4,7 +4,8 @@
 //! Architecture (see DESIGN.md): level-triggered reconciliation. Each pass scans the disk
 //! (`source`), validates (`cert`, pure), plans against the deployed state (`plan`, pure;
 //! `state`), and pushes (`push` through `aliyun`). `daemon` only schedules passes.
-//! `emulator` is a local stand-in for the CDN certificate API.
+//! `emulator` is a local stand-in for the CDN certificate API. `untrusted` makes text from
+//! outside (server answers, file names, certificate names) safe to log, show or store.
 
 pub mod aliyun;
 pub mod cert;
