@@ -6,6 +6,8 @@
 //! `state`), and pushes (`push` through `aliyun`). `daemon` only schedules passes.
 //! `emulator` is a local stand-in for the CDN certificate API. Every file certrotd reads or
 //! replaces goes through `fsio` (the capped non-blocking reader, the atomic writer).
+//! `untrusted` makes text from outside (server answers, file names, certificate names) safe
+//! to log, show or store.
 
 pub mod aliyun;
 pub mod cert;
@@ -20,3 +22,4 @@ pub mod reconcile;
 pub mod source;
 pub mod state;
 pub mod testca;
+pub(crate) mod untrusted;

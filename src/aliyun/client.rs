@@ -7,7 +7,10 @@
 //! [`ApiError`], and the three actions certrotd uses.
 //!
 //! Invariants: nothing goes in the URL; the request body and the parameter list (which hold
-//! `SSLPri`) live in zeroizing buffers and are never logged; each method is exactly one
+//! `SSLPri`) live in zeroizing buffers and are never logged; what the server sends is
+//! untrusted: the `RequestId` a call returns and every header value logged pass
+//! [`untrusted::request_id`] (a strict pattern, else a placeholder) here, so the executor,
+//! the state file, `status` and every log line only see sanitized ids; each method is exactly one
 //! attempt (retries, freshly signed, are the executor's job: call the method again); a
 //! response never causes a panic, whatever its body.
 
@@ -39,6 +42,7 @@ use super::error::{
 use super::sign;
 use crate::cert::{Fingerprint, PrivateKey};
 use crate::config::AliyunSettings;
+use crate::untrusted;
 
 pub const ACTION_BATCH_SET: &str = "BatchSetCdnDomainServerCertificate";
 pub const ACTION_DESCRIBE_CERT: &str = "DescribeDomainCertificateInfo";
@@ -47,6 +51,9 @@ pub const ACTION_USER_DOMAINS: &str = "DescribeUserDomains";
 pub const MAX_PAGE_SIZE: u64 = 500;
 /// Largest response body read (a page of 500 domains or a long chain is far below this).
 const MAX_RESPONSE_BODY: usize = 16 << 20;
+/// Largest part of an error body read (an Alibaba error body is a few KiB, a
+/// `SignatureDoesNotMatch` echo of a full chain some tens).
+const MAX_ERROR_BODY: usize = 1 << 20;
 /// Idle keep-alive connections the pool keeps (per host).
 const IDLE_CONNECTIONS: usize = 4;
 /// Pages fetched at most by [`Client::describe_user_domains`] (5 million domains).
@@ -288,7 +295,8 @@ impl Client {
             .call(ACTION_BATCH_SET, req.params(), req.domains)
             .await?;
         let parsed: SetReply = decode(ACTION_BATCH_SET, &reply)?;
-        Ok(parsed.request_id)
+        // Untrusted: it goes on to the log, the state file and `status`.
+        Ok(untrusted::request_id(&parsed.request_id))
     }
 
     /// One `DescribeDomainCertificateInfo` attempt: the certificate `domain` serves now,
@@ -363,12 +371,15 @@ impl Client {
             Ok(r) => r?,
         };
         let elapsed_ms = started.elapsed().as_millis();
-        let request_id = header_str(&headers, "x-acs-request-id").unwrap_or("");
+        let request_id = headers
+            .get("x-acs-request-id")
+            .map(|v| untrusted::request_id(v.to_str().unwrap_or("")))
+            .unwrap_or_default();
         tracing::debug!(
             action,
             domains = call_domains.len(),
             status,
-            request_id,
+            %request_id,
             elapsed_ms,
             "API call answered"
         );
@@ -430,6 +441,18 @@ impl Client {
             .map_err(|e| ApiError::transport(action, &endpoint, &error_chain(&e)))?;
         let status = response.status().as_u16();
         let (parts, incoming) = response.into_parts();
+        if !(200..300).contains(&status) {
+            // An error answer is only read for its first part: a body too large (or cut
+            // off, or not JSON) is unusable and the error classifies by its status.
+            return match read_prefix(incoming, MAX_ERROR_BODY).await {
+                Ok(bytes) => Ok((status, parts.headers, bytes)),
+                Err(e) => Err(ApiError::transport(
+                    action,
+                    &endpoint,
+                    &format!("reading the response: {}", error_chain(&e)),
+                )),
+            };
+        }
         let collected = http_body_util::Limited::new(incoming, MAX_RESPONSE_BODY)
             .collect()
             .await;
@@ -460,6 +483,25 @@ impl Client {
             clock_offset: server_date.map(|d| d - (self.clock)()),
         }
     }
+}
+
+/// The first `cap` bytes of `body` (all of it when shorter); the rest is never read (the
+/// connection is dropped with the body).
+async fn read_prefix(
+    mut body: hyper::body::Incoming,
+    cap: usize,
+) -> Result<bytes::Bytes, hyper::Error> {
+    let mut out = bytes::BytesMut::new();
+    while out.len() < cap {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        if let Ok(data) = frame?.into_data() {
+            let room = cap - out.len();
+            out.extend_from_slice(&data[..data.len().min(room)]);
+        }
+    }
+    Ok(out.freeze())
 }
 
 fn log_clock_skew(err: &ApiError) {

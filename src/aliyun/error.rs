@@ -3,19 +3,25 @@
 //! Owns: [`ApiError`] (transport, timeout, API refusal, non-JSON body, malformed success),
 //! [`classify`] (by `Code` first, HTTP status second, the call's domain count third) into a
 //! [`Class`], the advice each class gives, the parsing of the retry hint and `Date` headers,
-//! and [`redact`].
+//! and the decoding of an error body (which falls back to the HTTP status whenever the body
+//! is unusable: not JSON, cut off, of the wrong shape or too large to read).
 //!
-//! Invariants: every text taken from a response (message, `Recommend`, ids, an HTML excerpt,
-//! a transport error's text) is redacted when the error is built, so no `Display`, `Debug` or
+//! Invariants: every text taken from a response is made safe when the error is built, by the
+//! rules of [`crate::untrusted`]: identifiers (`Code`, `RequestId`, `HostId`) only when they
+//! match a strict pattern, else a placeholder; free text (message, `Recommend`, an HTML
+//! excerpt, a transport error's text) stripped of anything that could be key material,
+//! whatever its spacing or encoding, with no control characters. So no `Display`, `Debug` or
 //! log line of an `ApiError` can carry the server's echoed string-to-sign, a PEM block or
-//! anything that looks like key material. `SignatureDoesNotMatch` echoes the whole
-//! string-to-sign, `SSLPri` included; that is why this matters.
+//! anything that looks like key material, nor break a log line. `SignatureDoesNotMatch`
+//! echoes the whole string-to-sign, `SSLPri` included; that is why this matters.
 
 use std::fmt;
 use std::time::Duration;
 
 use time::OffsetDateTime;
 use time::macros::format_description;
+
+use crate::untrusted;
 
 /// Alibaba's documented maximum of domains per `BatchSetCdnDomainServerCertificate` call.
 /// A 400 `InvalidParameter*` refusal of a larger call is taken as a size refusal.
@@ -25,10 +31,6 @@ pub const DOCUMENTED_MAX_DOMAINS_PER_CALL: usize = 10;
 const MAX_MESSAGE_CHARS: usize = 400;
 /// Longest excerpt of a non-JSON body kept (characters).
 const MAX_EXCERPT_CHARS: usize = 160;
-/// Longest id or code kept (characters).
-const MAX_ID_CHARS: usize = 128;
-/// A run of this many base64/percent/hex characters is treated as possible key material.
-const SUSPICIOUS_RUN: usize = 40;
 /// Server retry hints above this are clamped (a hint of hours is not believed).
 const MAX_RETRY_HINT: Duration = Duration::from_secs(600);
 
@@ -301,16 +303,9 @@ impl ApiError {
         body: &[u8],
         call_domains: &[String],
     ) -> ApiError {
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Body {
-            request_id: Option<String>,
-            host_id: Option<String>,
-            code: Option<String>,
-            message: Option<String>,
-            recommend: Option<String>,
-        }
-        let Ok(parsed) = serde_json::from_slice::<Body>(body) else {
+        // A JSON object whose text fields are read one by one: a field of the wrong type
+        // counts as absent, so an odd body still classifies by its status.
+        let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(body) else {
             return ApiError::NonJson {
                 action,
                 status: meta.status,
@@ -319,16 +314,17 @@ impl ApiError {
                 domains: call_domains.len(),
             };
         };
-        let message = redact(parsed.message.as_deref().unwrap_or(""), MAX_MESSAGE_CHARS);
+        let text = |name: &str| fields.get(name).and_then(|v| v.as_str());
+        let message = untrusted::redact(text("Message").unwrap_or(""), MAX_MESSAGE_CHARS);
         let domain = named_domain(&message, call_domains);
         ApiError::Api(Box::new(ApiFailure {
             action,
             status: meta.status,
-            code: parsed.code.map(|c| short_id(&c)),
+            code: text("Code").map(untrusted::code),
             message,
-            request_id: parsed.request_id.map(|c| short_id(&c)),
-            host_id: parsed.host_id.map(|c| short_id(&c)),
-            recommend: parsed.recommend.map(|r| redact(&r, MAX_MESSAGE_CHARS)),
+            request_id: text("RequestId").map(untrusted::request_id),
+            host_id: text("HostId").map(untrusted::host_id),
+            recommend: text("Recommend").map(|r| untrusted::redact(r, MAX_MESSAGE_CHARS)),
             retry_after: meta.retry_after,
             server_date: meta.server_date,
             clock_offset: meta.clock_offset,
@@ -342,7 +338,7 @@ impl ApiError {
         ApiError::Transport {
             action,
             endpoint: endpoint.to_string(),
-            detail: redact(detail, MAX_MESSAGE_CHARS),
+            detail: untrusted::redact(detail, MAX_MESSAGE_CHARS),
         }
     }
 
@@ -351,7 +347,7 @@ impl ApiError {
         ApiError::BadResponse {
             action,
             status,
-            detail: redact(detail, MAX_MESSAGE_CHARS),
+            detail: untrusted::redact(detail, MAX_MESSAGE_CHARS),
         }
     }
 
@@ -513,93 +509,6 @@ pub fn parse_http_date(value: &str) -> Option<OffsetDateTime> {
         .map(|t| t.assume_utc())
 }
 
-/// Removes from `text` anything that could be the server's echo of the request or key
-/// material, then collapses whitespace and truncates to `max_chars` characters:
-/// - everything from a "string to sign" marker (any spelling), a PEM `-----BEGIN`, a
-///   percent-encoded `BEGIN`/`PRIVATE KEY`, or an `SSLPri=`-like parameter on;
-/// - every run of 40+ base64/hex/percent characters.
-pub fn redact(text: &str, max_chars: usize) -> String {
-    const CUT_MARKERS: &[&str] = &[
-        "string to sign",
-        "stringtosign",
-        "string-to-sign",
-        "string_to_sign",
-        "-----begin",
-        "begin%20",
-        "begin%2520",
-        "private%20key",
-        "private%2520key",
-        "sslpri=",
-        "sslpri%3d",
-        "sslpri%253d",
-        "sslpri:",
-        "sslpri\":",
-        "sslpri&",
-        "sslpri%26",
-    ];
-    let lower = text.to_ascii_lowercase();
-    let cut = CUT_MARKERS.iter().filter_map(|m| lower.find(m)).min();
-    let (kept, was_cut) = match cut {
-        // `find` on the ASCII-lowercased copy returns a char boundary of `text` too:
-        // ASCII lowercasing keeps every byte offset.
-        Some(at) => (text.get(..at).unwrap_or(""), true),
-        None => (text, false),
-    };
-    let mut out = collapse(&mask_runs(kept));
-    if was_cut {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str("[rest removed: it may echo request parameters]");
-    }
-    truncate_chars(&out, max_chars)
-}
-
-/// Replaces long runs of base64/hex/percent characters with `[redacted]`.
-fn mask_runs(text: &str) -> String {
-    let is_run = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '%');
-    let mut out = String::with_capacity(text.len());
-    let mut run = String::new();
-    let flush = |run: &mut String, out: &mut String| {
-        if run.chars().count() >= SUSPICIOUS_RUN {
-            out.push_str("[redacted]");
-        } else {
-            out.push_str(run);
-        }
-        run.clear();
-    };
-    for c in text.chars() {
-        if is_run(c) {
-            run.push(c);
-        } else {
-            flush(&mut run, &mut out);
-            out.push(c);
-        }
-    }
-    flush(&mut run, &mut out);
-    out
-}
-
-/// Control characters and whitespace runs become one space; trimmed.
-fn collapse(text: &str) -> String {
-    text.split(|c: char| c.is_whitespace() || c.is_control())
-        .filter(|w| !w.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn truncate_chars(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((at, _)) => format!("{}…", &text[..at]),
-        None => text.to_string(),
-    }
-}
-
-/// An id or code: printable, short.
-fn short_id(text: &str) -> String {
-    truncate_chars(&redact(text, MAX_ID_CHARS), MAX_ID_CHARS)
-}
-
 /// A short readable excerpt of a non-JSON body: tags removed, whitespace collapsed,
 /// redacted.
 pub fn excerpt(body: &[u8]) -> String {
@@ -617,7 +526,7 @@ pub fn excerpt(body: &[u8]) -> String {
             _ => {}
         }
     }
-    redact(&plain, MAX_EXCERPT_CHARS)
+    untrusted::redact(&plain, MAX_EXCERPT_CHARS)
 }
 
 #[cfg(test)]
@@ -889,6 +798,68 @@ mod tests {
     }
 
     #[test]
+    fn hostile_ids_become_placeholders() {
+        let body = serde_json::json!({
+            "RequestId": format!("echo {KEY_BODY}\nINFO forged"),
+            "HostId": "cdn.aliyuncs.com\u{1b}[2K",
+            "Code": "InvalidSSLPri\nWARN forged",
+            "Message": "bad key",
+        });
+        let err = ApiError::from_response("A", meta(400), body.to_string().as_bytes(), &[]);
+        let ApiError::Api(f) = &err else {
+            panic!("expected Api, got {err:?}")
+        };
+        assert_eq!(f.request_id.as_deref(), Some(untrusted::INVALID_REQUEST_ID));
+        assert_eq!(f.host_id.as_deref(), Some(untrusted::INVALID_HOST_ID));
+        assert_eq!(f.code.as_deref(), Some(untrusted::INVALID_CODE));
+        // An unusable Code classifies by the status.
+        assert_eq!(err.class(), Class::Other);
+        let shown = format!("{err} {err:?}");
+        assert!(
+            !shown.contains(KEY_BODY) && !shown.contains("forged"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains('\n') && !shown.contains('\u{1b}'),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn reshaped_key_in_a_message_is_redacted() {
+        let key: String = KEY_BODY.repeat(8);
+        let spaced: Vec<String> = key
+            .as_bytes()
+            .chunks(32)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        let err = api(
+            400,
+            "InvalidSSLPri",
+            &format!("bad key {}", spaced.join(" ")),
+            &[],
+        );
+        let shown = format!("{err} {err:?}");
+        for piece in &spaced {
+            assert!(!shown.contains(&piece[..16]), "{piece} leaked: {shown}");
+        }
+        assert!(shown.contains("bad key [redacted]"), "{shown}");
+    }
+
+    #[test]
+    fn fields_of_the_wrong_type_fall_back_to_the_status() {
+        let err = ApiError::from_response(
+            "A",
+            meta(503),
+            br#"{"Code":5,"Message":["x"],"RequestId":{}}"#,
+            &[],
+        );
+        assert!(err.is_retryable(), "{err:?}");
+        assert_eq!(err.code(), None);
+        assert_eq!(err.request_id(), None);
+    }
+
+    #[test]
     fn long_messages_are_truncated() {
         let long = "word ".repeat(500);
         let err = api(400, "MissingParameter", &long, &[]);
@@ -993,6 +964,7 @@ mod tests {
 
     #[test]
     fn redact_keeps_ordinary_text() {
+        use crate::untrusted::redact;
         assert_eq!(
             redact("  The  private key\tdoes not match. ", 100),
             "The private key does not match."

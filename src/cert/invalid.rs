@@ -1,7 +1,8 @@
 //! [`Invalid`]: the one precise reason a chain/key pair cannot be used, worded for a person.
 //!
 //! Invariant: no message and no `Debug` output contains private key material; details come
-//! from static text, certificate (public) data or ASN.1 error positions.
+//! from static text, certificate (public) data or ASN.1 error positions. Nothing is quoted
+//! from a file's text but a known PEM label.
 
 use time::OffsetDateTime;
 
@@ -44,10 +45,16 @@ pub enum Invalid {
     Der { part: Part },
 
     #[error(
-        "truncated PEM: the -----BEGIN {label}----- block has no -----END line; \
-         the file was cut short, restore it or renew the certificate"
+        "truncated PEM: {} has no -----END line; \
+         the file was cut short, restore it or renew the certificate",
+        block(label)
     )]
-    TruncatedPem { part: Part, label: String },
+    TruncatedPem {
+        part: Part,
+        /// A known PEM label, or empty when the file's label is not one (it is never
+        /// quoted: it is text from the file).
+        label: String,
+    },
 
     #[error("malformed PEM: {detail}; expected {}", .part.expected())]
     MalformedPem { part: Part, detail: &'static str },
@@ -176,6 +183,15 @@ impl Invalid {
             Invalid::Expired { .. } => "expired",
             Invalid::NotYetValid { .. } => "not-yet-valid",
         }
+    }
+}
+
+/// "the -----BEGIN CERTIFICATE----- block", or a block with an unexpected label.
+fn block(label: &str) -> String {
+    if label.is_empty() {
+        "a block with an unexpected PEM label".to_string()
+    } else {
+        format!("the -----BEGIN {label}----- block")
     }
 }
 

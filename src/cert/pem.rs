@@ -157,10 +157,10 @@ fn other_key_block(bytes: &[u8]) -> Option<Invalid> {
         label
             .ends_with(b"PRIVATE KEY")
             .then(|| Invalid::UnsupportedKey {
-                what: format!(
-                    "a -----BEGIN {}----- block",
-                    printable(&String::from_utf8_lossy(label))
-                ),
+                what: match known_label(label) {
+                    Some(known) => format!("a -----BEGIN {known}----- block"),
+                    None => "a PEM block with an unexpected PEM label".to_string(),
+                },
             })
     })
 }
@@ -169,7 +169,7 @@ fn pem_error(e: pem::Error, part: Part) -> Invalid {
     match e {
         pem::Error::MissingSectionEnd { end_marker } => Invalid::TruncatedPem {
             part,
-            label: printable(&String::from_utf8_lossy(&end_marker)),
+            label: known_label(&end_marker).unwrap_or("").to_string(),
         },
         pem::Error::IllegalSectionStart { .. } => Invalid::MalformedPem {
             part,
@@ -186,10 +186,32 @@ fn pem_error(e: pem::Error, part: Part) -> Invalid {
     }
 }
 
-/// At most 40 printable ASCII characters (labels come from untrusted files).
-fn printable(s: &str) -> String {
-    s.chars()
-        .filter(|c| c.is_ascii_graphic() || *c == ' ')
-        .take(40)
-        .collect()
+/// `label` when it is one of the PEM labels in use (RFC 7468, OpenSSL, OpenSSH), else
+/// `None`: a label is text from the file and may hold anything (`BEGIN hunter2 PASSWORD=…`),
+/// so only a known one is ever quoted.
+pub(super) fn known_label(label: &[u8]) -> Option<&'static str> {
+    const KNOWN: &[&str] = &[
+        "CERTIFICATE",
+        "TRUSTED CERTIFICATE",
+        "X509 CERTIFICATE",
+        "CERTIFICATE REQUEST",
+        "NEW CERTIFICATE REQUEST",
+        "X509 CRL",
+        "ATTRIBUTE CERTIFICATE",
+        "PKCS7",
+        "CMS",
+        "PUBLIC KEY",
+        "RSA PUBLIC KEY",
+        "PRIVATE KEY",
+        "ENCRYPTED PRIVATE KEY",
+        "RSA PRIVATE KEY",
+        "EC PRIVATE KEY",
+        "DSA PRIVATE KEY",
+        "OPENSSH PRIVATE KEY",
+        "SSH2 ENCRYPTED PRIVATE KEY",
+        "EC PARAMETERS",
+        "DH PARAMETERS",
+        "X9.42 DH PARAMETERS",
+    ];
+    KNOWN.iter().copied().find(|k| k.as_bytes() == label)
 }

@@ -1120,3 +1120,37 @@ fn parse_speed_breakdown() {
         println!("{name}: {}", parts.join(", "));
     }
 }
+
+#[test]
+fn a_hostile_pem_label_is_never_quoted() {
+    let issued = issue(LeafKey::EcdsaP256);
+    let secret = "hunter2 PASSWORD=Tr0ub4dor&3";
+    // A key block of an unknown kind, truncated blocks in either file: none quotes the label.
+    let other =
+        format!("-----BEGIN {secret} PRIVATE KEY-----\nAAAA\n-----END {secret} PRIVATE KEY-----\n");
+    let cut_key = format!("-----BEGIN {secret}-----\nAAAA\n");
+    let cut_chain = format!("{}-----BEGIN {secret}-----\nAAAA\n", issued.fullchain_pem);
+    let shouting = "-----BEGIN HUNTER2 PASSWORD TROUB4DOR PRIVATE KEY-----\nAAAA\n\
+                    -----END HUNTER2 PASSWORD TROUB4DOR PRIVATE KEY-----\n";
+    let cases = [
+        (issued.fullchain_pem.clone(), other),
+        (issued.fullchain_pem.clone(), cut_key),
+        (cut_chain, issued.key_pem.clone()),
+        (issued.fullchain_pem.clone(), shouting.to_string()),
+    ];
+    for (chain, key) in cases {
+        let e = err(&chain, &key);
+        let shown = format!("{e} {e:?}");
+        for word in ["hunter2", "HUNTER2", "PASSWORD", "Tr0ub4dor", "TROUB4DOR"] {
+            assert!(!shown.contains(word), "{word} quoted: {shown}");
+        }
+        assert!(shown.contains("unexpected PEM label"), "{shown}");
+    }
+    // Known labels are still named.
+    let dsa = "-----BEGIN DSA PRIVATE KEY-----\nAAAA\n-----END DSA PRIVATE KEY-----\n";
+    assert!(
+        err(&issued.fullchain_pem, dsa)
+            .to_string()
+            .contains("-----BEGIN DSA PRIVATE KEY-----")
+    );
+}

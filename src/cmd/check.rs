@@ -5,6 +5,8 @@
 //! lineages covering no managed domain). Exit 0 when the configuration is good, every
 //! lineage valid and every managed domain covered; 1 otherwise; 78 for a bad configuration.
 //! The report is built by a pure function of (settings, lineages, `now`) for testing.
+//! Everything in it that comes from outside (paths, lineage ids, certificate names, error
+//! texts) has its control and bidi characters escaped: one table row is one line.
 
 use std::io::Write;
 use std::path::Path;
@@ -17,6 +19,7 @@ use crate::aliyun::credentials::{self, Environment};
 use crate::cert::{self, Candidate, CoverIndex, DomainSet, Match};
 use crate::config::{self, Diagnostic, Settings};
 use crate::source::{Lineage, Scanner};
+use crate::untrusted;
 
 /// Runs `check` on the configuration file at `config`.
 pub fn run(config: &Path) -> CmdResult {
@@ -66,18 +69,22 @@ pub fn report(inputs: &Inputs<'_>, now: OffsetDateTime) -> (String, Exit) {
     } = *inputs;
     let mut out = format!(
         "Configuration {}: OK ({} watch path{}, {} managed domain{})\n",
-        settings.path.display(),
+        untrusted::escape(&settings.path.display().to_string()),
         settings.watch.paths.len(),
         plural(settings.watch.paths.len()),
         settings.cdn.domains.len(),
         plural(settings.cdn.domains.len()),
     );
-    let mut warnings: Vec<String> = config_warnings.iter().map(|w| w.to_string()).collect();
+    // Our own multi-line texts keep their line breaks; each line is escaped.
+    let mut warnings: Vec<String> = config_warnings
+        .iter()
+        .map(|w| escape_lines(&w.to_string()))
+        .collect();
     match inputs.credentials {
-        Ok(source) => out.push_str(&format!("Credentials: {source}\n")),
+        Ok(source) => out.push_str(&format!("Credentials: {}\n", untrusted::escape(source))),
         Err(problem) => {
             out.push_str("Credentials: none usable (see the warning below)\n");
-            warnings.push(format!("credentials: {problem}"));
+            warnings.push(format!("credentials: {}", escape_lines(problem)));
         }
     }
 
@@ -90,7 +97,11 @@ pub fn report(inputs: &Inputs<'_>, now: OffsetDateTime) -> (String, Exit) {
             .iter()
             .map(|p| p.display().to_string())
             .collect();
-        out.push_str(&format!("  none found under {}\n", paths.join(", ")));
+        let paths = paths.join(", ");
+        out.push_str(&format!(
+            "  none found under {}\n",
+            untrusted::escape(&paths)
+        ));
     } else {
         out.push_str(&table);
     }
@@ -104,7 +115,11 @@ pub fn report(inputs: &Inputs<'_>, now: OffsetDateTime) -> (String, Exit) {
         out.push_str(&table);
     }
 
-    warnings.extend(lineage_warnings(&settings.cdn.domains, lineages, now));
+    warnings.extend(
+        lineage_warnings(&settings.cdn.domains, lineages, now)
+            .iter()
+            .map(|w| untrusted::escape(w).into_owned()),
+    );
     if !warnings.is_empty() {
         out.push('\n');
         for w in &warnings {
@@ -130,6 +145,14 @@ pub fn report(inputs: &Inputs<'_>, now: OffsetDateTime) -> (String, Exit) {
         Exit::Problems
     };
     (out, exit)
+}
+
+/// `text` with each line escaped ([`untrusted::escape`]), its line breaks kept.
+fn escape_lines(text: &str) -> String {
+    text.split('\n')
+        .map(untrusted::escape)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn plural(n: usize) -> &'static str {

@@ -10,6 +10,11 @@
 //! The level comes from `RUST_LOG` (default `info`); an invalid `RUST_LOG` is reported and
 //! `info` used. Fields: lines about a lineage carry `lineage`, about a CDN domain `domain`.
 //! Owns nothing else; writes no secrets (callers never pass any).
+//!
+//! Invariant: one event is one line. Whatever a message or field holds (a file name, a
+//! certificate name, a server's text), a line break, ESC or other control character, or a
+//! bidi override is written as an escape (`\n`, `\x1b`, `\u{202e}`; in JSON `\u202e`), so
+//! no outside text can forge a log line or a journal entry, at any level.
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
@@ -23,6 +28,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use super::LogFormat;
+use crate::untrusted;
 
 /// How log lines look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,12 +128,9 @@ where
         self.inner
             .format_event(ctx, Writer::new(&mut line), event)?;
         let prio = priority(*event.metadata().level());
-        // A message with line breaks would become several journal entries: prefix each.
-        let mut out = String::with_capacity(line.len() + 8);
-        for part in line.trim_end_matches('\n').split('\n') {
-            writeln!(out, "<{prio}>{part}")?;
-        }
-        writer.write_str(&out)
+        // One entry per event: line breaks inside it are escaped (by the writer), never new
+        // entries without a priority.
+        writeln!(writer, "<{prio}>{}", line.trim_end_matches('\n'))
     }
 }
 
@@ -140,11 +143,28 @@ pub(crate) fn subscriber<W>(
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
+    let escaping = match style {
+        Style::Json => Escaping::Json,
+        Style::Human { ansi: true } => Escaping::KeepEsc,
+        Style::Human { ansi: false } | Style::Journald => Escaping::All,
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer);
+        .with_writer(SafeMakeWriter {
+            inner: writer,
+            escaping,
+        });
     match style {
-        Style::Human { ansi } => Box::new(builder.with_ansi(ansi).with_target(false).finish()),
+        Style::Human { ansi: true } => Box::new(
+            builder
+                .with_ansi(true)
+                .with_target(false)
+                .fmt_fields(EscapedFields)
+                .finish(),
+        ),
+        Style::Human { ansi: false } => {
+            Box::new(builder.with_ansi(false).with_target(false).finish())
+        }
         Style::Journald => {
             let inner = tracing_subscriber::fmt::format()
                 .without_time()
@@ -167,6 +187,99 @@ where
                 .finish(),
         ),
     }
+}
+
+/// What [`SafeWrite`] escapes in a formatted event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Escaping {
+    /// Every unsafe character but the line's final newline.
+    All,
+    /// The same but ESC, which starts the formatter's own colours (messages and fields are
+    /// escaped whole by [`EscapedFields`] first).
+    KeepEsc,
+    /// JSON: the characters serde_json leaves raw (DEL, C1, bidi, line separators) as
+    /// `\uXXXX`; they can only occur inside strings, so the line stays valid JSON.
+    Json,
+}
+
+/// The default field format, then every unsafe character of it escaped (for colour output,
+/// where the writer must leave the formatter's own ESC sequences alone).
+struct EscapedFields;
+
+impl<'w> FormatFields<'w> for EscapedFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        mut writer: Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut plain = String::new();
+        tracing_subscriber::fmt::format::DefaultFields::new()
+            .format_fields(Writer::new(&mut plain), fields)?;
+        writer.write_str(&untrusted::escape(&plain))
+    }
+}
+
+/// Hands out [`SafeWrite`]s around the inner writer.
+struct SafeMakeWriter<M> {
+    inner: M,
+    escaping: Escaping,
+}
+
+impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for SafeMakeWriter<M> {
+    type Writer = SafeWrite<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        SafeWrite {
+            inner: self.inner.make_writer(),
+            escaping: self.escaping,
+        }
+    }
+}
+
+/// Escapes each formatted event (the fmt layer writes one event per `write`) before it
+/// reaches the inner writer.
+struct SafeWrite<W> {
+    inner: W,
+    escaping: Escaping,
+}
+
+impl<W: std::io::Write> std::io::Write for SafeWrite<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let line = escape_event(&text, self.escaping);
+        self.inner.write_all(line.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// `event` with its unsafe characters escaped as `escaping` says; a final newline is kept.
+fn escape_event(event: &str, escaping: Escaping) -> String {
+    let (body, end) = match event.strip_suffix('\n') {
+        Some(body) => (body, "\n"),
+        None => (event, ""),
+    };
+    if !body.chars().any(untrusted::is_unsafe_char) {
+        return event.to_string();
+    }
+    let mut out = String::with_capacity(event.len() + 16);
+    for c in body.chars() {
+        match escaping {
+            Escaping::KeepEsc if c == '\x1b' => out.push(c),
+            Escaping::Json if untrusted::is_unsafe_char(c) => {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    let _ = write!(out, "\\u{u:04x}");
+                }
+            }
+            _ => untrusted::push_escaped(&mut out, c),
+        }
+    }
+    out.push_str(end);
+    out
 }
 
 /// Installs the process-wide subscriber on stderr (and forwards the `log` records of
@@ -240,13 +353,49 @@ mod tests {
     }
 
     #[test]
-    fn journald_prefixes_every_line_of_a_multi_line_message() {
+    fn journald_keeps_a_multi_line_message_in_one_prefixed_entry() {
         let out = capture(Style::Journald, "info", || {
             tracing::warn!("first line\nsecond line");
         });
         let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines.len(), 2, "{out}");
-        assert!(lines.iter().all(|l| l.starts_with("<4>")), "{out}");
+        assert_eq!(lines, ["<4>first line\\nsecond line"], "{out}");
+    }
+
+    /// What a hostile file name, certificate name or server text may hold.
+    const HOSTILE: &str =
+        "x\n2026-12-01T00:00:00Z ERROR forged\r\u{1b}[2K\u{7}\u{85}\u{202e}gpj.pem";
+
+    fn hostile_event() {
+        tracing::warn!(lineage = HOSTILE, name = %HOSTILE, "renewed {HOSTILE}");
+    }
+
+    #[test]
+    fn control_characters_from_outside_never_break_or_colour_a_line() {
+        for style in [
+            Style::Human { ansi: false },
+            Style::Human { ansi: true },
+            Style::Journald,
+        ] {
+            let out = capture(style, "info", hostile_event);
+            assert_eq!(out.lines().count(), 1, "{style:?}: {out}");
+            assert!(out.ends_with('\n'), "{style:?}: {out}");
+            for bad in ['\r', '\u{7}', '\u{85}', '\u{202e}'] {
+                assert!(!out.contains(bad), "{style:?}: {bad:?} in {out:?}");
+            }
+            assert!(!out.contains("\u{1b}[2K"), "{style:?}: {out:?}");
+            assert!(out.contains("\\u{202e}gpj.pem"), "{style:?}: {out}");
+        }
+    }
+
+    #[test]
+    fn json_lines_escape_what_serde_json_leaves_raw() {
+        let out = capture(Style::Json, "info", hostile_event);
+        assert_eq!(out.lines().count(), 1, "{out}");
+        for bad in ['\r', '\u{7}', '\u{85}', '\u{202e}', '\u{1b}'] {
+            assert!(!out.contains(bad), "{bad:?} in {out:?}");
+        }
+        let line: serde_json::Value = serde_json::from_str(out.trim_end()).expect("JSON");
+        assert_eq!(line["lineage"], HOSTILE);
     }
 
     #[test]

@@ -4,6 +4,7 @@ use time::OffsetDateTime;
 
 use crate::cert;
 use crate::source::Lineage;
+use crate::untrusted;
 
 /// "no valid certificate", naming parsed but time-invalid lineages that would cover it.
 pub fn not_covered(domain: &str, lineages: &[Lineage]) -> String {
@@ -47,8 +48,19 @@ pub fn ymd(t: OffsetDateTime) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
-/// Left-aligned columns separated by two spaces; the last column is not padded.
+/// Left-aligned columns separated by two spaces; the last column is not padded. Cells come
+/// from outside (file names, certificate names, API messages): their control and bidi
+/// characters are escaped, so no cell can break a row or reorder the table.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|c| untrusted::escape(c).into_owned())
+                .collect()
+        })
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

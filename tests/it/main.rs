@@ -8,5 +8,6 @@ mod deploy_hook;
 mod emulate;
 mod files;
 mod harness;
+mod hostile;
 mod push;
 mod sync;

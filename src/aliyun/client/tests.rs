@@ -588,6 +588,60 @@ async fn bad_gateway_html_is_retryable() {
 }
 
 #[tokio::test]
+async fn unusable_error_bodies_classify_by_status() {
+    let huge = "x".repeat(17 << 20);
+    let cases: Vec<(u16, String, bool)> = vec![
+        (503, huge.clone(), true),
+        (
+            503,
+            format!("{{\"Code\":\"ServiceUnavailable\",\"Message\":\"{huge}\"}}"),
+            true,
+        ),
+        (429, r#"{"Code":"Throttling.User","Mess"#.to_string(), true),
+        (500, "[1, 2]".to_string(), true),
+        (502, String::new(), true),
+        (400, huge, false),
+    ];
+    for (status, body, retryable) in cases {
+        let (endpoint, _log) = server(vec![Act::Respond {
+            status,
+            headers: vec![("Content-Type", "application/json".to_string())],
+            body,
+        }])
+        .await;
+        let err = client(&endpoint).describe_user_domains().await.unwrap_err();
+        assert_eq!(err.status(), Some(status), "{err}");
+        assert_eq!(err.is_retryable(), retryable, "HTTP {status}: {err}");
+        assert_eq!(err.kind(), "non_json_response", "HTTP {status}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn hostile_request_ids_never_leave_the_client() {
+    let key_line = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7";
+    let (endpoint, _log) = server(vec![Act::Respond {
+        status: 200,
+        headers: vec![
+            ("Content-Type", "application/json".to_string()),
+            ("x-acs-request-id", format!("echo {key_line} {key_line}")),
+        ],
+        body: serde_json::json!({ "RequestId": format!("echo {KEY_PEM}") }).to_string(),
+    }])
+    .await;
+    let key = key();
+    let domains = names(&["a.example.com"]);
+    let req = BatchSetRequest {
+        domains: &domains,
+        cert_name: "n",
+        ssl_pub: "p",
+        ssl_pri: &key,
+        region: None,
+    };
+    let id = client(&endpoint).batch_set(&req).await.expect("deployed");
+    assert_eq!(id, crate::untrusted::INVALID_REQUEST_ID);
+}
+
+#[tokio::test]
 async fn malformed_success_body_is_bad_response() {
     let (endpoint, _log) = server(vec![json(200, "{\"NotRequestId\":1}")]).await;
     let key = key();

@@ -182,3 +182,24 @@ fn json_rows_carry_the_deployment_and_days_left() {
     assert_eq!(row["deployed"]["verification"], "verified");
     assert!(row["last_error"].is_null());
 }
+
+#[test]
+fn table_cells_from_the_state_file_are_escaped() {
+    // A state file written by an older version, or edited by hand: its texts are not trusted.
+    let mut d = deployment(30, Verification::Verified);
+    d.cert_name = "name\u{1b}[2K\u{202e}".into();
+    let s = state(vec![(
+        "a.example\nFORGED",
+        Some(d),
+        Some(error("refused\r\nFORGED line")),
+    )]);
+    let domains = managed(&[]);
+    let text = render(&rows(&domains, &s, now()));
+    assert_eq!(text.lines().count(), 2, "header and one row:\n{text}");
+    for bad in ['\u{1b}', '\r', '\u{202e}'] {
+        assert!(!text.contains(bad), "{bad:?} in {text:?}");
+    }
+    assert!(text.contains("a.example\\nFORGED (not managed)"), "{text}");
+    assert!(text.contains("name\\x1b[2K\\u{202e}"), "{text}");
+    assert!(text.contains("refused\\r\\nFORGED line"), "{text}");
+}
