@@ -29,15 +29,24 @@ use super::sync::SyncError;
 use crate::state::{self, LockRecord, Role, StateError, StateStore};
 
 /// Opens the state store for `sync`; when a certrotd daemon holds it, hands the work over,
-/// writes one line to `out` and returns `None` (exit 0). Other holders: the `Locked` error.
+/// writes one line to `out` and returns `None` (exit 0). Other holders, and a `sync --force`
+/// (`force`: a daemon's pass pushes only what is out of date): the `Locked` error.
 pub(crate) fn open_or_hand_off(
     dir: &Path,
+    force: bool,
     out: &mut dyn Write,
 ) -> Result<Option<StateStore>, SyncError> {
     let locked = match StateStore::open_as(dir, Role::Sync) {
         Err(e @ StateError::Locked { .. }) => e,
         other => return Ok(Some(other?)),
     };
+    if force {
+        eprintln!(
+            "certrotd: --force is not handed to a running daemon (its pass pushes only what is \
+             out of date); stop it, or run without --force"
+        );
+        return Err(locked.into());
+    }
     let record = state::read_lock_record(dir);
     let kernel = kernel_holder_of(&dir.join(state::LOCK_FILE));
     let decision = match decide(record, kernel, &probe) {

@@ -132,7 +132,8 @@ pub async fn sync(
     if args.dry_run {
         return dry_run(&pass, invalid, out);
     }
-    let Some(mut store) = super::handoff::open_or_hand_off(&settings.state.dir, out)? else {
+    let Some(mut store) = super::handoff::open_or_hand_off(&settings.state.dir, args.force, out)?
+    else {
         return Ok(Exit::Ok);
     };
     let api = api(settings)?;

@@ -352,6 +352,14 @@ async fn sync_hands_its_work_to_the_running_daemon_and_exits_0() {
         "a pass, not a reload:\n{}",
         daemon.log()
     );
+
+    // A forced push is not what a daemon's pass does: not handed over.
+    let out = env.run(&["sync", "--force"]);
+    out.expect_status(75);
+    out.expect_contains("--force is not handed to a running daemon");
+    assert_eq!(out.stdout, "", "{}", out.all());
+    assert!(daemon.running());
+    assert_eq!(passes_started(&daemon), before.0 + 1, "{}", daemon.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
