@@ -23,6 +23,10 @@
 //!   [`StateStore::open`].
 //! - One writer per folder: [`StateStore`] holds an exclusive lock on `certrotd.lock`
 //!   (`flock`) for its whole life; the kernel releases it when the process dies.
+//! - The lock file names its holder: one line `<pid> <role>` ([`LockRecord`], role `run` for
+//!   the daemon, `sync` for a one-shot command), rewritten each time the lock is taken. The
+//!   record is a hint for [`read_lock_record`]'s readers (a `sync` handing its work to a
+//!   running daemon): it may be stale or missing, only the `flock` is authoritative.
 //! - A missing file is an empty state; a corrupt file or one from a newer version is an error
 //!   and is never overwritten.
 //! - The file holds fingerprints, names, times, request ids and short error texts — never key
@@ -263,7 +267,13 @@ pub struct StateStore {
 impl StateStore {
     /// Creates `dir` (mode 0700) if missing, takes the lock, removes stray temp files of a
     /// killed run, and loads the state.
+    /// The lock file records the holder as a one-shot command ([`Role::Sync`]).
     pub fn open(dir: &Path) -> Result<StateStore, StateError> {
+        StateStore::open_as(dir, Role::Sync)
+    }
+
+    /// [`StateStore::open`], recording `role` and this process's PID in the lock file.
+    pub fn open_as(dir: &Path, role: Role) -> Result<StateStore, StateError> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -273,6 +283,7 @@ impl StateStore {
                 cause,
             })?;
         let lock = take_lock(dir)?;
+        record_holder(dir, &lock, role);
         remove_stray_temps(dir);
         let state = load(dir)?;
         Ok(StateStore {
@@ -463,6 +474,95 @@ fn take_lock(dir: &Path) -> Result<File, StateError> {
             lock,
         }),
         Err(TryLockError::Error(cause)) => Err(StateError::Lock { lock, cause }),
+    }
+}
+
+/// Who took the lock, as its file records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `certrotd run`: a daemon that takes SIGUSR1 as "run a pass now".
+    Run,
+    /// A one-shot command (`certrotd sync`): not to be signalled.
+    Sync,
+}
+
+impl Role {
+    fn label(self) -> &'static str {
+        match self {
+            Role::Run => "run",
+            Role::Sync => "sync",
+        }
+    }
+}
+
+/// The lock file's record of its holder (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockRecord {
+    pub pid: u32,
+    pub role: Role,
+}
+
+impl LockRecord {
+    /// The line the lock file holds.
+    fn line(&self) -> String {
+        format!("{} {}\n", self.pid, self.role.label())
+    }
+
+    /// Decodes a lock file's bytes; `None` for anything but one well-formed line.
+    pub fn parse(bytes: &[u8]) -> Option<LockRecord> {
+        let text = std::str::from_utf8(bytes).ok()?.strip_suffix('\n')?;
+        let (pid, role) = text.split_once(' ')?;
+        let role = match role {
+            "run" => Role::Run,
+            "sync" => Role::Sync,
+            _ => return None,
+        };
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let pid = pid.parse().ok().filter(|p| *p > 0)?;
+        Some(LockRecord { pid, role })
+    }
+}
+
+/// The longest lock file [`read_lock_record`] reads; a record is far shorter.
+const MAX_LOCK_RECORD: u64 = 64;
+
+/// Reads the record of `dir`'s lock file without taking the lock. `None` when the file is
+/// missing, not a regular file, unreadable, longer than a record or not a record: the
+/// holder is then unknown.
+pub fn read_lock_record(dir: &Path) -> Option<LockRecord> {
+    use std::io::Read as _;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(dir.join(LOCK_FILE))
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_LOCK_RECORD + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    LockRecord::parse(&bytes)
+}
+
+/// Writes this process's [`LockRecord`] into the lock file just taken. Best effort: without
+/// a record the lock still holds; a `sync` then cannot hand its work over (it exits 75).
+fn record_holder(dir: &Path, lock: &File, role: Role) {
+    use std::os::unix::fs::FileExt as _;
+    let record = LockRecord {
+        pid: std::process::id(),
+        role,
+    };
+    let written = lock
+        .set_len(0)
+        .and_then(|()| lock.write_all_at(record.line().as_bytes(), 0));
+    if let Err(e) = written {
+        tracing::warn!(path = %dir.join(LOCK_FILE).display(), error = %e,
+            "cannot record this process in the lock file; a `certrotd sync` cannot hand its \
+             work to this process and exits 75 instead");
     }
 }
 

@@ -26,6 +26,7 @@ impl Exit {
 pub mod check;
 pub mod demo;
 pub mod emulate;
+pub(crate) mod handoff;
 pub mod run;
 pub mod status;
 pub mod sync;

@@ -1,7 +1,8 @@
-//! `certrotd run`: the daemon. Loads the configuration (exit 78 when it is bad), takes the
-//! state folder's lock for the life of the process (exit 75 when another certrotd holds
-//! it), installs the signal handlers before the first scan, starts watching (or, when
-//! inotify cannot start, logs why and relies on periodic rescans), then runs the main loop
+//! `certrotd run`: the daemon. Loads the configuration (exit 78 when it is bad), installs
+//! the signal handlers, takes the state folder's lock for the life of the process (exit 75
+//! when another certrotd holds it; the lock file records this PID with the role `run`, so a
+//! `certrotd sync` can hand its work over with SIGUSR1), starts watching (or, when inotify
+//! cannot start, logs why and relies on periodic rescans), then runs the main loop
 //! (`daemon::runner`) around the reconcile pass (`daemon::service`) until SIGTERM/SIGINT:
 //! exit 0 after the call in flight finished and the state was saved. Watcher notices pass
 //! through a relay that counts them for the service (a drift audit pauses on a file
@@ -22,7 +23,7 @@ use crate::daemon::runner::{self, Loop, LoopSettings, NoWatches, Watches};
 use crate::daemon::service::{self, Service};
 use crate::daemon::signals::{Signal, Signals};
 use crate::daemon::watch::{self, Notice, Watch};
-use crate::state::{StateError, StateStore};
+use crate::state::{Role, StateError, StateStore};
 
 pub fn run(config: &Path) -> CmdResult {
     let Some(settings) = load_settings(config) else {
@@ -40,7 +41,10 @@ pub fn run(config: &Path) -> CmdResult {
 }
 
 async fn daemon(config: &Path, settings: Settings) -> CmdResult {
-    let store = match StateStore::open(&settings.state.dir) {
+    // Before the lock (whose file names this PID to `certrotd sync`, which may then send
+    // SIGUSR1) and before the first scan: a signal is queued, not fatal.
+    let signals = runner::signal_channel(Signals::install()?);
+    let store = match StateStore::open_as(&settings.state.dir, Role::Run) {
         Ok(store) => store,
         Err(e @ StateError::Locked { .. }) => {
             eprintln!("certrotd: {e}");
@@ -48,8 +52,6 @@ async fn daemon(config: &Path, settings: Settings) -> CmdResult {
         }
         Err(e) => return Err(e.into()),
     };
-    // Before the first scan: a signal during a long first pass is queued, not fatal.
-    let signals = runner::signal_channel(Signals::install()?);
     let mut service = match Service::new(config.to_path_buf(), settings, store) {
         Ok(service) => service,
         Err(e) => {

@@ -6,6 +6,7 @@
 //! Exit codes: 0 every managed domain serves its best valid certificate; 1 a push failed for
 //! good, a read-back did not confirm, or a managed domain has no valid certificate (each
 //! named with the reason); 75 another certrotd holds the state lock; 78 bad configuration.
+//! A `certrotd run` holding the lock gets the work instead (`handoff`): exit 0.
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -131,7 +132,10 @@ pub async fn sync(
     if args.dry_run {
         return dry_run(&pass, invalid, out);
     }
-    let mut store = StateStore::open(&settings.state.dir)?;
+    let Some(mut store) = super::handoff::open_or_hand_off(&settings.state.dir, args.force, out)?
+    else {
+        return Ok(Exit::Ok);
+    };
     let api = api(settings)?;
     if settings.aliyun.verify {
         // A run killed between a call and its read-back left it Pending: confirm it

@@ -2,7 +2,7 @@
 //!
 //! Owns: watching the certificate folders ([`watch`]), deciding when the next pass starts
 //! ([`schedule`], pure), telling a renewal in progress from a broken lineage ([`torn`], pure),
-//! talking to systemd ([`notify`]), turning SIGTERM/SIGINT/SIGHUP into requests
+//! talking to systemd ([`notify`]), turning SIGTERM/SIGINT/SIGHUP/SIGUSR1 into requests
 //! ([`signals`]), and the main loop that ties them together around a reconcile pass
 //! ([`runner`], generic over [`runner::Reconciler`]).
 //!

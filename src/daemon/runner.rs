@@ -3,6 +3,7 @@
 //! Owns: the order of things. Wait for a reason ([`Scheduler`]); on a pass, re-arm the
 //! watches *before* the pass scans, run the pass while still answering signals, file events
 //! and the watchdog; feed the outcome back to the scheduler and systemd; reload on SIGHUP;
+//! pass now on SIGUSR1 (after the pass in flight, if any);
 //! stop cleanly on SIGTERM/SIGINT. What a pass does (scan → validate → plan → push → record)
 //! is the [`Reconciler`]'s business.
 //!
@@ -240,6 +241,7 @@ pub async fn run<R: Reconciler, W: Watches>(reconciler: &mut R, mut l: Loop<W>) 
             signal = l.signals.recv() => match signal {
                 Some(Signal::Stop) => break 'outer Stopped::Signal,
                 Some(Signal::Reload) => reload(reconciler, &mut l, &mut sched, &status),
+                Some(Signal::PassNow) => sched.request(Instant::now()),
                 None => break 'outer Stopped::SignalsClosed,
             },
             _ = tick(&mut watchdog) => ping(&l.notifier),
@@ -295,6 +297,8 @@ async fn run_pass<R: Reconciler, W: Watches>(
                     signal_stop(ctx);
                 }
                 Some(Signal::Reload) => reload = true,
+                // The files may have changed after this pass scanned: one more pass.
+                Some(Signal::PassNow) => sched.request(Instant::now()),
                 None => {
                     signals_open = false;
                     stop.get_or_insert(Stopped::SignalsClosed);

@@ -35,7 +35,7 @@ pub const RETRY_CAP: Duration = Duration::from_secs(3600);
 /// Why a pass starts. The order is the priority when two wake-ups fall on the same instant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Reason {
-    /// Asked for explicitly: the first pass at start, a reload (SIGHUP).
+    /// Asked for explicitly: the first pass at start, a reload (SIGHUP), SIGUSR1.
     Requested,
     /// File events, then a quiet period without events.
     Debounce,

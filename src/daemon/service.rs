@@ -38,7 +38,7 @@ use crate::config::{self, Settings};
 use crate::push::{AliyunCdn, Executor, Options, RateLimiter};
 use crate::reconcile::{self, ReadBack, Summary, ValidLineage};
 use crate::source::{Lineage, Scanner};
-use crate::state::{StateStore, Verification};
+use crate::state::{Role, StateStore, Verification};
 
 /// The daemon's reconciler. See the module docs.
 pub struct Service {
@@ -110,7 +110,7 @@ impl Service {
             return Some(store);
         }
         // A pass that failed before giving the store back dropped it (and its lock).
-        match StateStore::open(&self.settings.state.dir) {
+        match StateStore::open_as(&self.settings.state.dir, Role::Run) {
             Ok(store) => Some(store),
             Err(e) => {
                 error!(kind = e.kind(), "{e}");

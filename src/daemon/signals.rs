@@ -1,9 +1,10 @@
-//! SIGTERM, SIGINT and SIGHUP as requests to the main loop.
+//! SIGTERM, SIGINT, SIGHUP and SIGUSR1 as requests to the main loop.
 //!
-//! Owns: the process's handlers for these three signals. Install them with
+//! Owns: the process's handlers for these four signals. Install them with
 //! [`Signals::install`] *before* the first scan, so a signal that arrives during a long
-//! first pass is queued instead of killing the process (SIGHUP's default action is to
-//! terminate). Once installed, tokio keeps the handlers for the life of the process.
+//! first pass is queued instead of killing the process (the default action of SIGHUP and
+//! SIGUSR1 is to terminate; a `certrotd sync` sends SIGUSR1 to the PID the state lock file
+//! records, so the handler must be in place before `run` takes the lock). Once installed, tokio keeps the handlers for the life of the process.
 //!
 //! Invariant: a signal delivered while nobody is awaiting [`Signals::recv`] is not lost; it is
 //! returned by the next `recv` (several deliveries of the same signal may merge into one).
@@ -17,6 +18,8 @@ pub enum Signal {
     Stop,
     /// SIGHUP: re-read the configuration; keep the old one if the new one is bad.
     Reload,
+    /// SIGUSR1: run a pass now (a `certrotd sync` handing its work over); no reload.
+    PassNow,
 }
 
 /// Installing a handler failed.
@@ -48,10 +51,11 @@ pub struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
 }
 
 impl Signals {
-    /// Installs the SIGTERM, SIGINT and SIGHUP handlers. Must be called within a tokio
+    /// Installs the SIGTERM, SIGINT, SIGHUP and SIGUSR1 handlers. Must be called within a tokio
     /// runtime.
     pub fn install() -> Result<Signals, SignalError> {
         let install = |kind: SignalKind, name: &'static str| {
@@ -64,6 +68,7 @@ impl Signals {
             term: install(SignalKind::terminate(), "SIGTERM")?,
             int: install(SignalKind::interrupt(), "SIGINT")?,
             hup: install(SignalKind::hangup(), "SIGHUP")?,
+            usr1: install(SignalKind::user_defined1(), "SIGUSR1")?,
         })
     }
 
@@ -74,6 +79,7 @@ impl Signals {
             got = self.term.recv() => stop_or(got, Signal::Stop),
             got = self.int.recv() => stop_or(got, Signal::Stop),
             got = self.hup.recv() => stop_or(got, Signal::Reload),
+            got = self.usr1.recv() => stop_or(got, Signal::PassNow),
         }
     }
 }
@@ -102,7 +108,7 @@ mod tests {
             .expect("the signal arrives")
     }
 
-    /// One test for all three signals, so that no other test in this binary sees them
+    /// One test for all four signals, so that no other test in this binary sees them
     /// (each `Signals` sees every delivery). The handlers stay installed afterwards, so the
     /// process survives these signals.
     #[tokio::test]
@@ -114,6 +120,8 @@ mod tests {
         assert_eq!(next(&mut signals).await, Signal::Stop);
         raise(libc::SIGINT);
         assert_eq!(next(&mut signals).await, Signal::Stop);
+        raise(libc::SIGUSR1);
+        assert_eq!(next(&mut signals).await, Signal::PassNow);
         // Delivered while nobody waits: returned by the next recv.
         raise(libc::SIGHUP);
         tokio::task::yield_now().await;

@@ -208,6 +208,94 @@ fn a_second_open_of_the_same_folder_is_refused_until_the_first_is_dropped() {
 }
 
 #[test]
+fn the_lock_file_names_its_holder_and_role_and_is_rewritten_by_each_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(read_lock_record(dir.path()), None, "no lock file yet");
+    // A longer, stale record of an earlier holder is replaced, not overwritten in part.
+    fs::write(
+        dir.path().join(LOCK_FILE),
+        "4000000000 sync and more text\n",
+    )
+    .unwrap();
+    let run = StateStore::open_as(dir.path(), Role::Run).unwrap();
+    let me = std::process::id();
+    assert_eq!(
+        fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap(),
+        format!("{me} run\n")
+    );
+    assert_eq!(
+        read_lock_record(dir.path()),
+        Some(LockRecord {
+            pid: me,
+            role: Role::Run
+        })
+    );
+    drop(run);
+    let _sync = StateStore::open(dir.path()).unwrap();
+    assert_eq!(
+        read_lock_record(dir.path()),
+        Some(LockRecord {
+            pid: me,
+            role: Role::Sync
+        }),
+        "open() records a one-shot holder"
+    );
+}
+
+#[test]
+fn lock_records_other_than_one_well_formed_line_name_nobody() {
+    for bad in [
+        &b""[..],
+        b"123 run",
+        b"123 run\n\n",
+        b"123  run\n",
+        b"+123 run\n",
+        b"0 run\n",
+        b"-1 run\n",
+        b"99999999999 run\n",
+        b"123 daemon\n",
+        b"abc run\n",
+        b"\xff\xfe run\n",
+    ] {
+        assert_eq!(
+            LockRecord::parse(bad),
+            None,
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    assert_eq!(
+        LockRecord::parse(b"42 sync\n"),
+        Some(LockRecord {
+            pid: 42,
+            role: Role::Sync
+        })
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let long = format!("42 run\n{}", " ".repeat(100));
+    fs::write(dir.path().join(LOCK_FILE), long).unwrap();
+    assert_eq!(read_lock_record(dir.path()), None, "longer than a record");
+    fs::remove_file(dir.path().join(LOCK_FILE)).unwrap();
+    fs::create_dir(dir.path().join(LOCK_FILE)).unwrap();
+    assert_eq!(read_lock_record(dir.path()), None, "not a regular file");
+    fs::remove_dir(dir.path().join(LOCK_FILE)).unwrap();
+    let fifo = std::ffi::CString::new(
+        dir.path()
+            .join(LOCK_FILE)
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap();
+    // SAFETY: mkfifo(3) on a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    assert_eq!(
+        read_lock_record(dir.path()),
+        None,
+        "a FIFO: no hang, no record"
+    );
+}
+
+#[test]
 fn lock_file_that_cannot_be_opened_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     fs::create_dir(dir.path().join(LOCK_FILE)).unwrap();

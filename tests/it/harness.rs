@@ -676,3 +676,113 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+// ---------------------------------------------------------------------------------------
+// A running daemon against the in-process emulator (the deploy-hook and ACME-client tests)
+
+/// A configuration for `endpoint` (an emulator) with its default credentials (the secret in
+/// `<env>/access-key-secret`), a 200 ms debounce and no periodic rescan during a test.
+pub fn emulator_config(env: &Env, endpoint: &str, domains: &[&str]) -> Config {
+    use certrotd::emulator::{DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET};
+    let secret = env.join("access-key-secret");
+    if !secret.exists() {
+        write_mode(&secret, DEFAULT_ACCESS_KEY_SECRET, 0o600);
+    }
+    Config::new()
+        .endpoint(endpoint)
+        .domains(domains)
+        .set(
+            "aliyun",
+            &format!("access_key_id = {DEFAULT_ACCESS_KEY_ID:?}"),
+        )
+        .set(
+            "aliyun",
+            &format!(
+                "access_key_secret_file = {:?}",
+                secret.display().to_string()
+            ),
+        )
+        .set("watch", "debounce_ms = 200")
+        .set("watch", "rescan_secs = 3600")
+}
+
+/// A running `certrotd -c <env>/certrotd.toml run`, its stderr in `<env>/daemon.log`;
+/// killed (SIGKILL) when dropped.
+pub struct RunningDaemon {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl RunningDaemon {
+    pub fn start(env: &Env) -> RunningDaemon {
+        let log = env.join("daemon.log");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("daemon log");
+        let child = env
+            .command(&["run"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("spawn certrotd run");
+        RunningDaemon { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for RunningDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `ok` every 50 ms for up to `secs`; on time-out panics naming `what`, with
+/// `context()` (e.g. the daemon's log).
+pub async fn wait_for(
+    what: &str,
+    secs: u64,
+    mut ok: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}\n{}",
+            context()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The emulator's view: does `domain` serve the certificate with `fp`?
+pub fn emulator_serves(
+    emu: &certrotd::emulator::Emulator,
+    domain: &str,
+    fp: certrotd::cert::Fingerprint,
+) -> bool {
+    emu.served()
+        .get(domain)
+        .is_some_and(|s| s.fingerprint == fp)
+}
+
+/// The SHA-256 fingerprint certrotd computes for a chain and key.
+pub fn fingerprint_of(fullchain_pem: &[u8], key_pem: &[u8]) -> certrotd::cert::Fingerprint {
+    certrotd::cert::parse(fullchain_pem, key_pem)
+        .expect("a valid certificate and key")
+        .fingerprint
+}

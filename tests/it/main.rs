@@ -1,6 +1,7 @@
 //! Integration tests: the real `certrotd` binary against real folders and the emulator.
 //! One test binary; shared helpers live in `harness`.
 
+mod acme;
 mod aliyun_client;
 mod check;
 mod daemon;

@@ -513,3 +513,46 @@ async fn failed_passes_are_retried_with_backoff() {
         ]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn pass_now_runs_a_pass_at_once_or_right_after_the_one_in_flight_without_reloading() {
+    let h = harness(
+        vec![
+            Script::default(),
+            Script {
+                calls: 3,
+                ..Script::default()
+            },
+        ],
+        None,
+    );
+    let (_, record, sent) = play(h, |_n, s| async move {
+        sleep(secs(50)).await;
+        s.send(Signal::PassNow).await.expect("send");
+        // During the 30 s pass that starts at 50 s.
+        sleep(secs(10)).await;
+        s.send(Signal::PassNow).await.expect("send");
+        sleep(secs(60)).await;
+        s.send(Signal::Stop).await.expect("send");
+    })
+    .await;
+    let r = record.lock().expect("lock");
+    let passes: Vec<_> = r
+        .passes
+        .iter()
+        .map(|(at, why, _)| (*at, why.clone()))
+        .collect();
+    assert_eq!(
+        passes,
+        [
+            (secs(0), vec![Reason::Requested]),
+            (secs(80), vec![Reason::Requested]),
+            (secs(80), vec![Reason::Requested]),
+        ],
+        "(times are pass ends) 50 s → 80 s, then one more pass at once"
+    );
+    assert!(
+        !sent.iter().any(|m| m.starts_with("RELOADING=1")),
+        "no reload: {sent:?}"
+    );
+}
