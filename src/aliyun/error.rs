@@ -442,6 +442,15 @@ impl ApiError {
         }
     }
 
+    /// For [`Class::BatchSize`]: the most domains per call the refusal says are allowed,
+    /// when its message names it (see [`named_limit`]).
+    pub fn batch_limit(&self) -> Option<usize> {
+        match self {
+            ApiError::Api(f) if f.class() == Class::BatchSize => named_limit(&f.message),
+            _ => None,
+        }
+    }
+
     /// For [`Class::Clock`]: server time minus local time, from the `Date` header.
     pub fn clock_offset(&self) -> Option<time::Duration> {
         match self {
@@ -449,6 +458,39 @@ impl ApiError {
             _ => None,
         }
     }
+}
+
+/// The limit a size refusal's message names: the number after "at most" or "up to"
+/// (any case), or before "domains are allowed"/"domains allowed". The emulator says "The
+/// call names 3 domains; at most 2 are allowed in one call."; `None` when no such number
+/// (or 0) is found.
+pub fn named_limit(message: &str) -> Option<usize> {
+    let lower = message.to_ascii_lowercase();
+    let after = |marker: &str| {
+        lower.match_indices(marker).find_map(|(i, m)| {
+            let rest = lower[i + m.len()..].trim_start();
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<usize>().ok()
+        })
+    };
+    let before = |marker: &str| {
+        lower.match_indices(marker).find_map(|(i, _)| {
+            let head = lower[..i].trim_end();
+            let start = head
+                .char_indices()
+                .rev()
+                .take_while(|(_, c)| c.is_ascii_digit())
+                .last()
+                .map(|(at, _)| at)?;
+            head[start..].parse::<usize>().ok()
+        })
+    };
+    after("at most")
+        .or_else(|| after("up to"))
+        .or_else(|| after("maximum of"))
+        .or_else(|| before("domains are allowed"))
+        .or_else(|| before("domains allowed"))
+        .filter(|&n| n > 0)
 }
 
 /// The call's domain named in `message`: the single one found as a whole word, or the
@@ -715,6 +757,40 @@ mod tests {
             classify(Some("InvalidParameter.DomainNameOverLimit"), Some(400), 2),
             Class::BatchSize
         );
+    }
+
+    #[test]
+    fn a_size_refusal_names_its_limit() {
+        let err = api(
+            400,
+            "InvalidParameter.DomainNameOverLimit",
+            "The call names 3 domains; at most 2 are allowed in one call.",
+            &["a.example", "b.example", "c.example"],
+        );
+        assert_eq!(err.class(), Class::BatchSize);
+        assert_eq!(err.batch_limit(), Some(2));
+        let cases: &[(&str, Option<usize>)] = &[
+            ("at most 10 are allowed", Some(10)),
+            ("AT MOST 7 domains", Some(7)),
+            ("You can specify up to 50 domain names.", Some(50)),
+            ("a maximum of 20 per request", Some(20)),
+            ("only 5 domains are allowed per call", Some(5)),
+            ("too many domains", None),
+            ("at most 0 are allowed", None),
+            ("at most many", None),
+            ("", None),
+        ];
+        for (message, want) in cases {
+            assert_eq!(named_limit(message), *want, "{message}");
+        }
+        // Only size refusals carry a limit.
+        let other = api(
+            400,
+            "InvalidDomain.Offline",
+            "at most 2 are allowed",
+            &["a.b"],
+        );
+        assert_eq!(other.batch_limit(), None);
     }
 
     #[test]
