@@ -287,6 +287,91 @@ async fn a_size_refusal_lowers_the_batch_once_for_the_whole_run() {
     w.emu.shutdown().await;
 }
 
+/// `certrotd emulate --max-domains-per-call 2` (a subprocess) and a config asking for 10:
+/// the refusal names the limit ("at most 2"), so the batch size drops to 2, not to 1 by
+/// halving, in one refused call; `sync` advises `max_domains_per_call = 2`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_size_refusal_that_names_the_limit_uses_it() {
+    let env = Env::new();
+    let certbot = Certbot::new(env.join("letsencrypt"));
+    let domains = subdomains("example.com", 7);
+    fs::write(env.join("domains.txt"), domains.join("\n")).expect("domains file");
+    let secret = "Limit-Two-Secret-7Hq2";
+    write_mode(&env.join("ak-secret"), format!("{secret}\n"), 0o600);
+    let dump = env.join("dump.json");
+    let mut emulate = std::process::Command::new(env!("CARGO_BIN_EXE_certrotd"))
+        .arg("emulate")
+        .args(["--listen", "127.0.0.1:0", "--max-domains-per-call", "2"])
+        .args(["--access-key-secret", secret])
+        .arg("--domains-file")
+        .arg(env.join("domains.txt"))
+        .arg("--state-dump")
+        .arg(&dump)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start certrotd emulate");
+    let mut line = String::new();
+    let stdout = emulate.stdout.take().expect("piped stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+        .expect("read the address");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("an address");
+    let issued = issue(&["*.example.com"]);
+    certbot.add("example.com", &issued);
+    let refs: Vec<&str> = domains.iter().map(String::as_str).collect();
+    let secret_file = env.join("ak-secret").display().to_string();
+    Config::new()
+        .watch(certbot.live())
+        .domains(&refs)
+        .endpoint(&format!("http://{addr}"))
+        .set(
+            "aliyun",
+            &format!("access_key_id = {:?}", emulator::DEFAULT_ACCESS_KEY_ID),
+        )
+        .set(
+            "aliyun",
+            &format!("access_key_secret_file = {secret_file:?}"),
+        )
+        .set("aliyun", "max_domains_per_call = 10")
+        .write(&env);
+
+    let cmd = env.command(&["sync"]);
+    let out = tokio::task::spawn_blocking(move || run_with(cmd))
+        .await
+        .expect("runner thread");
+    // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
+    assert_eq!(
+        unsafe { libc::kill(emulate.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let status = emulate.wait().expect("emulate exits");
+    assert!(status.success(), "{status:?}");
+    out.expect_status(0)
+        .expect_contains("2 domains per call were used (set [aliyun] max_domains_per_call = 2)");
+    let log = emulator::Dump::read(&dump).expect("the dump").log;
+    let writes: Vec<&LogEntry> = log.iter().filter(|e| e.is_write()).collect();
+    let refused: Vec<usize> = writes
+        .iter()
+        .filter(|e| !e.succeeded())
+        .map(|e| e.domains.len())
+        .collect();
+    assert_eq!(refused, [7], "one refusal, of the first call: {writes:?}");
+    assert_eq!(
+        writes[0].code.as_deref(),
+        Some("InvalidParameter.DomainNameOverLimit")
+    );
+    let sizes: Vec<LogEntry> = writes[1..].iter().map(|e| (*e).clone()).collect();
+    assert_eq!(sorted_sizes(&sizes), [1, 2, 2, 2]);
+    let fp = fingerprint(&issued);
+    let dump = emulator::Dump::read(&dump).expect("the dump");
+    for d in &domains {
+        assert_eq!(dump.served.get(d).map(|s| s.fingerprint), Some(fp), "{d}");
+    }
+}
+
 /// 400 domains over 4 lineages at batch 10: 40 calls, about 4 s at 10 calls/s, each call
 /// answered after 200 ms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
