@@ -53,19 +53,6 @@ pub enum Class {
 }
 
 impl Class {
-    /// Short label for logs, the status table and metrics.
-    pub fn label(self) -> &'static str {
-        match self {
-            Class::Retryable => "retryable",
-            Class::Clock => "clock",
-            Class::Credentials => "credentials",
-            Class::Domain => "domain",
-            Class::Certificate => "certificate",
-            Class::BatchSize => "batch_size",
-            Class::Other => "other",
-        }
-    }
-
     /// Whether the same call may be tried again (freshly signed).
     pub fn is_retryable(self) -> bool {
         self == Class::Retryable
@@ -199,6 +186,13 @@ pub struct ApiFailure {
 }
 
 impl ApiFailure {
+    /// The `Code` says the caller was throttled (`Throttling*`).
+    pub fn is_throttling(&self) -> bool {
+        self.code
+            .as_deref()
+            .is_some_and(|c| c.starts_with("Throttling"))
+    }
+
     pub fn class(&self) -> Class {
         classify(self.code.as_deref(), Some(self.status), self.domains)
     }
@@ -371,28 +365,24 @@ impl ApiError {
         self.class().is_retryable()
     }
 
-    /// Short label for logs, the status table and metrics.
+    /// Kebab-case label for logs, the status table, the state file and metrics: the one
+    /// label set of an API error (a class's label is its errors' label; retryable errors
+    /// say which kind of temporary failure they were).
     pub fn kind(&self) -> &'static str {
         match self {
             ApiError::Transport { .. } => "transport",
             ApiError::Timeout { .. } => "timeout",
-            ApiError::NonJson { .. } => "non_json_response",
-            ApiError::BadResponse { .. } => "bad_response",
+            ApiError::NonJson { .. } => "non-json-response",
+            ApiError::BadResponse { .. } => "bad-response",
             ApiError::Api(f) => match f.class() {
-                Class::Retryable
-                    if f.code
-                        .as_deref()
-                        .is_some_and(|c| c.starts_with("Throttling")) =>
-                {
-                    "throttled"
-                }
-                Class::Retryable => "server_busy",
-                Class::Clock => "clock_skew",
+                Class::Retryable if f.is_throttling() => "throttled",
+                Class::Retryable => "server-busy",
+                Class::Clock => "clock-skew",
                 Class::Credentials => "credentials",
                 Class::Domain => "domain",
                 Class::Certificate => "certificate",
-                Class::BatchSize => "batch_size",
-                Class::Other => "api_error",
+                Class::BatchSize => "batch-size",
+                Class::Other => "api-error",
             },
         }
     }
@@ -811,20 +801,20 @@ mod tests {
     fn kinds_are_short_labels() {
         let kinds = [
             (api(400, "Throttling.User", "slow", &[]), "throttled"),
-            (api(503, "ServiceUnavailable", "x", &[]), "server_busy"),
-            (api(400, "InvalidTimeStamp.Expired", "x", &[]), "clock_skew"),
+            (api(503, "ServiceUnavailable", "x", &[]), "server-busy"),
+            (api(400, "InvalidTimeStamp.Expired", "x", &[]), "clock-skew"),
             (api(400, "SignatureDoesNotMatch", "x", &[]), "credentials"),
             (api(404, "InvalidDomain.NotFound", "x", &["a.b"]), "domain"),
             (api(400, "InvalidSSLPri", "x", &[]), "certificate"),
             (
                 api(400, "InvalidParameter.DomainNameOverLimit", "x", &[]),
-                "batch_size",
+                "batch-size",
             ),
-            (api(400, "MissingParameter", "x", &[]), "api_error"),
+            (api(400, "MissingParameter", "x", &[]), "api-error"),
             (ApiError::transport("A", "https://e", "reset"), "transport"),
             (
                 ApiError::bad_response("A", 200, "no RequestId"),
-                "bad_response",
+                "bad-response",
             ),
         ];
         for (err, kind) in kinds {
@@ -981,7 +971,7 @@ mod tests {
             <body><center><h1>414 Request-URI Too Large</h1></center><hr>\
             <center>Tengine</center></body></html>";
         let err = ApiError::from_response("A", meta(414), html, &[]);
-        assert_eq!(err.kind(), "non_json_response");
+        assert_eq!(err.kind(), "non-json-response");
         assert_eq!(err.status(), Some(414));
         assert_eq!(err.class(), Class::Other);
         let text = err.to_string();
@@ -995,7 +985,7 @@ mod tests {
     #[test]
     fn binary_and_empty_bodies_do_not_panic() {
         let err = ApiError::from_response("A", meta(500), &[0xff, 0xfe, 0x00, b'<'], &[]);
-        assert_eq!(err.kind(), "non_json_response");
+        assert_eq!(err.kind(), "non-json-response");
         let err = ApiError::from_response("A", meta(503), b"", &[]);
         assert!(err.is_retryable());
         let excerpt_len = excerpt(&[b'a'; 100_000]).chars().count();
@@ -1005,7 +995,7 @@ mod tests {
     #[test]
     fn json_error_without_code_classifies_by_status() {
         let err = ApiError::from_response("A", meta(503), br#"{"RequestId":"r"}"#, &[]);
-        assert_eq!(err.kind(), "server_busy");
+        assert_eq!(err.kind(), "server-busy");
         let err = ApiError::from_response("A", meta(400), br#"{"Message":"?"}"#, &[]);
         assert_eq!(err.class(), Class::Other);
     }
