@@ -471,3 +471,100 @@ fn a_failed_save_is_reported_and_the_record_kept_in_memory() {
     let kept = store.state().domains["a.example"].deployed.as_ref();
     assert_eq!(kept.map(|d| d.fingerprint), Some(fp));
 }
+
+/// A target that deploys everything it is given.
+struct Accepting;
+
+impl Target for Accepting {
+    type Error = ApiError;
+    fn name(&self) -> &'static str {
+        "accepting"
+    }
+    fn product(&self) -> &'static str {
+        "cdn"
+    }
+    fn limits(&self) -> crate::push::Limits {
+        crate::push::Limits {
+            domains_per_call: 10,
+            writes: crate::push::Rate::per_second(100),
+            reads: crate::push::Rate::per_second(100),
+            prepares: None,
+        }
+    }
+    async fn deploy(&self, call: &crate::push::Deploy<'_>) -> Result<String, ApiError> {
+        Ok(format!("R-{}", call.domains.len()))
+    }
+    async fn served(&self, _domain: &str) -> Result<Option<Fingerprint>, ApiError> {
+        Ok(None)
+    }
+}
+
+/// Plans `domains` against an empty state and pushes them through [`Accepting`].
+async fn push_all(store: StateStore, domains: &[String]) -> Passed {
+    let valid = vec![ValidLineage {
+        id: "live/a".into(),
+        cert: certificate(&["*.a.example"], -1, 60),
+    }];
+    let pass = Pass {
+        domains,
+        batch: 2,
+        verify: false,
+        force: false,
+    };
+    struct Given(Vec<ValidLineage>);
+    impl Holds for Given {
+        fn sort(
+            &mut self,
+            _: &[Lineage],
+            _: OffsetDateTime,
+        ) -> (Vec<ValidLineage>, Vec<(String, String)>) {
+            (std::mem::take(&mut self.0), Vec::new())
+        }
+    }
+    let planned = pass.plan(&[], &mut Given(valid), &State::default(), now());
+    let executor =
+        crate::push::Executor::new(Arc::new(Accepting), crate::push::Options::new(1, false));
+    let progress = Box::new(|_| {});
+    pass.push(planned, &executor, store, progress, std::future::pending())
+        .await
+}
+
+/// Every save of the pass fails (the state folder is gone): the pass deploys, but its
+/// verdict is Unrecorded, and the summary names every deployed domain as not recorded.
+#[tokio::test]
+async fn a_pass_whose_saves_fail_is_unrecorded_and_names_what_was_deployed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state_dir = dir.path().join("state");
+    let store = StateStore::open(&state_dir).expect("open");
+    std::fs::remove_dir_all(&state_dir).expect("remove");
+    let domains = strings(&["x.a.example", "y.a.example", "z.a.example"]);
+    let passed = push_all(store, &domains).await;
+    let s = &passed.summary;
+    assert_eq!(s.deployed, 3);
+    assert_eq!(s.unrecorded.as_deref(), Some(&domains[..]));
+    assert_eq!(s.verdict(), Verdict::Unrecorded);
+    assert!(!s.state_errors.is_empty());
+    let text = s.render();
+    assert!(
+        text.contains(
+            "3 domain(s) deployed but not recorded: x.a.example, y.a.example, z.a.example"
+        ),
+        "{text}"
+    );
+    // The in-memory state kept every record: a later save writes them.
+    std::fs::create_dir_all(&state_dir).expect("recreate");
+    passed.store.save().expect("saves now");
+    assert_eq!(state::load(&state_dir).expect("load").domains.len(), 3);
+}
+
+/// The same pass with working saves: recorded, clean.
+#[tokio::test]
+async fn a_pass_whose_saves_work_is_recorded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = StateStore::open(dir.path()).expect("open");
+    let domains = strings(&["x.a.example", "y.a.example", "z.a.example"]);
+    let passed = push_all(store, &domains).await;
+    assert_eq!(passed.summary.unrecorded, None);
+    assert_eq!(passed.summary.verdict(), Verdict::Clean);
+    assert_eq!(state::load(dir.path()).expect("load").domains.len(), 3);
+}

@@ -372,6 +372,93 @@ async fn a_size_refusal_that_names_the_limit_uses_it() {
     }
 }
 
+/// Unmounts a tmpfs when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// A `size`-byte tmpfs on `dir` (created), or `None` when mounting is not permitted.
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        fs::create_dir_all(dir).expect("mount point");
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status();
+        matches!(status, Ok(s) if s.success()).then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the file system `dir` is on: writes zeros to `dir/filler` until it is full.
+fn fill(dir: &Path) {
+    use std::io::Write as _;
+    let mut f = fs::File::create(dir.join("filler")).expect("filler");
+    let block = vec![0u8; 4096];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.sync_all();
+}
+
+/// A full disk under the state folder (ENOSPC on the save): the pass deploys, cannot record
+/// it, says which domains are deployed but not recorded, and exits 74 — not 0, which would
+/// hide that the next run pushes everything again. With space again, the next sync
+/// records and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_the_state_folder_fails_the_pass_with_74() {
+    let domains = subdomains("example.com", 3);
+    let w = World::new(&domains, |_| {}).await;
+    let Some(_mount) = Tmpfs::mount(&w.state_dir(), "256k") else {
+        eprintln!(
+            "SKIPPED a_full_disk_under_the_state_folder_fails_the_pass_with_74: \
+             `mount -t tmpfs` is not permitted here (needs root / CAP_SYS_ADMIN)"
+        );
+        w.emu.shutdown().await;
+        return;
+    };
+    let issued = issue(&["*.example.com"]);
+    w.certbot.add("example.com", &issued);
+    w.config(&domains).write(&w.env);
+    fill(&w.state_dir());
+
+    let out = w.run(&["sync"]).await;
+    out.expect_status(74).expect_contains(
+        "NOT RECORDED: the state file could not be saved, so it does not hold this pass's outcome; 3 domain(s) deployed but not recorded: ",
+    );
+    for d in &domains {
+        assert!(
+            out.line_with("NOT RECORDED").contains(d.as_str()),
+            "{}",
+            out.all()
+        );
+    }
+    assert!(
+        out.all().contains("No space left on device"),
+        "{}",
+        out.all()
+    );
+    w.assert_served(&domains, fingerprint(&issued));
+    assert!(!w.state_dir().join(state::STATE_FILE).exists());
+
+    fs::remove_file(w.state_dir().join("filler")).expect("free the space");
+    let out = w.run(&["sync"]).await;
+    out.expect_status(0);
+    assert_eq!(w.state().domains.len(), 3);
+    w.emu.shutdown().await;
+}
+
 /// 400 domains over 4 lineages at batch 10: 40 calls, about 4 s at 10 calls/s, each call
 /// answered after 200 ms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
