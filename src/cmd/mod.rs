@@ -47,6 +47,9 @@ pub mod status;
 pub mod sync;
 pub mod text;
 
+#[cfg(test)]
+mod labels;
+
 /// What a command returns: its exit code, or an error that aborted it (printed by `main`).
 pub type CmdResult = Result<Exit, Box<dyn std::error::Error + Send + Sync>>;
 
