@@ -373,11 +373,11 @@ async fn a_size_refusal_that_names_the_limit_uses_it() {
 }
 
 /// Unmounts a tmpfs when dropped.
-struct Tmpfs(PathBuf);
+pub(crate) struct Tmpfs(PathBuf);
 
 impl Tmpfs {
     /// A `size`-byte tmpfs on `dir` (created), or `None` when mounting is not permitted.
-    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+    pub(crate) fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
         fs::create_dir_all(dir).expect("mount point");
         let status = std::process::Command::new("mount")
             .args([
@@ -404,7 +404,7 @@ impl Drop for Tmpfs {
 }
 
 /// Fills the file system `dir` is on: writes zeros to `dir/filler` until it is full.
-fn fill(dir: &Path) {
+pub(crate) fn fill(dir: &Path) {
     use std::io::Write as _;
     let mut f = fs::File::create(dir.join("filler")).expect("filler");
     let block = vec![0u8; 4096];
