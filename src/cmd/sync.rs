@@ -121,7 +121,7 @@ pub async fn sync(
     if args.dry_run {
         return dry_run(settings, &pass, &lineages, now, out);
     }
-    let mut store = StateStore::open(&settings.state.dir)?;
+    let mut store = open_store(settings)?;
     let aliyun = &settings.aliyun;
     let target = Arc::new(AliyunCdn::connect(aliyun)?);
     if aliyun.verify {
@@ -148,6 +148,16 @@ pub async fn sync(
     }
     out.write_all(passed.summary.render().as_bytes())?;
     Ok(passed.summary.verdict().into())
+}
+
+/// Takes the state folder's lock. Another certrotd holding it (the daemon, or another
+/// `sync`) is `StateError::Locked`: exit 75 ([`SyncError::exit`]).
+fn open_store(settings: &Settings) -> Result<StateStore, SyncError> {
+    match StateStore::open(&settings.state.dir) {
+        Ok(store) => Ok(store),
+        Err(locked @ StateError::Locked { .. }) => Err(SyncError::State(locked)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A `\r`-rewritten progress line on stderr when it is a terminal.

@@ -226,8 +226,8 @@ impl<'x, T: Target> Run<'x, T> {
     }
 
     fn lane(&self, i: TargetIndex) -> &'x Lane<T> {
-        // Invariant: every queued work names a lane (checked in `execute`, kept by
-        // `reroute`, which only picks existing fallbacks).
+        // Invariant: every queued work names a lane (checked in `execute`; a fallback is
+        // only ever an existing lane, see `Executor::with_targets`).
         &self.ex.lanes[i]
     }
 
