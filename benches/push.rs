@@ -9,13 +9,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use certrotd::aliyun::cdn::{AliyunCdn, batch_limits};
 use certrotd::aliyun::client::Client;
 use certrotd::aliyun::credentials::{Credentials, Secret};
 use certrotd::cert::{self, Certificate};
 use certrotd::config::AliyunSettings;
 use certrotd::emulator::{self, Emulator, EmulatorConfig};
 use certrotd::push::limiter::max_in_any_window;
-use certrotd::push::{AliyunCdn, Event, Executor, Job, Options, Upload};
+use certrotd::push::{Event, Executor, Job, Options, Upload};
 use certrotd::testca::{Leaf, TestCa};
 use time::OffsetDateTime;
 
@@ -110,14 +111,15 @@ async fn measure(verify: bool) -> Result<Figures, Box<dyn std::error::Error>> {
     );
     let client = Client::new(&settings, creds)?;
     let ex = Executor::new(
-        Arc::new(AliyunCdn::new(client, None)),
-        Options::from_settings(&settings),
+        Arc::new(AliyunCdn::new(client, None, batch_limits(&settings))),
+        Options::new(settings.max_attempts, settings.verify),
     );
     let ca = TestCa::new("push-bench")?;
     let mut jobs = Vec::new();
     for (i, list) in domains.iter().enumerate() {
         let cert = certificate(&ca, list)?;
         jobs.push(Job {
+            target: 0,
             upload: Arc::new(Upload {
                 cert_name: format!("bench-{i:02}"),
                 chain_pem: cert.chain_pem.clone(),

@@ -1,34 +1,42 @@
-//! One reconciliation pass, shared by `sync`, `demo` and the daemon: scanned lineages →
-//! valid certificates → plan (against the deployed state) → push → record.
+//! The reconcile pass, owned here and shared by `sync`, `demo` and the daemon: scanned
+//! lineages → valid certificates → plan (against the deployed state) → push → record →
+//! summary. The callers differ only in what they pass in: `sync` confirms the records a
+//! killed run left pending first; the daemon confirms them at its first pass, holds torn
+//! lineages on their last valid certificate ([`Holds`]), halts the push on a stop request,
+//! and audits what the CDN serves between passes (with [`read_back`]).
 //!
-//! Owns: confirming by read-back the deployments a killed run left `Pending` (shared by
-//! `sync` and the daemon's first pass, so a call accepted just before a kill is not pushed
-//! again), turning scanner output into the planner's input and the planner's batches into
-//! executor jobs, recording every executor event in the state file as it happens (after
-//! each successful call, on a blocking thread so writes never stall the calls), and the
-//! pass summary (what `sync` prints and its exit code).
+//! Owns: [`Pass::plan`] (lineages sorted by a [`Holds`], planned against the recorded
+//! state, with the part of the [`Summary`] known before pushing) and [`Pass::push`]
+//! (planner batches → executor jobs, every executor event recorded in the state file as it
+//! happens — after each successful call, on a blocking thread so writes never stall the
+//! calls — then the final errors, then the summary); confirming by read-back the
+//! deployments a killed run left `Pending` ([`confirm_pending`]), so a call accepted just
+//! before a kill is not pushed again; and the pass's [`Verdict`] (what `sync`'s exit code
+//! is made from).
 //!
 //! Invariants: only certificates valid at `now` reach the planner and the executor (the
-//! planner re-checks); every domain the executor reports on has its outcome recorded; the
-//! summary never holds key material (API messages are redacted at construction).
+//! planner re-checks); every domain the executor reports on has its outcome recorded; a
+//! pass whose outcome is not on disk at its end (the last save failed) says so — which
+//! deployed domains are missing from the state file — and its verdict is
+//! [`Verdict::Unrecorded`]; the summary never holds key material (API messages are redacted
+//! at construction). Nothing here reads the configuration or knows a concrete API: plain
+//! values in, a target behind [`Executor`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::future::Future;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
-use crate::aliyun::error::ApiError;
-use crate::cert::{Certificate, Fingerprint};
-use crate::cmd::Exit;
-use crate::cmd::text::not_covered;
+use crate::cert::{self, Certificate, Fingerprint};
 use crate::plan::{self, Plan, PlanInput, PlanLineage};
 use crate::push::{
-    CdnApi, Event, Executor, Job, Outcome, RateLimiter, Report, Upload, Verification,
+    Event, Executor, Failure, Job, Outcome, RateLimiter, Report, Target, Upload, Verification,
 };
 use crate::source::Lineage;
-use crate::state::{self, Push, StateError, StateStore};
+use crate::state::{self, Push, State, StateError, StateStore};
 
 /// A lineage whose certificate is valid at the pass's `now`.
 #[derive(Clone, Debug)]
@@ -69,22 +77,44 @@ pub fn split(
     (valid, invalid)
 }
 
+/// Sorts scanned lineages into the valid ones and `(id, reason)` for the others. `sync`
+/// uses [`NoHolds`]; the daemon holds torn lineages (a renewal in progress) on their last
+/// valid certificate.
+pub trait Holds {
+    fn sort(
+        &mut self,
+        lineages: &[Lineage],
+        now: OffsetDateTime,
+    ) -> (Vec<ValidLineage>, Vec<(String, String)>);
+}
+
+/// Holds nothing: [`split`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoHolds;
+
+impl Holds for NoHolds {
+    fn sort(
+        &mut self,
+        lineages: &[Lineage],
+        now: OffsetDateTime,
+    ) -> (Vec<ValidLineage>, Vec<(String, String)>) {
+        split(lineages, now)
+    }
+}
+
 /// Confirms by read-back the deployments of `domains` that a killed or stopped run left
 /// `Pending`: one probe per recorded call (domains sharing a `RequestId` and fingerprint),
 /// at most `read_rate` per second. Served → verified; something else → failed read-back,
 /// so the planner pushes them again; a read error leaves them pending (and so out of date
 /// for a planner with read-back on). Stops early when `stop()` says so. Returns the number
 /// of calls probed.
-pub async fn confirm_pending<A>(
-    api: &A,
+pub async fn confirm_pending<T: Target>(
+    target: &T,
     store: &mut StateStore,
     domains: &[String],
     read_rate: u32,
     stop: impl Fn() -> bool,
-) -> usize
-where
-    A: CdnApi<Error = ApiError>,
-{
+) -> usize {
     let calls = pending_calls(store, domains);
     if calls.is_empty() {
         return 0;
@@ -93,7 +123,7 @@ where
         calls = calls.len(),
         "confirming deployments left pending by read-back"
     );
-    let limiter = RateLimiter::per_second(read_rate.max(1));
+    let limiter = RateLimiter::with_window(read_rate.max(1), crate::push::RATE_WINDOW);
     let mut probed = 0;
     for ((_, fingerprint), domains) in calls {
         if stop() {
@@ -103,7 +133,7 @@ where
             continue;
         };
         limiter.acquire().await;
-        read_back(api, store, probe, &domains, fingerprint, "confirm").await;
+        read_back(target, store, probe, &domains, fingerprint, "confirm").await;
         probed += 1;
     }
     probed
@@ -143,19 +173,16 @@ pub enum ReadBack {
 /// Reads `probe` back; records `domains` verified when it serves `fingerprint`, failed
 /// read-back when it serves something else; logs and leaves them when the read fails.
 /// `why` names the check in logs and in the recorded error.
-pub async fn read_back<A>(
-    api: &A,
+pub async fn read_back<T: Target>(
+    target: &T,
     store: &mut StateStore,
     probe: &str,
     domains: &[String],
     fingerprint: Fingerprint,
     why: &'static str,
-) -> ReadBack
-where
-    A: CdnApi<Error = ApiError>,
-{
+) -> ReadBack {
     let at = OffsetDateTime::now_utc();
-    let (seen, result) = match api.served_fingerprint(probe).await {
+    let (seen, result) = match target.served(probe).await {
         Ok(Some(fp)) if fp == fingerprint => (
             ReadBack::Served,
             store.record_verified(domains, fingerprint, at),
@@ -220,7 +247,8 @@ pub fn make_plan(valid: &[ValidLineage], p: &PlanParams<'_>) -> Plan {
     })
 }
 
-/// One executor job per target certificate, holding that certificate's batches.
+/// One executor job per target certificate, holding that certificate's batches (all for
+/// the executor's first target: one product today).
 pub fn jobs(plan: &Plan, valid: &[ValidLineage]) -> Vec<Job> {
     let mut by_lineage: BTreeMap<usize, Job> = BTreeMap::new();
     for batch in &plan.batches {
@@ -229,6 +257,7 @@ pub fn jobs(plan: &Plan, valid: &[ValidLineage]) -> Vec<Job> {
             continue;
         };
         let job = by_lineage.entry(batch.lineage).or_insert_with(|| Job {
+            target: 0,
             upload: Arc::new(Upload {
                 cert_name: batch.cert_name.clone(),
                 chain_pem: v.cert.chain_pem.clone(),
@@ -243,58 +272,194 @@ pub fn jobs(plan: &Plan, valid: &[ValidLineage]) -> Vec<Job> {
     by_lineage.into_values().collect()
 }
 
+/// What a pass is asked to do (plain values from the caller's configuration).
+#[derive(Clone, Copy, Debug)]
+pub struct Pass<'a> {
+    /// The managed domains.
+    pub domains: &'a [String],
+    /// Domains per call the planner cuts batches to.
+    pub batch: usize,
+    /// Read-back is on: only verified deployments count as up to date.
+    pub verify: bool,
+    /// Treat every covered domain as out of date.
+    pub force: bool,
+}
+
+/// A pass's plan and the part of its summary known before pushing.
+pub struct Planned {
+    pub plan: Plan,
+    pub summary: Summary,
+    /// The lineages the plan's batches index.
+    pub valid: Vec<ValidLineage>,
+}
+
+/// What a pushed pass hands back.
+pub struct Passed {
+    pub summary: Summary,
+    pub store: StateStore,
+}
+
+impl Pass<'_> {
+    /// Sorts the scanned `lineages` with `holds` and plans against the recorded `state` at
+    /// `now` (pure but for what `holds` keeps).
+    pub fn plan(
+        &self,
+        lineages: &[Lineage],
+        holds: &mut dyn Holds,
+        state: &State,
+        now: OffsetDateTime,
+    ) -> Planned {
+        let (valid, invalid) = holds.sort(lineages, now);
+        let deployed = state.deployed_fingerprints(self.verify);
+        let params = PlanParams {
+            domains: self.domains,
+            deployed: &deployed,
+            now,
+            batch: self.batch,
+            force: self.force,
+        };
+        let plan = make_plan(&valid, &params);
+        let summary = Summary::planned(lineages, invalid, &plan);
+        Planned {
+            plan,
+            summary,
+            valid,
+        }
+    }
+
+    /// Pushes a plan through `executor`, records every outcome in `store` and completes the
+    /// summary. `progress` is called with the number of domains deployed so far after each
+    /// successful call; when `halt` resolves, the executor is halted (the call in flight
+    /// finishes, nothing more starts).
+    pub async fn push<T: Target>(
+        &self,
+        planned: Planned,
+        executor: &Executor<T>,
+        store: StateStore,
+        progress: Box<dyn FnMut(usize) + Send>,
+        halt: impl Future<Output = ()>,
+    ) -> Passed {
+        let Planned {
+            plan,
+            mut summary,
+            valid,
+        } = planned;
+        if plan.batches.is_empty() {
+            return Passed { summary, store };
+        }
+        let jobs = jobs(&plan, &valid);
+        let executed = execute(executor, jobs, store, progress, halt).await;
+        summary.add_report(&executed.report);
+        summary.state_errors = executed
+            .state_errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        summary.unrecorded = executed.unrecorded;
+        Passed {
+            summary,
+            store: executed.store,
+        }
+    }
+}
+
 /// What [`execute`] hands back.
-pub struct Executed {
-    pub report: Report<ApiError>,
+pub struct Executed<E> {
+    pub report: Report<E>,
     pub store: StateStore,
     /// State writes that failed (the in-memory state kept them; the next save retries).
     pub state_errors: Vec<StateError>,
+    /// `Some` when the state file does not hold the pass's outcome at the end (its last
+    /// save failed): the domains deployed by the pass that are missing from it.
+    pub unrecorded: Option<Vec<String>>,
 }
 
 /// Runs `jobs` through `executor`, recording each event in `store` as it arrives, then
-/// records the final error of every domain that was not deployed. `progress` is called with
-/// the number of domains deployed so far after each successful call.
-pub async fn execute<A>(
-    executor: &Executor<A>,
+/// records the final error of every domain that was not deployed, and saves once more if
+/// the last save failed. `progress` is called with the number of domains deployed so far
+/// after each successful call; `halt` halts the executor when it resolves.
+pub async fn execute<T: Target>(
+    executor: &Executor<T>,
     jobs: Vec<Job>,
     store: StateStore,
     progress: Box<dyn FnMut(usize) + Send>,
-) -> Executed
-where
-    A: CdnApi<Error = ApiError>,
-{
+    halt: impl Future<Output = ()>,
+) -> Executed<T::Error> {
     let (tx, rx) = mpsc::unbounded_channel();
     let recorder = tokio::task::spawn_blocking(move || record_events(rx, store, progress));
-    let report = executor.run(jobs, Some(tx)).await;
+    let run = executor.run(jobs, Some(tx));
+    tokio::pin!(run);
+    let report = tokio::select! {
+        report = &mut run => report,
+        () = halt => {
+            executor.halt();
+            run.await
+        }
+    };
     // The sender was moved into the run and is dropped with it, so the recorder ends.
-    let (mut store, mut state_errors) = match recorder.await {
+    let recorded = match recorder.await {
         Ok(done) => done,
         Err(join) => std::panic::resume_unwind(join.into_panic()),
     };
-    if let Err(e) = record_failures(&mut store, &report) {
-        state_errors.push(e);
+    let Recorded {
+        mut store,
+        mut errors,
+        mut unsaved,
+    } = recorded;
+    let (failure_errors, last_save) = record_failures(&mut store, &report);
+    errors.extend(failure_errors);
+    match last_save {
+        // Everything in memory is on disk.
+        Some(true) => unsaved = None,
+        // Written in memory, not on disk: try once more below.
+        Some(false) => {
+            unsaved.get_or_insert_with(BTreeSet::new);
+        }
+        None => {}
+    }
+    if unsaved.is_some()
+        && let Err(e) = store.save()
+    {
+        tracing::error!(error = %e, kind = e.kind(), "could not save the state file");
+        errors.push(e);
+    } else {
+        unsaved = None;
     }
     Executed {
         report,
         store,
-        state_errors,
+        state_errors: errors,
+        unrecorded: unsaved.map(|domains| domains.into_iter().collect()),
     }
+}
+
+/// What [`record_events`] gives back.
+struct Recorded {
+    store: StateStore,
+    errors: Vec<StateError>,
+    /// `Some` when the last save failed: the domains deployed since the last good save.
+    unsaved: Option<BTreeSet<String>>,
 }
 
 /// Records executor events as they arrive. Events already queued when one arrives are
 /// applied together and saved once (a burst of read-backs costs one write of the state
 /// file, not one each). `progress` counts calls as they are applied, as before; the pass
 /// reports nothing as recorded until `execute` returns, after the last save.
-fn record_events(
-    mut rx: mpsc::UnboundedReceiver<Event<ApiError>>,
+fn record_events<E: Failure>(
+    mut rx: mpsc::UnboundedReceiver<Event<E>>,
     mut store: StateStore,
     mut progress: Box<dyn FnMut(usize) + Send>,
-) -> (StateStore, Vec<StateError>) {
+) -> Recorded {
     let mut errors = Vec::new();
     let mut deployed = 0;
+    let mut unsaved: BTreeSet<String> = BTreeSet::new();
+    let mut last_failed = false;
     while let Some(first) = rx.blocking_recv() {
         let mut event = Some(first);
         while let Some(e) = event {
+            if let Event::Deployed { domains, .. } = &e {
+                unsaved.extend(domains.iter().cloned());
+            }
             let newly = note_event(&mut store, &e);
             if newly > 0 {
                 deployed += newly;
@@ -302,16 +467,27 @@ fn record_events(
             }
             event = rx.try_recv().ok();
         }
-        if let Err(e) = store.save() {
-            tracing::error!(error = %e, kind = e.kind(), "could not save the state file");
-            errors.push(e);
+        match store.save() {
+            Ok(()) => {
+                unsaved.clear();
+                last_failed = false;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, kind = e.kind(), "could not save the state file");
+                errors.push(e);
+                last_failed = true;
+            }
         }
     }
-    (store, errors)
+    Recorded {
+        store,
+        errors,
+        unsaved: last_failed.then_some(unsaved),
+    }
 }
 
 /// Applies one event to the in-memory state; returns the number of domains it deployed.
-fn note_event(store: &mut StateStore, event: &Event<ApiError>) -> usize {
+fn note_event<E: Failure>(store: &mut StateStore, event: &Event<E>) -> usize {
     let at = OffsetDateTime::now_utc();
     match event {
         Event::Deployed {
@@ -320,6 +496,7 @@ fn note_event(store: &mut StateStore, event: &Event<ApiError>) -> usize {
             fingerprint,
             not_after,
             request_id,
+            ..
         } => {
             let push = Push {
                 fingerprint: *fingerprint,
@@ -334,6 +511,7 @@ fn note_event(store: &mut StateStore, event: &Event<ApiError>) -> usize {
         Event::Verified {
             domains,
             fingerprint,
+            ..
         } => {
             store.note_verified(domains, *fingerprint, at);
             0
@@ -342,23 +520,30 @@ fn note_event(store: &mut StateStore, event: &Event<ApiError>) -> usize {
             domains,
             fingerprint,
             last_error,
+            ..
         } => {
             let message = unverified_message(last_error.as_deref());
             store.note_verify_failed(domains, *fingerprint, &message, at);
             0
         }
+        // No target of today's prepares (a bind-by-reference store records it here).
+        Event::Prepared { .. } => 0,
     }
 }
 
-fn unverified_message(last_error: Option<&ApiError>) -> String {
+fn unverified_message<E: Failure>(last_error: Option<&E>) -> String {
     match last_error {
         Some(e) => format!("read-back did not confirm the new certificate: {e}"),
         None => "read-back did not see the new certificate in time".to_string(),
     }
 }
 
-/// Records every failed or skipped domain's error, one save per distinct error.
-fn record_failures(store: &mut StateStore, report: &Report<ApiError>) -> Result<(), StateError> {
+/// Records every failed or skipped domain's error, one save per distinct error. Returns
+/// the save errors and whether the last save succeeded (`None`: nothing to record).
+fn record_failures<E: Failure>(
+    store: &mut StateStore,
+    report: &Report<E>,
+) -> (Vec<StateError>, Option<bool>) {
     let at = OffsetDateTime::now_utc();
     let mut groups: BTreeMap<(&'static str, String), Vec<String>> = BTreeMap::new();
     for (domain, outcome) in &report.outcomes {
@@ -369,10 +554,52 @@ fn record_failures(store: &mut StateStore, report: &Report<ApiError>) -> Result<
         let key = (error.kind(), error.to_string());
         groups.entry(key).or_default().push(domain.clone());
     }
+    let mut errors = Vec::new();
+    let mut last = None;
     for ((kind, message), domains) in groups {
-        store.record_error(&domains, kind, &message, at)?;
+        match store.record_error(&domains, kind, &message, at) {
+            Ok(()) => last = Some(true),
+            Err(e) => {
+                errors.push(e);
+                last = Some(false);
+            }
+        }
     }
-    Ok(())
+    (errors, last)
+}
+
+/// How a pass ended, for the caller's exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every managed domain serves its best valid certificate, and that is recorded.
+    Clean,
+    /// A push failed for good, a read-back did not confirm, a managed domain has no valid
+    /// certificate, or the run stopped (each named in the summary).
+    Problems,
+    /// The pass's outcome could not be saved to the state file (e.g. a full disk): the next
+    /// run would push again what this one deployed.
+    Unrecorded,
+}
+
+/// "no valid certificate", naming parsed but time-invalid lineages that would cover it.
+pub fn not_covered(domain: &str, lineages: &[Lineage]) -> String {
+    let near: Vec<&str> = lineages
+        .iter()
+        .filter(|l| {
+            l.result
+                .as_ref()
+                .is_ok_and(|c| cert::covers(&c.names, domain).is_some())
+        })
+        .map(|l| l.id.as_str())
+        .collect();
+    if near.is_empty() {
+        "no valid certificate".to_string()
+    } else {
+        format!(
+            "no valid certificate (covered only by invalid {})",
+            near.join(", ")
+        )
+    }
 }
 
 /// Everything a pass found and did, for the report and the exit code.
@@ -398,6 +625,9 @@ pub struct Summary {
     /// The credentials error that stopped the run.
     pub stopped: Option<String>,
     pub state_errors: Vec<String>,
+    /// `Some` when the state file does not hold the pass's outcome: the domains deployed
+    /// but not recorded.
+    pub unrecorded: Option<Vec<String>>,
 }
 
 impl Summary {
@@ -418,7 +648,7 @@ impl Summary {
     }
 
     /// Adds what the executor reported.
-    pub fn add_report(&mut self, report: &Report<ApiError>, configured_batch: usize) {
+    pub fn add_report<E: Failure>(&mut self, report: &Report<E>) {
         for (domain, outcome) in &report.outcomes {
             match outcome {
                 Outcome::Deployed { verification, .. } => {
@@ -439,14 +669,20 @@ impl Summary {
         }
         self.write_calls = report.write_calls;
         self.read_calls = report.read_calls;
-        self.lowered_batch = (report.batch_size < configured_batch).then_some(report.batch_size);
+        self.lowered_batch = report.lowered_batch().map(|t| t.batch_size);
         self.stopped = report.stopped.as_ref().map(|e| e.to_string());
     }
 
-    /// 0 when every managed domain serves its best valid certificate, else 1.
-    pub fn exit(&self) -> Exit {
+    /// See [`Verdict`]; an unrecorded outcome wins over problems.
+    pub fn verdict(&self) -> Verdict {
         let clean = self.uncovered.is_empty() && self.failed.is_empty() && self.stopped.is_none();
-        if clean { Exit::Ok } else { Exit::Problems }
+        if self.unrecorded.is_some() {
+            Verdict::Unrecorded
+        } else if clean {
+            Verdict::Clean
+        } else {
+            Verdict::Problems
+        }
     }
 
     /// The human report of the pass.
@@ -487,6 +723,15 @@ impl Summary {
         }
         for e in &self.state_errors {
             let _ = writeln!(out, "state file: {e}");
+        }
+        if let Some(domains) = &self.unrecorded {
+            let _ = writeln!(
+                out,
+                "NOT RECORDED: the state file could not be saved, so it does not hold this pass's outcome; {} domain(s) deployed but not recorded{}{} (the next run pushes them again unless the state file can be saved)",
+                domains.len(),
+                if domains.is_empty() { "" } else { ": " },
+                domains.join(", ")
+            );
         }
         out
     }

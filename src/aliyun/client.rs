@@ -84,7 +84,7 @@ impl ClientError {
     pub fn kind(&self) -> &'static str {
         match self {
             ClientError::Endpoint { .. } => "endpoint",
-            ClientError::InsecureEndpoint { .. } => "insecure_endpoint",
+            ClientError::InsecureEndpoint { .. } => "insecure-endpoint",
             ClientError::Tls { .. } => "tls",
         }
     }

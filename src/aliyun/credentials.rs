@@ -242,8 +242,8 @@ impl CredentialsError {
             CredentialsError::Incomplete { .. } => "incomplete",
             CredentialsError::Unreadable { .. } => "unreadable",
             CredentialsError::Permissions { .. } => "permissions",
-            CredentialsError::BadFile { .. } => "bad_file",
-            CredentialsError::NotFound { .. } => "not_found",
+            CredentialsError::BadFile { .. } => "bad-file",
+            CredentialsError::NotFound { .. } => "not-found",
         }
     }
 }

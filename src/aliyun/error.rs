@@ -55,19 +55,6 @@ pub enum Class {
 }
 
 impl Class {
-    /// Short label for logs, the status table and metrics.
-    pub fn label(self) -> &'static str {
-        match self {
-            Class::Retryable => "retryable",
-            Class::Clock => "clock",
-            Class::Credentials => "credentials",
-            Class::Domain => "domain",
-            Class::Certificate => "certificate",
-            Class::BatchSize => "batch_size",
-            Class::Other => "other",
-        }
-    }
-
     /// Whether the same call may be tried again (freshly signed).
     pub fn is_retryable(self) -> bool {
         self == Class::Retryable
@@ -201,6 +188,13 @@ pub struct ApiFailure {
 }
 
 impl ApiFailure {
+    /// The `Code` says the caller was throttled (`Throttling*`).
+    pub fn is_throttling(&self) -> bool {
+        self.code
+            .as_deref()
+            .is_some_and(|c| c.starts_with("Throttling"))
+    }
+
     pub fn class(&self) -> Class {
         classify(self.code.as_deref(), Some(self.status), self.domains)
     }
@@ -367,28 +361,24 @@ impl ApiError {
         self.class().is_retryable()
     }
 
-    /// Short label for logs, the status table and metrics.
+    /// Kebab-case label for logs, the status table, the state file and metrics: the one
+    /// label set of an API error (a class's label is its errors' label; retryable errors
+    /// say which kind of temporary failure they were).
     pub fn kind(&self) -> &'static str {
         match self {
             ApiError::Transport { .. } => "transport",
             ApiError::Timeout { .. } => "timeout",
-            ApiError::NonJson { .. } => "non_json_response",
-            ApiError::BadResponse { .. } => "bad_response",
+            ApiError::NonJson { .. } => "non-json-response",
+            ApiError::BadResponse { .. } => "bad-response",
             ApiError::Api(f) => match f.class() {
-                Class::Retryable
-                    if f.code
-                        .as_deref()
-                        .is_some_and(|c| c.starts_with("Throttling")) =>
-                {
-                    "throttled"
-                }
-                Class::Retryable => "server_busy",
-                Class::Clock => "clock_skew",
+                Class::Retryable if f.is_throttling() => "throttled",
+                Class::Retryable => "server-busy",
+                Class::Clock => "clock-skew",
                 Class::Credentials => "credentials",
                 Class::Domain => "domain",
                 Class::Certificate => "certificate",
-                Class::BatchSize => "batch_size",
-                Class::Other => "api_error",
+                Class::BatchSize => "batch-size",
+                Class::Other => "api-error",
             },
         }
     }
@@ -438,6 +428,15 @@ impl ApiError {
         }
     }
 
+    /// For [`Class::BatchSize`]: the most domains per call the refusal says are allowed,
+    /// when its message names it (see [`named_limit`]).
+    pub fn batch_limit(&self) -> Option<usize> {
+        match self {
+            ApiError::Api(f) if f.class() == Class::BatchSize => named_limit(&f.message),
+            _ => None,
+        }
+    }
+
     /// For [`Class::Clock`]: server time minus local time, from the `Date` header.
     pub fn clock_offset(&self) -> Option<time::Duration> {
         match self {
@@ -445,6 +444,39 @@ impl ApiError {
             _ => None,
         }
     }
+}
+
+/// The limit a size refusal's message names: the number after "at most" or "up to"
+/// (any case), or before "domains are allowed"/"domains allowed". The emulator says "The
+/// call names 3 domains; at most 2 are allowed in one call."; `None` when no such number
+/// (or 0) is found.
+pub fn named_limit(message: &str) -> Option<usize> {
+    let lower = message.to_ascii_lowercase();
+    let after = |marker: &str| {
+        lower.match_indices(marker).find_map(|(i, m)| {
+            let rest = lower[i + m.len()..].trim_start();
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<usize>().ok()
+        })
+    };
+    let before = |marker: &str| {
+        lower.match_indices(marker).find_map(|(i, _)| {
+            let head = lower[..i].trim_end();
+            let start = head
+                .char_indices()
+                .rev()
+                .take_while(|(_, c)| c.is_ascii_digit())
+                .last()
+                .map(|(at, _)| at)?;
+            head[start..].parse::<usize>().ok()
+        })
+    };
+    after("at most")
+        .or_else(|| after("up to"))
+        .or_else(|| after("maximum of"))
+        .or_else(|| before("domains are allowed"))
+        .or_else(|| before("domains allowed"))
+        .filter(|&n| n > 0)
 }
 
 /// The call's domain named in `message`: the single one found as a whole word, or the
@@ -627,6 +659,40 @@ mod tests {
     }
 
     #[test]
+    fn a_size_refusal_names_its_limit() {
+        let err = api(
+            400,
+            "InvalidParameter.DomainNameOverLimit",
+            "The call names 3 domains; at most 2 are allowed in one call.",
+            &["a.example", "b.example", "c.example"],
+        );
+        assert_eq!(err.class(), Class::BatchSize);
+        assert_eq!(err.batch_limit(), Some(2));
+        let cases: &[(&str, Option<usize>)] = &[
+            ("at most 10 are allowed", Some(10)),
+            ("AT MOST 7 domains", Some(7)),
+            ("You can specify up to 50 domain names.", Some(50)),
+            ("a maximum of 20 per request", Some(20)),
+            ("only 5 domains are allowed per call", Some(5)),
+            ("too many domains", None),
+            ("at most 0 are allowed", None),
+            ("at most many", None),
+            ("", None),
+        ];
+        for (message, want) in cases {
+            assert_eq!(named_limit(message), *want, "{message}");
+        }
+        // Only size refusals carry a limit.
+        let other = api(
+            400,
+            "InvalidDomain.Offline",
+            "at most 2 are allowed",
+            &["a.b"],
+        );
+        assert_eq!(other.batch_limit(), None);
+    }
+
+    #[test]
     fn classify_by_status_without_code() {
         assert_eq!(classify(None, None, 0), Class::Retryable);
         assert_eq!(classify(None, Some(502), 0), Class::Retryable);
@@ -644,20 +710,20 @@ mod tests {
     fn kinds_are_short_labels() {
         let kinds = [
             (api(400, "Throttling.User", "slow", &[]), "throttled"),
-            (api(503, "ServiceUnavailable", "x", &[]), "server_busy"),
-            (api(400, "InvalidTimeStamp.Expired", "x", &[]), "clock_skew"),
+            (api(503, "ServiceUnavailable", "x", &[]), "server-busy"),
+            (api(400, "InvalidTimeStamp.Expired", "x", &[]), "clock-skew"),
             (api(400, "SignatureDoesNotMatch", "x", &[]), "credentials"),
             (api(404, "InvalidDomain.NotFound", "x", &["a.b"]), "domain"),
             (api(400, "InvalidSSLPri", "x", &[]), "certificate"),
             (
                 api(400, "InvalidParameter.DomainNameOverLimit", "x", &[]),
-                "batch_size",
+                "batch-size",
             ),
-            (api(400, "MissingParameter", "x", &[]), "api_error"),
+            (api(400, "MissingParameter", "x", &[]), "api-error"),
             (ApiError::transport("A", "https://e", "reset"), "transport"),
             (
                 ApiError::bad_response("A", 200, "no RequestId"),
-                "bad_response",
+                "bad-response",
             ),
         ];
         for (err, kind) in kinds {
@@ -876,7 +942,7 @@ mod tests {
             <body><center><h1>414 Request-URI Too Large</h1></center><hr>\
             <center>Tengine</center></body></html>";
         let err = ApiError::from_response("A", meta(414), html, &[]);
-        assert_eq!(err.kind(), "non_json_response");
+        assert_eq!(err.kind(), "non-json-response");
         assert_eq!(err.status(), Some(414));
         assert_eq!(err.class(), Class::Other);
         let text = err.to_string();
@@ -890,7 +956,7 @@ mod tests {
     #[test]
     fn binary_and_empty_bodies_do_not_panic() {
         let err = ApiError::from_response("A", meta(500), &[0xff, 0xfe, 0x00, b'<'], &[]);
-        assert_eq!(err.kind(), "non_json_response");
+        assert_eq!(err.kind(), "non-json-response");
         let err = ApiError::from_response("A", meta(503), b"", &[]);
         assert!(err.is_retryable());
         let excerpt_len = excerpt(&[b'a'; 100_000]).chars().count();
@@ -900,7 +966,7 @@ mod tests {
     #[test]
     fn json_error_without_code_classifies_by_status() {
         let err = ApiError::from_response("A", meta(503), br#"{"RequestId":"r"}"#, &[]);
-        assert_eq!(err.kind(), "server_busy");
+        assert_eq!(err.kind(), "server-busy");
         let err = ApiError::from_response("A", meta(400), br#"{"Message":"?"}"#, &[]);
         assert_eq!(err.class(), Class::Other);
     }

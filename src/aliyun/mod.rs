@@ -1,16 +1,19 @@
 //! Alibaba Cloud API access: the pure RPC v1 signer (`sign`), the HTTP client (`client`),
-//! error decoding and classification in one place (`error`), and the credential chain
-//! (`credentials`).
+//! error decoding and classification in one place (`error`), the credential chain
+//! (`credentials`), and the CDN as a target of the executor (`cdn`, implementing
+//! `push::Target`).
 //!
 //! Invariants: the AccessKey secret and `SSLPri` travel only in the signed form body of a
 //! POST; no error, log line or `Debug` output of this module carries either. Each client
 //! call is one attempt, freshly signed; retrying is the executor's (`push`) job.
 
+pub mod cdn;
 pub mod client;
 pub mod credentials;
 pub mod error;
 pub mod sign;
 
+pub use cdn::AliyunCdn;
 pub use client::{
     BatchSetRequest, Client, ClientError, DomainsPage, ServedCert, UserDomain, UserDomainsRequest,
 };

@@ -11,6 +11,10 @@ pub enum Exit {
     Problems = 1,
     /// Wrong command-line usage (clap's code).
     Usage = 2,
+    /// A pass ran but its outcome could not be saved to the state file, e.g. a full disk
+    /// (EX_IOERR: an error while doing I/O on a file; distinct from 1 so a deploy hook or a
+    /// monitor can tell "deployed but not recorded — fix the disk" from "a domain failed").
+    Unrecorded = 74,
     /// Another certrotd holds the state folder's lock; try again later (EX_TEMPFAIL).
     Locked = 75,
     /// The configuration is invalid (EX_CONFIG).
@@ -23,6 +27,18 @@ impl Exit {
     }
 }
 
+impl From<Verdict> for Exit {
+    fn from(v: Verdict) -> Exit {
+        match v {
+            Verdict::Clean => Exit::Ok,
+            Verdict::Problems => Exit::Problems,
+            Verdict::Unrecorded => Exit::Unrecorded,
+        }
+    }
+}
+
+use crate::reconcile::Verdict;
+
 pub mod check;
 pub mod demo;
 pub mod emulate;
@@ -31,6 +47,9 @@ pub mod run;
 pub mod status;
 pub mod sync;
 pub mod text;
+
+#[cfg(test)]
+mod labels;
 
 /// What a command returns: its exit code, or an error that aborted it (printed by `main`).
 pub type CmdResult = Result<Exit, Box<dyn std::error::Error + Send + Sync>>;

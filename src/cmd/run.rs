@@ -56,7 +56,7 @@ async fn daemon(config: &Path, settings: Settings) -> CmdResult {
         Ok(service) => service,
         Err(e) => {
             eprintln!("certrotd: {e}");
-            return Ok(e.exit());
+            return Ok(Exit::Problems);
         }
     };
     let loop_settings = LoopSettings::from(&service.settings().watch);

@@ -1,11 +1,13 @@
-//! `certrotd sync [--dry-run] [--force]`: one reconciliation pass, waiting until every call,
-//! retry and read-back has finished. Suitable as a certbot deploy hook. Like the daemon's
-//! first pass, it first confirms by read-back the deployments a killed run left `Pending`
-//! (`reconcile::confirm_pending`), so they are not pushed again.
+//! `certrotd sync [--dry-run] [--force]`: one reconciliation pass (`reconcile::Pass`),
+//! waiting until every call, retry and read-back has finished. Suitable as a certbot deploy
+//! hook. Like the daemon's first pass, it first confirms by read-back the deployments a
+//! killed run left `Pending` (`reconcile::confirm_pending`), so they are not pushed again.
 //!
 //! Exit codes: 0 every managed domain serves its best valid certificate; 1 a push failed for
 //! good, a read-back did not confirm, or a managed domain has no valid certificate (each
-//! named with the reason); 75 another certrotd holds the state lock; 78 bad configuration.
+//! named with the reason); 74 the pass's outcome could not be saved to the state file (e.g.
+//! a full disk): the report names the domains deployed but not recorded, which the next run
+//! would push again; 75 another certrotd holds the state lock; 78 bad configuration.
 //! A `certrotd run` holding the lock gets the work instead (`handoff`): exit 0.
 
 use std::io::{IsTerminal, Write};
@@ -15,13 +17,12 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::{CmdResult, Exit};
-use crate::aliyun::client::{Client, ClientError};
-use crate::aliyun::credentials::{self, CredentialsError, Environment};
+use crate::aliyun::cdn::{AliyunCdn, ConnectError};
 use crate::config::{self, Settings};
-use crate::push::{AliyunCdn, Executor, Options};
-use crate::reconcile::{self, PlanParams, Summary, ValidLineage};
+use crate::push::{Executor, Options};
+use crate::reconcile::{self, NoHolds, Pass};
 use crate::source::{Lineage, Scanner};
-use crate::state::{self, State, StateError, StateStore};
+use crate::state::{self, StateError};
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct SyncArgs {
@@ -37,9 +38,7 @@ pub struct SyncArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error(transparent)]
-    Credentials(#[from] CredentialsError),
-    #[error(transparent)]
-    Client(#[from] ClientError),
+    Connect(#[from] ConnectError),
     #[error(transparent)]
     State(#[from] StateError),
     #[error("cannot write the report: {0}")]
@@ -49,8 +48,7 @@ pub enum SyncError {
 impl SyncError {
     pub fn kind(&self) -> &'static str {
         match self {
-            SyncError::Credentials(_) => "credentials",
-            SyncError::Client(_) => "client",
+            SyncError::Connect(e) => e.kind(),
             SyncError::State(e) => e.kind(),
             SyncError::Output(_) => "output",
         }
@@ -59,6 +57,7 @@ impl SyncError {
     /// The exit code this error means.
     pub fn exit(&self) -> Exit {
         match self {
+            // Another certrotd (the daemon, or a sync) holds the state lock.
             SyncError::State(StateError::Locked { .. }) => Exit::Locked,
             _ => Exit::Problems,
         }
@@ -100,16 +99,14 @@ pub fn load_settings(path: &Path) -> Option<Settings> {
     }
 }
 
-/// The credential chain and the API client for these settings (the daemon shares one
-/// between its executor and its drift audit).
-pub fn api(settings: &Settings) -> Result<Arc<AliyunCdn>, SyncError> {
-    let creds = credentials::load(&settings.aliyun, &Environment::from_process())?;
-    tracing::info!(source = creds.source(), "using Alibaba Cloud credentials");
-    let client = Client::new(&settings.aliyun, creds)?;
-    Ok(Arc::new(AliyunCdn::new(
-        client,
-        settings.aliyun.region.clone(),
-    )))
+/// The pass these settings ask for.
+fn pass(settings: &Settings, force: bool) -> Pass<'_> {
+    Pass {
+        domains: &settings.cdn.domains,
+        batch: settings.aliyun.max_domains_per_call,
+        verify: settings.aliyun.verify,
+        force,
+    }
 }
 
 /// One pass as `certrotd sync` runs it, writing its report to `out`.
@@ -121,116 +118,40 @@ pub async fn sync(
 ) -> Result<Exit, SyncError> {
     let now = OffsetDateTime::now_utc();
     let lineages = Scanner::new().scan(&settings.watch.paths);
-    let (valid, invalid) = reconcile::split(&lineages, now);
-    let pass = Pass {
-        settings,
-        force: args.force,
-        lineages: &lineages,
-        valid: &valid,
-        now,
-    };
+    let pass = pass(settings, args.force);
     if args.dry_run {
-        return dry_run(&pass, invalid, out);
+        return dry_run(settings, &pass, &lineages, now, out);
     }
     let Some(mut store) = super::handoff::open_or_hand_off(&settings.state.dir, args.force, out)?
     else {
         return Ok(Exit::Ok);
     };
-    let api = api(settings)?;
-    if settings.aliyun.verify {
+    let aliyun = &settings.aliyun;
+    let target = Arc::new(AliyunCdn::connect(aliyun)?);
+    if aliyun.verify {
         // A run killed between a call and its read-back left it Pending: confirm it
         // rather than push the same batch again.
-        let rate = settings.aliyun.read_requests_per_second;
-        let domains = &settings.cdn.domains;
-        reconcile::confirm_pending(&*api, &mut store, domains, rate, || false).await;
+        let (rate, domains) = (aliyun.read_requests_per_second, &settings.cdn.domains);
+        reconcile::confirm_pending(&*target, &mut store, domains, rate, || false).await;
     }
-    let executor = Executor::new(api, Options::from_settings(&settings.aliyun));
-    let (summary, _store) = pass.run(invalid, &executor, store, out, progress).await?;
-    Ok(summary.exit())
-}
-
-/// A pass over already-scanned lineages (shared with `demo` and the daemon).
-pub struct Pass<'a> {
-    pub settings: &'a Settings,
-    pub force: bool,
-    pub lineages: &'a [Lineage],
-    pub valid: &'a [ValidLineage],
-    pub now: OffsetDateTime,
-}
-
-/// A pass's plan and the part of its summary known before pushing.
-pub struct Planned {
-    pub plan: crate::plan::Plan,
-    pub summary: Summary,
-}
-
-impl Pass<'_> {
-    /// Plans, pushes and records; writes the report to `out`; gives the store back.
-    /// `invalid` is the second half of [`reconcile::split`] of `lineages`.
-    pub async fn run(
-        &self,
-        invalid: Vec<(String, String)>,
-        executor: &Executor<AliyunCdn>,
-        store: StateStore,
-        out: &mut dyn Write,
-        progress: bool,
-    ) -> Result<(Summary, StateStore), SyncError> {
-        let planned = self.plan(store.state(), invalid);
-        self.push(planned, executor, store, out, progress).await
+    let executor = Executor::new(target, Options::new(aliyun.max_attempts, aliyun.verify));
+    let planned = pass.plan(&lineages, &mut NoHolds, store.state(), now);
+    let total = planned.plan.pending();
+    let never = std::future::pending();
+    let passed = pass
+        .push(
+            planned,
+            &executor,
+            store,
+            progress_line(progress, total),
+            never,
+        )
+        .await;
+    if progress && total > 0 {
+        eprintln!();
     }
-
-    /// Plans against the recorded state; `invalid` is what the report lists as invalid
-    /// lineages (the daemon leaves out the torn ones it holds).
-    pub fn plan(&self, state: &State, invalid: Vec<(String, String)>) -> Planned {
-        let deployed = state.deployed_fingerprints(self.settings.aliyun.verify);
-        let plan = reconcile::make_plan(self.valid, &self.params(&deployed));
-        let summary = Summary::planned(self.lineages, invalid, &plan);
-        Planned { plan, summary }
-    }
-
-    /// Pushes a plan and records every outcome; writes the report to `out`.
-    pub async fn push(
-        &self,
-        planned: Planned,
-        executor: &Executor<AliyunCdn>,
-        store: StateStore,
-        out: &mut dyn Write,
-        progress: bool,
-    ) -> Result<(Summary, StateStore), SyncError> {
-        let Planned { plan, mut summary } = planned;
-        if plan.batches.is_empty() {
-            out.write_all(summary.render().as_bytes())?;
-            return Ok((summary, store));
-        }
-        let total = plan.pending();
-        let jobs = reconcile::jobs(&plan, self.valid);
-        let executed =
-            reconcile::execute(executor, jobs, store, progress_line(progress, total)).await;
-        if progress {
-            eprintln!();
-        }
-        summary.add_report(&executed.report, self.settings.aliyun.max_domains_per_call);
-        summary.state_errors = executed
-            .state_errors
-            .iter()
-            .map(|e| e.to_string())
-            .collect();
-        out.write_all(summary.render().as_bytes())?;
-        Ok((summary, executed.store))
-    }
-
-    fn params<'b>(
-        &'b self,
-        deployed: &'b std::collections::BTreeMap<String, crate::cert::Fingerprint>,
-    ) -> PlanParams<'b> {
-        PlanParams {
-            domains: &self.settings.cdn.domains,
-            deployed,
-            now: self.now,
-            batch: self.settings.aliyun.max_domains_per_call,
-            force: self.force,
-        }
-    }
+    out.write_all(passed.summary.render().as_bytes())?;
+    Ok(passed.summary.verdict().into())
 }
 
 /// A `\r`-rewritten progress line on stderr when it is a terminal.
@@ -243,17 +164,19 @@ fn progress_line(enabled: bool, total: usize) -> Box<dyn FnMut(usize) + Send> {
 }
 
 fn dry_run(
+    settings: &Settings,
     pass: &Pass<'_>,
-    invalid: Vec<(String, String)>,
+    lineages: &[Lineage],
+    now: OffsetDateTime,
     out: &mut dyn Write,
 ) -> Result<Exit, SyncError> {
-    let state = state::load(&pass.settings.state.dir)?;
-    let Planned { plan, summary } = pass.plan(&state, invalid);
+    let state = state::load(&settings.state.dir)?;
+    let planned = pass.plan(lineages, &mut NoHolds, &state, now);
     writeln!(out, "dry run: nothing is sent")?;
-    out.write_all(
-        plan.describe(&reconcile::plan_lineages(pass.valid))
-            .as_bytes(),
-    )?;
-    out.write_all(summary.render().as_bytes())?;
-    Ok(summary.exit())
+    let described = planned
+        .plan
+        .describe(&reconcile::plan_lineages(&planned.valid));
+    out.write_all(described.as_bytes())?;
+    out.write_all(planned.summary.render().as_bytes())?;
+    Ok(planned.summary.verdict().into())
 }

@@ -2,30 +2,9 @@
 
 use time::OffsetDateTime;
 
-use crate::cert;
-use crate::source::Lineage;
 use crate::untrusted;
 
-/// "no valid certificate", naming parsed but time-invalid lineages that would cover it.
-pub fn not_covered(domain: &str, lineages: &[Lineage]) -> String {
-    let near: Vec<&str> = lineages
-        .iter()
-        .filter(|l| {
-            l.result
-                .as_ref()
-                .is_ok_and(|c| cert::covers(&c.names, domain).is_some())
-        })
-        .map(|l| l.id.as_str())
-        .collect();
-    if near.is_empty() {
-        "no valid certificate".to_string()
-    } else {
-        format!(
-            "no valid certificate (covered only by invalid {})",
-            near.join(", ")
-        )
-    }
-}
+pub use crate::reconcile::not_covered;
 
 /// Up to three names, then a count of the rest.
 pub fn short_names(names: &[String]) -> String {

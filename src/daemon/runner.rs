@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::notify::{Notifier, StatusCounts, status_line};
-use super::schedule::{Pass, PassOutcome, Scheduler};
+use super::schedule::{PassOutcome, Scheduler, Trigger};
 use super::signals::{Signal, Signals};
 use super::watch::{Notice, Watch};
 use crate::config::WatchSettings;
@@ -60,7 +60,7 @@ pub struct PassReport {
 pub trait Reconciler {
     /// One pass. Call [`PassCtx::planned`] once the plan is known (before pushing), check
     /// [`PassCtx::stop_requested`] between calls, and return what the scheduler needs.
-    fn pass(&mut self, pass: &Pass, ctx: &PassCtx) -> impl Future<Output = PassReport>;
+    fn pass(&mut self, trigger: &Trigger, ctx: &PassCtx) -> impl Future<Output = PassReport>;
 
     /// Re-reads the configuration (SIGHUP). `Some` with the new settings when it is good (it
     /// takes effect now); `None` when it is bad: log its errors and keep the old one.
@@ -199,14 +199,14 @@ pub async fn run<R: Reconciler, W: Watches>(reconciler: &mut R, mut l: Loop<W>) 
     let mut notices_open = true;
     let mut status = String::from("starting");
     let stopped = 'outer: loop {
-        if let Some(pass) = sched.take_due(Instant::now(), (l.wall_clock)()) {
+        if let Some(trigger) = sched.take_due(Instant::now(), (l.wall_clock)()) {
             l.watches.refresh();
-            let span = info_span!("pass", reason = pass.primary().label());
+            let span = info_span!("pass", reason = trigger.primary().label());
             let mut io = LoopIo {
                 watchdog: &mut watchdog,
                 notices_open: &mut notices_open,
             };
-            let step = run_pass(reconciler, &pass, &ctx, &mut l, &mut sched, &mut io)
+            let step = run_pass(reconciler, &trigger, &ctx, &mut l, &mut sched, &mut io)
                 .instrument(span)
                 .await;
             status = status_line(&step.report.status);
@@ -271,14 +271,14 @@ struct LoopIo<'a> {
 /// Drives one pass to its end while answering signals, file events and the watchdog.
 async fn run_pass<R: Reconciler, W: Watches>(
     reconciler: &mut R,
-    pass: &Pass,
+    trigger: &Trigger,
     ctx: &PassCtx,
     l: &mut Loop<W>,
     sched: &mut Scheduler,
     io: &mut LoopIo<'_>,
 ) -> Step {
-    info!(reasons = ?pass.reasons().iter().map(|r| r.label()).collect::<Vec<_>>(), "pass starts");
-    let work = reconciler.pass(pass, ctx);
+    info!(reasons = ?trigger.reasons().iter().map(|r| r.label()).collect::<Vec<_>>(), "pass starts");
+    let work = reconciler.pass(trigger, ctx);
     tokio::pin!(work);
     let mut stop = None;
     let mut reload = false;

@@ -180,13 +180,14 @@ impl Backoff {
     }
 }
 
-/// A pass the main loop should run now, with every reason that was due.
+/// Why the main loop should run a pass now: every reason that was due (the pass itself is
+/// `reconcile`'s).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pass {
+pub struct Trigger {
     reasons: Vec<Reason>,
 }
 
-impl Pass {
+impl Trigger {
     /// The reasons, sorted by priority, without repeats; never empty.
     pub fn reasons(&self) -> &[Reason] {
         &self.reasons
@@ -194,7 +195,7 @@ impl Pass {
 
     /// The most important reason (for the log line).
     pub fn primary(&self) -> Reason {
-        // Invariant: a Pass is only built from a non-empty list (see `take_due`).
+        // Invariant: a Trigger is only built from a non-empty list (see `take_due`).
         self.reasons.first().copied().unwrap_or(Reason::Requested)
     }
 
@@ -306,7 +307,7 @@ impl Scheduler {
     }
 
     /// The pass to run at `now`, if one is due, with every reason due; resets those timers.
-    pub fn take_due(&mut self, now: Instant, now_wall: OffsetDateTime) -> Option<Pass> {
+    pub fn take_due(&mut self, now: Instant, now_wall: OffsetDateTime) -> Option<Trigger> {
         let mut reasons = Vec::new();
         if let Some(at) = self.debounce.deadline() {
             if at > now {
@@ -342,7 +343,7 @@ impl Scheduler {
         reasons.sort();
         reasons.dedup();
         self.handled_until = Some(now_wall);
-        Some(Pass { reasons })
+        Some(Trigger { reasons })
     }
 
     /// Records the outcome of the pass that just finished at `now`.

@@ -1,4 +1,7 @@
 //! The reconcile pass as `certrotd run` drives it: the [`Reconciler`] behind the main loop.
+//! The pass itself is `reconcile`'s; what the daemon passes in is its own: a persistent
+//! scanner, torn-renewal holds, a halt on stop requests, pending records confirmed at the
+//! first pass, and the drift audit.
 //!
 //! Owns, for the life of the process: the configuration in force, ONE [`Scanner`] (its
 //! file-identity cache makes a pass re-read only the lineages that changed), ONE
@@ -6,19 +9,22 @@
 //! one only when a reload changes the `[aliyun]` settings), the locked [`StateStore`], the
 //! [`TornTracker`] and the drift audit's own read limiter.
 //!
-//! A pass: (first pass only) confirm by read-back the deployments a killed or stopped run
-//! left `Pending` (`reconcile::confirm_pending`, shared with `sync`), so they are not
-//! pushed again; scan; sort lineages into valid/invalid, holding torn ones on their last
-//! valid certificate; plan (`sync::Pass::plan`, then [`PassCtx::planned`]); push and
-//! record (`sync::Pass::push`); then the drift audit (queued at each periodic rescan, read
-//! at a tenth of the read rate, paused by any file change and resumed after the next
-//! pass's push), and when it found drift, plan and push again. After each pass, the memory
-//! it freed goes back to the system.
+//! A pass: (after a pass whose outcome could not be saved) save the state file again — a
+//! failure fails the pass, so the scheduler retries it with backoff until the save
+//! succeeds; (first pass only) confirm by read-back the deployments a killed or stopped run
+//! left `Pending` (`reconcile::confirm_pending`, shared with `sync`), so they are not pushed
+//! again; scan; plan (`reconcile::Pass::plan` with the torn-renewal [`Holds`], then
+//! [`PassCtx::planned`]); push and record (`reconcile::Pass::push`, halted by a stop
+//! request); then the drift audit (queued at each periodic rescan, read at a tenth of the
+//! read rate, paused by any file change and resumed after the next pass's push), and when it
+//! found drift, plan and push again. After each pass, the memory it freed goes back to the
+//! system.
 //!
 //! Invariants: a torn lineage's files are never pushed (only the certificate from its last
 //! valid observation, and only while `cert::check_time` accepts it); on a stop request no
 //! new call starts ([`Executor::halt`]) and the call in flight finishes, bounded by the
-//! client's `timeout_secs`; the store is always given back (a lost store is re-opened).
+//! client's `timeout_secs`; the store is always given back (a lost store is re-opened); a
+//! pass whose outcome is not on disk counts as failed until a save succeeds.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -30,13 +36,13 @@ use tracing::{error, info, warn};
 
 use super::notify::StatusCounts;
 use super::runner::{LoopSettings, PassCtx, PassReport, Reconciler};
-use super::schedule::{Pass, PassOutcome, Validity};
+use super::schedule::{PassOutcome, Trigger, Validity};
 use super::torn::{Decision, Observed, TornTracker, renewal_in_progress};
+use crate::aliyun::cdn::{AliyunCdn, ConnectError, batch_limits};
 use crate::cert::{self, Certificate, Fingerprint};
-use crate::cmd::sync::{self, SyncError};
 use crate::config::{self, Settings};
-use crate::push::{AliyunCdn, Executor, Options, RateLimiter};
-use crate::reconcile::{self, ReadBack, Summary, ValidLineage};
+use crate::push::{self, Executor, Limits, Options, Rate, RateLimiter};
+use crate::reconcile::{self, Holds, Pass, ReadBack, Summary, ValidLineage};
 use crate::source::{Lineage, Scanner};
 use crate::state::{Role, StateStore, Verification};
 
@@ -45,6 +51,8 @@ pub struct Service {
     config_path: PathBuf,
     settings: Settings,
     scanner: Scanner,
+    /// The API for read-backs (confirmation, audit); the executor's target shares its
+    /// client.
     api: Arc<AliyunCdn>,
     executor: Executor<AliyunCdn>,
     /// `None` only while a pass holds it.
@@ -56,17 +64,78 @@ pub struct Service {
     /// Bumped by `certrotd run` for every file-change notice: a running audit pauses.
     file_events: Arc<AtomicU64>,
     pending_confirmed: bool,
+    /// The last pass's outcome is not on disk: save before anything else.
+    unsaved: bool,
     /// Problems logged at the last pass (a problem is logged again only when it changes).
     reported: HashMap<String, String>,
 }
 
-/// Lineages sorted for the planner.
-#[derive(Default)]
-struct Sorted {
-    valid: Vec<ValidLineage>,
-    invalid: Vec<(String, String)>,
+/// The daemon's [`Holds`]: torn lineages (a renewal in progress) are held on their last
+/// valid certificate; also collects what the scheduler needs (validity windows, whether
+/// something was held).
+struct TornHolds<'a> {
+    torn: &'a mut TornTracker<String, Arc<Certificate>>,
     validity: Vec<Validity>,
-    torn: bool,
+    held: bool,
+}
+
+impl Holds for TornHolds<'_> {
+    fn sort(
+        &mut self,
+        lineages: &[Lineage],
+        now: OffsetDateTime,
+    ) -> (Vec<ValidLineage>, Vec<(String, String)>) {
+        let ids: HashSet<&str> = lineages.iter().map(|l| l.id.as_str()).collect();
+        self.torn.retain(|id| ids.contains(id.as_str()));
+        let (mut valid, mut invalid) = (Vec::new(), Vec::new());
+        for l in lineages {
+            if let Ok(c) = &l.result {
+                self.validity.push(validity(c));
+            }
+            match self
+                .torn
+                .observe(&l.id, Observed::of(&l.result, renewal_in_progress))
+            {
+                Decision::Accept => match reconcile::check(l, now) {
+                    Ok(v) => valid.push(v),
+                    Err(i) => invalid.push(i),
+                },
+                Decision::Hold { periods } | Decision::Warn { periods } => {
+                    self.held = true;
+                    match self.hold(l, periods, now) {
+                        Some(Ok(v)) => valid.push(v),
+                        Some(Err(i)) => invalid.push(i),
+                        None => {}
+                    }
+                }
+            }
+        }
+        (valid, invalid)
+    }
+}
+
+impl TornHolds<'_> {
+    /// The held lineage's last valid certificate, if it has one (valid or not at `now`).
+    fn hold(
+        &mut self,
+        l: &Lineage,
+        periods: u32,
+        now: OffsetDateTime,
+    ) -> Option<Result<ValidLineage, (String, String)>> {
+        let problem = l.result.as_ref().err().map(ToString::to_string);
+        let problem = problem.unwrap_or_default();
+        if periods == super::torn::WARN_AFTER {
+            warn!(lineage = %l.id, periods, %problem, "the lineage's files have disagreed for {periods} quiet periods; still serving its last valid certificate: check the ACME client");
+        } else {
+            info!(lineage = %l.id, periods, %problem, "renewal in progress (files disagree); keeping the last valid certificate, looking again after a quiet period");
+        }
+        let c = self.torn.last_valid(&l.id)?;
+        self.validity.push(validity(c));
+        Some(match cert::check_time(c, now) {
+            Ok(()) => Ok(ValidLineage::new(&l.id, c)),
+            Err(reason) => Err((l.id.clone(), reason.to_string())),
+        })
+    }
 }
 
 impl Service {
@@ -75,9 +144,8 @@ impl Service {
         config_path: PathBuf,
         settings: Settings,
         store: StateStore,
-    ) -> Result<Service, SyncError> {
-        let api = sync::api(&settings)?;
-        let executor = Executor::new(Arc::clone(&api), executor_options(&settings));
+    ) -> Result<Service, ConnectError> {
+        let (api, executor) = connect(&settings)?;
         Ok(Service {
             audit: audit_limiter(&settings),
             audit_queue: VecDeque::new(),
@@ -90,6 +158,7 @@ impl Service {
             store: Some(store),
             torn: TornTracker::new(),
             pending_confirmed: false,
+            unsaved: false,
             reported: HashMap::new(),
         })
     }
@@ -119,48 +188,25 @@ impl Service {
         }
     }
 
-    /// Sorts scanned lineages, holding torn ones (a renewal in progress) on their last
-    /// valid certificate.
-    fn sort(&mut self, lineages: &[Lineage], now: OffsetDateTime) -> Sorted {
-        let ids: HashSet<&str> = lineages.iter().map(|l| l.id.as_str()).collect();
-        self.torn.retain(|id| ids.contains(id.as_str()));
-        let mut s = Sorted::default();
-        for l in lineages {
-            if let Ok(c) = &l.result {
-                s.validity.push(validity(c));
-            }
-            match self
-                .torn
-                .observe(&l.id, Observed::of(&l.result, renewal_in_progress))
-            {
-                Decision::Accept => match reconcile::check(l, now) {
-                    Ok(v) => s.valid.push(v),
-                    Err(i) => s.invalid.push(i),
-                },
-                Decision::Hold { periods } | Decision::Warn { periods } => {
-                    s.torn = true;
-                    self.hold(l, periods, now, &mut s);
-                }
-            }
+    /// After a pass whose outcome could not be saved: saves again. `false` while it still
+    /// fails (the pass then counts as failed, so the scheduler retries it with backoff).
+    fn save_unsaved(&mut self, store: &StateStore) -> bool {
+        if !self.unsaved {
+            return true;
         }
-        s
-    }
-
-    fn hold(&self, l: &Lineage, periods: u32, now: OffsetDateTime, s: &mut Sorted) {
-        let problem = l.result.as_ref().err().map(ToString::to_string);
-        let problem = problem.unwrap_or_default();
-        if periods == super::torn::WARN_AFTER {
-            warn!(lineage = %l.id, periods, %problem, "the lineage's files have disagreed for {periods} quiet periods; still serving its last valid certificate: check the ACME client");
-        } else {
-            info!(lineage = %l.id, periods, %problem, "renewal in progress (files disagree); keeping the last valid certificate, looking again after a quiet period");
-        }
-        let Some(c) = self.torn.last_valid(&l.id) else {
-            return;
-        };
-        s.validity.push(validity(c));
-        match cert::check_time(c, now) {
-            Ok(()) => s.valid.push(ValidLineage::new(&l.id, c)),
-            Err(reason) => s.invalid.push((l.id.clone(), reason.to_string())),
+        match store.save() {
+            Ok(()) => {
+                info!("the state file is saved again");
+                self.unsaved = false;
+                true
+            }
+            Err(e) => {
+                error!(
+                    kind = e.kind(),
+                    "{e}; the last pass's outcome is still not recorded, retrying with backoff"
+                );
+                false
+            }
         }
     }
 
@@ -220,84 +266,64 @@ impl Service {
         store: StateStore,
         ctx: &PassCtx,
         now: OffsetDateTime,
-    ) -> (PassReport, Option<StateStore>) {
+    ) -> (PassReport, StateStore) {
         let lineages = self.scanner.scan(&self.settings.watch.paths);
-        let sorted = self.sort(&lineages, now);
-        let sp = sync::Pass {
-            settings: &self.settings,
+        let pass = Pass {
+            domains: &self.settings.cdn.domains,
+            batch: self.settings.aliyun.max_domains_per_call,
+            verify: self.settings.aliyun.verify,
             force: false,
-            lineages: &lineages,
-            valid: &sorted.valid,
-            now,
         };
-        let planned = sp.plan(store.state(), sorted.invalid);
+        let mut holds = TornHolds {
+            torn: &mut self.torn,
+            validity: Vec::new(),
+            held: false,
+        };
+        let planned = pass.plan(&lineages, &mut holds, store.state(), now);
         let mut counts = planned_counts(&planned.summary, &store, &self.settings, now);
         ctx.planned(&counts);
         let mut outcome = PassOutcome {
-            validity: sorted.validity,
-            torn: sorted.torn,
+            validity: holds.validity,
+            torn: holds.held,
             failed: false,
         };
+        let report = |outcome, status| PassReport { outcome, status };
         if planned.plan.batches.is_empty() || ctx.stop_requested() {
-            let summary = planned.summary;
-            log_problems(&mut self.reported, &summary);
-            return (
-                PassReport {
-                    outcome,
-                    status: counts,
-                },
-                Some(store),
-            );
+            log_problems(&mut self.reported, &planned.summary);
+            return (report(outcome, counts), store);
         }
         info!(
             domains = planned.summary.planned_domains,
             calls = planned.summary.planned_calls,
             "pushing"
         );
-        let executor = &self.executor;
-        let mut sink = std::io::sink();
-        let push = sp.push(planned, executor, store, &mut sink, false);
-        tokio::pin!(push);
-        let result = tokio::select! {
-            r = &mut push => r,
-            () = ctx.stopped() => {
-                executor.halt();
-                push.await
-            }
-        };
-        let (summary, store) = match result {
-            Ok((summary, store)) => (summary, Some(store)),
-            Err(e) => {
-                error!(kind = e.kind(), "{e}");
-                return (
-                    PassReport {
-                        outcome,
-                        status: counts,
-                    },
-                    None,
-                );
-            }
-        };
+        let no_progress = Box::new(|_| {});
+        let passed = pass
+            .push(planned, &self.executor, store, no_progress, ctx.stopped())
+            .await;
+        let (summary, store) = (passed.summary, passed.store);
         for (domain, why) in &summary.failed {
             warn!(domain = %domain, "push failed: {why}");
         }
-        log_problems(&mut self.reported, &summary);
-        outcome.failed = !summary.failed.is_empty() || summary.stopped.is_some();
-        if let Some(store) = &store {
-            counts = final_counts(&summary, store, &self.settings, now);
+        if let Some(domains) = &summary.unrecorded {
+            error!(
+                kind = "state-write",
+                domains = domains.len(),
+                unrecorded = %domains.join(","),
+                "deployed but not recorded: the state file could not be saved; retrying the save with backoff"
+            );
+            self.unsaved = true;
         }
-        (
-            PassReport {
-                outcome,
-                status: counts,
-            },
-            store,
-        )
+        log_problems(&mut self.reported, &summary);
+        outcome.failed =
+            !summary.failed.is_empty() || summary.stopped.is_some() || summary.unrecorded.is_some();
+        counts = final_counts(&summary, &store, &self.settings, now);
+        (report(outcome, counts), store)
     }
 }
 
 impl Reconciler for Service {
-    async fn pass(&mut self, pass: &Pass, ctx: &PassCtx) -> PassReport {
+    async fn pass(&mut self, trigger: &Trigger, ctx: &PassCtx) -> PassReport {
         let Some(mut store) = self.take_store() else {
             return PassReport {
                 outcome: PassOutcome {
@@ -307,26 +333,24 @@ impl Reconciler for Service {
                 status: StatusCounts::default(),
             };
         };
+        let saved = self.save_unsaved(&store);
         if !self.pending_confirmed {
             self.confirm_pending(&mut store, ctx).await;
             self.pending_confirmed = true;
         }
-        if pass.is_rescan() {
+        if trigger.is_rescan() {
             self.queue_audit();
         }
         // File changes first; then the audit (started at a rescan, or paused by a file
         // change); then, if it found drift, the push that repairs it.
         let now = OffsetDateTime::now_utc();
         let (mut report, mut store) = self.reconcile(store, ctx, now).await;
-        if let Some(mut held) = store.take() {
-            if !self.audit_queue.is_empty() && self.audit_drift(&mut held, ctx).await {
-                let now = OffsetDateTime::now_utc();
-                (report, store) = self.reconcile(held, ctx, now).await;
-            } else {
-                store = Some(held);
-            }
+        if !self.audit_queue.is_empty() && self.audit_drift(&mut store, ctx).await {
+            let now = OffsetDateTime::now_utc();
+            (report, store) = self.reconcile(store, ctx, now).await;
         }
-        self.store = store;
+        self.store = Some(store);
+        report.outcome.failed |= !saved;
         release_freed_memory();
         report
     }
@@ -353,9 +377,9 @@ impl Reconciler for Service {
             new.state.dir = self.settings.state.dir.clone();
         }
         if new.aliyun != self.settings.aliyun {
-            match sync::api(&new) {
-                Ok(api) => {
-                    self.executor = Executor::new(Arc::clone(&api), executor_options(&new));
+            match connect(&new) {
+                Ok((api, executor)) => {
+                    self.executor = executor;
                     self.api = api;
                     self.audit = audit_limiter(&new);
                 }
@@ -428,24 +452,30 @@ fn log_problems(reported: &mut HashMap<String, String>, summary: &Summary) {
     *reported = now;
 }
 
-/// The executor's options, with write starts spread evenly (one every `window / rate`)
+/// The API and the executor for these settings (one client, shared).
+fn connect(settings: &Settings) -> Result<(Arc<AliyunCdn>, Executor<AliyunCdn>), ConnectError> {
+    let api = AliyunCdn::connect(&settings.aliyun)?;
+    let target = api.clone().with_limits(spread_limits(settings));
+    let a = &settings.aliyun;
+    let executor = Executor::new(Arc::new(target), Options::new(a.max_attempts, a.verify));
+    Ok((Arc::new(api), executor))
+}
+
+/// The batch call's limits, with write starts spread evenly (one every `window / rate`)
 /// instead of a burst of `rate` at the start of each window: the same throughput and never
 /// more than `rate` starts in any rolling window, but against a fast API at most one call is
 /// in flight at a time, so a process killed at any instant loses the record of at most one
 /// accepted call (re-pushed at the next start: one batch per kill). Kept as bursts when the
 /// read rate is lower than the write rate (the two limiters share one window).
-fn executor_options(settings: &Settings) -> Options {
-    let mut o = Options::from_settings(&settings.aliyun);
-    let (w, r) = (
-        o.requests_per_second.max(1),
-        o.read_requests_per_second.max(1),
-    );
+fn spread_limits(settings: &Settings) -> Limits {
+    let mut limits = batch_limits(&settings.aliyun);
+    let (w, r) = (limits.writes.calls.max(1), limits.reads.calls.max(1));
     if r >= w {
-        o.rate_window /= w;
-        o.requests_per_second = 1;
-        o.read_requests_per_second = r / w;
+        let per = limits.writes.per / w;
+        limits.writes = Rate { calls: 1, per };
+        limits.reads = Rate { calls: r / w, per };
     }
-    o
+    limits
 }
 
 /// The fingerprint `domain`'s verified deployment records, if it has one.
@@ -454,9 +484,12 @@ fn verified_fingerprint(store: &StateStore, domain: &str) -> Option<Fingerprint>
     (dep.verification == Verification::Verified).then_some(dep.fingerprint)
 }
 
-/// The drift audit reads at a tenth of `read_requests_per_second` (at least 1/s).
+/// The drift audit reads at a tenth of `read_requests_per_second` (at least 1/s), over the
+/// same guarded window as every other limiter ([`push::RATE_WINDOW`]), so that arrival
+/// jitter at the server never puts one read too many into one of its seconds.
 fn audit_limiter(settings: &Settings) -> RateLimiter {
-    RateLimiter::per_second((settings.aliyun.read_requests_per_second / 10).max(1))
+    let rate = (settings.aliyun.read_requests_per_second / 10).max(1);
+    RateLimiter::with_window(rate, push::RATE_WINDOW)
 }
 
 fn validity(c: &Certificate) -> Validity {

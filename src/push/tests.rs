@@ -20,6 +20,7 @@ enum FakeClass {
     Domain(Option<String>),
     Certificate(Option<String>),
     BatchSize,
+    Gone,
     Other,
 }
 
@@ -37,7 +38,8 @@ impl Failure for FakeError {
             FakeClass::Clock => Handling::Clock,
             FakeClass::Domain(d) => Handling::Domain(d.as_deref()),
             FakeClass::Certificate(d) => Handling::Certificate(d.as_deref()),
-            FakeClass::BatchSize => Handling::BatchSize,
+            FakeClass::BatchSize => Handling::BatchSize { limit: None },
+            FakeClass::Gone => Handling::Gone,
             FakeClass::Other => Handling::Other,
         }
     }
@@ -55,6 +57,8 @@ fn err(class: FakeClass) -> FakeError {
 struct Call {
     at: Instant,
     domains: Vec<String>,
+    /// The prepared reference the call carried.
+    prepared: Option<String>,
 }
 
 /// A scripted CDN: answers from a queue of scripted errors first, then by its rules.
@@ -80,6 +84,16 @@ struct Fake {
     calls: Mutex<Vec<Call>>,
     reads: Mutex<Vec<Instant>>,
     served: Mutex<HashMap<String, (Fingerprint, Instant)>>,
+    /// Set from the test's [`Opts`] before the executor is built.
+    limits: Option<Limits>,
+    /// The target's name in the report.
+    name: &'static str,
+    /// Certificates prepared (by fingerprint), each answer a reference `ref-<n>`.
+    prepared: Mutex<Vec<Fingerprint>>,
+    /// Errors returned by the next prepare calls, in order.
+    prepare_script: Mutex<VecDeque<FakeError>>,
+    /// Whether this target prepares (answers `Some(reference)`).
+    prepares: bool,
 }
 
 impl Fake {
@@ -89,7 +103,7 @@ impl Fake {
     fn reads(&self) -> Vec<Instant> {
         self.reads.lock().map(|c| c.clone()).unwrap_or_default()
     }
-    fn answer(&self, call: &BatchSet<'_>) -> Result<String, FakeError> {
+    fn answer(&self, call: &Deploy<'_>) -> Result<String, FakeError> {
         let n = self
             .answers
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -118,19 +132,61 @@ impl Fake {
     }
 }
 
-impl CdnApi for Fake {
+impl Target for Fake {
     type Error = FakeError;
-    async fn batch_set(&self, call: &BatchSet<'_>) -> Result<String, FakeError> {
+    fn name(&self) -> &'static str {
+        if self.name.is_empty() {
+            "fake"
+        } else {
+            self.name
+        }
+    }
+    fn product(&self) -> &'static str {
+        "cdn"
+    }
+    fn limits(&self) -> Limits {
+        self.limits.unwrap_or(Limits {
+            domains_per_call: 50,
+            writes: Rate::per_second(10),
+            reads: Rate::per_second(100),
+            prepares: None,
+        })
+    }
+    fn prepares(&self) -> bool {
+        self.prepares
+    }
+    async fn prepare(&self, upload: &Upload) -> Result<Option<String>, FakeError> {
+        tokio::time::sleep(self.latency).await;
+        if let Some(e) = self
+            .prepare_script
+            .lock()
+            .ok()
+            .and_then(|mut s| s.pop_front())
+        {
+            return Err(e);
+        }
+        let mut prepared = self.prepared.lock().expect("not poisoned");
+        prepared.push(upload.fingerprint);
+        Ok(Some(format!("ref-{}", upload.fingerprint.0[0])))
+    }
+    async fn deploy(&self, call: &Deploy<'_>) -> Result<String, FakeError> {
         let at = Instant::now();
         let domains = call.domains.to_vec();
+        let prepared = call.prepared.map(str::to_string);
         self.calls
             .lock()
-            .map(|mut c| c.push(Call { at, domains }))
+            .map(|mut c| {
+                c.push(Call {
+                    at,
+                    domains,
+                    prepared,
+                })
+            })
             .ok();
         tokio::time::sleep(self.latency).await;
         self.answer(call)
     }
-    async fn served_fingerprint(&self, domain: &str) -> Result<Option<Fingerprint>, FakeError> {
+    async fn served(&self, domain: &str) -> Result<Option<Fingerprint>, FakeError> {
         self.reads.lock().map(|mut r| r.push(Instant::now())).ok();
         tokio::time::sleep(self.latency).await;
         if let Some(e) = self.read_script.lock().ok().and_then(|mut s| s.pop_front()) {
@@ -160,17 +216,57 @@ fn domains(prefix: &str, n: usize) -> Vec<String> {
 
 fn job(n: u8, batches: Vec<Vec<String>>) -> Job {
     Job {
+        target: 0,
         upload: upload(n),
         batches,
     }
 }
 
-fn options(rps: u32, batch: usize) -> Options {
+/// Executor options and the fake target's limits.
+#[derive(Clone)]
+struct Opts {
+    options: Options,
+    limits: Limits,
+}
+
+impl std::ops::Deref for Opts {
+    type Target = Options;
+    fn deref(&self) -> &Options {
+        &self.options
+    }
+}
+
+impl std::ops::DerefMut for Opts {
+    fn deref_mut(&mut self) -> &mut Options {
+        &mut self.options
+    }
+}
+
+fn limits(rps: u32, batch: usize) -> Limits {
+    let second = Duration::from_secs(1);
+    Limits {
+        domains_per_call: batch,
+        writes: Rate {
+            calls: rps,
+            per: second,
+        },
+        reads: Rate {
+            calls: 100,
+            per: second,
+        },
+        prepares: None,
+    }
+}
+
+fn options(rps: u32, batch: usize) -> Opts {
+    Opts {
+        limits: limits(rps, batch),
+        options: base_options(),
+    }
+}
+
+fn base_options() -> Options {
     Options {
-        requests_per_second: rps,
-        read_requests_per_second: 100,
-        rate_window: Duration::from_secs(1),
-        max_domains_per_call: batch,
         max_attempts: 5,
         verify: false,
         verify_timeout: Duration::from_secs(60),
@@ -187,9 +283,17 @@ fn options(rps: u32, batch: usize) -> Options {
     }
 }
 
-async fn run(fake: Fake, opts: Options, jobs: Vec<Job>) -> (Arc<Fake>, Report<FakeError>) {
+/// The fake with the test's limits, and an executor on it.
+fn executor(mut fake: Fake, opts: &Opts) -> (Arc<Fake>, Executor<Fake>) {
+    fake.limits = Some(opts.limits);
     let fake = Arc::new(fake);
-    let report = Executor::new(fake.clone(), opts).run(jobs, None).await;
+    let ex = Executor::new(fake.clone(), opts.options.clone());
+    (fake, ex)
+}
+
+async fn run(fake: Fake, opts: Opts, jobs: Vec<Job>) -> (Arc<Fake>, Report<FakeError>) {
+    let (fake, ex) = executor(fake, &opts);
+    let report = ex.run(jobs, None).await;
     (fake, report)
 }
 
@@ -270,6 +374,7 @@ async fn retry_then_success_waits_for_the_server_hint() {
             request_id,
             fingerprint,
             verification,
+            ..
         }) => {
             assert!(request_id.starts_with("req-a000"));
             assert_eq!(*fingerprint, Fingerprint([1; 32]));
@@ -449,7 +554,7 @@ async fn size_refusal_lowers_the_batch_size_for_the_run() {
     ];
     let (fake, report) = run(fake, options(10, 50), jobs).await;
     assert_eq!(deployed(&report), 171);
-    assert_eq!(report.batch_size, 10);
+    assert_eq!(report.batch_size(), 10);
     let calls = fake.calls();
     let refused = calls.iter().filter(|c| c.domains.len() > 10).count();
     assert_eq!(refused, 1, "only the canary is refused as too large");
@@ -457,20 +562,18 @@ async fn size_refusal_lowers_the_batch_size_for_the_run() {
     assert_eq!(calls.len(), 19);
 }
 
-/// If 10 is refused too, the size halves (10 → 5 → 2) until calls pass.
+/// If 10 is refused too, the size halves, rounding up (10 → 5 → 3), until calls pass.
 #[tokio::test(start_paused = true)]
 async fn size_refusal_halves_below_the_documented_limit() {
     let fake = Fake {
         max_domains: Some(4),
         ..Fake::default()
     };
-    let opts = options(10, 50);
-    let fake = Arc::new(fake);
-    let ex = Executor::new(fake.clone(), opts);
+    let (fake, ex) = executor(fake, &options(10, 50));
     let report = ex.run(vec![job(1, vec![domains("z", 50)])], None).await;
     assert_eq!(deployed(&report), 50);
-    assert_eq!(report.batch_size, 2);
-    assert_eq!(ex.batch_size(), 2);
+    assert_eq!(report.batch_size(), 3);
+    assert_eq!(ex.batch_size(), 3);
     let refused: Vec<usize> = fake
         .calls()
         .iter()
@@ -482,7 +585,7 @@ async fn size_refusal_halves_below_the_documented_limit() {
     let before = fake.calls().len();
     let report = ex.run(vec![job(2, vec![domains("y", 6)])], None).await;
     assert_eq!(deployed(&report), 6);
-    assert_eq!(fake.calls().len() - before, 3);
+    assert_eq!(fake.calls().len() - before, 2);
 }
 
 /// A batch-size refusal of a single domain cannot be split: it is reported.
@@ -502,7 +605,7 @@ async fn size_refusal_of_one_domain_is_reported() {
         failed_with(&report, "o001.example.com"),
         Some(FakeClass::BatchSize)
     );
-    assert_eq!(report.batch_size, 1);
+    assert_eq!(report.batch_size(), 1);
     assert_eq!(fake.calls().len(), 3);
 }
 
@@ -574,10 +677,8 @@ async fn read_back_verifies_each_batch() {
     let mut opts = options(10, 50);
     opts.verify = true;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let fake = Arc::new(mk());
-    let report = Executor::new(fake.clone(), opts.clone())
-        .run(vec![job(7, batches.clone())], Some(tx))
-        .await;
+    let (fake, ex) = executor(mk(), &opts);
+    let report = ex.run(vec![job(7, batches.clone())], Some(tx)).await;
     assert_eq!(deployed(&report), 60);
     for o in report.outcomes.values() {
         assert!(
@@ -616,16 +717,15 @@ async fn read_back_verifies_each_batch() {
                 n_ver += 1;
             }
             Event::Unverified { .. } => panic!("unverified"),
+            Event::Prepared { .. } => panic!("nothing to prepare"),
         }
     }
     assert_eq!((n_dep, n_ver), (20, 20));
 
     // Same run without read-back: the writes start at exactly the same instants.
     opts.verify = false;
-    let plain = Arc::new(mk());
-    Executor::new(plain.clone(), opts)
-        .run(vec![job(7, batches)], None)
-        .await;
+    let (plain, ex) = executor(mk(), &opts);
+    ex.run(vec![job(7, batches)], None).await;
     let t = |f: &Fake| {
         let c = f.calls();
         let t0 = c[0].at;
@@ -647,10 +747,8 @@ async fn read_back_never_verified_is_reported() {
     opts.verify_timeout = Duration::from_secs(20);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let t0 = Instant::now();
-    let fake = Arc::new(fake);
-    let report = Executor::new(fake.clone(), opts)
-        .run(vec![job(1, vec![domains("n", 5)])], Some(tx))
-        .await;
+    let (fake, ex) = executor(fake, &opts);
+    let report = ex.run(vec![job(1, vec![domains("n", 5)])], Some(tx)).await;
     assert!(
         t0.elapsed() <= Duration::from_secs(20),
         "{:?}",
@@ -753,8 +851,8 @@ async fn read_back_errors() {
 async fn dropped_event_receiver_does_not_matter() {
     let (tx, rx) = mpsc::unbounded_channel();
     drop(rx);
-    let fake = Arc::new(Fake::default());
-    let report = Executor::new(fake, options(10, 50))
+    let (_fake, ex) = executor(Fake::default(), &options(10, 50));
+    let report = ex
         .run(
             vec![job(1, vec![domains("w", 3), domains("x", 3)])],
             Some(tx),
@@ -769,11 +867,12 @@ async fn dropped_event_receiver_does_not_matter() {
 /// sent have no outcome.
 #[tokio::test(start_paused = true)]
 async fn halt_lets_the_call_in_flight_finish_and_starts_nothing_more() {
-    let fake = Arc::new(Fake {
+    let fake = Fake {
         latency: Duration::from_millis(300),
         ..Fake::default()
-    });
-    let ex = Arc::new(Executor::new(fake.clone(), options(1, 1)));
+    };
+    let (fake, ex) = executor(fake, &options(1, 1));
+    let ex = Arc::new(ex);
     let batches = domains("h", 10).into_iter().map(|d| vec![d]).collect();
     let runner = ex.clone();
     let run = tokio::spawn(async move { runner.run(vec![job(1, batches)], None).await });
@@ -791,4 +890,205 @@ async fn halt_lets_the_call_in_flight_finish_and_starts_nothing_more() {
     assert_eq!(report.write_calls, 2);
     assert_eq!(deployed(&report), 2);
     assert_eq!(report.outcomes.len(), 2);
+}
+
+/// Two targets in one run (say CDN and DCDN), each on its own write limiter: 20 one-domain
+/// calls each at 5/s take as long as 20 calls at 5/s, not 40, and each target's starts
+/// hold its own rate; events and outcomes name the target that deployed.
+#[tokio::test(start_paused = true)]
+async fn two_targets_run_in_one_pass_each_with_its_own_limiters() {
+    let mk = |name| {
+        Arc::new(Fake {
+            name,
+            latency: Duration::from_millis(50),
+            limits: Some(limits(5, 1)),
+            ..Fake::default()
+        })
+    };
+    let (cdn, dcdn) = (mk("cdn-fake"), mk("dcdn-fake"));
+    let ex = Executor::with_targets(
+        vec![
+            TargetSpec {
+                target: cdn.clone(),
+                fallback: None,
+            },
+            TargetSpec {
+                target: dcdn.clone(),
+                fallback: None,
+            },
+        ],
+        base_options(),
+    );
+    let single = |prefix| domains(prefix, 20).into_iter().map(|d| vec![d]).collect();
+    let mut second = job(2, single("b"));
+    second.target = 1;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let t0 = Instant::now();
+    let report = ex.run(vec![job(1, single("a")), second], Some(tx)).await;
+    assert_eq!(deployed(&report), 40);
+    assert_eq!((cdn.calls().len(), dcdn.calls().len()), (20, 20));
+    assert!(cdn.calls().iter().all(|c| c.domains[0].starts_with('a')));
+    assert!(dcdn.calls().iter().all(|c| c.domains[0].starts_with('b')));
+    for fake in [&cdn, &dcdn] {
+        let starts: Vec<Instant> = fake.calls().iter().map(|c| c.at).collect();
+        assert_eq!(max_in_any_window(&starts, Duration::from_secs(1)), 5);
+    }
+    // 20 calls at 5/s on each target: 4 windows after the first, in parallel.
+    assert!(
+        t0.elapsed() < Duration::from_millis(4_200),
+        "{:?}",
+        t0.elapsed()
+    );
+    let names: Vec<&str> = report.targets.iter().map(|t| t.name).collect();
+    assert_eq!(names, ["cdn-fake", "dcdn-fake"]);
+    for (d, o) in &report.outcomes {
+        let Outcome::Deployed { target, .. } = o else {
+            panic!("{d}: {o:?}")
+        };
+        assert_eq!(*target, usize::from(d.starts_with('b')), "{d}");
+    }
+    while let Ok(ev) = rx.try_recv() {
+        if let Event::Deployed {
+            target, domains, ..
+        } = ev
+        {
+            assert_eq!(target, usize::from(domains[0].starts_with('b')));
+        }
+    }
+}
+
+/// A batch target that answers "gone" (the call does not exist any more): the run switches
+/// to its fallback (a per-domain target) after one refused call, every domain deploys
+/// there, and the next run goes straight to the fallback.
+#[tokio::test(start_paused = true)]
+async fn a_gone_target_hands_its_work_to_its_fallback() {
+    let batch = Arc::new(Fake {
+        always: Some(err(FakeClass::Gone)),
+        limits: Some(limits(10, 10)),
+        ..Fake::default()
+    });
+    let per_domain = Arc::new(Fake {
+        limits: Some(limits(30, 1)),
+        ..Fake::default()
+    });
+    let ex = Executor::with_targets(
+        vec![
+            TargetSpec {
+                target: batch.clone(),
+                fallback: Some(1),
+            },
+            TargetSpec {
+                target: per_domain.clone(),
+                fallback: None,
+            },
+        ],
+        base_options(),
+    );
+    let report = ex
+        .run(vec![job(1, vec![domains("g", 10), domains("h", 10)])], None)
+        .await;
+    assert_eq!(deployed(&report), 20);
+    assert_eq!(
+        batch.calls().len(),
+        1,
+        "only the canary tried the gone call"
+    );
+    assert_eq!(per_domain.calls().len(), 20);
+    assert!(per_domain.calls().iter().all(|c| c.domains.len() == 1));
+    assert!(report.targets[0].gone && !report.targets[1].gone);
+    let report = ex.run(vec![job(2, vec![domains("k", 3)])], None).await;
+    assert_eq!(deployed(&report), 3);
+    assert_eq!(batch.calls().len(), 1);
+    assert_eq!(per_domain.calls().len(), 23);
+}
+
+/// Without a fallback, "gone" fails the call's domains only (like any other refusal).
+#[tokio::test(start_paused = true)]
+async fn a_gone_target_without_fallback_fails_the_call() {
+    let fake = Fake {
+        script: Mutex::new(VecDeque::from([err(FakeClass::Gone)])),
+        ..Fake::default()
+    };
+    let (fake, report) = run(
+        fake,
+        options(10, 50),
+        vec![job(1, vec![domains("x", 4)]), job(2, vec![domains("y", 4)])],
+    )
+    .await;
+    assert_eq!(fake.calls().len(), 2);
+    assert_eq!(deployed(&report), 4);
+    let first = &fake.calls()[0].domains;
+    assert!(
+        first
+            .iter()
+            .all(|d| failed_with(&report, d) == Some(FakeClass::Gone))
+    );
+}
+
+/// A target with a prepare step (upload once, bind by reference): one prepare per
+/// certificate, emitted before any call that uses it, and every call carries the
+/// reference; a retryable prepare error is retried.
+#[tokio::test(start_paused = true)]
+async fn a_prepare_step_runs_once_per_certificate_before_its_calls() {
+    let fake = Fake {
+        prepares: true,
+        latency: Duration::from_millis(20),
+        prepare_script: Mutex::new(VecDeque::from([err(FakeClass::Retry(None))])),
+        ..Fake::default()
+    };
+    let (fake, ex) = executor(fake, &options(10, 2));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let jobs = vec![
+        job(
+            1,
+            domains("p", 6).chunks(2).map(<[String]>::to_vec).collect(),
+        ),
+        job(2, vec![domains("q", 2)]),
+    ];
+    let report = ex.run(jobs, Some(tx)).await;
+    assert_eq!(deployed(&report), 8);
+    assert_eq!(report.prepare_calls, 3, "two certificates, one retry");
+    let prepared = fake.prepared.lock().expect("not poisoned").clone();
+    assert_eq!(prepared, [Fingerprint([1; 32]), Fingerprint([2; 32])]);
+    for c in fake.calls() {
+        let want = if c.domains[0].starts_with('p') {
+            "ref-1"
+        } else {
+            "ref-2"
+        };
+        assert_eq!(c.prepared.as_deref(), Some(want), "{c:?}");
+    }
+    let mut seen = Vec::new();
+    while let Ok(ev) = rx.try_recv() {
+        match ev {
+            Event::Prepared {
+                fingerprint,
+                reference,
+                ..
+            } => {
+                seen.push(fingerprint);
+                assert_eq!(reference, format!("ref-{}", fingerprint.0[0]));
+            }
+            Event::Deployed { fingerprint, .. } => assert!(seen.contains(&fingerprint)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(seen.len(), 2);
+}
+
+/// A prepare step refused for good fails that certificate's domains only.
+#[tokio::test(start_paused = true)]
+async fn a_refused_prepare_fails_its_certificate_only() {
+    let fake = Fake {
+        prepares: true,
+        prepare_script: Mutex::new(VecDeque::from([err(FakeClass::Certificate(None))])),
+        ..Fake::default()
+    };
+    let jobs = vec![job(1, vec![domains("r", 3)]), job(2, vec![domains("s", 3)])];
+    let (fake, report) = run(fake, options(10, 50), jobs).await;
+    assert_eq!(deployed(&report), 3);
+    for d in domains("r", 3) {
+        assert_eq!(failed_with(&report, &d), Some(FakeClass::Certificate(None)));
+    }
+    assert_eq!(fake.calls().len(), 1);
 }

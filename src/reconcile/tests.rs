@@ -9,7 +9,9 @@ use time::{Duration, OffsetDateTime};
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::aliyun::ApiError;
 use crate::cert;
+use crate::push::TargetReport;
 use crate::source::Layout;
 use crate::state::{self, Verification as Recorded};
 use crate::testca::{Leaf, TestCa};
@@ -168,9 +170,9 @@ fn record(
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&seen);
     let progress = Box::new(move |n| sink.lock().expect("not poisoned").push(n));
-    let (store, errors) = record_events(rx, store, progress);
+    let recorded = record_events(rx, store, progress);
     let seen = seen.lock().expect("not poisoned").clone();
-    (store, errors, seen)
+    (recorded.store, recorded.errors, seen)
 }
 
 #[test]
@@ -179,6 +181,7 @@ fn events_are_recorded_and_saved_as_they_arrive() {
     let store = StateStore::open(dir.path()).expect("open");
     let fp = certificate(&["a.example"], -1, 60).fingerprint;
     let deployed = |domains: &[&str], id: &str| Event::Deployed {
+        target: 0,
         domains: strings(domains),
         cert_name: "a.example-cert".into(),
         fingerprint: fp,
@@ -189,10 +192,12 @@ fn events_are_recorded_and_saved_as_they_arrive() {
         deployed(&["a.example", "b.example"], "R1"),
         deployed(&["c.example"], "R2"),
         Event::Verified {
+            target: 0,
             domains: strings(&["a.example", "b.example"]),
             fingerprint: fp,
         },
         Event::Unverified {
+            target: 0,
             domains: strings(&["c.example"]),
             fingerprint: fp,
             last_error: Some(api_error("connection reset")),
@@ -231,6 +236,7 @@ fn failures_are_recorded_per_domain_with_their_kind() {
     outcomes.insert(
         "ok.example".to_string(),
         Outcome::Deployed {
+            target: 0,
             request_id: "R".into(),
             fingerprint: fp,
             verification: Verification::Verified,
@@ -254,10 +260,13 @@ fn failures_are_recorded_per_domain_with_their_kind() {
         outcomes,
         write_calls: 3,
         read_calls: 1,
-        batch_size: 10,
+        prepare_calls: 0,
+        targets: targets(10, 10),
         stopped: None,
     };
-    record_failures(&mut store, &report).expect("saved");
+    let (errors, saved) = record_failures(&mut store, &report);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(saved, Some(true));
     let on_disk = state::load(dir.path()).expect("load");
     assert!(!on_disk.domains.contains_key("ok.example"));
     for (d, detail) in [
@@ -274,7 +283,21 @@ fn failures_are_recorded_per_domain_with_their_kind() {
     }
 }
 
-fn report(outcomes: Vec<(&str, Outcome<ApiError>)>, batch_size: usize) -> Report<ApiError> {
+fn targets(configured: usize, batch_size: usize) -> Vec<TargetReport> {
+    vec![TargetReport {
+        name: "cdn-batch",
+        product: "cdn",
+        configured,
+        batch_size,
+        gone: false,
+    }]
+}
+
+fn report(
+    outcomes: Vec<(&str, Outcome<ApiError>)>,
+    configured: usize,
+    batch_size: usize,
+) -> Report<ApiError> {
     Report {
         outcomes: outcomes
             .into_iter()
@@ -282,13 +305,15 @@ fn report(outcomes: Vec<(&str, Outcome<ApiError>)>, batch_size: usize) -> Report
             .collect(),
         write_calls: 4,
         read_calls: 2,
-        batch_size,
+        prepare_calls: 0,
+        targets: targets(configured, batch_size),
         stopped: None,
     }
 }
 
 fn deployed(verification: Verification<ApiError>) -> Outcome<ApiError> {
     Outcome::Deployed {
+        target: 0,
         request_id: "R".into(),
         fingerprint: Fingerprint::from_hex(&"ab".repeat(32)).expect("hex"),
         verification,
@@ -303,21 +328,19 @@ fn a_clean_report_exits_0_and_says_what_was_done() {
         planned_domains: 2,
         ..Summary::default()
     };
-    s.add_report(
-        &report(
-            vec![
-                ("a.example", deployed(Verification::Verified)),
-                ("b.example", deployed(Verification::NotChecked)),
-            ],
-            50,
-        ),
+    s.add_report(&report(
+        vec![
+            ("a.example", deployed(Verification::Verified)),
+            ("b.example", deployed(Verification::NotChecked)),
+        ],
         50,
-    );
+        50,
+    ));
     assert_eq!(
         (s.deployed, s.verified, s.write_calls, s.read_calls),
         (2, 1, 4, 2)
     );
-    assert_eq!(s.exit(), Exit::Ok);
+    assert_eq!(s.verdict(), Verdict::Clean);
     let text = s.render();
     assert!(text.contains("plan: 2 domain(s) to update in 2 call(s); 3 up to date; 0 without"));
     assert!(text.contains(
@@ -332,27 +355,25 @@ fn a_clean_report_exits_0_and_says_what_was_done() {
 #[test]
 fn failures_unverified_and_lowered_batch_are_named_and_exit_1() {
     let mut s = Summary::default();
-    s.add_report(
-        &report(
-            vec![
-                ("a.example", deployed(Verification::Verified)),
-                (
-                    "b.example",
-                    deployed(Verification::Unverified { last_error: None }),
-                ),
-                (
-                    "c.example",
-                    Outcome::Failed {
-                        error: api_error("refused"),
-                    },
-                ),
-            ],
-            10,
-        ),
+    s.add_report(&report(
+        vec![
+            ("a.example", deployed(Verification::Verified)),
+            (
+                "b.example",
+                deployed(Verification::Unverified { last_error: None }),
+            ),
+            (
+                "c.example",
+                Outcome::Failed {
+                    error: api_error("refused"),
+                },
+            ),
+        ],
         50,
-    );
+        10,
+    ));
     assert_eq!(s.lowered_batch, Some(10));
-    assert_eq!(s.exit(), Exit::Problems);
+    assert_eq!(s.verdict(), Verdict::Problems);
     let text = s.render();
     assert!(text.contains("FAILED b.example: read-back did not see the new certificate in time"));
     assert!(
@@ -370,7 +391,7 @@ fn uncovered_domains_or_a_stop_exit_1() {
         uncovered: vec![("u.example".into(), "no valid certificate".into())],
         ..Summary::default()
     };
-    assert_eq!(uncovered.exit(), Exit::Problems);
+    assert_eq!(uncovered.verdict(), Verdict::Problems);
     assert!(
         uncovered
             .render()
@@ -385,10 +406,11 @@ fn uncovered_domains_or_a_stop_exit_1() {
             },
         )],
         10,
+        10,
     );
     r.stopped = Some(api_error("bad key"));
-    stopped.add_report(&r, 10);
-    assert_eq!(stopped.exit(), Exit::Problems);
+    stopped.add_report(&r);
+    assert_eq!(stopped.verdict(), Verdict::Problems);
     let text = stopped.render();
     assert!(text.contains("stopped: ") && text.contains("FAILED n.example: not attempted: "));
     assert_eq!(stopped.lowered_batch, None);
@@ -435,6 +457,7 @@ fn a_failed_save_is_reported_and_the_record_kept_in_memory() {
     std::fs::remove_dir_all(&state_dir).expect("remove");
     let fp = certificate(&["a.example"], -1, 60).fingerprint;
     let event = Event::Deployed {
+        target: 0,
         domains: strings(&["a.example"]),
         cert_name: "a".into(),
         fingerprint: fp,
@@ -447,4 +470,101 @@ fn a_failed_save_is_reported_and_the_record_kept_in_memory() {
     assert_eq!(errors[0].kind(), "state-write");
     let kept = store.state().domains["a.example"].deployed.as_ref();
     assert_eq!(kept.map(|d| d.fingerprint), Some(fp));
+}
+
+/// A target that deploys everything it is given.
+struct Accepting;
+
+impl Target for Accepting {
+    type Error = ApiError;
+    fn name(&self) -> &'static str {
+        "accepting"
+    }
+    fn product(&self) -> &'static str {
+        "cdn"
+    }
+    fn limits(&self) -> crate::push::Limits {
+        crate::push::Limits {
+            domains_per_call: 10,
+            writes: crate::push::Rate::per_second(100),
+            reads: crate::push::Rate::per_second(100),
+            prepares: None,
+        }
+    }
+    async fn deploy(&self, call: &crate::push::Deploy<'_>) -> Result<String, ApiError> {
+        Ok(format!("R-{}", call.domains.len()))
+    }
+    async fn served(&self, _domain: &str) -> Result<Option<Fingerprint>, ApiError> {
+        Ok(None)
+    }
+}
+
+/// Plans `domains` against an empty state and pushes them through [`Accepting`].
+async fn push_all(store: StateStore, domains: &[String]) -> Passed {
+    let valid = vec![ValidLineage {
+        id: "live/a".into(),
+        cert: certificate(&["*.a.example"], -1, 60),
+    }];
+    let pass = Pass {
+        domains,
+        batch: 2,
+        verify: false,
+        force: false,
+    };
+    struct Given(Vec<ValidLineage>);
+    impl Holds for Given {
+        fn sort(
+            &mut self,
+            _: &[Lineage],
+            _: OffsetDateTime,
+        ) -> (Vec<ValidLineage>, Vec<(String, String)>) {
+            (std::mem::take(&mut self.0), Vec::new())
+        }
+    }
+    let planned = pass.plan(&[], &mut Given(valid), &State::default(), now());
+    let executor =
+        crate::push::Executor::new(Arc::new(Accepting), crate::push::Options::new(1, false));
+    let progress = Box::new(|_| {});
+    pass.push(planned, &executor, store, progress, std::future::pending())
+        .await
+}
+
+/// Every save of the pass fails (the state folder is gone): the pass deploys, but its
+/// verdict is Unrecorded, and the summary names every deployed domain as not recorded.
+#[tokio::test]
+async fn a_pass_whose_saves_fail_is_unrecorded_and_names_what_was_deployed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state_dir = dir.path().join("state");
+    let store = StateStore::open(&state_dir).expect("open");
+    std::fs::remove_dir_all(&state_dir).expect("remove");
+    let domains = strings(&["x.a.example", "y.a.example", "z.a.example"]);
+    let passed = push_all(store, &domains).await;
+    let s = &passed.summary;
+    assert_eq!(s.deployed, 3);
+    assert_eq!(s.unrecorded.as_deref(), Some(&domains[..]));
+    assert_eq!(s.verdict(), Verdict::Unrecorded);
+    assert!(!s.state_errors.is_empty());
+    let text = s.render();
+    assert!(
+        text.contains(
+            "3 domain(s) deployed but not recorded: x.a.example, y.a.example, z.a.example"
+        ),
+        "{text}"
+    );
+    // The in-memory state kept every record: a later save writes them.
+    std::fs::create_dir_all(&state_dir).expect("recreate");
+    passed.store.save().expect("saves now");
+    assert_eq!(state::load(&state_dir).expect("load").domains.len(), 3);
+}
+
+/// The same pass with working saves: recorded, clean.
+#[tokio::test]
+async fn a_pass_whose_saves_work_is_recorded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = StateStore::open(dir.path()).expect("open");
+    let domains = strings(&["x.a.example", "y.a.example", "z.a.example"]);
+    let passed = push_all(store, &domains).await;
+    assert_eq!(passed.summary.unrecorded, None);
+    assert_eq!(passed.summary.verdict(), Verdict::Clean);
+    assert_eq!(state::load(dir.path()).expect("load").domains.len(), 3);
 }

@@ -249,7 +249,7 @@ async fn too_many_domains_is_a_batch_size_error() {
     let cert = current(&["*.example.com"]);
     let err = c.batch_set(&request(&cert, &many)).await.unwrap_err();
     assert_eq!(err.class(), Class::BatchSize, "{err}");
-    assert_eq!(err.kind(), "batch_size");
+    assert_eq!(err.kind(), "batch-size");
     let ok = c.batch_set(&request(&cert, &many[..10])).await;
     assert!(ok.is_ok(), "{ok:?}");
     emu.shutdown().await;
@@ -262,7 +262,7 @@ async fn skewed_clock_is_a_clock_error_with_the_offset() {
     let c = client_for(&emu, emulator::DEFAULT_ACCESS_KEY_SECRET).with_clock(skewed);
     let err = c.describe_user_domains().await.unwrap_err();
     assert_eq!(err.class(), Class::Clock, "{err}");
-    assert_eq!(err.kind(), "clock_skew");
+    assert_eq!(err.kind(), "clock-skew");
     assert!(!err.is_retryable());
     let offset = err.clock_offset().expect("emulator sends Date");
     assert!((offset.whole_seconds() - 2400).abs() <= 5, "{offset}");
@@ -279,7 +279,7 @@ async fn injected_faults_are_retryable() {
                 fail_rate: 1.0,
                 ..Faults::default()
             },
-            "server_busy",
+            "server-busy",
             Some(503),
         ),
         (
@@ -287,7 +287,7 @@ async fn injected_faults_are_retryable() {
                 internal_rate: 1.0,
                 ..Faults::default()
             },
-            "server_busy",
+            "server-busy",
             Some(500),
         ),
         (

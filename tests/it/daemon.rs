@@ -577,3 +577,52 @@ async fn run_exits_75_while_another_certrotd_holds_the_state_lock() {
     let calls = writes(&emu).len();
     assert_eq!(calls, 1, "the refused daemon made calls");
 }
+
+/// A full disk under the state folder: the daemon deploys, cannot record it, logs which
+/// domains are deployed but not recorded, and counts the pass failed; the next pass (here
+/// nudged by SIGHUP, as the backed-off retry would) saves the state first — without pushing
+/// anything again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsaved_outcome_is_saved_at_the_next_pass_without_a_new_push() {
+    let env = Env::new();
+    let Some(_mount) = crate::sync::Tmpfs::mount(&env.join("state"), "256k") else {
+        eprintln!(
+            "SKIPPED an_unsaved_outcome_is_saved_at_the_next_pass_without_a_new_push: \
+             `mount -t tmpfs` is not permitted here (needs root / CAP_SYS_ADMIN)"
+        );
+        return;
+    };
+    let all = ["a.example.com", "b.example.com"];
+    let emu = emulator(&all).await;
+    let certbot = Certbot::new(env.join("letsencrypt"));
+    let issued = issue(&all);
+    certbot.add("ab", &issued);
+    let fp = fingerprint(&issued);
+    config(&env, &emu, &all).watch(certbot.live()).write(&env);
+    crate::sync::fill(&env.join("state"));
+    let mut daemon = Daemon::start(&env);
+    until("the unsaved outcome reported", &daemon, 15, || {
+        daemon.log().contains("deployed but not recorded")
+    })
+    .await;
+    assert!(all.iter().all(|d| serves(&emu, d, fp)));
+    let state_file = env.join("state").join(certrotd::state::STATE_FILE);
+    assert!(!state_file.exists());
+    let writes = || emu.log().iter().filter(|e| e.is_write()).count();
+    let pushed = writes();
+
+    fs::remove_file(env.join("state").join("filler")).expect("free the space");
+    daemon.signal(libc::SIGHUP);
+    until("the state saved again", &daemon, 15, || {
+        daemon.log().contains("the state file is saved again")
+    })
+    .await;
+    let state = certrotd::state::load(&env.join("state")).expect("state file parses");
+    for d in all {
+        let dep = state.domains.get(d).and_then(|s| s.deployed.as_ref());
+        assert_eq!(dep.map(|d| d.fingerprint), Some(fp), "{d}");
+    }
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.exit_code(15).await, 0, "{}", daemon.log());
+    assert_eq!(writes(), pushed, "nothing was pushed again");
+}

@@ -7,15 +7,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use certrotd::aliyun::cdn::{AliyunCdn, batch_limits};
 use certrotd::aliyun::client::Client;
 use certrotd::aliyun::credentials::{Credentials, Secret};
 use certrotd::cert::{self, Certificate};
 use certrotd::config::AliyunSettings;
 use certrotd::emulator::{self, Emulator, EmulatorConfig, Faults};
 use certrotd::push::limiter::max_in_any_window;
-use certrotd::push::{
-    AliyunCdn, Backoff, Event, Executor, Job, Options, Outcome, Upload, Verification,
-};
+use certrotd::push::{Backoff, Event, Executor, Job, Options, Outcome, Upload, Verification};
 use certrotd::testca::{Leaf, TestCa};
 use time::OffsetDateTime;
 
@@ -53,6 +52,7 @@ fn certificate(ca: &TestCa, names: &[String]) -> Certificate {
 
 fn job(i: usize, cert: &Certificate, domains: &[String]) -> Job {
     Job {
+        target: 0,
         upload: Arc::new(Upload {
             cert_name: format!("push-it-{i}"),
             chain_pem: cert.chain_pem.clone(),
@@ -92,7 +92,7 @@ async fn every_domain_deploys_under_faults_politely() {
         "test",
     );
     let client = Client::new(&s, creds).expect("client");
-    let mut opts = Options::from_settings(&s);
+    let mut opts = Options::new(s.max_attempts, s.verify);
     // Shorter waits than production (1 s / 60 s) keep the test quick; same policy.
     opts.retry_backoff = Arc::new(Backoff::seeded(
         Duration::from_millis(200),
@@ -104,7 +104,8 @@ async fn every_domain_deploys_under_faults_politely() {
         Duration::from_secs(1),
         12,
     ));
-    let ex = Executor::new(Arc::new(AliyunCdn::new(client, None)), opts);
+    let target = AliyunCdn::new(client, None, batch_limits(&s));
+    let ex = Executor::new(Arc::new(target), opts);
 
     let ca = TestCa::new("push-it").expect("test CA");
     let certs: Vec<Certificate> = domains.iter().map(|d| certificate(&ca, d)).collect();
@@ -187,6 +188,7 @@ async fn every_domain_deploys_under_faults_politely() {
             Event::Deployed { .. } => deployed += 1,
             Event::Verified { .. } => verified += 1,
             Event::Unverified { domains, .. } => panic!("unverified: {domains:?}"),
+            Event::Prepared { .. } => panic!("the batch call prepares nothing"),
         }
     }
     assert_eq!((deployed, verified), (floor, floor));

@@ -287,6 +287,178 @@ async fn a_size_refusal_lowers_the_batch_once_for_the_whole_run() {
     w.emu.shutdown().await;
 }
 
+/// `certrotd emulate --max-domains-per-call 2` (a subprocess) and a config asking for 10:
+/// the refusal names the limit ("at most 2"), so the batch size drops to 2, not to 1 by
+/// halving, in one refused call; `sync` advises `max_domains_per_call = 2`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_size_refusal_that_names_the_limit_uses_it() {
+    let env = Env::new();
+    let certbot = Certbot::new(env.join("letsencrypt"));
+    let domains = subdomains("example.com", 7);
+    fs::write(env.join("domains.txt"), domains.join("\n")).expect("domains file");
+    let secret = "Limit-Two-Secret-7Hq2";
+    write_mode(&env.join("ak-secret"), format!("{secret}\n"), 0o600);
+    let dump = env.join("dump.json");
+    let mut emulate = std::process::Command::new(env!("CARGO_BIN_EXE_certrotd"))
+        .arg("emulate")
+        .args(["--listen", "127.0.0.1:0", "--max-domains-per-call", "2"])
+        .args(["--access-key-secret", secret])
+        .arg("--domains-file")
+        .arg(env.join("domains.txt"))
+        .arg("--state-dump")
+        .arg(&dump)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start certrotd emulate");
+    let mut line = String::new();
+    let stdout = emulate.stdout.take().expect("piped stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+        .expect("read the address");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("an address");
+    let issued = issue(&["*.example.com"]);
+    certbot.add("example.com", &issued);
+    let refs: Vec<&str> = domains.iter().map(String::as_str).collect();
+    let secret_file = env.join("ak-secret").display().to_string();
+    Config::new()
+        .watch(certbot.live())
+        .domains(&refs)
+        .endpoint(&format!("http://{addr}"))
+        .set(
+            "aliyun",
+            &format!("access_key_id = {:?}", emulator::DEFAULT_ACCESS_KEY_ID),
+        )
+        .set(
+            "aliyun",
+            &format!("access_key_secret_file = {secret_file:?}"),
+        )
+        .set("aliyun", "max_domains_per_call = 10")
+        .write(&env);
+
+    let cmd = env.command(&["sync"]);
+    let out = tokio::task::spawn_blocking(move || run_with(cmd))
+        .await
+        .expect("runner thread");
+    // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
+    assert_eq!(
+        unsafe { libc::kill(emulate.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let status = emulate.wait().expect("emulate exits");
+    assert!(status.success(), "{status:?}");
+    out.expect_status(0)
+        .expect_contains("2 domains per call were used (set [aliyun] max_domains_per_call = 2)");
+    let log = emulator::Dump::read(&dump).expect("the dump").log;
+    let writes: Vec<&LogEntry> = log.iter().filter(|e| e.is_write()).collect();
+    let refused: Vec<usize> = writes
+        .iter()
+        .filter(|e| !e.succeeded())
+        .map(|e| e.domains.len())
+        .collect();
+    assert_eq!(refused, [7], "one refusal, of the first call: {writes:?}");
+    assert_eq!(
+        writes[0].code.as_deref(),
+        Some("InvalidParameter.DomainNameOverLimit")
+    );
+    let sizes: Vec<LogEntry> = writes[1..].iter().map(|e| (*e).clone()).collect();
+    assert_eq!(sorted_sizes(&sizes), [1, 2, 2, 2]);
+    let fp = fingerprint(&issued);
+    let dump = emulator::Dump::read(&dump).expect("the dump");
+    for d in &domains {
+        assert_eq!(dump.served.get(d).map(|s| s.fingerprint), Some(fp), "{d}");
+    }
+}
+
+/// Unmounts a tmpfs when dropped.
+pub(crate) struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// A `size`-byte tmpfs on `dir` (created), or `None` when mounting is not permitted.
+    pub(crate) fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        fs::create_dir_all(dir).expect("mount point");
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status();
+        matches!(status, Ok(s) if s.success()).then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the file system `dir` is on: writes zeros to `dir/filler` until it is full.
+pub(crate) fn fill(dir: &Path) {
+    use std::io::Write as _;
+    let mut f = fs::File::create(dir.join("filler")).expect("filler");
+    let block = vec![0u8; 4096];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.sync_all();
+}
+
+/// A full disk under the state folder (ENOSPC on the save): the pass deploys, cannot record
+/// it, says which domains are deployed but not recorded, and exits 74 — not 0, which would
+/// hide that the next run pushes everything again. With space again, the next sync
+/// records and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_the_state_folder_fails_the_pass_with_74() {
+    let domains = subdomains("example.com", 3);
+    let w = World::new(&domains, |_| {}).await;
+    let Some(_mount) = Tmpfs::mount(&w.state_dir(), "256k") else {
+        eprintln!(
+            "SKIPPED a_full_disk_under_the_state_folder_fails_the_pass_with_74: \
+             `mount -t tmpfs` is not permitted here (needs root / CAP_SYS_ADMIN)"
+        );
+        w.emu.shutdown().await;
+        return;
+    };
+    let issued = issue(&["*.example.com"]);
+    w.certbot.add("example.com", &issued);
+    w.config(&domains).write(&w.env);
+    fill(&w.state_dir());
+
+    let out = w.run(&["sync"]).await;
+    out.expect_status(74).expect_contains(
+        "NOT RECORDED: the state file could not be saved, so it does not hold this pass's outcome; 3 domain(s) deployed but not recorded: ",
+    );
+    for d in &domains {
+        assert!(
+            out.line_with("NOT RECORDED").contains(d.as_str()),
+            "{}",
+            out.all()
+        );
+    }
+    assert!(
+        out.all().contains("No space left on device"),
+        "{}",
+        out.all()
+    );
+    w.assert_served(&domains, fingerprint(&issued));
+    assert!(!w.state_dir().join(state::STATE_FILE).exists());
+
+    fs::remove_file(w.state_dir().join("filler")).expect("free the space");
+    let out = w.run(&["sync"]).await;
+    out.expect_status(0);
+    assert_eq!(w.state().domains.len(), 3);
+    w.emu.shutdown().await;
+}
+
 /// 400 domains over 4 lineages at batch 10: 40 calls, about 4 s at 10 calls/s, each call
 /// answered after 200 ms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

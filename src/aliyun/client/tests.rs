@@ -143,7 +143,7 @@ fn endpoint_rules() {
         assert!(check_endpoint(ok).is_ok(), "{ok}");
     }
     let err = check_endpoint("http://cdn.aliyuncs.com").unwrap_err();
-    assert_eq!(err.kind(), "insecure_endpoint");
+    assert_eq!(err.kind(), "insecure-endpoint");
     assert!(err.to_string().contains("https://"), "{err}");
     for bad in [
         "ftp://cdn.aliyuncs.com",
@@ -170,7 +170,7 @@ fn client_new_refuses_http_to_a_remote_host() {
         creds(),
     )
     .unwrap_err();
-    assert_eq!(err.kind(), "insecure_endpoint");
+    assert_eq!(err.kind(), "insecure-endpoint");
 }
 
 #[test]
@@ -565,7 +565,7 @@ async fn html_gateway_page_is_an_error_with_status_and_excerpt() {
         .describe_domain_certificate("a.example.com")
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), "non_json_response");
+    assert_eq!(err.kind(), "non-json-response");
     assert_eq!(err.status(), Some(414));
     assert!(!err.is_retryable());
     assert!(
@@ -612,7 +612,7 @@ async fn unusable_error_bodies_classify_by_status() {
         let err = client(&endpoint).describe_user_domains().await.unwrap_err();
         assert_eq!(err.status(), Some(status), "{err}");
         assert_eq!(err.is_retryable(), retryable, "HTTP {status}: {err}");
-        assert_eq!(err.kind(), "non_json_response", "HTTP {status}: {err}");
+        assert_eq!(err.kind(), "non-json-response", "HTTP {status}: {err}");
     }
 }
 
@@ -654,10 +654,10 @@ async fn malformed_success_body_is_bad_response() {
         region: None,
     };
     let err = client(&endpoint).batch_set(&req).await.unwrap_err();
-    assert_eq!(err.kind(), "bad_response");
+    assert_eq!(err.kind(), "bad-response");
     let (endpoint, _log) = server(vec![json(200, "<html>ok</html>")]).await;
     let err = client(&endpoint).describe_user_domains().await.unwrap_err();
-    assert_eq!(err.kind(), "bad_response");
+    assert_eq!(err.kind(), "bad-response");
     assert!(err.to_string().contains("cdn.aliyuncs.com"), "{err}");
 }
 

@@ -310,7 +310,7 @@ fn first_source_found_wins_in_order() {
     fs::remove_file(w.ini_path()).unwrap();
     assert_eq!(ok(&none, &w.env()).source_kind(), Source::AliyunCli);
     fs::remove_file(w.cli_path()).unwrap();
-    assert_eq!(err(&none, &w.env()).kind(), "not_found");
+    assert_eq!(err(&none, &w.env()).kind(), "not-found");
 }
 
 #[test]
@@ -418,17 +418,17 @@ fn missing_or_empty_secret_file() {
     assert!(e.to_string().contains("nope"), "{e}");
     let empty = write(&w.dir.path().join("empty"), " \n", 0o600);
     let e = err(&settings(Some("LTAIa"), Some(&empty)), &w.env());
-    assert_eq!(e.kind(), "bad_file");
+    assert_eq!(e.kind(), "bad-file");
     assert!(e.to_string().contains("empty"), "{e}");
     let dir = w.dir.path().join("adir");
     fs::create_dir_all(&dir).unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
     let e = err(&settings(Some("LTAIa"), Some(&dir)), &w.env());
-    assert_eq!(e.kind(), "bad_file");
+    assert_eq!(e.kind(), "bad-file");
     let big = write(&w.dir.path().join("big"), &"x".repeat(70_000), 0o600);
     assert_eq!(
         err(&settings(Some("LTAIa"), Some(&big)), &w.env()).kind(),
-        "bad_file"
+        "bad-file"
     );
 }
 
@@ -476,7 +476,7 @@ fn broken_credentials_files() {
     for (text, want) in cases {
         w.ini(&text, 0o600);
         let e = err(&settings(None, None), &w.env());
-        assert_eq!(e.kind(), "bad_file", "{text}");
+        assert_eq!(e.kind(), "bad-file", "{text}");
         assert!(e.to_string().contains(want), "{want} not in: {e}");
         assert!(e.to_string().contains(".alibabacloud/credentials"), "{e}");
     }
@@ -509,7 +509,7 @@ fn broken_cli_configs() {
     for (json, want) in cases {
         w.cli(&json, 0o600);
         let e = err(&settings(None, None), &w.env());
-        assert_eq!(e.kind(), "bad_file", "{json}");
+        assert_eq!(e.kind(), "bad-file", "{json}");
         assert!(e.to_string().contains(want), "{want} not in: {e}");
     }
     // A syntax error must not quote the file.
@@ -621,7 +621,7 @@ fn unsupported_ini_types_are_named_in_the_error() {
     for kind in ["ram_role_arn", "oidc_role_arn", "rsa_key_pair"] {
         w.ini(&format!("[default]\ntype = {kind}\nrole_arn = x\n"), 0o600);
         let e = err(&settings(None, None), &w.env());
-        assert_eq!(e.kind(), "bad_file");
+        assert_eq!(e.kind(), "bad-file");
         let text = e.to_string();
         assert!(
             text.contains(&format!("type = {kind}, which certrotd does not support")),
@@ -696,7 +696,7 @@ fn a_fifo_as_a_credential_file_is_refused_without_blocking() {
     // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     let e = err(&settings(None, None), &w.env());
-    assert_eq!(e.kind(), "bad_file");
+    assert_eq!(e.kind(), "bad-file");
     assert!(e.to_string().contains("a FIFO (named pipe)"), "{e}");
 }
 
@@ -707,6 +707,6 @@ fn a_non_utf8_secret_file_is_refused() {
     fs::write(&path, b"caf\xe9").unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
     let e = err(&settings(Some("LTAIa"), Some(&path)), &w.env());
-    assert_eq!(e.kind(), "bad_file");
+    assert_eq!(e.kind(), "bad-file");
     assert!(e.to_string().contains("not UTF-8"), "{e}");
 }

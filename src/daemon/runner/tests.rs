@@ -47,7 +47,7 @@ struct Fake {
 }
 
 impl Reconciler for Fake {
-    async fn pass(&mut self, pass: &Pass, ctx: &PassCtx) -> PassReport {
+    async fn pass(&mut self, pass: &Trigger, ctx: &PassCtx) -> PassReport {
         let script = self.scripts.pop_front().unwrap_or_default();
         ctx.planned(&script.report.status);
         for _ in 0..script.calls {

@@ -1,12 +1,16 @@
-//! The executor's view of the real API: [`Failure`] for [`ApiError`] and [`CdnApi`] for the
-//! [`Client`] (with the account's optional `Region`).
+//! The CDN as a [`Target`] of the executor: today's `BatchSetCdnDomainServerCertificate`
+//! path (up to `max_domains_per_call` domains a call, read back with
+//! `DescribeDomainCertificateInfo`), and [`Failure`] for [`ApiError`].
 //!
-//! Owns the mapping from the client's error classes to the executor's handling; every call
-//! here is one client call, so one freshly signed attempt.
+//! Owns the mapping from the client's error classes to the executor's handling (including
+//! the limit a size refusal names), and the target's limits from the `[aliyun]` settings;
+//! every call here is one client call, so one freshly signed attempt.
 
-use super::{BatchSet, CdnApi, Failure, Handling};
-use crate::aliyun::{ApiError, BatchSetRequest, Class, Client};
+use super::credentials::{self, CredentialsError, Environment};
+use super::{ApiError, BatchSetRequest, Class, Client, ClientError};
 use crate::cert::Fingerprint;
+use crate::config::AliyunSettings;
+use crate::push::{Deploy, Failure, Handling, Limits, Rate, Target};
 
 impl Failure for ApiError {
     fn handling(&self) -> Handling<'_> {
@@ -18,7 +22,9 @@ impl Failure for ApiError {
             Class::Clock => Handling::Clock,
             Class::Domain => Handling::Domain(self.domain()),
             Class::Certificate => Handling::Certificate(self.domain()),
-            Class::BatchSize => Handling::BatchSize,
+            Class::BatchSize => Handling::BatchSize {
+                limit: self.batch_limit(),
+            },
             Class::Other => Handling::Other,
         }
     }
@@ -28,16 +34,70 @@ impl Failure for ApiError {
     }
 }
 
+/// The batch call's limits from the configuration: `max_domains_per_call` domains a call,
+/// `requests_per_second` write and `read_requests_per_second` read calls in any rolling
+/// second (plus the window guard).
+pub fn batch_limits(s: &AliyunSettings) -> Limits {
+    Limits {
+        domains_per_call: s.max_domains_per_call,
+        writes: Rate::per_second(s.requests_per_second),
+        reads: Rate::per_second(s.read_requests_per_second),
+        prepares: None,
+    }
+}
+
+/// Why [`AliyunCdn::connect`] could not build the target.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+impl ConnectError {
+    /// Kebab-case label for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConnectError::Credentials(_) => "credentials",
+            ConnectError::Client(_) => "client",
+        }
+    }
+}
+
 /// The CDN API through [`Client`], sending `Region` when the configuration names one.
 #[derive(Debug, Clone)]
 pub struct AliyunCdn {
     client: Client,
     region: Option<String>,
+    limits: Limits,
 }
 
 impl AliyunCdn {
-    pub fn new(client: Client, region: Option<String>) -> AliyunCdn {
-        AliyunCdn { client, region }
+    pub fn new(client: Client, region: Option<String>, limits: Limits) -> AliyunCdn {
+        AliyunCdn {
+            client,
+            region,
+            limits,
+        }
+    }
+
+    /// The credential chain (from the process environment) and the client for these
+    /// settings, with [`batch_limits`].
+    pub fn connect(settings: &AliyunSettings) -> Result<AliyunCdn, ConnectError> {
+        let creds = credentials::load(settings, &Environment::from_process())?;
+        tracing::info!(source = creds.source(), "using Alibaba Cloud credentials");
+        let client = Client::new(settings, creds)?;
+        Ok(AliyunCdn::new(
+            client,
+            settings.region.clone(),
+            batch_limits(settings),
+        ))
+    }
+
+    /// The same API with other limits (the daemon spaces its write starts).
+    pub fn with_limits(self, limits: Limits) -> AliyunCdn {
+        AliyunCdn { limits, ..self }
     }
 
     pub fn client(&self) -> &Client {
@@ -45,10 +105,22 @@ impl AliyunCdn {
     }
 }
 
-impl CdnApi for AliyunCdn {
+impl Target for AliyunCdn {
     type Error = ApiError;
 
-    async fn batch_set(&self, call: &BatchSet<'_>) -> Result<String, ApiError> {
+    fn name(&self) -> &'static str {
+        "cdn-batch"
+    }
+
+    fn product(&self) -> &'static str {
+        "cdn"
+    }
+
+    fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    async fn deploy(&self, call: &Deploy<'_>) -> Result<String, ApiError> {
         let req = BatchSetRequest {
             domains: call.domains,
             cert_name: &call.upload.cert_name,
@@ -59,7 +131,7 @@ impl CdnApi for AliyunCdn {
         self.client.batch_set(&req).await
     }
 
-    async fn served_fingerprint(&self, domain: &str) -> Result<Option<Fingerprint>, ApiError> {
+    async fn served(&self, domain: &str) -> Result<Option<Fingerprint>, ApiError> {
         let served = self.client.describe_domain_certificate(domain).await?;
         Ok(served.and_then(|s| s.leaf_fingerprint()))
     }
@@ -123,7 +195,7 @@ mod tests {
                 Class::Clock => assert_eq!(h, Handling::Clock),
                 Class::Domain => assert_eq!(h, Handling::Domain(Some("b.example.com"))),
                 Class::Certificate => assert_eq!(h, Handling::Certificate(None)),
-                Class::BatchSize => assert_eq!(h, Handling::BatchSize),
+                Class::BatchSize => assert_eq!(h, Handling::BatchSize { limit: None }),
                 Class::Other => assert_eq!(h, Handling::Other),
             }
             assert_eq!(Failure::kind(&e), e.kind());
