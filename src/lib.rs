@@ -9,16 +9,18 @@
 //! `untrusted` makes text from outside (server answers, file names, certificate names) safe
 //! to log, show or store.
 
+#![warn(unreachable_pub)]
+
 pub mod aliyun;
 pub mod cert;
 pub mod cmd;
 pub mod config;
-pub mod daemon;
+pub(crate) mod daemon;
 pub mod emulator;
-pub mod fsio;
+pub(crate) mod fsio;
 pub mod plan;
 pub mod push;
-pub mod reconcile;
+pub(crate) mod reconcile;
 pub mod source;
 pub mod state;
 pub mod testca;

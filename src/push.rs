@@ -30,10 +30,10 @@
 //! call of a run goes alone (a canary), so a wrong secret costs exactly one call; a prepared
 //! reference is emitted ([`Event::Prepared`]) before any call that uses it.
 
-pub mod backoff;
+pub(crate) mod backoff;
 mod exec;
 pub mod limiter;
-pub mod policy;
+pub(crate) mod policy;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -46,7 +46,7 @@ pub(crate) mod handoff;
 pub mod run;
 pub mod status;
 pub mod sync;
-pub mod text;
+pub(crate) mod text;
 
 #[cfg(test)]
 mod labels;

@@ -36,24 +36,24 @@ pub(crate) struct Files {
 
 impl Files {
     /// The bytes of a file that was read, or why it could not be; `None` if not gathered.
-    pub fn contents(&self, path: &Path) -> Option<&Result<Vec<u8>, FsError>> {
+    pub(crate) fn contents(&self, path: &Path) -> Option<&Result<Vec<u8>, FsError>> {
         self.contents.get(path)
     }
 
     /// The facts of a file that was inspected, or why it could not be; `None` if not
     /// gathered.
-    pub fn facts(&self, path: &Path) -> Option<&Result<Facts, io::Error>> {
+    pub(crate) fn facts(&self, path: &Path) -> Option<&Result<Facts, io::Error>> {
         self.facts.get(path)
     }
 
     /// Records a read file (tests build `Files` by hand).
-    pub fn with_contents(mut self, path: PathBuf, read: Result<Vec<u8>, FsError>) -> Files {
+    pub(crate) fn with_contents(mut self, path: PathBuf, read: Result<Vec<u8>, FsError>) -> Files {
         self.contents.insert(path, read);
         self
     }
 
     /// Records an inspected file.
-    pub fn with_facts(mut self, path: PathBuf, facts: Result<Facts, io::Error>) -> Files {
+    pub(crate) fn with_facts(mut self, path: PathBuf, facts: Result<Facts, io::Error>) -> Files {
         self.facts.insert(path, facts);
         self
     }

@@ -297,7 +297,7 @@ pub(super) struct State {
 }
 
 impl State {
-    pub fn new(cfg: &EmulatorConfig, started: Instant) -> State {
+    pub(super) fn new(cfg: &EmulatorConfig, started: Instant) -> State {
         State {
             access_key_id: cfg.access_key_id.clone(),
             access_key_secret: Zeroizing::new(cfg.access_key_secret.clone()),
@@ -322,37 +322,37 @@ impl State {
     }
 
     /// Counts changes: every request (it adds a log entry) and every direct change.
-    pub fn generation(&self) -> u64 {
+    pub(super) fn generation(&self) -> u64 {
         self.generation
     }
 
-    pub fn log(&self) -> &[LogEntry] {
+    pub(super) fn log(&self) -> &[LogEntry] {
         &self.log
     }
 
-    pub fn served(&self) -> &BTreeMap<String, Served> {
+    pub(super) fn served(&self) -> &BTreeMap<String, Served> {
         &self.served
     }
 
     /// The state dump's bytes; the served map is re-encoded only after it changed.
-    pub fn dump_json(&mut self) -> Vec<u8> {
+    pub(super) fn dump_json(&mut self) -> Vec<u8> {
         let served = self.served_json.get_or_insert_with(|| {
             serde_json::to_vec(&self.served).unwrap_or_else(|_| b"{}".to_vec())
         });
         self.log_json.dump(served)
     }
 
-    pub fn set_max_domains_per_call(&mut self, n: usize) {
+    pub(super) fn set_max_domains_per_call(&mut self, n: usize) {
         self.max_domains_per_call = n;
     }
 
-    pub fn set_faults(&mut self, faults: Faults) {
+    pub(super) fn set_faults(&mut self, faults: Faults) {
         self.faults = faults;
     }
 
     /// Sets (or with `None` clears) what `domain` serves, as a change in the console would.
     /// `false` when the domain is unknown.
-    pub fn set_served(&mut self, domain: &str, served: Option<Served>) -> bool {
+    pub(super) fn set_served(&mut self, domain: &str, served: Option<Served>) -> bool {
         let domain = domain.to_ascii_lowercase();
         if !self.domains.contains(&domain) {
             return false;
@@ -367,7 +367,7 @@ impl State {
     }
 
     /// Answers one request at arrival time `now` (tokio clock) and wall-clock time `wall`.
-    pub fn process(&mut self, req: &Incoming, now: Instant, wall: OffsetDateTime) -> Reply {
+    pub(super) fn process(&mut self, req: &Incoming, now: Instant, wall: OffsetDateTime) -> Reply {
         self.generation += 1;
         let draw: f64 = self.fault_rng.random();
         let request_id = self.new_request_id();

@@ -108,11 +108,11 @@ mod micros {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_micros)
     }
 }
@@ -153,7 +153,7 @@ pub(super) struct LogJson {
 }
 
 impl LogJson {
-    pub fn push(&mut self, entry: &LogEntry) {
+    pub(super) fn push(&mut self, entry: &LogEntry) {
         if !self.entries.is_empty() {
             self.entries.push(b',');
         }
@@ -164,7 +164,7 @@ impl LogJson {
     }
 
     /// The whole dump, `{"version":1,"served":{…},"log":[…]}`, around the encoded served map.
-    pub fn dump(&self, served: &[u8]) -> Vec<u8> {
+    pub(super) fn dump(&self, served: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(served.len() + self.entries.len() + 64);
         out.extend_from_slice(format!("{{\"version\":{},\"served\":", Dump::VERSION).as_bytes());
         out.extend_from_slice(served);
