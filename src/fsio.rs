@@ -101,7 +101,7 @@ impl FileKind {
     }
 
     /// `a FIFO (named pipe)`, `a folder`, …
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             FileKind::Directory => "a folder",
             FileKind::Fifo => "a FIFO (named pipe)",
@@ -134,7 +134,7 @@ impl FsError {
     }
 
     /// What is wrong, without the path or a remedy (for callers that give their own).
-    pub fn reason(&self) -> String {
+    pub(crate) fn reason(&self) -> String {
         match self {
             FsError::NotFound { source, .. }
             | FsError::Open { source, .. }
@@ -151,7 +151,7 @@ impl FsError {
     }
 
     /// The underlying I/O error, when there is one (`ELOOP`, `EACCES`, `ENOSPC`, …).
-    pub fn io_error(&self) -> Option<&io::Error> {
+    pub(crate) fn io_error(&self) -> Option<&io::Error> {
         match self {
             FsError::NotFound { source, .. }
             | FsError::Open { source, .. }
@@ -162,7 +162,7 @@ impl FsError {
     }
 
     /// As an `io::Error`: the underlying one when there is one, else this error wrapped.
-    pub fn into_io(self) -> io::Error {
+    pub(crate) fn into_io(self) -> io::Error {
         match self {
             FsError::NotFound { source, .. }
             | FsError::Open { source, .. }

@@ -17,7 +17,7 @@ pub mod cmd;
 pub mod config;
 pub(crate) mod daemon;
 pub mod emulator;
-pub(crate) mod fsio;
+pub mod fsio;
 pub mod plan;
 pub mod push;
 pub(crate) mod reconcile;

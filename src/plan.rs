@@ -26,9 +26,9 @@ use crate::cert::{self, Candidate, Fingerprint};
 
 /// Hex characters of the fingerprint in a [`cert_name`] (64 bits: two different
 /// certificates with the same readable part collide with probability 2⁻⁶⁴).
-pub const NAME_FINGERPRINT_HEX: usize = 16;
+pub(crate) const NAME_FINGERPRINT_HEX: usize = 16;
 /// Alibaba's limit on `CertName`.
-pub const CERT_NAME_MAX: usize = 128;
+pub(crate) const CERT_NAME_MAX: usize = 128;
 // The fingerprint part must be long enough to tell certificates apart (≥ 12 hex) and fit.
 const _: () = assert!(NAME_FINGERPRINT_HEX >= 12 && NAME_FINGERPRINT_HEX <= 64);
 
@@ -82,14 +82,14 @@ pub struct Plan {
     /// Managed domains no lineage (valid at `now`) covers; sorted.
     pub uncovered: Vec<String>,
     /// Covered domains already serving their target certificate; sorted. Empty with `force`.
-    pub up_to_date: Vec<String>,
+    pub(crate) up_to_date: Vec<String>,
     /// Every covered domain → index of its target lineage (also the up-to-date ones).
     pub targets: BTreeMap<String, usize>,
 }
 
 /// Per certificate: what a dry run shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CertSummary {
+pub(crate) struct CertSummary {
     pub lineage: usize,
     pub cert_name: String,
     /// Sorted domains to push this certificate to.
@@ -167,12 +167,12 @@ impl Plan {
     }
 
     /// Number of domains to push.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.batches.iter().map(|b| b.domains.len()).sum()
     }
 
     /// The batches grouped per certificate, in batch order.
-    pub fn by_certificate(&self) -> Vec<CertSummary> {
+    pub(crate) fn by_certificate(&self) -> Vec<CertSummary> {
         let mut out: Vec<CertSummary> = Vec::new();
         for b in &self.batches {
             match out.last_mut() {
@@ -194,7 +194,7 @@ impl Plan {
     /// A person-readable description of the plan (for `sync --dry-run`): per certificate
     /// its lineage, name, domains and the calls it needs, then the uncovered and up-to-date
     /// domains. `lineages` must be the slice the plan was made from.
-    pub fn describe(&self, lineages: &[PlanLineage<'_>]) -> String {
+    pub(crate) fn describe(&self, lineages: &[PlanLineage<'_>]) -> String {
         let mut s = String::new();
         let _ = writeln!(
             s,

@@ -38,7 +38,7 @@ pub(crate) mod policy;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -47,15 +47,15 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::cert::{Fingerprint, PrivateKey};
 
 pub use backoff::Backoff;
-pub use limiter::RateLimiter;
+pub(crate) use limiter::RateLimiter;
 
 /// Alibaba's documented limit of domains per BatchSet call; a size refusal above it that
 /// names no limit retries at exactly this size before halving.
-pub const DOCUMENTED_BATCH_LIMIT: usize = 10;
+pub(crate) const DOCUMENTED_BATCH_LIMIT: usize = 10;
 
 /// The rolling window a "per second" rate is held over: one second plus a small guard so
 /// that arrival jitter at the server never puts N+1 calls in one second.
-pub const RATE_WINDOW: Duration = Duration::from_millis(1050);
+pub(crate) const RATE_WINDOW: Duration = Duration::from_millis(1050);
 
 /// One certificate as it is uploaded: shared by every batch that deploys it.
 #[derive(Debug)]
@@ -74,7 +74,7 @@ pub struct Upload {
 
 /// Which of the executor's targets: an index into the list given to
 /// [`Executor::with_targets`] (0 for [`Executor::new`]'s only target).
-pub type TargetIndex = usize;
+pub(crate) type TargetIndex = usize;
 
 /// One certificate and its domains for one target, already cut into batches by the planner.
 #[derive(Debug, Clone)]
@@ -103,7 +103,7 @@ pub struct Rate {
 
 impl Rate {
     /// `calls` per [`RATE_WINDOW`] (a second plus the guard).
-    pub fn per_second(calls: u32) -> Rate {
+    pub(crate) fn per_second(calls: u32) -> Rate {
         Rate {
             calls,
             per: RATE_WINDOW,
@@ -120,7 +120,7 @@ impl Rate {
 pub struct Limits {
     /// Domains per write call at the start (a size refusal lowers it for the executor's
     /// life; 1 for a per-domain call).
-    pub domains_per_call: usize,
+    pub(crate) domains_per_call: usize,
     /// Write calls (and their retries).
     pub writes: Rate,
     /// Read calls (read-back).
@@ -212,7 +212,7 @@ pub struct Options {
     pub max_attempts: u32,
     pub verify: bool,
     /// How long read-back polls one batch before calling it unverified.
-    pub verify_timeout: Duration,
+    pub(crate) verify_timeout: Duration,
     /// Backoff between retries of a write call.
     pub retry_backoff: Arc<Backoff>,
     /// Backoff between read-back polls.
@@ -320,13 +320,13 @@ pub enum Event<E> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetReport {
     pub name: &'static str,
-    pub product: &'static str,
+    pub(crate) product: &'static str,
     /// Domains per call the target started with ([`Limits::domains_per_call`]).
-    pub configured: usize,
+    pub(crate) configured: usize,
     /// Domains per call at the end of the run (lower after a size refusal).
-    pub batch_size: usize,
+    pub(crate) batch_size: usize,
     /// The target answered that it is gone; its work went to its fallback.
-    pub gone: bool,
+    pub(crate) gone: bool,
 }
 
 /// Result of one run.
@@ -347,26 +347,23 @@ pub struct Report<E> {
 }
 
 impl<E> Report<E> {
-    pub fn all_deployed(&self) -> bool {
-        self.outcomes.values().all(Outcome::is_deployed)
-    }
-
     /// The first target's domains per call at the end of the run.
-    pub fn batch_size(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn batch_size(&self) -> usize {
         self.targets.first().map_or(0, |t| t.batch_size)
     }
 
     /// The first target whose batch size a size refusal lowered: (configured, now).
-    pub fn lowered_batch(&self) -> Option<&TargetReport> {
+    pub(crate) fn lowered_batch(&self) -> Option<&TargetReport> {
         self.targets.iter().find(|t| t.batch_size < t.configured)
     }
 }
 
 /// A target as the executor is given it: the target and, optionally, the index of the
 /// target to send its work to when it answers that it is gone.
-pub struct TargetSpec<T> {
+pub(crate) struct TargetSpec<T> {
     pub target: Arc<T>,
-    pub fallback: Option<TargetIndex>,
+    pub(crate) fallback: Option<TargetIndex>,
 }
 
 /// One target with what the executor keeps for it across runs.
@@ -405,7 +402,7 @@ impl<T: Target> Executor<T> {
 
     /// An executor with several targets, each with its own limiters (jobs name theirs by
     /// index). A fallback index outside the list is ignored.
-    pub fn with_targets(targets: Vec<TargetSpec<T>>, options: Options) -> Executor<T> {
+    pub(crate) fn with_targets(targets: Vec<TargetSpec<T>>, options: Options) -> Executor<T> {
         let n = targets.len();
         let lanes = targets
             .into_iter()
@@ -436,16 +433,17 @@ impl<T: Target> Executor<T> {
     /// and their events are still emitted. A halted run's report leaves out the domains it
     /// never sent, and deployments whose read-back was cut short stay `Pending` in the state
     /// file (confirmed by read-back at the next start). Permanent for this executor.
-    pub fn halt(&self) {
+    pub(crate) fn halt(&self) {
         self.halt.send_replace(true);
     }
 
     /// The first target's current domains-per-call (lowered by size refusals, never
     /// raised).
-    pub fn batch_size(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn batch_size(&self) -> usize {
         self.lanes
             .first()
-            .map_or(0, |l| l.batch_size.load(Ordering::SeqCst))
+            .map_or(0, |l| l.batch_size.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     /// Target `i`, as given.

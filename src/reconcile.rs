@@ -368,7 +368,7 @@ pub(crate) struct Executed<E> {
     pub report: Report<E>,
     pub store: StateStore,
     /// State writes that failed (the in-memory state kept them; the next save retries).
-    pub state_errors: Vec<StateError>,
+    pub(crate) state_errors: Vec<StateError>,
     /// `Some` when the state file does not hold the pass's outcome at the end (its last
     /// save failed): the domains deployed by the pass that are missing from it.
     pub unrecorded: Option<Vec<String>>,
@@ -570,7 +570,7 @@ fn record_failures<E: Failure>(
 
 /// How a pass ended, for the caller's exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Every managed domain serves its best valid certificate, and that is recorded.
     Clean,
     /// A push failed for good, a read-back did not confirm, a managed domain has no valid
@@ -609,9 +609,9 @@ pub(crate) struct Summary {
     pub invalid: Vec<(String, String)>,
     /// `(domain, why)` of managed domains no valid lineage covers.
     pub uncovered: Vec<(String, String)>,
-    pub up_to_date: usize,
-    pub planned_calls: usize,
-    pub planned_domains: usize,
+    pub(crate) up_to_date: usize,
+    pub(crate) planned_calls: usize,
+    pub(crate) planned_domains: usize,
     /// Domains deployed by this pass, and how many of them read-back confirmed.
     pub deployed: usize,
     pub verified: usize,
@@ -621,10 +621,10 @@ pub(crate) struct Summary {
     pub write_calls: u64,
     pub read_calls: u64,
     /// The batch size at the end, when a size refusal lowered it.
-    pub lowered_batch: Option<usize>,
+    pub(crate) lowered_batch: Option<usize>,
     /// The credentials error that stopped the run.
     pub stopped: Option<String>,
-    pub state_errors: Vec<String>,
+    pub(crate) state_errors: Vec<String>,
     /// `Some` when the state file does not hold the pass's outcome: the domains deployed
     /// but not recorded.
     pub unrecorded: Option<Vec<String>>,

@@ -49,7 +49,7 @@ use crate::cert::Fingerprint;
 use crate::fsio::{self, AtomicWrite, FsError, Step};
 
 /// The format version this build reads and writes.
-pub const STATE_VERSION: u32 = 1;
+pub(crate) const STATE_VERSION: u32 = 1;
 /// The state file's name inside `[state] dir`.
 pub const STATE_FILE: &str = "state.json";
 /// The lock file's name inside `[state] dir`.
@@ -157,12 +157,12 @@ pub struct Deployment {
     #[serde(with = "time::serde::rfc3339")]
     pub not_after: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
-    pub deployed_at: OffsetDateTime,
+    pub(crate) deployed_at: OffsetDateTime,
     pub request_id: String,
     pub verification: Verification,
     /// When the read-back concluded (verified or failed).
     #[serde(default, with = "time::serde::rfc3339::option")]
-    pub checked_at: Option<OffsetDateTime>,
+    pub(crate) checked_at: Option<OffsetDateTime>,
 }
 
 /// Whether read-back (`DescribeDomainCertificateInfo`) confirmed a deployment.
@@ -190,7 +190,7 @@ pub struct LastError {
 
 /// A successful call, as [`StateStore::record_deployed`] records it.
 #[derive(Clone, Copy, Debug)]
-pub struct Push<'a> {
+pub(crate) struct Push<'a> {
     pub fingerprint: Fingerprint,
     pub cert_name: &'a str,
     pub not_after: OffsetDateTime,
@@ -201,7 +201,7 @@ pub struct Push<'a> {
 impl State {
     /// Per domain, the fingerprint the planner should consider deployed: verified
     /// deployments always; pending ones only when `verify` (read-back) is off; failed never.
-    pub fn deployed_fingerprints(&self, verify: bool) -> BTreeMap<String, Fingerprint> {
+    pub(crate) fn deployed_fingerprints(&self, verify: bool) -> BTreeMap<String, Fingerprint> {
         self.domains
             .iter()
             .filter_map(|(domain, s)| {
@@ -273,7 +273,7 @@ impl StateStore {
     }
 
     /// [`StateStore::open`], recording `role` and this process's PID in the lock file.
-    pub fn open_as(dir: &Path, role: Role) -> Result<StateStore, StateError> {
+    pub(crate) fn open_as(dir: &Path, role: Role) -> Result<StateStore, StateError> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -308,13 +308,15 @@ impl StateStore {
     }
 
     /// See [`State::deployed_fingerprints`].
-    pub fn deployed_fingerprints(&self, verify: bool) -> BTreeMap<String, Fingerprint> {
+    #[cfg(test)]
+    pub(crate) fn deployed_fingerprints(&self, verify: bool) -> BTreeMap<String, Fingerprint> {
         self.state.deployed_fingerprints(verify)
     }
 
     /// Records a successful call for `domains` (verification pending, last error cleared) and
     /// saves. On a save error the in-memory state keeps the record; the next save writes it.
-    pub fn record_deployed(
+    #[cfg(test)]
+    pub(crate) fn record_deployed(
         &mut self,
         domains: &[String],
         push: &Push<'_>,
@@ -325,7 +327,7 @@ impl StateStore {
 
     /// [`StateStore::record_deployed`] without the save: the caller must [`StateStore::save`]
     /// before it treats the record as kept (used to save a queue of events once).
-    pub fn note_deployed(&mut self, domains: &[String], push: &Push<'_>) {
+    pub(crate) fn note_deployed(&mut self, domains: &[String], push: &Push<'_>) {
         for domain in domains {
             let entry = self.state.domains.entry(domain.clone()).or_default();
             entry.deployed = Some(Deployment {
@@ -343,7 +345,7 @@ impl StateStore {
 
     /// Marks `domains` verified where their recorded deployment is `fingerprint` (others were
     /// superseded by a later push and are left alone), and saves.
-    pub fn record_verified(
+    pub(crate) fn record_verified(
         &mut self,
         domains: &[String],
         fingerprint: Fingerprint,
@@ -354,7 +356,7 @@ impl StateStore {
     }
 
     /// [`StateStore::record_verified`] without the save (see [`StateStore::note_deployed`]).
-    pub fn note_verified(
+    pub(crate) fn note_verified(
         &mut self,
         domains: &[String],
         fingerprint: Fingerprint,
@@ -370,7 +372,7 @@ impl StateStore {
 
     /// Marks `domains` as failed read-back of `fingerprint` (so the planner pushes them
     /// again), records `message` as their last error (kind `verify`), and saves.
-    pub fn record_verify_failed(
+    pub(crate) fn record_verify_failed(
         &mut self,
         domains: &[String],
         fingerprint: Fingerprint,
@@ -383,7 +385,7 @@ impl StateStore {
 
     /// [`StateStore::record_verify_failed`] without the save (see
     /// [`StateStore::note_deployed`]).
-    pub fn note_verify_failed(
+    pub(crate) fn note_verify_failed(
         &mut self,
         domains: &[String],
         fingerprint: Fingerprint,
@@ -395,7 +397,7 @@ impl StateStore {
     }
 
     /// Records an error for `domains` (their deployment, if any, is unchanged) and saves.
-    pub fn record_error(
+    pub(crate) fn record_error(
         &mut self,
         domains: &[String],
         kind: &str,
@@ -479,7 +481,7 @@ fn take_lock(dir: &Path) -> Result<File, StateError> {
 
 /// Who took the lock, as its file records it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// `certrotd run`: a daemon that takes SIGUSR1 as "run a pass now".
     Run,
     /// A one-shot command (`certrotd sync`): not to be signalled.
@@ -497,7 +499,7 @@ impl Role {
 
 /// The lock file's record of its holder (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LockRecord {
+pub(crate) struct LockRecord {
     pub pid: u32,
     pub role: Role,
 }
@@ -509,7 +511,7 @@ impl LockRecord {
     }
 
     /// Decodes a lock file's bytes; `None` for anything but one well-formed line.
-    pub fn parse(bytes: &[u8]) -> Option<LockRecord> {
+    pub(crate) fn parse(bytes: &[u8]) -> Option<LockRecord> {
         let text = std::str::from_utf8(bytes).ok()?.strip_suffix('\n')?;
         let (pid, role) = text.split_once(' ')?;
         let role = match role {
@@ -531,7 +533,7 @@ const MAX_LOCK_RECORD: u64 = 64;
 /// Reads the record of `dir`'s lock file without taking the lock. `None` when the file is
 /// missing, not a regular file, unreadable, longer than a record or not a record: the
 /// holder is then unknown.
-pub fn read_lock_record(dir: &Path) -> Option<LockRecord> {
+pub(crate) fn read_lock_record(dir: &Path) -> Option<LockRecord> {
     use std::io::Read as _;
     let file = OpenOptions::new()
         .read(true)

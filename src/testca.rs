@@ -121,7 +121,8 @@ impl TestCa {
     }
 
     /// The intermediate certificate (PEM), the same as [`Issued::chain_pem`].
-    pub fn intermediate_pem(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn intermediate_pem(&self) -> &str {
         &self.intermediate_pem
     }
 

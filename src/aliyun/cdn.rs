@@ -96,7 +96,7 @@ impl AliyunCdn {
     }
 
     /// The same API with other limits (the daemon spaces its write starts).
-    pub fn with_limits(self, limits: Limits) -> AliyunCdn {
+    pub(crate) fn with_limits(self, limits: Limits) -> AliyunCdn {
         AliyunCdn { limits, ..self }
     }
 

@@ -14,8 +14,10 @@ pub mod error;
 pub mod sign;
 
 pub use cdn::AliyunCdn;
-pub use client::{
-    BatchSetRequest, Client, ClientError, DomainsPage, ServedCert, UserDomain, UserDomainsRequest,
-};
-pub use credentials::{Credentials, CredentialsError, Environment, Secret};
-pub use error::{ApiError, Class};
+pub use client::{BatchSetRequest, Client};
+pub use client::ServedCert;
+pub use client::ClientError;
+pub use credentials::{Credentials, Secret};
+pub use credentials::CredentialsError;
+pub use error::Class;
+pub use error::ApiError;

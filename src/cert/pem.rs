@@ -24,7 +24,7 @@ pub(super) enum KeyEncoding {
 
 /// One private key block, decoded.
 pub(super) struct RawKey {
-    pub encoding: KeyEncoding,
+    pub(crate) encoding: KeyEncoding,
     pub der: Zeroizing<Vec<u8>>,
 }
 

@@ -52,7 +52,7 @@ pub(crate) mod text;
 mod labels;
 
 /// What a command returns: its exit code, or an error that aborted it (printed by `main`).
-pub type CmdResult = Result<Exit, Box<dyn std::error::Error + Send + Sync>>;
+pub(crate) type CmdResult = Result<Exit, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Log line format on stderr.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

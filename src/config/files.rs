@@ -16,7 +16,7 @@ pub(super) struct Named {
     /// `cdn.domains_file`: read.
     pub read: Vec<PathBuf>,
     /// `aliyun.access_key_secret_file`: inspected only (credentials reads it).
-    pub inspect: Vec<PathBuf>,
+    pub(crate) inspect: Vec<PathBuf>,
 }
 
 /// What a file that is only inspected is.

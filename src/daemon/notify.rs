@@ -187,16 +187,16 @@ fn one_line(s: &str) -> String {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct StatusCounts {
     /// Managed domains serving their best valid certificate.
-    pub up_to_date: usize,
+    pub(crate) up_to_date: usize,
     /// Managed domains waiting for a push (planned, in flight or retrying).
-    pub pending: usize,
+    pub(crate) pending: usize,
     /// Managed domains whose last push failed for good.
     pub failed: usize,
     /// Managed domains that no valid certificate covers.
     pub uncovered: usize,
     /// Time until the earliest notAfter among the deployed certificates (negative when one
     /// has already expired), `None` when nothing is deployed.
-    pub next_expiry: Option<time::Duration>,
+    pub(crate) next_expiry: Option<time::Duration>,
 }
 
 /// "37 domains up to date, 2 pending, next expiry in 41 days" (pure).

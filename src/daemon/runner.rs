@@ -150,12 +150,12 @@ pub(crate) fn signal_channel(mut signals: Signals) -> mpsc::Receiver<Signal> {
 pub(crate) struct Loop<W> {
     pub settings: LoopSettings,
     pub watches: W,
-    pub notices: mpsc::Receiver<Notice>,
-    pub signals: mpsc::Receiver<Signal>,
-    pub notifier: Notifier,
+    pub(crate) notices: mpsc::Receiver<Notice>,
+    pub(crate) signals: mpsc::Receiver<Signal>,
+    pub(crate) notifier: Notifier,
     /// The wall clock (certificate notBefore/notAfter); the system clock unless a test
     /// ties it to tokio's paused clock.
-    pub wall_clock: Box<dyn Fn() -> OffsetDateTime>,
+    pub(crate) wall_clock: Box<dyn Fn() -> OffsetDateTime>,
 }
 
 impl<W: Watches> Loop<W> {

@@ -70,7 +70,7 @@ impl Reason {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Wake {
     pub at: Instant,
-    pub reason: Reason,
+    pub(crate) reason: Reason,
 }
 
 /// The validity window of a certificate known to the last pass (valid or not yet valid).
@@ -212,7 +212,7 @@ impl Trigger {
 pub(crate) struct PassOutcome {
     /// Validity windows of every certificate the pass parsed, valid *or not yet valid or
     /// expired* (a not-yet-valid certificate must wake the daemon at its notBefore).
-    pub validity: Vec<Validity>,
+    pub(crate) validity: Vec<Validity>,
     /// Some lineage was held as torn (a renewal in progress): look again after a quiet period.
     pub torn: bool,
     /// The pass failed retryably (a push to retry later); `false` resets the backoff.

@@ -177,13 +177,13 @@ fn current_sysctl(name: &str) -> String {
 #[derive(Debug, Default)]
 pub(crate) struct Refresh {
     /// Roots watched for the first time.
-    pub armed: Vec<PathBuf>,
+    pub(crate) armed: Vec<PathBuf>,
     /// Roots watched again after being deleted, renamed away or replaced.
-    pub rearmed: Vec<PathBuf>,
+    pub(crate) rearmed: Vec<PathBuf>,
     /// Roots that do not exist: waited for (their nearest existing ancestor is watched).
     pub missing: Vec<PathBuf>,
     /// Folders outside the roots that symlinks point into, now watched (all of them).
-    pub link_targets: Vec<PathBuf>,
+    pub(crate) link_targets: Vec<PathBuf>,
     /// Problems met (also logged).
     pub errors: Vec<WatchError>,
 }

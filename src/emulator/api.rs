@@ -40,35 +40,35 @@ use super::{EmulatorConfig, Faults};
 use crate::aliyun::sign::{self, V3Authorization};
 use crate::cert::Fingerprint;
 
-pub const ACTION_SET: &str = "BatchSetCdnDomainServerCertificate";
-pub const ACTION_DESCRIBE_CERT: &str = "DescribeDomainCertificateInfo";
-pub const ACTION_USER_DOMAINS: &str = "DescribeUserDomains";
+pub(crate) const ACTION_SET: &str = "BatchSetCdnDomainServerCertificate";
+pub(crate) const ACTION_DESCRIBE_CERT: &str = "DescribeDomainCertificateInfo";
+pub(crate) const ACTION_USER_DOMAINS: &str = "DescribeUserDomains";
 /// The API version the emulator speaks.
-pub const VERSION: &str = "2018-05-10";
+pub(crate) const VERSION: &str = "2018-05-10";
 /// Timestamps further than this from the emulator's clock are refused.
-pub const TIMESTAMP_WINDOW: Duration = Duration::from_secs(15 * 60);
+pub(crate) const TIMESTAMP_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// The rate limit counts calls in any rolling window this long: one second less an allowance
 /// for the jitter between a client starting a call and the emulator reading it, so a client
 /// that keeps the rule exactly is not throttled for transit noise.
-pub const RATE_WINDOW: Duration = Duration::from_millis(950);
+pub(crate) const RATE_WINDOW: Duration = Duration::from_millis(950);
 const HOST_ID: &str = "cdn.aliyuncs.com";
 const MAX_CERT_NAME: usize = 128;
 const MAX_PAGE_SIZE: u64 = 500;
 /// Longest URL query accepted; Alibaba's gateway answers a longer URL (certificates sent as
 /// query parameters) with an HTML 414 page, and so does the emulator.
-pub const MAX_QUERY: usize = 8 * 1024;
+pub(crate) const MAX_QUERY: usize = 8 * 1024;
 
 /// One HTTP request, reduced to what the API looks at.
 pub(super) struct Incoming {
-    pub method: String,
+    pub(crate) method: String,
     /// The URL path (V3's canonical URI).
     pub path: String,
     /// The headers with a text value, names lower case, in arrival order.
-    pub headers: Vec<(String, String)>,
-    pub query: Option<String>,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) query: Option<String>,
     pub body: Bytes,
     /// The body was over the size limit (and is empty here).
-    pub too_large: bool,
+    pub(crate) too_large: bool,
 }
 
 /// What to send back.
@@ -342,6 +342,7 @@ impl State {
         self.log_json.dump(served)
     }
 
+    #[cfg(test)]
     pub(super) fn set_max_domains_per_call(&mut self, n: usize) {
         self.max_domains_per_call = n;
     }

@@ -33,7 +33,7 @@ pub struct Served {
     pub not_after: OffsetDateTime,
     /// When the emulator applied it (wall clock).
     #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
+    pub(crate) updated_at: OffsetDateTime,
     /// The `RequestId` of the call that set it (`console` for [`super::Emulator::set_served`]).
     pub request_id: String,
     /// The chain as uploaded (`SSLPub`). Left out of the state dump to keep it small.
@@ -69,7 +69,7 @@ pub struct LogEntry {
     #[serde(rename = "at_us", with = "micros")]
     pub at: Duration,
     /// HTTP method.
-    pub method: String,
+    pub(crate) method: String,
     /// `Action` (empty when missing).
     pub action: String,
     pub access_key_id: String,
@@ -130,7 +130,7 @@ pub struct Dump {
 
 impl Dump {
     /// The current format version.
-    pub const VERSION: u32 = 1;
+    pub(crate) const VERSION: u32 = 1;
 
     /// Reads a state dump written by a running (or stopped) emulator.
     pub fn read(path: &Path) -> Result<Dump, EmulatorError> {

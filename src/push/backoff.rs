@@ -21,7 +21,7 @@ pub struct Backoff {
 
 impl Backoff {
     /// 1 s base, 60 s cap, OS-seeded randomness.
-    pub fn standard() -> Backoff {
+    pub(crate) fn standard() -> Backoff {
         Backoff::new(
             Duration::from_secs(1),
             Duration::from_secs(60),
@@ -44,7 +44,7 @@ impl Backoff {
     }
 
     /// The ceiling `min(cap, base · 2^attempt)` that the jitter is drawn under.
-    pub fn ceiling(&self, attempt: u32) -> Duration {
+    pub(crate) fn ceiling(&self, attempt: u32) -> Duration {
         let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
         self.base.saturating_mul(factor).min(self.cap)
     }
@@ -71,7 +71,8 @@ impl Backoff {
         self.base
     }
 
-    pub fn cap(&self) -> Duration {
+    #[cfg(test)]
+    pub(crate) fn cap(&self) -> Duration {
         self.cap
     }
 }

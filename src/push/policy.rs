@@ -30,7 +30,7 @@ use super::{DOCUMENTED_BATCH_LIMIT, Handling};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Refusal<'a> {
     /// How the error says it should be handled.
-    pub handling: Handling<'a>,
+    pub(crate) handling: Handling<'a>,
     /// The call's domains, in order.
     pub domains: &'a [String],
     /// 0 for the first attempt of the call.
@@ -38,7 +38,7 @@ pub(crate) struct Refusal<'a> {
     /// Attempts allowed per call (at least 1).
     pub max_attempts: u32,
     /// The target has a fallback to switch to when it is gone.
-    pub has_fallback: bool,
+    pub(crate) has_fallback: bool,
 }
 
 /// What to do next with the refused call.

@@ -162,11 +162,4 @@ impl SourceError {
         SourceError::Invalid { files, reason }
     }
 
-    /// The validation reason, when the files were read and found invalid.
-    pub fn reason(&self) -> Option<&Invalid> {
-        match self {
-            SourceError::Invalid { reason, .. } => Some(reason),
-            _ => None,
-        }
-    }
 }
