@@ -36,11 +36,11 @@ const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Settings {
     /// The file the settings came from.
-    pub path: PathBuf,
-    pub aliyun: AliyunSettings,
-    pub watch: WatchSettings,
-    pub state: StateSettings,
-    pub cdn: CdnSettings,
+    pub(crate) path: PathBuf,
+    pub(crate) aliyun: AliyunSettings,
+    pub(crate) watch: WatchSettings,
+    pub(crate) state: StateSettings,
+    pub(crate) cdn: CdnSettings,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -64,27 +64,27 @@ pub struct AliyunSettings {
 
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct WatchSettings {
-    pub paths: Vec<PathBuf>,
-    pub debounce: Duration,
-    pub rescan: Duration,
+    pub(crate) paths: Vec<PathBuf>,
+    pub(crate) debounce: Duration,
+    pub(crate) rescan: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct StateSettings {
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct CdnSettings {
     /// Managed domains from `domains` and `domains_file`, lowercased, deduplicated, sorted.
-    pub domains: Vec<String>,
-    pub domains_file: Option<PathBuf>,
+    pub(crate) domains: Vec<String>,
+    pub(crate) domains_file: Option<PathBuf>,
 }
 
 /// A successfully loaded configuration and the warnings it deserves.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Loaded {
-    pub settings: Settings,
+    pub(crate) settings: Settings,
     /// Valid but unwise settings (e.g. a write rate above Alibaba's quota). The caller
     /// prints or logs them.
     pub(crate) warnings: Vec<Diagnostic>,
@@ -94,14 +94,14 @@ pub(crate) struct Loaded {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Diagnostic {
     /// The configuration file, or the `domains_file` for its entries.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// 1-based line and column (in characters); 0 when the location is unknown.
-    pub line: usize,
+    pub(crate) line: usize,
     pub(crate) col: usize,
     /// The dotted key (`aliyun.endpoint`), or `None` for syntax errors.
-    pub key: Option<String>,
+    pub(crate) key: Option<String>,
     /// What is wrong and what to do.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for Diagnostic {

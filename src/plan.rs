@@ -90,12 +90,12 @@ pub struct Plan {
 /// Per certificate: what a dry run shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct CertSummary {
-    pub lineage: usize,
-    pub cert_name: String,
+    pub(crate) lineage: usize,
+    pub(crate) cert_name: String,
     /// Sorted domains to push this certificate to.
-    pub domains: Vec<String>,
+    pub(crate) domains: Vec<String>,
     /// Calls needed for them.
-    pub calls: usize,
+    pub(crate) calls: usize,
 }
 
 /// Computes the plan. Pure and deterministic.

@@ -362,7 +362,7 @@ impl<E> Report<E> {
 /// A target as the executor is given it: the target and, optionally, the index of the
 /// target to send its work to when it answers that it is gone.
 pub(crate) struct TargetSpec<T> {
-    pub target: Arc<T>,
+    pub(crate) target: Arc<T>,
     pub(crate) fallback: Option<TargetIndex>,
 }
 
@@ -441,9 +441,9 @@ impl<T: Target> Executor<T> {
     /// raised).
     #[cfg(test)]
     pub(crate) fn batch_size(&self) -> usize {
-        self.lanes
-            .first()
-            .map_or(0, |l| l.batch_size.load(std::sync::atomic::Ordering::SeqCst))
+        self.lanes.first().map_or(0, |l| {
+            l.batch_size.load(std::sync::atomic::Ordering::SeqCst)
+        })
     }
 
     /// Target `i`, as given.

@@ -41,8 +41,8 @@ use crate::state::{self, Push, State, StateError, StateStore};
 /// A lineage whose certificate is valid at the pass's `now`.
 #[derive(Clone, Debug)]
 pub(crate) struct ValidLineage {
-    pub id: String,
-    pub cert: Arc<Certificate>,
+    pub(crate) id: String,
+    pub(crate) cert: Arc<Certificate>,
 }
 
 impl ValidLineage {
@@ -213,11 +213,11 @@ pub(crate) async fn read_back<T: Target>(
 /// What the planner needs to know about the world, besides the lineages.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PlanParams<'a> {
-    pub domains: &'a [String],
-    pub deployed: &'a BTreeMap<String, Fingerprint>,
-    pub now: OffsetDateTime,
-    pub batch: usize,
-    pub force: bool,
+    pub(crate) domains: &'a [String],
+    pub(crate) deployed: &'a BTreeMap<String, Fingerprint>,
+    pub(crate) now: OffsetDateTime,
+    pub(crate) batch: usize,
+    pub(crate) force: bool,
 }
 
 /// The planner's view of `valid` (indices match).
@@ -276,27 +276,27 @@ pub(crate) fn jobs(plan: &Plan, valid: &[ValidLineage]) -> Vec<Job> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Pass<'a> {
     /// The managed domains.
-    pub domains: &'a [String],
+    pub(crate) domains: &'a [String],
     /// Domains per call the planner cuts batches to.
-    pub batch: usize,
+    pub(crate) batch: usize,
     /// Read-back is on: only verified deployments count as up to date.
-    pub verify: bool,
+    pub(crate) verify: bool,
     /// Treat every covered domain as out of date.
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
 /// A pass's plan and the part of its summary known before pushing.
 pub(crate) struct Planned {
-    pub plan: Plan,
-    pub summary: Summary,
+    pub(crate) plan: Plan,
+    pub(crate) summary: Summary,
     /// The lineages the plan's batches index.
-    pub valid: Vec<ValidLineage>,
+    pub(crate) valid: Vec<ValidLineage>,
 }
 
 /// What a pushed pass hands back.
 pub(crate) struct Passed {
-    pub summary: Summary,
-    pub store: StateStore,
+    pub(crate) summary: Summary,
+    pub(crate) store: StateStore,
 }
 
 impl Pass<'_> {
@@ -365,13 +365,13 @@ impl Pass<'_> {
 
 /// What [`execute`] hands back.
 pub(crate) struct Executed<E> {
-    pub report: Report<E>,
-    pub store: StateStore,
+    pub(crate) report: Report<E>,
+    pub(crate) store: StateStore,
     /// State writes that failed (the in-memory state kept them; the next save retries).
     pub(crate) state_errors: Vec<StateError>,
     /// `Some` when the state file does not hold the pass's outcome at the end (its last
     /// save failed): the domains deployed by the pass that are missing from it.
-    pub unrecorded: Option<Vec<String>>,
+    pub(crate) unrecorded: Option<Vec<String>>,
 }
 
 /// Runs `jobs` through `executor`, recording each event in `store` as it arrives, then
@@ -606,33 +606,37 @@ pub(crate) fn not_covered(domain: &str, lineages: &[Lineage]) -> String {
 #[derive(Debug, Default)]
 pub(crate) struct Summary {
     /// `(lineage id, reason)` of lineages not valid now.
-    pub invalid: Vec<(String, String)>,
+    pub(crate) invalid: Vec<(String, String)>,
     /// `(domain, why)` of managed domains no valid lineage covers.
-    pub uncovered: Vec<(String, String)>,
+    pub(crate) uncovered: Vec<(String, String)>,
     pub(crate) up_to_date: usize,
     pub(crate) planned_calls: usize,
     pub(crate) planned_domains: usize,
     /// Domains deployed by this pass, and how many of them read-back confirmed.
-    pub deployed: usize,
-    pub verified: usize,
+    pub(crate) deployed: usize,
+    pub(crate) verified: usize,
     /// `(domain, reason)` of domains whose push failed for good, or whose read-back did not
     /// confirm the new certificate.
-    pub failed: Vec<(String, String)>,
-    pub write_calls: u64,
-    pub read_calls: u64,
+    pub(crate) failed: Vec<(String, String)>,
+    pub(crate) write_calls: u64,
+    pub(crate) read_calls: u64,
     /// The batch size at the end, when a size refusal lowered it.
     pub(crate) lowered_batch: Option<usize>,
     /// The credentials error that stopped the run.
-    pub stopped: Option<String>,
+    pub(crate) stopped: Option<String>,
     pub(crate) state_errors: Vec<String>,
     /// `Some` when the state file does not hold the pass's outcome: the domains deployed
     /// but not recorded.
-    pub unrecorded: Option<Vec<String>>,
+    pub(crate) unrecorded: Option<Vec<String>>,
 }
 
 impl Summary {
     /// The part of the summary known before pushing.
-    pub(crate) fn planned(lineages: &[Lineage], invalid: Vec<(String, String)>, plan: &Plan) -> Summary {
+    pub(crate) fn planned(
+        lineages: &[Lineage],
+        invalid: Vec<(String, String)>,
+        plan: &Plan,
+    ) -> Summary {
         Summary {
             invalid,
             uncovered: plan

@@ -191,11 +191,11 @@ pub struct LastError {
 /// A successful call, as [`StateStore::record_deployed`] records it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Push<'a> {
-    pub fingerprint: Fingerprint,
-    pub cert_name: &'a str,
-    pub not_after: OffsetDateTime,
-    pub request_id: &'a str,
-    pub at: OffsetDateTime,
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) cert_name: &'a str,
+    pub(crate) not_after: OffsetDateTime,
+    pub(crate) request_id: &'a str,
+    pub(crate) at: OffsetDateTime,
 }
 
 impl State {
@@ -500,8 +500,8 @@ impl Role {
 /// The lock file's record of its holder (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct LockRecord {
-    pub pid: u32,
-    pub role: Role,
+    pub(crate) pid: u32,
+    pub(crate) role: Role,
 }
 
 impl LockRecord {

@@ -126,7 +126,7 @@ impl BatchSetRequest<'_> {
 /// `DescribeDomainCertificateInfo` for one domain.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct DescribeCertRequest<'a> {
-    pub domain: &'a str,
+    pub(crate) domain: &'a str,
 }
 
 impl DescribeCertRequest<'_> {
@@ -193,9 +193,9 @@ impl ServedCert {
 /// One domain as `DescribeUserDomains` lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct UserDomain {
-    pub domain: String,
+    pub(crate) domain: String,
     /// `DomainStatus` (`online`, `offline`, `configuring`, …).
-    pub status: String,
+    pub(crate) status: String,
     /// `SslProtocol` (`on`, `off`).
     pub(crate) ssl_protocol: String,
 }
@@ -206,7 +206,7 @@ pub(crate) struct DomainsPage {
     pub(crate) page_number: u64,
     pub(crate) page_size: u64,
     pub(crate) total_count: u64,
-    pub domains: Vec<UserDomain>,
+    pub(crate) domains: Vec<UserDomain>,
 }
 
 /// A 2xx answer: status and body.

@@ -96,7 +96,10 @@ pub struct Credentials {
     security_token: Option<Secret>,
     #[cfg_attr(
         not(test),
-        expect(dead_code, reason = "shown by Debug; read by source_kind(), which only tests use")
+        expect(
+            dead_code,
+            reason = "shown by Debug; read by source_kind(), which only tests use"
+        )
     )]
     source: Source,
     description: String,
@@ -273,7 +276,10 @@ const CHAIN: [locate::Locate; 5] = [
 ];
 
 /// Walks the chain: the first source present wins; a present but broken source is an error.
-pub(crate) fn load(settings: &AliyunSettings, env: &Environment) -> Result<Credentials, CredentialsError> {
+pub(crate) fn load(
+    settings: &AliyunSettings,
+    env: &Environment,
+) -> Result<Credentials, CredentialsError> {
     let mut looked = Vec::with_capacity(CHAIN.len());
     for locate in CHAIN {
         match locate(settings, env)? {

@@ -158,14 +158,14 @@ fn classify_code(code: &str, status: Option<u16>, domains: usize) -> Option<Clas
 /// What the client knows about a response besides its body.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ResponseMeta {
-    pub status: u16,
+    pub(crate) status: u16,
     /// From `x-acs-retry-after` (milliseconds) or `Retry-After` (seconds).
     pub(crate) retry_after: Option<Duration>,
     /// The response's `Date` header.
     pub(crate) server_date: Option<OffsetDateTime>,
     /// `server_date` minus the local clock when the response arrived (positive: the local
     /// clock is behind).
-    pub clock_offset: Option<time::Duration>,
+    pub(crate) clock_offset: Option<time::Duration>,
 }
 
 /// An API refusal with a JSON error body. Every text field is redacted.
@@ -517,7 +517,10 @@ fn contains_word(hay: &str, needle: &str) -> bool {
 /// Parses the retry hint: `x-acs-retry-after` (milliseconds, Alibaba's SDK convention) wins
 /// over `Retry-After` (seconds). Zero, negative or unparsable hints are ignored; long ones
 /// are clamped to 10 minutes.
-pub(crate) fn parse_retry_after(x_acs: Option<&str>, retry_after: Option<&str>) -> Option<Duration> {
+pub(crate) fn parse_retry_after(
+    x_acs: Option<&str>,
+    retry_after: Option<&str>,
+) -> Option<Duration> {
     let ms = x_acs
         .and_then(|v| v.trim().parse::<u64>().ok())
         .filter(|&ms| ms > 0)

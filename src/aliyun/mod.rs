@@ -14,10 +14,10 @@ pub mod error;
 pub mod sign;
 
 pub use cdn::AliyunCdn;
-pub use client::{BatchSetRequest, Client};
-pub use client::ServedCert;
 pub use client::ClientError;
-pub use credentials::{Credentials, Secret};
+pub use client::ServedCert;
+pub use client::{BatchSetRequest, Client};
 pub use credentials::CredentialsError;
-pub use error::Class;
+pub use credentials::{Credentials, Secret};
 pub use error::ApiError;
+pub use error::Class;

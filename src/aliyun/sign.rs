@@ -186,8 +186,8 @@ pub(crate) const RPC_URI: &str = "/";
 #[cfg(test)]
 #[derive(Clone, Copy)]
 pub(crate) struct V3Key<'a> {
-    pub access_key_id: &'a str,
-    pub secret: &'a str,
+    pub(crate) access_key_id: &'a str,
+    pub(crate) secret: &'a str,
     /// Present for temporary (STS) credentials: sent, and signed, as `x-acs-security-token`.
     pub(crate) security_token: Option<&'a str>,
 }
@@ -211,18 +211,18 @@ pub(crate) struct V3Call<'a> {
     pub(crate) method: &'a str,
     /// The `Host` header as sent: the endpoint's authority (`cdn.aliyuncs.com`,
     /// `127.0.0.1:8080`).
-    pub host: &'a str,
+    pub(crate) host: &'a str,
     /// The URL's query parameters, decoded (any order).
     pub(crate) query: &'a [(String, String)],
     /// The form body exactly as sent (empty for none). A body is sent with
     /// `content-type: application/x-www-form-urlencoded`.
-    pub body: &'a [u8],
-    pub action: &'a str,
-    pub version: &'a str,
+    pub(crate) body: &'a [u8],
+    pub(crate) action: &'a str,
+    pub(crate) version: &'a str,
     /// `x-acs-date`; formatted in UTC to the second.
-    pub date: OffsetDateTime,
+    pub(crate) date: OffsetDateTime,
     /// `x-acs-signature-nonce`: unique per attempt.
-    pub nonce: &'a str,
+    pub(crate) nonce: &'a str,
 }
 
 #[cfg(test)]
@@ -247,7 +247,7 @@ impl std::fmt::Debug for V3Call<'_> {
 /// security token; `authorization` holds only a signature.
 #[cfg(test)]
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct V3Headers(pub Vec<(&'static str, String)>);
+pub(crate) struct V3Headers(pub(crate) Vec<(&'static str, String)>);
 
 #[cfg(test)]
 impl V3Headers {
@@ -337,11 +337,14 @@ pub(crate) fn canonical_query_v3(params: &[(String, String)]) -> Zeroizing<Strin
 
 /// A V3 canonical request and the `SignedHeaders` list it was made with.
 pub(crate) struct CanonicalRequestV3 {
-    pub request: Zeroizing<String>,
+    pub(crate) request: Zeroizing<String>,
     /// Lower-case header names, sorted, `;`-joined.
     #[cfg_attr(
         not(test),
-        expect(dead_code, reason = "read by sign_v3, which only tests use until calls are signed V3")
+        expect(
+            dead_code,
+            reason = "read by sign_v3, which only tests use until calls are signed V3"
+        )
     )]
     pub(crate) signed_headers: String,
 }
@@ -420,7 +423,11 @@ pub(crate) fn signature_v3(secret: &str, string_to_sign: &str) -> String {
 
 /// `ACS3-HMAC-SHA256 Credential=AK,SignedHeaders=…,Signature=…`.
 #[cfg(test)]
-pub(crate) fn authorization_v3(access_key_id: &str, signed_headers: &str, signature: &str) -> String {
+pub(crate) fn authorization_v3(
+    access_key_id: &str,
+    signed_headers: &str,
+    signature: &str,
+) -> String {
     format!(
         "{V3_ALGORITHM} Credential={access_key_id},SignedHeaders={signed_headers},Signature={signature}"
     )
@@ -429,10 +436,10 @@ pub(crate) fn authorization_v3(access_key_id: &str, signed_headers: &str, signat
 /// The parts of a V3 `Authorization` header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct V3Authorization<'a> {
-    pub access_key_id: &'a str,
+    pub(crate) access_key_id: &'a str,
     /// As sent: `;`-separated names.
     pub(crate) signed_headers: &'a str,
-    pub signature: &'a str,
+    pub(crate) signature: &'a str,
 }
 
 impl V3Authorization<'_> {

@@ -29,10 +29,10 @@ use std::fmt;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
+pub(crate) use cover::DomainSet;
 #[cfg(test)]
 pub(crate) use cover::best_for;
 pub use cover::{CoverIndex, covers};
-pub(crate) use cover::DomainSet;
 pub use invalid::Invalid;
 pub use invalid::Part;
 

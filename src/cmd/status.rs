@@ -67,7 +67,11 @@ pub(crate) struct Row<'a> {
 }
 
 /// Managed domains first-class, plus any domain the state file still knows.
-pub(crate) fn rows<'a>(managed: &'a [String], state: &'a State, now: OffsetDateTime) -> Vec<Row<'a>> {
+pub(crate) fn rows<'a>(
+    managed: &'a [String],
+    state: &'a State,
+    now: OffsetDateTime,
+) -> Vec<Row<'a>> {
     let managed_set: BTreeSet<&str> = managed.iter().map(String::as_str).collect();
     let all: BTreeSet<&str> = managed_set
         .iter()

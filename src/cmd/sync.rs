@@ -49,7 +49,10 @@ impl SyncError {
     /// A short label for logs and metrics.
     // Part of the label set (ARCHITECTURE.md) like every edge error's `kind()`, but nothing
     // reads it yet: `run` hands this error to main.rs, which prints it whole.
-    #[expect(dead_code, reason = "kept for the label set; the error reaches main.rs via anyhow")]
+    #[expect(
+        dead_code,
+        reason = "kept for the label set; the error reaches main.rs via anyhow"
+    )]
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             SyncError::Connect(e) => e.kind(),

@@ -14,7 +14,7 @@ use crate::fsio::{self, FsError};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct Named {
     /// `cdn.domains_file`: read.
-    pub read: Vec<PathBuf>,
+    pub(crate) read: Vec<PathBuf>,
     /// `aliyun.access_key_secret_file`: inspected only (credentials reads it).
     pub(crate) inspect: Vec<PathBuf>,
 }
@@ -22,9 +22,9 @@ pub(super) struct Named {
 /// What a file that is only inspected is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Facts {
-    pub regular: bool,
+    pub(crate) regular: bool,
     /// Permission bits (`0o7777`).
-    pub mode: u32,
+    pub(crate) mode: u32,
 }
 
 /// Everything the validation may know about the named files.

@@ -191,9 +191,9 @@ pub(crate) struct StatusCounts {
     /// Managed domains waiting for a push (planned, in flight or retrying).
     pub(crate) pending: usize,
     /// Managed domains whose last push failed for good.
-    pub failed: usize,
+    pub(crate) failed: usize,
     /// Managed domains that no valid certificate covers.
-    pub uncovered: usize,
+    pub(crate) uncovered: usize,
     /// Time until the earliest notAfter among the deployed certificates (negative when one
     /// has already expired), `None` when nothing is deployed.
     pub(crate) next_expiry: Option<time::Duration>,

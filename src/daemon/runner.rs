@@ -32,9 +32,9 @@ use crate::config::WatchSettings;
 /// The timing and paths the loop takes from the configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct LoopSettings {
-    pub paths: Vec<PathBuf>,
-    pub debounce: Duration,
-    pub rescan: Duration,
+    pub(crate) paths: Vec<PathBuf>,
+    pub(crate) debounce: Duration,
+    pub(crate) rescan: Duration,
 }
 
 impl From<&WatchSettings> for LoopSettings {
@@ -51,9 +51,9 @@ impl From<&WatchSettings> for LoopSettings {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct PassReport {
     /// For the scheduler: validity windows, torn lineages held, retryable failure.
-    pub outcome: PassOutcome,
+    pub(crate) outcome: PassOutcome,
     /// For the status line.
-    pub status: StatusCounts,
+    pub(crate) status: StatusCounts,
 }
 
 /// The work the loop schedules. Implemented by the reconcile pass.
@@ -148,8 +148,8 @@ pub(crate) fn signal_channel(mut signals: Signals) -> mpsc::Receiver<Signal> {
 
 /// Everything the loop needs besides the reconciler.
 pub(crate) struct Loop<W> {
-    pub settings: LoopSettings,
-    pub watches: W,
+    pub(crate) settings: LoopSettings,
+    pub(crate) watches: W,
     pub(crate) notices: mpsc::Receiver<Notice>,
     pub(crate) signals: mpsc::Receiver<Signal>,
     pub(crate) notifier: Notifier,

@@ -69,15 +69,15 @@ impl Reason {
 /// The next moment the main loop must wake up, and the reason it will then find due.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Wake {
-    pub at: Instant,
+    pub(crate) at: Instant,
     pub(crate) reason: Reason,
 }
 
 /// The validity window of a certificate known to the last pass (valid or not yet valid).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Validity {
-    pub not_before: OffsetDateTime,
-    pub not_after: OffsetDateTime,
+    pub(crate) not_before: OffsetDateTime,
+    pub(crate) not_after: OffsetDateTime,
 }
 
 /// Debounce of file events: due once `quiet` has passed without events, or `max_wait` after
@@ -214,9 +214,9 @@ pub(crate) struct PassOutcome {
     /// expired* (a not-yet-valid certificate must wake the daemon at its notBefore).
     pub(crate) validity: Vec<Validity>,
     /// Some lineage was held as torn (a renewal in progress): look again after a quiet period.
-    pub torn: bool,
+    pub(crate) torn: bool,
     /// The pass failed retryably (a push to retry later); `false` resets the backoff.
-    pub failed: bool,
+    pub(crate) failed: bool,
 }
 
 /// The main loop's timers in one value. See the module docs for the rules.

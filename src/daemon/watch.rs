@@ -181,11 +181,11 @@ pub(crate) struct Refresh {
     /// Roots watched again after being deleted, renamed away or replaced.
     pub(crate) rearmed: Vec<PathBuf>,
     /// Roots that do not exist: waited for (their nearest existing ancestor is watched).
-    pub missing: Vec<PathBuf>,
+    pub(crate) missing: Vec<PathBuf>,
     /// Folders outside the roots that symlinks point into, now watched (all of them).
     pub(crate) link_targets: Vec<PathBuf>,
     /// Problems met (also logged).
-    pub errors: Vec<WatchError>,
+    pub(crate) errors: Vec<WatchError>,
 }
 
 /// The device and inode of a folder: tells a re-created root from the one we watch.

@@ -62,11 +62,11 @@ pub(crate) const MAX_QUERY: usize = 8 * 1024;
 pub(super) struct Incoming {
     pub(crate) method: String,
     /// The URL path (V3's canonical URI).
-    pub path: String,
+    pub(crate) path: String,
     /// The headers with a text value, names lower case, in arrival order.
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) query: Option<String>,
-    pub body: Bytes,
+    pub(crate) body: Bytes,
     /// The body was over the size limit (and is empty here).
     pub(crate) too_large: bool,
 }

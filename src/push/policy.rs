@@ -32,11 +32,11 @@ pub(crate) struct Refusal<'a> {
     /// How the error says it should be handled.
     pub(crate) handling: Handling<'a>,
     /// The call's domains, in order.
-    pub domains: &'a [String],
+    pub(crate) domains: &'a [String],
     /// 0 for the first attempt of the call.
-    pub attempt: u32,
+    pub(crate) attempt: u32,
     /// Attempts allowed per call (at least 1).
-    pub max_attempts: u32,
+    pub(crate) max_attempts: u32,
     /// The target has a fallback to switch to when it is gone.
     pub(crate) has_fallback: bool,
 }

@@ -161,5 +161,4 @@ impl SourceError {
         };
         SourceError::Invalid { files, reason }
     }
-
 }

@@ -10,9 +10,9 @@ use super::Secret;
 
 /// One `[name]` section of an INI file.
 pub(super) struct IniSection {
-    pub name: String,
+    pub(crate) name: String,
     /// 1-based line of the header.
-    pub line: usize,
+    pub(crate) line: usize,
     entries: Vec<(String, Zeroizing<String>)>,
 }
 
