@@ -83,7 +83,7 @@ pub enum FileKind {
 
 impl FileKind {
     /// The kind of a non-regular file (`Other` for anything unexpected).
-    pub fn of(meta: &Metadata) -> FileKind {
+    pub(crate) fn of(meta: &Metadata) -> FileKind {
         let t = meta.file_type();
         if t.is_dir() {
             FileKind::Directory

@@ -67,7 +67,7 @@ pub struct PlanInput<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Batch {
     /// Index into [`PlanInput::lineages`]: the certificate to send.
-    pub lineage: usize,
+    pub(crate) lineage: usize,
     /// The `CertName` to send ([`cert_name`] of that certificate).
     pub cert_name: String,
     /// Sorted, 1..=batch domains.

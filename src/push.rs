@@ -98,7 +98,7 @@ pub struct Deploy<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
     pub calls: u32,
-    pub per: Duration,
+    pub(crate) per: Duration,
 }
 
 impl Rate {
@@ -122,12 +122,12 @@ pub struct Limits {
     /// life; 1 for a per-domain call).
     pub(crate) domains_per_call: usize,
     /// Write calls (and their retries).
-    pub writes: Rate,
+    pub(crate) writes: Rate,
     /// Read calls (read-back).
-    pub reads: Rate,
+    pub(crate) reads: Rate,
     /// Prepare calls, when the target has a prepare step on its own budget (`None`: not
     /// limited by the executor).
-    pub prepares: Option<Rate>,
+    pub(crate) prepares: Option<Rate>,
 }
 
 /// How the executor treats an error. The target's error type says which applies.
@@ -319,7 +319,7 @@ pub enum Event<E> {
 /// One target's figures at the end of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetReport {
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     pub(crate) product: &'static str,
     /// Domains per call the target started with ([`Limits::domains_per_call`]).
     pub(crate) configured: usize,

@@ -124,7 +124,7 @@ impl StateError {
 /// The whole file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
-    pub version: u32,
+    pub(crate) version: u32,
     #[serde(default)]
     pub domains: BTreeMap<String, DomainState>,
 }
@@ -185,7 +185,7 @@ pub struct LastError {
     /// The error's `kind()` label.
     pub kind: String,
     /// Redacted, human message.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// A successful call, as [`StateStore::record_deployed`] records it.
@@ -294,16 +294,13 @@ impl StateStore {
         })
     }
 
-    pub fn state(&self) -> &State {
+    pub(crate) fn state(&self) -> &State {
         &self.state
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The state file's path.
-    pub fn path(&self) -> &Path {
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -440,7 +437,7 @@ impl StateStore {
     }
 
     /// Writes the current state atomically.
-    pub fn save(&self) -> Result<(), StateError> {
+    pub(crate) fn save(&self) -> Result<(), StateError> {
         let write = |cause| StateError::Write {
             path: self.path.clone(),
             cause,

@@ -84,7 +84,7 @@ impl AliyunCdn {
 
     /// The credential chain (from the process environment) and the client for these
     /// settings, with [`batch_limits`].
-    pub fn connect(settings: &AliyunSettings) -> Result<AliyunCdn, ConnectError> {
+    pub(crate) fn connect(settings: &AliyunSettings) -> Result<AliyunCdn, ConnectError> {
         let creds = credentials::load(settings, &Environment::from_process())?;
         tracing::info!(source = creds.source(), "using Alibaba Cloud credentials");
         let client = Client::new(settings, creds)?;
@@ -98,10 +98,6 @@ impl AliyunCdn {
     /// The same API with other limits (the daemon spaces its write starts).
     pub(crate) fn with_limits(self, limits: Limits) -> AliyunCdn {
         AliyunCdn { limits, ..self }
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
     }
 }
 

@@ -104,7 +104,7 @@ pub struct BatchSetRequest<'a> {
 
 impl BatchSetRequest<'_> {
     /// The action's parameters (without `Action` and the common ones).
-    pub fn params(&self) -> Zeroizing<Vec<(String, String)>> {
+    pub(crate) fn params(&self) -> Zeroizing<Vec<(String, String)>> {
         let mut p = Zeroizing::new(Vec::with_capacity(9));
         p.push(("DomainName".to_string(), self.domains.join(",")));
         p.push(("SSLProtocol".to_string(), "on".to_string()));
@@ -273,10 +273,6 @@ impl Client {
     pub fn with_clock(mut self, clock: WallClock) -> Client {
         self.clock = clock;
         self
-    }
-
-    pub fn credentials(&self) -> &Credentials {
-        &self.credentials
     }
 
     /// The endpoint as configured (`scheme://host[:port]/`).

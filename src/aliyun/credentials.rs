@@ -125,7 +125,7 @@ impl Credentials {
     pub fn access_key_id(&self) -> &str {
         &self.access_key_id
     }
-    pub fn secret(&self) -> &Secret {
+    pub(crate) fn secret(&self) -> &Secret {
         &self.secret
     }
     pub(crate) fn security_token(&self) -> Option<&Secret> {
@@ -137,7 +137,7 @@ impl Credentials {
     }
     /// Where the key was found, for `certrotd check`, e.g.
     /// `environment (ALIBABA_CLOUD_ACCESS_KEY_ID=LTAI…xyz)`. Never the secret.
-    pub fn source(&self) -> &str {
+    pub(crate) fn source(&self) -> &str {
         &self.description
     }
 }

@@ -174,7 +174,7 @@ pub struct ApiFailure {
     pub action: &'static str,
     pub status: u16,
     pub code: Option<String>,
-    pub message: String,
+    pub(crate) message: String,
     pub request_id: Option<String>,
     pub host_id: Option<String>,
     pub(crate) recommend: Option<String>,
@@ -328,7 +328,7 @@ impl ApiError {
     }
 
     /// A request that got no answer (connection refused, reset, TLS failure, …).
-    pub fn transport(action: &'static str, endpoint: &str, detail: &str) -> ApiError {
+    pub(crate) fn transport(action: &'static str, endpoint: &str, detail: &str) -> ApiError {
         ApiError::Transport {
             action,
             endpoint: endpoint.to_string(),

@@ -119,7 +119,7 @@ pub(crate) fn string_to_sign(method: &str, params: &[(String, String)]) -> Zeroi
 }
 
 /// `base64(HMAC-SHA1(key = secret + "&", string_to_sign))`.
-pub fn signature(secret: &str, string_to_sign: &str) -> String {
+pub(crate) fn signature(secret: &str, string_to_sign: &str) -> String {
     let mut key_bytes = Zeroizing::new(Vec::with_capacity(secret.len() + 1));
     key_bytes.extend_from_slice(secret.as_bytes());
     key_bytes.push(b'&');

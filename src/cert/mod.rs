@@ -144,7 +144,7 @@ pub struct Certificate {
     pub names: Vec<String>,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
-    pub key_type: KeyType,
+    pub(crate) key_type: KeyType,
     /// Full chain, leaf first, LF line ends, no blank lines, nothing outside PEM blocks.
     pub chain_pem: String,
     /// The private key in upload form.
@@ -152,7 +152,12 @@ pub struct Certificate {
 }
 
 /// [`parse`] then [`check_time`].
-pub fn validate(chain: &[u8], key: &[u8], now: OffsetDateTime) -> Result<Certificate, Invalid> {
+#[cfg(test)]
+pub(crate) fn validate(
+    chain: &[u8],
+    key: &[u8],
+    now: OffsetDateTime,
+) -> Result<Certificate, Invalid> {
     let cert = parse(chain, key)?;
     check_time(&cert, now)?;
     Ok(cert)

@@ -74,7 +74,7 @@ pub struct LogEntry {
     pub action: String,
     pub access_key_id: String,
     pub signature_nonce: String,
-    pub timestamp: String,
+    pub(crate) timestamp: String,
     /// `DomainName` split at commas, trimmed and lowercased.
     pub domains: Vec<String>,
     /// Whether any parameter arrived in the URL query (certrotd sends none there).
@@ -121,7 +121,7 @@ mod micros {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dump {
     /// Format version (1).
-    pub version: u32,
+    pub(crate) version: u32,
     /// Per-domain served state (without the PEM text).
     pub served: BTreeMap<String, Served>,
     /// Every request so far, in arrival order.

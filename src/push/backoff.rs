@@ -51,7 +51,7 @@ impl Backoff {
 
     /// How long to wait before retry `attempt` (0-based). A server `hint` is a floor
     /// (bounded by the cap) on the jittered value.
-    pub fn delay(&self, attempt: u32, hint: Option<Duration>) -> Duration {
+    pub(crate) fn delay(&self, attempt: u32, hint: Option<Duration>) -> Duration {
         let ceiling = self.ceiling(attempt);
         let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
         let drawn = match self.rng.lock() {
@@ -67,7 +67,8 @@ impl Backoff {
         }
     }
 
-    pub fn base(&self) -> Duration {
+    #[cfg(test)]
+    pub(crate) fn base(&self) -> Duration {
         self.base
     }
 

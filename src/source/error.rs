@@ -153,7 +153,7 @@ impl SourceError {
     }
 
     /// A validation failure, prefixed with the file it concerns.
-    pub fn invalid(reason: Invalid, chain: &Path, key: &Path) -> SourceError {
+    pub(crate) fn invalid(reason: Invalid, chain: &Path, key: &Path) -> SourceError {
         let files = match reason.part() {
             Some(Part::Chain) => chain.display().to_string(),
             Some(Part::Key) => key.display().to_string(),

@@ -74,7 +74,7 @@ pub struct Lineage {
     /// found before any file was named, the folder.
     pub(crate) chain_path: PathBuf,
     pub(crate) key_path: PathBuf,
-    pub result: Result<Arc<Certificate>, SourceError>,
+    pub(crate) result: Result<Arc<Certificate>, SourceError>,
 }
 
 impl Lineage {
