@@ -96,8 +96,8 @@ pub struct Deploy<'a> {
 
 /// At most `calls` starts in any rolling `per`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    pub calls: u32,
+pub(crate) struct Rate {
+    pub(crate) calls: u32,
     pub(crate) per: Duration,
 }
 

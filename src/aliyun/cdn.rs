@@ -48,7 +48,7 @@ pub fn batch_limits(s: &AliyunSettings) -> Limits {
 
 /// Why [`AliyunCdn::connect`] could not build the target.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
     #[error(transparent)]
@@ -57,7 +57,7 @@ pub enum ConnectError {
 
 impl ConnectError {
     /// Kebab-case label for logs.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             ConnectError::Credentials(_) => "credentials",
             ConnectError::Client(_) => "client",

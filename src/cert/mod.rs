@@ -91,7 +91,7 @@ impl<'de> serde::Deserialize<'de> for Fingerprint {
 
 /// The algorithm and size of a private key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyType {
+pub(crate) enum KeyType {
     Rsa { bits: u32 },
     EcdsaP256,
     EcdsaP384,
