@@ -69,16 +69,16 @@ pub struct Batch {
     /// Index into [`PlanInput::lineages`]: the certificate to send.
     pub(crate) lineage: usize,
     /// The `CertName` to send ([`cert_name`] of that certificate).
-    pub cert_name: String,
+    pub(crate) cert_name: String,
     /// Sorted, 1..=batch domains.
-    pub domains: Vec<String>,
+    pub(crate) domains: Vec<String>,
 }
 
 /// The difference between desired and deployed state, as calls.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     /// The calls to make, ordered by (lineage id, first domain).
-    pub batches: Vec<Batch>,
+    pub(crate) batches: Vec<Batch>,
     /// Managed domains no lineage (valid at `now`) covers; sorted.
     pub uncovered: Vec<String>,
     /// Covered domains already serving their target certificate; sorted. Empty with `force`.
@@ -253,7 +253,7 @@ fn wrap_list(s: &mut String, indent: &str, items: &[String]) {
 /// readable part become `_`, and only the readable part is shortened, never the date or the
 /// fingerprint. The same certificate always gets the same name; different certificates
 /// differ in the fingerprint part.
-pub fn cert_name(names: &[String], not_after: OffsetDateTime, fp: &Fingerprint) -> String {
+pub(crate) fn cert_name(names: &[String], not_after: OffsetDateTime, fp: &Fingerprint) -> String {
     let utc = not_after.to_offset(time::UtcOffset::UTC);
     let date = format!(
         "{:04}{:02}{:02}",

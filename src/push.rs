@@ -87,9 +87,9 @@ pub struct Job {
 /// One write call as the executor asks for it.
 #[derive(Debug, Clone, Copy)]
 pub struct Deploy<'a> {
-    pub upload: &'a Upload,
+    pub(crate) upload: &'a Upload,
     /// At most the target's current batch size (never empty).
-    pub domains: &'a [String],
+    pub(crate) domains: &'a [String],
     /// What [`Target::prepare`] returned for this certificate (e.g. a CAS `CertId`).
     pub prepared: Option<&'a str>,
 }
@@ -209,8 +209,8 @@ pub trait Target: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Attempts per call for retryable errors (at least 1).
-    pub max_attempts: u32,
-    pub verify: bool,
+    pub(crate) max_attempts: u32,
+    pub(crate) verify: bool,
     /// How long read-back polls one batch before calling it unverified.
     pub(crate) verify_timeout: Duration,
     /// Backoff between retries of a write call.
@@ -341,7 +341,7 @@ pub struct Report<E> {
     /// Prepare calls started (retries included).
     pub prepare_calls: u64,
     /// Per target, in the executor's order.
-    pub targets: Vec<TargetReport>,
+    pub(crate) targets: Vec<TargetReport>,
     /// The credentials error that stopped the run, if one did.
     pub stopped: Option<Arc<E>>,
 }
@@ -444,11 +444,6 @@ impl<T: Target> Executor<T> {
         self.lanes.first().map_or(0, |l| {
             l.batch_size.load(std::sync::atomic::Ordering::SeqCst)
         })
-    }
-
-    /// Target `i`, as given.
-    pub fn target(&self, i: TargetIndex) -> Option<&Arc<T>> {
-        self.lanes.get(i).map(|l| &l.target)
     }
 
     /// Pushes every batch of every job concurrently (each target's write limiter gates the

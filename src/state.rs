@@ -109,7 +109,7 @@ pub enum StateError {
 
 impl StateError {
     /// Short label for logs, the status table and metrics.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             StateError::Locked { .. } => "state-locked",
             StateError::CreateDir { .. } | StateError::Lock { .. } => "state-dir",
@@ -155,7 +155,7 @@ pub struct Deployment {
     pub fingerprint: Fingerprint,
     pub cert_name: String,
     #[serde(with = "time::serde::rfc3339")]
-    pub not_after: OffsetDateTime,
+    pub(crate) not_after: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub(crate) deployed_at: OffsetDateTime,
     pub request_id: String,
@@ -181,9 +181,9 @@ pub enum Verification {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastError {
     #[serde(with = "time::serde::rfc3339")]
-    pub at: OffsetDateTime,
+    pub(crate) at: OffsetDateTime,
     /// The error's `kind()` label.
-    pub kind: String,
+    pub(crate) kind: String,
     /// Redacted, human message.
     pub(crate) message: String,
 }

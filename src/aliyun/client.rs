@@ -81,7 +81,14 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    pub fn kind(&self) -> &'static str {
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "part of the label set (ARCHITECTURE.md); only tests read it yet"
+        )
+    )]
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             ClientError::Endpoint { .. } => "endpoint",
             ClientError::InsecureEndpoint { .. } => "insecure-endpoint",
@@ -162,7 +169,7 @@ impl UserDomainsRequest {
 /// The certificate a CDN domain serves, as `DescribeDomainCertificateInfo` reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServedCert {
-    pub domain: String,
+    pub(crate) domain: String,
     pub cert_name: String,
     pub(crate) cert_type: String,
     /// `ServerCertificateStatus` (`on`).
@@ -273,11 +280,6 @@ impl Client {
     pub fn with_clock(mut self, clock: WallClock) -> Client {
         self.clock = clock;
         self
-    }
-
-    /// The endpoint as configured (`scheme://host[:port]/`).
-    pub fn endpoint(&self) -> String {
-        self.endpoint.to_string()
     }
 
     /// One `BatchSetCdnDomainServerCertificate` attempt; returns the `RequestId`.

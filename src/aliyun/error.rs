@@ -56,7 +56,7 @@ pub enum Class {
 
 impl Class {
     /// Whether the same call may be tried again (freshly signed).
-    pub fn is_retryable(self) -> bool {
+    pub(crate) fn is_retryable(self) -> bool {
         self == Class::Retryable
     }
 
@@ -171,20 +171,20 @@ pub(crate) struct ResponseMeta {
 /// An API refusal with a JSON error body. Every text field is redacted.
 #[derive(Clone, Debug)]
 pub struct ApiFailure {
-    pub action: &'static str,
-    pub status: u16,
-    pub code: Option<String>,
+    pub(crate) action: &'static str,
+    pub(crate) status: u16,
+    pub(crate) code: Option<String>,
     pub(crate) message: String,
-    pub request_id: Option<String>,
+    pub(crate) request_id: Option<String>,
     pub host_id: Option<String>,
     pub(crate) recommend: Option<String>,
     pub(crate) retry_after: Option<Duration>,
     pub server_date: Option<OffsetDateTime>,
-    pub clock_offset: Option<time::Duration>,
+    pub(crate) clock_offset: Option<time::Duration>,
     /// How many domains the call carried.
-    pub domains: usize,
+    pub(crate) domains: usize,
     /// The call's domain the message names (or the call's only domain).
-    pub domain: Option<String>,
+    pub(crate) domain: Option<String>,
 }
 
 impl ApiFailure {
@@ -195,7 +195,7 @@ impl ApiFailure {
             .is_some_and(|c| c.starts_with("Throttling"))
     }
 
-    pub fn class(&self) -> Class {
+    pub(crate) fn class(&self) -> Class {
         classify(self.code.as_deref(), Some(self.status), self.domains)
     }
 }
@@ -411,7 +411,8 @@ impl ApiError {
         }
     }
 
-    pub fn request_id(&self) -> Option<&str> {
+    #[cfg(test)]
+    pub(crate) fn request_id(&self) -> Option<&str> {
         match self {
             ApiError::Api(f) => f.request_id.as_deref(),
             _ => None,

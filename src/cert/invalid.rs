@@ -162,7 +162,7 @@ impl Invalid {
     }
 
     /// A short stable label for logs, the status table and metrics.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Invalid::Empty { .. } => "empty-file",
             Invalid::NotPem { .. } => "not-pem",

@@ -141,8 +141,8 @@ pub struct Certificate {
     /// SHA-256 of the leaf's DER.
     pub fingerprint: Fingerprint,
     /// DNS subjectAltNames of the leaf, lowercased, in certificate order.
-    pub names: Vec<String>,
-    pub not_before: OffsetDateTime,
+    pub(crate) names: Vec<String>,
+    pub(crate) not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
     pub(crate) key_type: KeyType,
     /// Full chain, leaf first, LF line ends, no blank lines, nothing outside PEM blocks.

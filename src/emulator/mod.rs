@@ -103,10 +103,10 @@ impl Faults {
 /// How to run an emulator.
 #[derive(Clone)]
 pub struct EmulatorConfig {
-    pub access_key_id: String,
+    pub(crate) access_key_id: String,
     pub access_key_secret: String,
     /// Known CDN domains (`.example.com` for a wildcard domain); case does not matter.
-    pub domains: Vec<String>,
+    pub(crate) domains: Vec<String>,
     /// Most domains one `BatchSetCdnDomainServerCertificate` may name (Alibaba: 10 or 50).
     pub max_domains_per_call: usize,
     /// Write calls admitted in any rolling second per AccessKeyId.
@@ -224,7 +224,7 @@ pub enum EmulatorError {
 
 impl EmulatorError {
     /// A short label for logs and tests.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             EmulatorError::Bind { .. } => "bind",
             EmulatorError::DomainsFile { .. } => "domains-file",

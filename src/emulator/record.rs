@@ -22,15 +22,15 @@ const MAX_DUMP_BYTES: u64 = 1024 * 1024 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Served {
     /// The `CertName` it was uploaded under.
-    pub cert_name: String,
+    pub(crate) cert_name: String,
     /// SHA-256 of the leaf certificate's DER.
     pub fingerprint: Fingerprint,
     /// DNS names of the leaf.
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
     #[serde(with = "time::serde::rfc3339")]
-    pub not_before: OffsetDateTime,
+    pub(crate) not_before: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
-    pub not_after: OffsetDateTime,
+    pub(crate) not_after: OffsetDateTime,
     /// When the emulator applied it (wall clock).
     #[serde(with = "time::serde::rfc3339")]
     pub(crate) updated_at: OffsetDateTime,
@@ -38,12 +38,12 @@ pub struct Served {
     pub request_id: String,
     /// The chain as uploaded (`SSLPub`). Left out of the state dump to keep it small.
     #[serde(skip_serializing, default)]
-    pub chain_pem: String,
+    pub(crate) chain_pem: String,
 }
 
 impl Served {
     /// The served state for `cert` uploaded under `cert_name` at `now`.
-    pub fn new(
+    pub(crate) fn new(
         cert: &Certificate,
         cert_name: &str,
         request_id: &str,
@@ -72,7 +72,7 @@ pub struct LogEntry {
     pub(crate) method: String,
     /// `Action` (empty when missing).
     pub action: String,
-    pub access_key_id: String,
+    pub(crate) access_key_id: String,
     pub signature_nonce: String,
     pub(crate) timestamp: String,
     /// `DomainName` split at commas, trimmed and lowercased.
@@ -87,7 +87,7 @@ pub struct LogEntry {
     pub injected: bool,
     pub request_id: String,
     /// `CertName` of a write call.
-    pub cert_name: Option<String>,
+    pub(crate) cert_name: Option<String>,
     /// Fingerprint of the first certificate in a write call's `SSLPub`, when it decodes.
     pub fingerprint: Option<Fingerprint>,
 }

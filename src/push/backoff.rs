@@ -30,7 +30,7 @@ impl Backoff {
     }
 
     /// Any base and cap (cap is raised to base if smaller) with the given generator.
-    pub fn new(base: Duration, cap: Duration, rng: StdRng) -> Backoff {
+    pub(crate) fn new(base: Duration, cap: Duration, rng: StdRng) -> Backoff {
         Backoff {
             base,
             cap: cap.max(base),

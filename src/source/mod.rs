@@ -68,7 +68,7 @@ impl fmt::Display for Layout {
 pub struct Lineage {
     /// Display path: the lineage folder (lego: `certificates/<name>`). Stable across
     /// scans; used in messages and to break ties between equally good certificates.
-    pub id: String,
+    pub(crate) id: String,
     pub(crate) layout: Layout,
     /// The chain file as named in the lineage (before resolving links); for a problem
     /// found before any file was named, the folder.
@@ -103,7 +103,7 @@ impl Lineage {
 pub struct ScanStats {
     pub(crate) scans: u64,
     /// Lineages returned (problems included).
-    pub lineages: u64,
+    pub(crate) lineages: u64,
     /// Lineages whose files were unchanged, answered from the cache.
     pub cache_hits: u64,
     /// Calls of `cert::parse`.
