@@ -23,7 +23,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use domain::normalize_domain;
 pub(crate) use files::Files;
 
 use crate::fsio::{self, FsError};
@@ -35,13 +34,13 @@ pub const DEFAULT_PATH: &str = "/etc/certrotd/certrotd.toml";
 const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The file the settings came from.
-    pub path: PathBuf,
-    pub aliyun: AliyunSettings,
-    pub watch: WatchSettings,
-    pub state: StateSettings,
-    pub cdn: CdnSettings,
+    pub(crate) path: PathBuf,
+    pub(crate) aliyun: AliyunSettings,
+    pub(crate) watch: WatchSettings,
+    pub(crate) state: StateSettings,
+    pub(crate) cdn: CdnSettings,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -64,45 +63,45 @@ pub struct AliyunSettings {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct WatchSettings {
-    pub paths: Vec<PathBuf>,
-    pub debounce: Duration,
-    pub rescan: Duration,
+pub(crate) struct WatchSettings {
+    pub(crate) paths: Vec<PathBuf>,
+    pub(crate) debounce: Duration,
+    pub(crate) rescan: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct StateSettings {
-    pub dir: PathBuf,
+pub(crate) struct StateSettings {
+    pub(crate) dir: PathBuf,
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct CdnSettings {
+pub(crate) struct CdnSettings {
     /// Managed domains from `domains` and `domains_file`, lowercased, deduplicated, sorted.
-    pub domains: Vec<String>,
-    pub domains_file: Option<PathBuf>,
+    pub(crate) domains: Vec<String>,
+    pub(crate) domains_file: Option<PathBuf>,
 }
 
 /// A successfully loaded configuration and the warnings it deserves.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Loaded {
-    pub settings: Settings,
+pub(crate) struct Loaded {
+    pub(crate) settings: Settings,
     /// Valid but unwise settings (e.g. a write rate above Alibaba's quota). The caller
     /// prints or logs them.
-    pub warnings: Vec<Diagnostic>,
+    pub(crate) warnings: Vec<Diagnostic>,
 }
 
 /// One problem or warning, located in a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Diagnostic {
+pub(crate) struct Diagnostic {
     /// The configuration file, or the `domains_file` for its entries.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// 1-based line and column (in characters); 0 when the location is unknown.
-    pub line: usize,
-    pub col: usize,
+    pub(crate) line: usize,
+    pub(crate) col: usize,
     /// The dotted key (`aliyun.endpoint`), or `None` for syntax errors.
-    pub key: Option<String>,
+    pub(crate) key: Option<String>,
     /// What is wrong and what to do.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for Diagnostic {
@@ -117,7 +116,7 @@ impl fmt::Display for Diagnostic {
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     /// The file is missing or cannot be read (not a regular file, too large, …).
     #[error(
         "cannot read the configuration file {}: {}; {} or name another with -c/--config or \
@@ -137,7 +136,7 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// Short label for logs and metrics.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             ConfigError::Unreadable { .. } => "config-unreadable",
             ConfigError::Invalid { .. } => "config-invalid",
@@ -145,7 +144,7 @@ impl ConfigError {
     }
 
     /// Every problem (one for an unreadable file).
-    pub fn problems(&self) -> Vec<String> {
+    pub(crate) fn problems(&self) -> Vec<String> {
         match self {
             ConfigError::Unreadable { .. } => vec![self.to_string()],
             ConfigError::Invalid { problems, .. } => {
@@ -183,7 +182,7 @@ fn render_problems(path: &Path, problems: &[Diagnostic]) -> String {
 }
 
 /// Reads, parses and validates the configuration file at `path`.
-pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+pub(crate) fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let bytes = fsio::read(path, MAX_FILE_BYTES).map_err(|error| ConfigError::Unreadable {
         path: path.to_path_buf(),
         error,
@@ -217,7 +216,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 /// Parses and validates configuration `text` as if read from `file`; relative paths are
 /// resolved against `base`. The I/O step first reads `domains_file` and inspects
 /// `access_key_secret_file` (`files::gather`); then [`validate`] decides, purely.
-pub fn parse(file: &Path, text: &str, base: &Path) -> Result<Loaded, ConfigError> {
+pub(crate) fn parse(file: &Path, text: &str, base: &Path) -> Result<Loaded, ConfigError> {
     let files = files::gather(&walk::named_files(text, base), MAX_FILE_BYTES);
     validate(file, text, base, &files)
 }

@@ -26,9 +26,9 @@ use crate::cert::{self, Candidate, Fingerprint};
 
 /// Hex characters of the fingerprint in a [`cert_name`] (64 bits: two different
 /// certificates with the same readable part collide with probability 2⁻⁶⁴).
-pub const NAME_FINGERPRINT_HEX: usize = 16;
+pub(crate) const NAME_FINGERPRINT_HEX: usize = 16;
 /// Alibaba's limit on `CertName`.
-pub const CERT_NAME_MAX: usize = 128;
+pub(crate) const CERT_NAME_MAX: usize = 128;
 // The fingerprint part must be long enough to tell certificates apart (≥ 12 hex) and fit.
 const _: () = assert!(NAME_FINGERPRINT_HEX >= 12 && NAME_FINGERPRINT_HEX <= 64);
 
@@ -67,35 +67,35 @@ pub struct PlanInput<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Batch {
     /// Index into [`PlanInput::lineages`]: the certificate to send.
-    pub lineage: usize,
+    pub(crate) lineage: usize,
     /// The `CertName` to send ([`cert_name`] of that certificate).
-    pub cert_name: String,
+    pub(crate) cert_name: String,
     /// Sorted, 1..=batch domains.
-    pub domains: Vec<String>,
+    pub(crate) domains: Vec<String>,
 }
 
 /// The difference between desired and deployed state, as calls.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     /// The calls to make, ordered by (lineage id, first domain).
-    pub batches: Vec<Batch>,
+    pub(crate) batches: Vec<Batch>,
     /// Managed domains no lineage (valid at `now`) covers; sorted.
     pub uncovered: Vec<String>,
     /// Covered domains already serving their target certificate; sorted. Empty with `force`.
-    pub up_to_date: Vec<String>,
+    pub(crate) up_to_date: Vec<String>,
     /// Every covered domain → index of its target lineage (also the up-to-date ones).
     pub targets: BTreeMap<String, usize>,
 }
 
 /// Per certificate: what a dry run shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CertSummary {
-    pub lineage: usize,
-    pub cert_name: String,
+pub(crate) struct CertSummary {
+    pub(crate) lineage: usize,
+    pub(crate) cert_name: String,
     /// Sorted domains to push this certificate to.
-    pub domains: Vec<String>,
+    pub(crate) domains: Vec<String>,
     /// Calls needed for them.
-    pub calls: usize,
+    pub(crate) calls: usize,
 }
 
 /// Computes the plan. Pure and deterministic.
@@ -167,12 +167,12 @@ impl Plan {
     }
 
     /// Number of domains to push.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.batches.iter().map(|b| b.domains.len()).sum()
     }
 
     /// The batches grouped per certificate, in batch order.
-    pub fn by_certificate(&self) -> Vec<CertSummary> {
+    pub(crate) fn by_certificate(&self) -> Vec<CertSummary> {
         let mut out: Vec<CertSummary> = Vec::new();
         for b in &self.batches {
             match out.last_mut() {
@@ -194,7 +194,7 @@ impl Plan {
     /// A person-readable description of the plan (for `sync --dry-run`): per certificate
     /// its lineage, name, domains and the calls it needs, then the uncovered and up-to-date
     /// domains. `lineages` must be the slice the plan was made from.
-    pub fn describe(&self, lineages: &[PlanLineage<'_>]) -> String {
+    pub(crate) fn describe(&self, lineages: &[PlanLineage<'_>]) -> String {
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -253,7 +253,7 @@ fn wrap_list(s: &mut String, indent: &str, items: &[String]) {
 /// readable part become `_`, and only the readable part is shortened, never the date or the
 /// fingerprint. The same certificate always gets the same name; different certificates
 /// differ in the fingerprint part.
-pub fn cert_name(names: &[String], not_after: OffsetDateTime, fp: &Fingerprint) -> String {
+pub(crate) fn cert_name(names: &[String], not_after: OffsetDateTime, fp: &Fingerprint) -> String {
     let utc = not_after.to_offset(time::UtcOffset::UTC);
     let date = format!(
         "{:04}{:02}{:02}",

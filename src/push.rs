@@ -30,15 +30,15 @@
 //! call of a run goes alone (a canary), so a wrong secret costs exactly one call; a prepared
 //! reference is emitted ([`Event::Prepared`]) before any call that uses it.
 
-pub mod backoff;
+pub(crate) mod backoff;
 mod exec;
 pub mod limiter;
-pub mod policy;
+pub(crate) mod policy;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -47,15 +47,15 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::cert::{Fingerprint, PrivateKey};
 
 pub use backoff::Backoff;
-pub use limiter::RateLimiter;
+pub(crate) use limiter::RateLimiter;
 
 /// Alibaba's documented limit of domains per BatchSet call; a size refusal above it that
 /// names no limit retries at exactly this size before halving.
-pub const DOCUMENTED_BATCH_LIMIT: usize = 10;
+pub(crate) const DOCUMENTED_BATCH_LIMIT: usize = 10;
 
 /// The rolling window a "per second" rate is held over: one second plus a small guard so
 /// that arrival jitter at the server never puts N+1 calls in one second.
-pub const RATE_WINDOW: Duration = Duration::from_millis(1050);
+pub(crate) const RATE_WINDOW: Duration = Duration::from_millis(1050);
 
 /// One certificate as it is uploaded: shared by every batch that deploys it.
 #[derive(Debug)]
@@ -74,7 +74,7 @@ pub struct Upload {
 
 /// Which of the executor's targets: an index into the list given to
 /// [`Executor::with_targets`] (0 for [`Executor::new`]'s only target).
-pub type TargetIndex = usize;
+pub(crate) type TargetIndex = usize;
 
 /// One certificate and its domains for one target, already cut into batches by the planner.
 #[derive(Debug, Clone)]
@@ -87,23 +87,23 @@ pub struct Job {
 /// One write call as the executor asks for it.
 #[derive(Debug, Clone, Copy)]
 pub struct Deploy<'a> {
-    pub upload: &'a Upload,
+    pub(crate) upload: &'a Upload,
     /// At most the target's current batch size (never empty).
-    pub domains: &'a [String],
+    pub(crate) domains: &'a [String],
     /// What [`Target::prepare`] returned for this certificate (e.g. a CAS `CertId`).
     pub prepared: Option<&'a str>,
 }
 
 /// At most `calls` starts in any rolling `per`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    pub calls: u32,
-    pub per: Duration,
+pub(crate) struct Rate {
+    pub(crate) calls: u32,
+    pub(crate) per: Duration,
 }
 
 impl Rate {
     /// `calls` per [`RATE_WINDOW`] (a second plus the guard).
-    pub fn per_second(calls: u32) -> Rate {
+    pub(crate) fn per_second(calls: u32) -> Rate {
         Rate {
             calls,
             per: RATE_WINDOW,
@@ -120,14 +120,14 @@ impl Rate {
 pub struct Limits {
     /// Domains per write call at the start (a size refusal lowers it for the executor's
     /// life; 1 for a per-domain call).
-    pub domains_per_call: usize,
+    pub(crate) domains_per_call: usize,
     /// Write calls (and their retries).
-    pub writes: Rate,
+    pub(crate) writes: Rate,
     /// Read calls (read-back).
-    pub reads: Rate,
+    pub(crate) reads: Rate,
     /// Prepare calls, when the target has a prepare step on its own budget (`None`: not
     /// limited by the executor).
-    pub prepares: Option<Rate>,
+    pub(crate) prepares: Option<Rate>,
 }
 
 /// How the executor treats an error. The target's error type says which applies.
@@ -209,10 +209,10 @@ pub trait Target: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Attempts per call for retryable errors (at least 1).
-    pub max_attempts: u32,
-    pub verify: bool,
+    pub(crate) max_attempts: u32,
+    pub(crate) verify: bool,
     /// How long read-back polls one batch before calling it unverified.
-    pub verify_timeout: Duration,
+    pub(crate) verify_timeout: Duration,
     /// Backoff between retries of a write call.
     pub retry_backoff: Arc<Backoff>,
     /// Backoff between read-back polls.
@@ -319,14 +319,14 @@ pub enum Event<E> {
 /// One target's figures at the end of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetReport {
-    pub name: &'static str,
-    pub product: &'static str,
+    pub(crate) name: &'static str,
+    pub(crate) product: &'static str,
     /// Domains per call the target started with ([`Limits::domains_per_call`]).
-    pub configured: usize,
+    pub(crate) configured: usize,
     /// Domains per call at the end of the run (lower after a size refusal).
-    pub batch_size: usize,
+    pub(crate) batch_size: usize,
     /// The target answered that it is gone; its work went to its fallback.
-    pub gone: bool,
+    pub(crate) gone: bool,
 }
 
 /// Result of one run.
@@ -341,32 +341,29 @@ pub struct Report<E> {
     /// Prepare calls started (retries included).
     pub prepare_calls: u64,
     /// Per target, in the executor's order.
-    pub targets: Vec<TargetReport>,
+    pub(crate) targets: Vec<TargetReport>,
     /// The credentials error that stopped the run, if one did.
     pub stopped: Option<Arc<E>>,
 }
 
 impl<E> Report<E> {
-    pub fn all_deployed(&self) -> bool {
-        self.outcomes.values().all(Outcome::is_deployed)
-    }
-
     /// The first target's domains per call at the end of the run.
-    pub fn batch_size(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn batch_size(&self) -> usize {
         self.targets.first().map_or(0, |t| t.batch_size)
     }
 
     /// The first target whose batch size a size refusal lowered: (configured, now).
-    pub fn lowered_batch(&self) -> Option<&TargetReport> {
+    pub(crate) fn lowered_batch(&self) -> Option<&TargetReport> {
         self.targets.iter().find(|t| t.batch_size < t.configured)
     }
 }
 
 /// A target as the executor is given it: the target and, optionally, the index of the
 /// target to send its work to when it answers that it is gone.
-pub struct TargetSpec<T> {
-    pub target: Arc<T>,
-    pub fallback: Option<TargetIndex>,
+pub(crate) struct TargetSpec<T> {
+    pub(crate) target: Arc<T>,
+    pub(crate) fallback: Option<TargetIndex>,
 }
 
 /// One target with what the executor keeps for it across runs.
@@ -405,7 +402,7 @@ impl<T: Target> Executor<T> {
 
     /// An executor with several targets, each with its own limiters (jobs name theirs by
     /// index). A fallback index outside the list is ignored.
-    pub fn with_targets(targets: Vec<TargetSpec<T>>, options: Options) -> Executor<T> {
+    pub(crate) fn with_targets(targets: Vec<TargetSpec<T>>, options: Options) -> Executor<T> {
         let n = targets.len();
         let lanes = targets
             .into_iter()
@@ -436,21 +433,17 @@ impl<T: Target> Executor<T> {
     /// and their events are still emitted. A halted run's report leaves out the domains it
     /// never sent, and deployments whose read-back was cut short stay `Pending` in the state
     /// file (confirmed by read-back at the next start). Permanent for this executor.
-    pub fn halt(&self) {
+    pub(crate) fn halt(&self) {
         self.halt.send_replace(true);
     }
 
     /// The first target's current domains-per-call (lowered by size refusals, never
     /// raised).
-    pub fn batch_size(&self) -> usize {
-        self.lanes
-            .first()
-            .map_or(0, |l| l.batch_size.load(Ordering::SeqCst))
-    }
-
-    /// Target `i`, as given.
-    pub fn target(&self, i: TargetIndex) -> Option<&Arc<T>> {
-        self.lanes.get(i).map(|l| &l.target)
+    #[cfg(test)]
+    pub(crate) fn batch_size(&self) -> usize {
+        self.lanes.first().map_or(0, |l| {
+            l.batch_size.load(std::sync::atomic::Ordering::SeqCst)
+        })
     }
 
     /// Pushes every batch of every job concurrently (each target's write limiter gates the

@@ -40,13 +40,13 @@ use crate::state::{self, Push, State, StateError, StateStore};
 
 /// A lineage whose certificate is valid at the pass's `now`.
 #[derive(Clone, Debug)]
-pub struct ValidLineage {
-    pub id: String,
-    pub cert: Arc<Certificate>,
+pub(crate) struct ValidLineage {
+    pub(crate) id: String,
+    pub(crate) cert: Arc<Certificate>,
 }
 
 impl ValidLineage {
-    pub fn new(id: &str, cert: &Arc<Certificate>) -> ValidLineage {
+    pub(crate) fn new(id: &str, cert: &Arc<Certificate>) -> ValidLineage {
         ValidLineage {
             id: id.to_string(),
             cert: Arc::clone(cert),
@@ -55,14 +55,14 @@ impl ValidLineage {
 }
 
 /// One scanned lineage: valid at `now`, or `(id, reason)`.
-pub fn check(l: &Lineage, now: OffsetDateTime) -> Result<ValidLineage, (String, String)> {
+pub(crate) fn check(l: &Lineage, now: OffsetDateTime) -> Result<ValidLineage, (String, String)> {
     l.valid_at(now)
         .map(|cert| ValidLineage::new(&l.id, cert))
         .map_err(|e| (l.id.clone(), e.to_string()))
 }
 
 /// Splits scanned lineages into the valid ones and `(id, reason)` for the others.
-pub fn split(
+pub(crate) fn split(
     lineages: &[Lineage],
     now: OffsetDateTime,
 ) -> (Vec<ValidLineage>, Vec<(String, String)>) {
@@ -80,7 +80,7 @@ pub fn split(
 /// Sorts scanned lineages into the valid ones and `(id, reason)` for the others. `sync`
 /// uses [`NoHolds`]; the daemon holds torn lineages (a renewal in progress) on their last
 /// valid certificate.
-pub trait Holds {
+pub(crate) trait Holds {
     fn sort(
         &mut self,
         lineages: &[Lineage],
@@ -90,7 +90,7 @@ pub trait Holds {
 
 /// Holds nothing: [`split`].
 #[derive(Clone, Copy, Debug, Default)]
-pub struct NoHolds;
+pub(crate) struct NoHolds;
 
 impl Holds for NoHolds {
     fn sort(
@@ -108,7 +108,7 @@ impl Holds for NoHolds {
 /// so the planner pushes them again; a read error leaves them pending (and so out of date
 /// for a planner with read-back on). Stops early when `stop()` says so. Returns the number
 /// of calls probed.
-pub async fn confirm_pending<T: Target>(
+pub(crate) async fn confirm_pending<T: Target>(
     target: &T,
     store: &mut StateStore,
     domains: &[String],
@@ -161,7 +161,7 @@ fn pending_calls(
 
 /// What a [`read_back`] saw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReadBack {
+pub(crate) enum ReadBack {
     /// The domain serves the expected certificate.
     Served,
     /// It serves another certificate, or none: recorded as a failed read-back.
@@ -173,7 +173,7 @@ pub enum ReadBack {
 /// Reads `probe` back; records `domains` verified when it serves `fingerprint`, failed
 /// read-back when it serves something else; logs and leaves them when the read fails.
 /// `why` names the check in logs and in the recorded error.
-pub async fn read_back<T: Target>(
+pub(crate) async fn read_back<T: Target>(
     target: &T,
     store: &mut StateStore,
     probe: &str,
@@ -212,16 +212,16 @@ pub async fn read_back<T: Target>(
 
 /// What the planner needs to know about the world, besides the lineages.
 #[derive(Clone, Copy, Debug)]
-pub struct PlanParams<'a> {
-    pub domains: &'a [String],
-    pub deployed: &'a BTreeMap<String, Fingerprint>,
-    pub now: OffsetDateTime,
-    pub batch: usize,
-    pub force: bool,
+pub(crate) struct PlanParams<'a> {
+    pub(crate) domains: &'a [String],
+    pub(crate) deployed: &'a BTreeMap<String, Fingerprint>,
+    pub(crate) now: OffsetDateTime,
+    pub(crate) batch: usize,
+    pub(crate) force: bool,
 }
 
 /// The planner's view of `valid` (indices match).
-pub fn plan_lineages(valid: &[ValidLineage]) -> Vec<PlanLineage<'_>> {
+pub(crate) fn plan_lineages(valid: &[ValidLineage]) -> Vec<PlanLineage<'_>> {
     valid
         .iter()
         .map(|v| PlanLineage {
@@ -235,7 +235,7 @@ pub fn plan_lineages(valid: &[ValidLineage]) -> Vec<PlanLineage<'_>> {
 }
 
 /// Plans the pass (pure).
-pub fn make_plan(valid: &[ValidLineage], p: &PlanParams<'_>) -> Plan {
+pub(crate) fn make_plan(valid: &[ValidLineage], p: &PlanParams<'_>) -> Plan {
     let lineages = plan_lineages(valid);
     plan::plan(&PlanInput {
         domains: p.domains,
@@ -249,7 +249,7 @@ pub fn make_plan(valid: &[ValidLineage], p: &PlanParams<'_>) -> Plan {
 
 /// One executor job per target certificate, holding that certificate's batches (all for
 /// the executor's first target: one product today).
-pub fn jobs(plan: &Plan, valid: &[ValidLineage]) -> Vec<Job> {
+pub(crate) fn jobs(plan: &Plan, valid: &[ValidLineage]) -> Vec<Job> {
     let mut by_lineage: BTreeMap<usize, Job> = BTreeMap::new();
     for batch in &plan.batches {
         // Batch::lineage indexes `valid` (the slice the plan was made from).
@@ -274,35 +274,35 @@ pub fn jobs(plan: &Plan, valid: &[ValidLineage]) -> Vec<Job> {
 
 /// What a pass is asked to do (plain values from the caller's configuration).
 #[derive(Clone, Copy, Debug)]
-pub struct Pass<'a> {
+pub(crate) struct Pass<'a> {
     /// The managed domains.
-    pub domains: &'a [String],
+    pub(crate) domains: &'a [String],
     /// Domains per call the planner cuts batches to.
-    pub batch: usize,
+    pub(crate) batch: usize,
     /// Read-back is on: only verified deployments count as up to date.
-    pub verify: bool,
+    pub(crate) verify: bool,
     /// Treat every covered domain as out of date.
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
 /// A pass's plan and the part of its summary known before pushing.
-pub struct Planned {
-    pub plan: Plan,
-    pub summary: Summary,
+pub(crate) struct Planned {
+    pub(crate) plan: Plan,
+    pub(crate) summary: Summary,
     /// The lineages the plan's batches index.
-    pub valid: Vec<ValidLineage>,
+    pub(crate) valid: Vec<ValidLineage>,
 }
 
 /// What a pushed pass hands back.
-pub struct Passed {
-    pub summary: Summary,
-    pub store: StateStore,
+pub(crate) struct Passed {
+    pub(crate) summary: Summary,
+    pub(crate) store: StateStore,
 }
 
 impl Pass<'_> {
     /// Sorts the scanned `lineages` with `holds` and plans against the recorded `state` at
     /// `now` (pure but for what `holds` keeps).
-    pub fn plan(
+    pub(crate) fn plan(
         &self,
         lineages: &[Lineage],
         holds: &mut dyn Holds,
@@ -331,7 +331,7 @@ impl Pass<'_> {
     /// summary. `progress` is called with the number of domains deployed so far after each
     /// successful call; when `halt` resolves, the executor is halted (the call in flight
     /// finishes, nothing more starts).
-    pub async fn push<T: Target>(
+    pub(crate) async fn push<T: Target>(
         &self,
         planned: Planned,
         executor: &Executor<T>,
@@ -364,21 +364,21 @@ impl Pass<'_> {
 }
 
 /// What [`execute`] hands back.
-pub struct Executed<E> {
-    pub report: Report<E>,
-    pub store: StateStore,
+pub(crate) struct Executed<E> {
+    pub(crate) report: Report<E>,
+    pub(crate) store: StateStore,
     /// State writes that failed (the in-memory state kept them; the next save retries).
-    pub state_errors: Vec<StateError>,
+    pub(crate) state_errors: Vec<StateError>,
     /// `Some` when the state file does not hold the pass's outcome at the end (its last
     /// save failed): the domains deployed by the pass that are missing from it.
-    pub unrecorded: Option<Vec<String>>,
+    pub(crate) unrecorded: Option<Vec<String>>,
 }
 
 /// Runs `jobs` through `executor`, recording each event in `store` as it arrives, then
 /// records the final error of every domain that was not deployed, and saves once more if
 /// the last save failed. `progress` is called with the number of domains deployed so far
 /// after each successful call; `halt` halts the executor when it resolves.
-pub async fn execute<T: Target>(
+pub(crate) async fn execute<T: Target>(
     executor: &Executor<T>,
     jobs: Vec<Job>,
     store: StateStore,
@@ -570,7 +570,7 @@ fn record_failures<E: Failure>(
 
 /// How a pass ended, for the caller's exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Every managed domain serves its best valid certificate, and that is recorded.
     Clean,
     /// A push failed for good, a read-back did not confirm, a managed domain has no valid
@@ -582,7 +582,7 @@ pub enum Verdict {
 }
 
 /// "no valid certificate", naming parsed but time-invalid lineages that would cover it.
-pub fn not_covered(domain: &str, lineages: &[Lineage]) -> String {
+pub(crate) fn not_covered(domain: &str, lineages: &[Lineage]) -> String {
     let near: Vec<&str> = lineages
         .iter()
         .filter(|l| {
@@ -604,35 +604,39 @@ pub fn not_covered(domain: &str, lineages: &[Lineage]) -> String {
 
 /// Everything a pass found and did, for the report and the exit code.
 #[derive(Debug, Default)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// `(lineage id, reason)` of lineages not valid now.
-    pub invalid: Vec<(String, String)>,
+    pub(crate) invalid: Vec<(String, String)>,
     /// `(domain, why)` of managed domains no valid lineage covers.
-    pub uncovered: Vec<(String, String)>,
-    pub up_to_date: usize,
-    pub planned_calls: usize,
-    pub planned_domains: usize,
+    pub(crate) uncovered: Vec<(String, String)>,
+    pub(crate) up_to_date: usize,
+    pub(crate) planned_calls: usize,
+    pub(crate) planned_domains: usize,
     /// Domains deployed by this pass, and how many of them read-back confirmed.
-    pub deployed: usize,
-    pub verified: usize,
+    pub(crate) deployed: usize,
+    pub(crate) verified: usize,
     /// `(domain, reason)` of domains whose push failed for good, or whose read-back did not
     /// confirm the new certificate.
-    pub failed: Vec<(String, String)>,
-    pub write_calls: u64,
-    pub read_calls: u64,
+    pub(crate) failed: Vec<(String, String)>,
+    pub(crate) write_calls: u64,
+    pub(crate) read_calls: u64,
     /// The batch size at the end, when a size refusal lowered it.
-    pub lowered_batch: Option<usize>,
+    pub(crate) lowered_batch: Option<usize>,
     /// The credentials error that stopped the run.
-    pub stopped: Option<String>,
-    pub state_errors: Vec<String>,
+    pub(crate) stopped: Option<String>,
+    pub(crate) state_errors: Vec<String>,
     /// `Some` when the state file does not hold the pass's outcome: the domains deployed
     /// but not recorded.
-    pub unrecorded: Option<Vec<String>>,
+    pub(crate) unrecorded: Option<Vec<String>>,
 }
 
 impl Summary {
     /// The part of the summary known before pushing.
-    pub fn planned(lineages: &[Lineage], invalid: Vec<(String, String)>, plan: &Plan) -> Summary {
+    pub(crate) fn planned(
+        lineages: &[Lineage],
+        invalid: Vec<(String, String)>,
+        plan: &Plan,
+    ) -> Summary {
         Summary {
             invalid,
             uncovered: plan
@@ -648,7 +652,7 @@ impl Summary {
     }
 
     /// Adds what the executor reported.
-    pub fn add_report<E: Failure>(&mut self, report: &Report<E>) {
+    pub(crate) fn add_report<E: Failure>(&mut self, report: &Report<E>) {
         for (domain, outcome) in &report.outcomes {
             match outcome {
                 Outcome::Deployed { verification, .. } => {
@@ -674,7 +678,7 @@ impl Summary {
     }
 
     /// See [`Verdict`]; an unrecorded outcome wins over problems.
-    pub fn verdict(&self) -> Verdict {
+    pub(crate) fn verdict(&self) -> Verdict {
         let clean = self.uncovered.is_empty() && self.failed.is_empty() && self.stopped.is_none();
         if self.unrecorded.is_some() {
             Verdict::Unrecorded
@@ -686,7 +690,7 @@ impl Summary {
     }
 
     /// The human report of the pass.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         for (id, reason) in &self.invalid {
             let _ = writeln!(out, "invalid lineage {id}: {reason}");

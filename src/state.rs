@@ -49,7 +49,7 @@ use crate::cert::Fingerprint;
 use crate::fsio::{self, AtomicWrite, FsError, Step};
 
 /// The format version this build reads and writes.
-pub const STATE_VERSION: u32 = 1;
+pub(crate) const STATE_VERSION: u32 = 1;
 /// The state file's name inside `[state] dir`.
 pub const STATE_FILE: &str = "state.json";
 /// The lock file's name inside `[state] dir`.
@@ -109,7 +109,7 @@ pub enum StateError {
 
 impl StateError {
     /// Short label for logs, the status table and metrics.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             StateError::Locked { .. } => "state-locked",
             StateError::CreateDir { .. } | StateError::Lock { .. } => "state-dir",
@@ -124,7 +124,7 @@ impl StateError {
 /// The whole file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
-    pub version: u32,
+    pub(crate) version: u32,
     #[serde(default)]
     pub domains: BTreeMap<String, DomainState>,
 }
@@ -155,14 +155,14 @@ pub struct Deployment {
     pub fingerprint: Fingerprint,
     pub cert_name: String,
     #[serde(with = "time::serde::rfc3339")]
-    pub not_after: OffsetDateTime,
+    pub(crate) not_after: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
-    pub deployed_at: OffsetDateTime,
+    pub(crate) deployed_at: OffsetDateTime,
     pub request_id: String,
     pub verification: Verification,
     /// When the read-back concluded (verified or failed).
     #[serde(default, with = "time::serde::rfc3339::option")]
-    pub checked_at: Option<OffsetDateTime>,
+    pub(crate) checked_at: Option<OffsetDateTime>,
 }
 
 /// Whether read-back (`DescribeDomainCertificateInfo`) confirmed a deployment.
@@ -181,27 +181,27 @@ pub enum Verification {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastError {
     #[serde(with = "time::serde::rfc3339")]
-    pub at: OffsetDateTime,
+    pub(crate) at: OffsetDateTime,
     /// The error's `kind()` label.
-    pub kind: String,
+    pub(crate) kind: String,
     /// Redacted, human message.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// A successful call, as [`StateStore::record_deployed`] records it.
 #[derive(Clone, Copy, Debug)]
-pub struct Push<'a> {
-    pub fingerprint: Fingerprint,
-    pub cert_name: &'a str,
-    pub not_after: OffsetDateTime,
-    pub request_id: &'a str,
-    pub at: OffsetDateTime,
+pub(crate) struct Push<'a> {
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) cert_name: &'a str,
+    pub(crate) not_after: OffsetDateTime,
+    pub(crate) request_id: &'a str,
+    pub(crate) at: OffsetDateTime,
 }
 
 impl State {
     /// Per domain, the fingerprint the planner should consider deployed: verified
     /// deployments always; pending ones only when `verify` (read-back) is off; failed never.
-    pub fn deployed_fingerprints(&self, verify: bool) -> BTreeMap<String, Fingerprint> {
+    pub(crate) fn deployed_fingerprints(&self, verify: bool) -> BTreeMap<String, Fingerprint> {
         self.domains
             .iter()
             .filter_map(|(domain, s)| {
@@ -273,7 +273,7 @@ impl StateStore {
     }
 
     /// [`StateStore::open`], recording `role` and this process's PID in the lock file.
-    pub fn open_as(dir: &Path, role: Role) -> Result<StateStore, StateError> {
+    pub(crate) fn open_as(dir: &Path, role: Role) -> Result<StateStore, StateError> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -294,27 +294,26 @@ impl StateStore {
         })
     }
 
-    pub fn state(&self) -> &State {
+    pub(crate) fn state(&self) -> &State {
         &self.state
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The state file's path.
-    pub fn path(&self) -> &Path {
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// See [`State::deployed_fingerprints`].
-    pub fn deployed_fingerprints(&self, verify: bool) -> BTreeMap<String, Fingerprint> {
+    #[cfg(test)]
+    pub(crate) fn deployed_fingerprints(&self, verify: bool) -> BTreeMap<String, Fingerprint> {
         self.state.deployed_fingerprints(verify)
     }
 
     /// Records a successful call for `domains` (verification pending, last error cleared) and
     /// saves. On a save error the in-memory state keeps the record; the next save writes it.
-    pub fn record_deployed(
+    #[cfg(test)]
+    pub(crate) fn record_deployed(
         &mut self,
         domains: &[String],
         push: &Push<'_>,
@@ -325,7 +324,7 @@ impl StateStore {
 
     /// [`StateStore::record_deployed`] without the save: the caller must [`StateStore::save`]
     /// before it treats the record as kept (used to save a queue of events once).
-    pub fn note_deployed(&mut self, domains: &[String], push: &Push<'_>) {
+    pub(crate) fn note_deployed(&mut self, domains: &[String], push: &Push<'_>) {
         for domain in domains {
             let entry = self.state.domains.entry(domain.clone()).or_default();
             entry.deployed = Some(Deployment {
@@ -343,7 +342,7 @@ impl StateStore {
 
     /// Marks `domains` verified where their recorded deployment is `fingerprint` (others were
     /// superseded by a later push and are left alone), and saves.
-    pub fn record_verified(
+    pub(crate) fn record_verified(
         &mut self,
         domains: &[String],
         fingerprint: Fingerprint,
@@ -354,7 +353,7 @@ impl StateStore {
     }
 
     /// [`StateStore::record_verified`] without the save (see [`StateStore::note_deployed`]).
-    pub fn note_verified(
+    pub(crate) fn note_verified(
         &mut self,
         domains: &[String],
         fingerprint: Fingerprint,
@@ -370,7 +369,7 @@ impl StateStore {
 
     /// Marks `domains` as failed read-back of `fingerprint` (so the planner pushes them
     /// again), records `message` as their last error (kind `verify`), and saves.
-    pub fn record_verify_failed(
+    pub(crate) fn record_verify_failed(
         &mut self,
         domains: &[String],
         fingerprint: Fingerprint,
@@ -383,7 +382,7 @@ impl StateStore {
 
     /// [`StateStore::record_verify_failed`] without the save (see
     /// [`StateStore::note_deployed`]).
-    pub fn note_verify_failed(
+    pub(crate) fn note_verify_failed(
         &mut self,
         domains: &[String],
         fingerprint: Fingerprint,
@@ -395,7 +394,7 @@ impl StateStore {
     }
 
     /// Records an error for `domains` (their deployment, if any, is unchanged) and saves.
-    pub fn record_error(
+    pub(crate) fn record_error(
         &mut self,
         domains: &[String],
         kind: &str,
@@ -438,7 +437,7 @@ impl StateStore {
     }
 
     /// Writes the current state atomically.
-    pub fn save(&self) -> Result<(), StateError> {
+    pub(crate) fn save(&self) -> Result<(), StateError> {
         let write = |cause| StateError::Write {
             path: self.path.clone(),
             cause,
@@ -479,7 +478,7 @@ fn take_lock(dir: &Path) -> Result<File, StateError> {
 
 /// Who took the lock, as its file records it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// `certrotd run`: a daemon that takes SIGUSR1 as "run a pass now".
     Run,
     /// A one-shot command (`certrotd sync`): not to be signalled.
@@ -497,9 +496,9 @@ impl Role {
 
 /// The lock file's record of its holder (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LockRecord {
-    pub pid: u32,
-    pub role: Role,
+pub(crate) struct LockRecord {
+    pub(crate) pid: u32,
+    pub(crate) role: Role,
 }
 
 impl LockRecord {
@@ -509,7 +508,7 @@ impl LockRecord {
     }
 
     /// Decodes a lock file's bytes; `None` for anything but one well-formed line.
-    pub fn parse(bytes: &[u8]) -> Option<LockRecord> {
+    pub(crate) fn parse(bytes: &[u8]) -> Option<LockRecord> {
         let text = std::str::from_utf8(bytes).ok()?.strip_suffix('\n')?;
         let (pid, role) = text.split_once(' ')?;
         let role = match role {
@@ -531,7 +530,7 @@ const MAX_LOCK_RECORD: u64 = 64;
 /// Reads the record of `dir`'s lock file without taking the lock. `None` when the file is
 /// missing, not a regular file, unreadable, longer than a record or not a record: the
 /// holder is then unknown.
-pub fn read_lock_record(dir: &Path) -> Option<LockRecord> {
+pub(crate) fn read_lock_record(dir: &Path) -> Option<LockRecord> {
     use std::io::Read as _;
     let file = OpenOptions::new()
         .read(true)

@@ -29,10 +29,10 @@ pub struct TestCa {
 /// What to issue: DNS names (in order; may be empty), validity and key algorithm.
 #[derive(Clone, Debug)]
 pub struct Leaf {
-    pub names: Vec<String>,
-    pub not_before: OffsetDateTime,
-    pub not_after: OffsetDateTime,
-    pub key: LeafKey,
+    pub(crate) names: Vec<String>,
+    pub(crate) not_before: OffsetDateTime,
+    pub(crate) not_after: OffsetDateTime,
+    pub(crate) key: LeafKey,
 }
 
 /// The leaf's key: generated fresh, or an existing RSA key.
@@ -121,7 +121,8 @@ impl TestCa {
     }
 
     /// The intermediate certificate (PEM), the same as [`Issued::chain_pem`].
-    pub fn intermediate_pem(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn intermediate_pem(&self) -> &str {
         &self.intermediate_pem
     }
 

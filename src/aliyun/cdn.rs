@@ -48,7 +48,7 @@ pub fn batch_limits(s: &AliyunSettings) -> Limits {
 
 /// Why [`AliyunCdn::connect`] could not build the target.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
     #[error(transparent)]
@@ -57,7 +57,7 @@ pub enum ConnectError {
 
 impl ConnectError {
     /// Kebab-case label for logs.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             ConnectError::Credentials(_) => "credentials",
             ConnectError::Client(_) => "client",
@@ -84,7 +84,7 @@ impl AliyunCdn {
 
     /// The credential chain (from the process environment) and the client for these
     /// settings, with [`batch_limits`].
-    pub fn connect(settings: &AliyunSettings) -> Result<AliyunCdn, ConnectError> {
+    pub(crate) fn connect(settings: &AliyunSettings) -> Result<AliyunCdn, ConnectError> {
         let creds = credentials::load(settings, &Environment::from_process())?;
         tracing::info!(source = creds.source(), "using Alibaba Cloud credentials");
         let client = Client::new(settings, creds)?;
@@ -96,12 +96,8 @@ impl AliyunCdn {
     }
 
     /// The same API with other limits (the daemon spaces its write starts).
-    pub fn with_limits(self, limits: Limits) -> AliyunCdn {
+    pub(crate) fn with_limits(self, limits: Limits) -> AliyunCdn {
         AliyunCdn { limits, ..self }
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
     }
 }
 

@@ -25,7 +25,7 @@ use crate::untrusted;
 
 /// Alibaba's documented maximum of domains per `BatchSetCdnDomainServerCertificate` call.
 /// A 400 `InvalidParameter*` refusal of a larger call is taken as a size refusal.
-pub const DOCUMENTED_MAX_DOMAINS_PER_CALL: usize = 10;
+pub(crate) const DOCUMENTED_MAX_DOMAINS_PER_CALL: usize = 10;
 
 /// Longest API message kept (characters), after redaction.
 const MAX_MESSAGE_CHARS: usize = 400;
@@ -56,12 +56,12 @@ pub enum Class {
 
 impl Class {
     /// Whether the same call may be tried again (freshly signed).
-    pub fn is_retryable(self) -> bool {
+    pub(crate) fn is_retryable(self) -> bool {
         self == Class::Retryable
     }
 
     /// What to do, for a person reading the error.
-    pub fn advice(self) -> &'static str {
+    pub(crate) fn advice(self) -> &'static str {
         match self {
             Class::Retryable => "this is temporary; certrotd retries it with backoff",
             Class::Clock => {
@@ -93,7 +93,7 @@ impl Class {
 /// Classifies by `Code` first, HTTP status second. `domains` is how many domains the call
 /// carried (0 for calls that carry none); it decides whether a 400 `InvalidParameter*` is a
 /// size refusal. `code` and `status` both `None` means the request never got an answer.
-pub fn classify(code: Option<&str>, status: Option<u16>, domains: usize) -> Class {
+pub(crate) fn classify(code: Option<&str>, status: Option<u16>, domains: usize) -> Class {
     if let Some(class) = code.and_then(|c| classify_code(c, status, domains)) {
         return class;
     }
@@ -157,45 +157,45 @@ fn classify_code(code: &str, status: Option<u16>, domains: usize) -> Option<Clas
 
 /// What the client knows about a response besides its body.
 #[derive(Clone, Debug, Default)]
-pub struct ResponseMeta {
-    pub status: u16,
+pub(crate) struct ResponseMeta {
+    pub(crate) status: u16,
     /// From `x-acs-retry-after` (milliseconds) or `Retry-After` (seconds).
-    pub retry_after: Option<Duration>,
+    pub(crate) retry_after: Option<Duration>,
     /// The response's `Date` header.
-    pub server_date: Option<OffsetDateTime>,
+    pub(crate) server_date: Option<OffsetDateTime>,
     /// `server_date` minus the local clock when the response arrived (positive: the local
     /// clock is behind).
-    pub clock_offset: Option<time::Duration>,
+    pub(crate) clock_offset: Option<time::Duration>,
 }
 
 /// An API refusal with a JSON error body. Every text field is redacted.
 #[derive(Clone, Debug)]
 pub struct ApiFailure {
-    pub action: &'static str,
-    pub status: u16,
-    pub code: Option<String>,
-    pub message: String,
-    pub request_id: Option<String>,
+    pub(crate) action: &'static str,
+    pub(crate) status: u16,
+    pub(crate) code: Option<String>,
+    pub(crate) message: String,
+    pub(crate) request_id: Option<String>,
     pub host_id: Option<String>,
-    pub recommend: Option<String>,
-    pub retry_after: Option<Duration>,
+    pub(crate) recommend: Option<String>,
+    pub(crate) retry_after: Option<Duration>,
     pub server_date: Option<OffsetDateTime>,
-    pub clock_offset: Option<time::Duration>,
+    pub(crate) clock_offset: Option<time::Duration>,
     /// How many domains the call carried.
-    pub domains: usize,
+    pub(crate) domains: usize,
     /// The call's domain the message names (or the call's only domain).
-    pub domain: Option<String>,
+    pub(crate) domain: Option<String>,
 }
 
 impl ApiFailure {
     /// The `Code` says the caller was throttled (`Throttling*`).
-    pub fn is_throttling(&self) -> bool {
+    pub(crate) fn is_throttling(&self) -> bool {
         self.code
             .as_deref()
             .is_some_and(|c| c.starts_with("Throttling"))
     }
 
-    pub fn class(&self) -> Class {
+    pub(crate) fn class(&self) -> Class {
         classify(self.code.as_deref(), Some(self.status), self.domains)
     }
 }
@@ -231,7 +231,7 @@ impl fmt::Display for ApiFailure {
 }
 
 /// "this host's clock is 1234 s behind the server's" (from the `Date` header).
-pub fn describe_offset(offset: time::Duration) -> String {
+pub(crate) fn describe_offset(offset: time::Duration) -> String {
     let secs = offset.whole_seconds();
     let way = if secs >= 0 { "behind" } else { "ahead of" };
     format!(
@@ -291,7 +291,7 @@ impl ApiError {
     /// Builds the error for a non-2xx response from its body: a JSON error body becomes
     /// [`ApiError::Api`], anything else [`ApiError::NonJson`]. `call_domains` are the domains
     /// the call carried (empty when none).
-    pub fn from_response(
+    pub(crate) fn from_response(
         action: &'static str,
         meta: ResponseMeta,
         body: &[u8],
@@ -328,7 +328,7 @@ impl ApiError {
     }
 
     /// A request that got no answer (connection refused, reset, TLS failure, …).
-    pub fn transport(action: &'static str, endpoint: &str, detail: &str) -> ApiError {
+    pub(crate) fn transport(action: &'static str, endpoint: &str, detail: &str) -> ApiError {
         ApiError::Transport {
             action,
             endpoint: endpoint.to_string(),
@@ -337,7 +337,7 @@ impl ApiError {
     }
 
     /// A 2xx answer that does not decode as documented.
-    pub fn bad_response(action: &'static str, status: u16, detail: &str) -> ApiError {
+    pub(crate) fn bad_response(action: &'static str, status: u16, detail: &str) -> ApiError {
         ApiError::BadResponse {
             action,
             status,
@@ -384,7 +384,7 @@ impl ApiError {
     }
 
     /// The server's hint of how long to wait before retrying.
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::Api(f) => f.retry_after,
             ApiError::NonJson { retry_after, .. } => *retry_after,
@@ -411,7 +411,8 @@ impl ApiError {
         }
     }
 
-    pub fn request_id(&self) -> Option<&str> {
+    #[cfg(test)]
+    pub(crate) fn request_id(&self) -> Option<&str> {
         match self {
             ApiError::Api(f) => f.request_id.as_deref(),
             _ => None,
@@ -430,7 +431,7 @@ impl ApiError {
 
     /// For [`Class::BatchSize`]: the most domains per call the refusal says are allowed,
     /// when its message names it (see [`named_limit`]).
-    pub fn batch_limit(&self) -> Option<usize> {
+    pub(crate) fn batch_limit(&self) -> Option<usize> {
         match self {
             ApiError::Api(f) if f.class() == Class::BatchSize => named_limit(&f.message),
             _ => None,
@@ -450,7 +451,7 @@ impl ApiError {
 /// (any case), or before "domains are allowed"/"domains allowed". The emulator says "The
 /// call names 3 domains; at most 2 are allowed in one call."; `None` when no such number
 /// (or 0) is found.
-pub fn named_limit(message: &str) -> Option<usize> {
+pub(crate) fn named_limit(message: &str) -> Option<usize> {
     let lower = message.to_ascii_lowercase();
     let after = |marker: &str| {
         lower.match_indices(marker).find_map(|(i, m)| {
@@ -517,7 +518,10 @@ fn contains_word(hay: &str, needle: &str) -> bool {
 /// Parses the retry hint: `x-acs-retry-after` (milliseconds, Alibaba's SDK convention) wins
 /// over `Retry-After` (seconds). Zero, negative or unparsable hints are ignored; long ones
 /// are clamped to 10 minutes.
-pub fn parse_retry_after(x_acs: Option<&str>, retry_after: Option<&str>) -> Option<Duration> {
+pub(crate) fn parse_retry_after(
+    x_acs: Option<&str>,
+    retry_after: Option<&str>,
+) -> Option<Duration> {
     let ms = x_acs
         .and_then(|v| v.trim().parse::<u64>().ok())
         .filter(|&ms| ms > 0)
@@ -532,7 +536,7 @@ pub fn parse_retry_after(x_acs: Option<&str>, retry_after: Option<&str>) -> Opti
 }
 
 /// Parses an HTTP `Date` header (`Tue, 15 Nov 1994 08:12:31 GMT`).
-pub fn parse_http_date(value: &str) -> Option<OffsetDateTime> {
+pub(crate) fn parse_http_date(value: &str) -> Option<OffsetDateTime> {
     let fmt = format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
@@ -543,7 +547,7 @@ pub fn parse_http_date(value: &str) -> Option<OffsetDateTime> {
 
 /// A short readable excerpt of a non-JSON body: tags removed, whitespace collapsed,
 /// redacted.
-pub fn excerpt(body: &[u8]) -> String {
+pub(crate) fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let mut plain = String::with_capacity(text.len().min(4096));
     let mut in_tag = false;

@@ -1,5 +1,6 @@
-//! Alibaba Cloud API access: the pure RPC v1 signer (`sign`), the HTTP client (`client`),
-//! error decoding and classification in one place (`error`), the credential chain
+//! Alibaba Cloud API access: the pure RPC signatures (`sign`: v1, which the client signs
+//! with, and V3, which the emulator also accepts), the HTTP client (`client`), error
+//! decoding and classification in one place (`error`), the credential chain
 //! (`credentials`), and the CDN as a target of the executor (`cdn`, implementing
 //! `push::Target`).
 //!
@@ -14,8 +15,10 @@ pub mod error;
 pub mod sign;
 
 pub use cdn::AliyunCdn;
-pub use client::{
-    BatchSetRequest, Client, ClientError, DomainsPage, ServedCert, UserDomain, UserDomainsRequest,
-};
-pub use credentials::{Credentials, CredentialsError, Environment, Secret};
-pub use error::{ApiError, Class};
+pub use client::ClientError;
+pub use client::ServedCert;
+pub use client::{BatchSetRequest, Client};
+pub use credentials::CredentialsError;
+pub use credentials::{Credentials, Secret};
+pub use error::ApiError;
+pub use error::Class;

@@ -69,7 +69,7 @@ fn wildcard_key(domain: &str) -> Option<&str> {
 /// notAfter, then the lexically first id. `None` when nothing covers it. Linear in the
 /// candidates: the reference [`CoverIndex`] is tested against.
 #[cfg(test)]
-pub fn best_for(domain: &str, candidates: &[Candidate<'_>]) -> Option<usize> {
+pub(crate) fn best_for(domain: &str, candidates: &[Candidate<'_>]) -> Option<usize> {
     candidates
         .iter()
         .enumerate()
@@ -165,13 +165,13 @@ fn keep_best(slot: &mut usize, i: usize, candidates: &[Candidate<'_>]) {
 
 /// A set of managed domains that answers "does a certificate with these names cover any of
 /// them?" in O(names).
-pub struct DomainSet<'a> {
+pub(crate) struct DomainSet<'a> {
     exact: HashSet<Cow<'a, str>>,
     wildcard_keys: HashSet<Cow<'a, str>>,
 }
 
 impl<'a> DomainSet<'a> {
-    pub fn new<I>(domains: I) -> DomainSet<'a>
+    pub(crate) fn new<I>(domains: I) -> DomainSet<'a>
     where
         I: IntoIterator<Item = &'a str>,
     {
@@ -190,7 +190,7 @@ impl<'a> DomainSet<'a> {
 
     /// True when some domain of the set is covered by a certificate with `names`
     /// (`covers(names, d).is_some()` for some `d`).
-    pub fn any_covered_by(&self, names: &[String]) -> bool {
+    pub(crate) fn any_covered_by(&self, names: &[String]) -> bool {
         names.iter().any(|name| {
             self.exact.contains(lower(name).as_ref())
                 || wildcard_base(name)

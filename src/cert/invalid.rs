@@ -138,7 +138,7 @@ pub enum Invalid {
 impl Invalid {
     /// The input file this problem concerns; `None` when it concerns the pair or the
     /// lineage as a whole (the key/certificate mismatch).
-    pub fn part(&self) -> Option<Part> {
+    pub(crate) fn part(&self) -> Option<Part> {
         match self {
             Invalid::Empty { part }
             | Invalid::NotPem { part }
@@ -162,7 +162,7 @@ impl Invalid {
     }
 
     /// A short stable label for logs, the status table and metrics.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Invalid::Empty { .. } => "empty-file",
             Invalid::NotPem { .. } => "not-pem",

@@ -29,10 +29,12 @@ use std::fmt;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
+pub(crate) use cover::DomainSet;
 #[cfg(test)]
-pub use cover::best_for;
-pub use cover::{CoverIndex, DomainSet, covers};
-pub use invalid::{Invalid, Part};
+pub(crate) use cover::best_for;
+pub use cover::{CoverIndex, covers};
+pub use invalid::Invalid;
+pub use invalid::Part;
 
 /// SHA-256 of the leaf certificate's DER.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -48,7 +50,7 @@ impl Fingerprint {
         self.hex()[..12].to_string()
     }
     /// Parses 64 hex characters (either case).
-    pub fn from_hex(s: &str) -> Option<Fingerprint> {
+    pub(crate) fn from_hex(s: &str) -> Option<Fingerprint> {
         if s.len() != 64 || !s.is_ascii() {
             return None;
         }
@@ -89,7 +91,7 @@ impl<'de> serde::Deserialize<'de> for Fingerprint {
 
 /// The algorithm and size of a private key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyType {
+pub(crate) enum KeyType {
     Rsa { bits: u32 },
     EcdsaP256,
     EcdsaP384,
@@ -118,7 +120,7 @@ pub struct PrivateKey {
 
 impl PrivateKey {
     /// Wraps a PEM text that is already in upload form.
-    pub fn from_upload_pem(pem: Zeroizing<String>) -> PrivateKey {
+    pub(crate) fn from_upload_pem(pem: Zeroizing<String>) -> PrivateKey {
         PrivateKey { pem }
     }
     /// The PEM text to send as `SSLPri`. Only the API client may call this.
@@ -139,10 +141,10 @@ pub struct Certificate {
     /// SHA-256 of the leaf's DER.
     pub fingerprint: Fingerprint,
     /// DNS subjectAltNames of the leaf, lowercased, in certificate order.
-    pub names: Vec<String>,
-    pub not_before: OffsetDateTime,
+    pub(crate) names: Vec<String>,
+    pub(crate) not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
-    pub key_type: KeyType,
+    pub(crate) key_type: KeyType,
     /// Full chain, leaf first, LF line ends, no blank lines, nothing outside PEM blocks.
     pub chain_pem: String,
     /// The private key in upload form.
@@ -150,7 +152,12 @@ pub struct Certificate {
 }
 
 /// [`parse`] then [`check_time`].
-pub fn validate(chain: &[u8], key: &[u8], now: OffsetDateTime) -> Result<Certificate, Invalid> {
+#[cfg(test)]
+pub(crate) fn validate(
+    chain: &[u8],
+    key: &[u8],
+    now: OffsetDateTime,
+) -> Result<Certificate, Invalid> {
     let cert = parse(chain, key)?;
     check_time(&cert, now)?;
     Ok(cert)
@@ -189,7 +196,7 @@ pub fn parse(chain: &[u8], key: &[u8]) -> Result<Certificate, Invalid> {
 }
 
 /// `Ok` when `now` is within [notBefore, notAfter] (both inclusive).
-pub fn check_time(cert: &Certificate, now: OffsetDateTime) -> Result<(), Invalid> {
+pub(crate) fn check_time(cert: &Certificate, now: OffsetDateTime) -> Result<(), Invalid> {
     if now < cert.not_before {
         return Err(Invalid::NotYetValid {
             not_before: cert.not_before,
@@ -207,7 +214,7 @@ pub fn check_time(cert: &Certificate, now: OffsetDateTime) -> Result<(), Invalid
 
 /// Less than a third of the certificate's lifetime is left at `now` (certbot renews at
 /// that point, so an overdue certificate means a renewal failed). Expired ones are overdue.
-pub fn renewal_overdue(cert: &Certificate, now: OffsetDateTime) -> bool {
+pub(crate) fn renewal_overdue(cert: &Certificate, now: OffsetDateTime) -> bool {
     let lifetime = cert.not_after - cert.not_before;
     let left = cert.not_after - now;
     left.checked_mul(3).is_none_or(|left3| left3 < lifetime)

@@ -24,8 +24,8 @@ pub(super) enum KeyEncoding {
 
 /// One private key block, decoded.
 pub(super) struct RawKey {
-    pub encoding: KeyEncoding,
-    pub der: Zeroizing<Vec<u8>>,
+    pub(crate) encoding: KeyEncoding,
+    pub(crate) der: Zeroizing<Vec<u8>>,
 }
 
 /// The DER of every `CERTIFICATE` block of a chain file, in file order (never empty).

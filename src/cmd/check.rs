@@ -50,17 +50,17 @@ pub fn run(config: &Path) -> CmdResult {
 }
 
 /// What the report is made of (all gathered before; no I/O in [`report`]).
-pub struct Inputs<'a> {
-    pub settings: &'a Settings,
-    pub config_warnings: &'a [Diagnostic],
+pub(crate) struct Inputs<'a> {
+    pub(crate) settings: &'a Settings,
+    pub(crate) config_warnings: &'a [Diagnostic],
     /// Where the AccessKey will come from, or why none is usable (never the secret).
-    pub credentials: Result<&'a str, &'a str>,
-    pub lineages: &'a [Lineage],
+    pub(crate) credentials: Result<&'a str, &'a str>,
+    pub(crate) lineages: &'a [Lineage],
 }
 
 /// The whole report and the exit code, from the inputs alone. Credentials problems are
 /// warnings: `check` judges the configuration and the certificates.
-pub fn report(inputs: &Inputs<'_>, now: OffsetDateTime) -> (String, Exit) {
+pub(crate) fn report(inputs: &Inputs<'_>, now: OffsetDateTime) -> (String, Exit) {
     let Inputs {
         settings,
         config_warnings,

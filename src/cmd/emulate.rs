@@ -14,47 +14,47 @@ use crate::emulator::{self, Emulator, EmulatorConfig, EmulatorError, Faults};
 pub struct EmulateArgs {
     /// Address to listen on (port 0 picks a free one; the bound address is printed)
     #[arg(long, default_value = "127.0.0.1:0")]
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// File of known CDN domains, one per line (# comments; .example.com is a wildcard domain)
     #[arg(long)]
-    pub domains_file: PathBuf,
+    pub(crate) domains_file: PathBuf,
     /// AccessKeyId the emulator accepts
     #[arg(long, default_value = emulator::DEFAULT_ACCESS_KEY_ID)]
-    pub access_key_id: String,
+    pub(crate) access_key_id: String,
     /// AccessKey secret the emulator accepts (a local fake, never a real secret)
     #[arg(long, default_value = emulator::DEFAULT_ACCESS_KEY_SECRET)]
-    pub access_key_secret: String,
+    pub(crate) access_key_secret: String,
     /// Most domains one BatchSetCdnDomainServerCertificate call may name
     #[arg(long, default_value_t = 50)]
-    pub max_domains_per_call: usize,
+    pub(crate) max_domains_per_call: usize,
     /// Write calls admitted in any rolling second
     #[arg(long, default_value_t = 10)]
-    pub writes_per_second: u32,
+    pub(crate) writes_per_second: u32,
     /// Describe calls admitted in any rolling second
     #[arg(long, default_value_t = 100)]
-    pub reads_per_second: u32,
+    pub(crate) reads_per_second: u32,
     /// Probability of answering HTTP 503 ServiceUnavailable
     #[arg(long, default_value_t = 0.0, value_name = "P")]
-    pub fail_rate: f64,
+    pub(crate) fail_rate: f64,
     /// Probability of answering HTTP 500 InternalError
     #[arg(long, default_value_t = 0.0, value_name = "P")]
-    pub internal_rate: f64,
+    pub(crate) internal_rate: f64,
     /// Probability of closing the connection without an answer
     #[arg(long, default_value_t = 0.0, value_name = "P")]
-    pub reset_rate: f64,
+    pub(crate) reset_rate: f64,
     /// Probability of answering HTTP 400 Throttling.User
     #[arg(long, default_value_t = 0.0, value_name = "P")]
-    pub throttle_rate: f64,
+    pub(crate) throttle_rate: f64,
     /// Delay before every answer, in milliseconds
     #[arg(long, default_value_t = 0, value_name = "N")]
-    pub latency_ms: u64,
+    pub(crate) latency_ms: u64,
     /// Seed of the injected-fault sequence (same seed, same faults in the same order)
     #[arg(long, default_value_t = 0, value_name = "N")]
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Keep a JSON dump of the served state and the request log here (rewritten atomically
     /// after every request and on exit)
     #[arg(long, value_name = "FILE")]
-    pub state_dump: Option<PathBuf>,
+    pub(crate) state_dump: Option<PathBuf>,
 }
 
 impl EmulateArgs {

@@ -6,8 +6,17 @@ use std::collections::BTreeMap;
 
 const ARCHITECTURE: &str = include_str!("../../ARCHITECTURE.md");
 
-/// How an error enum's label function starts.
-const KIND_HEAD: &str = "pub fn kind(&self) -> &'static str {";
+/// How an error enum's label function starts (after `pub ` or `pub(crate) `).
+const KIND_HEAD: &str = "fn kind(&self) -> &'static str {";
+
+/// Where `text` has an error enum's label function: the offsets of its [`KIND_HEAD`]s that
+/// follow `pub ` or `pub(crate) ` (a trait impl's `fn kind` only forwards).
+fn kind_heads(text: &str) -> Vec<usize> {
+    text.match_indices(KIND_HEAD)
+        .map(|(at, _)| at)
+        .filter(|&at| text[..at].ends_with("pub ") || text[..at].ends_with("pub(crate) "))
+        .collect()
+}
 
 /// Every file under `src/` with an error enum's `kind()` (found by walking the tree, so a
 /// new edge module cannot be missed), and its text.
@@ -25,7 +34,7 @@ fn sources() -> Vec<(String, String)> {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             let rel = path.strip_prefix(root).expect("under the root");
             let rel = rel.to_string_lossy().into_owned();
-            if rel != "src/cmd/labels.rs" && text.contains(KIND_HEAD) {
+            if rel != "src/cmd/labels.rs" && !kind_heads(&text).is_empty() {
                 files.push((rel, text));
             }
         }
@@ -37,12 +46,14 @@ fn sources() -> Vec<(String, String)> {
 /// Labels recorded in the state file outside any `kind()` (read-back failures).
 const OTHER_LABELS: &[&str] = &["verify"];
 
-/// The string literals right after `=>` in the bodies of `pub fn kind(&self)` in `text`.
+/// The string literals right after `=>` in the bodies of `pub(crate) fn kind(&self)` (or
+/// `pub fn kind`) in `text`.
 fn code_labels(text: &str) -> Vec<String> {
     const HEAD: &str = KIND_HEAD;
     let mut labels = Vec::new();
-    for (at, _) in text.match_indices(HEAD) {
-        let indent = text[..at].rsplit('\n').next().unwrap_or("");
+    for at in kind_heads(text) {
+        let line = text[..at].rsplit('\n').next().unwrap_or("");
+        let indent = &line[..line.len() - line.trim_start().len()];
         let close = format!("\n{indent}}}\n");
         let body = &text[at + HEAD.len()..];
         let body = &body[..body.find(&close).unwrap_or(body.len())];
@@ -127,6 +138,10 @@ fn the_documented_label_table_matches_the_code() {
 fn the_label_scanner_sees_what_it_should() {
     let text = "impl E {\n    pub fn kind(&self) -> &'static str {\n        match self {\n            E::A if x.starts_with(\"No\") => \"a-b\",\n            E::B => other.kind(),\n            E::C => \"c\",\n        }\n    }\n}\nfn f() { match 1 { _ => \"not-a-label\" } }\n";
     assert_eq!(code_labels(text), ["a-b", "c"]);
+    let crate_only = text.replace("pub fn kind", "pub(crate) fn kind");
+    assert_eq!(code_labels(&crate_only), ["a-b", "c"]);
+    let forwarding = "impl Failure for E {\n    fn kind(&self) -> &'static str {\n        match self { E::A => \"no\" }\n    }\n}\n";
+    assert!(code_labels(forwarding).is_empty());
     assert!(is_kebab("non-json-response") && !is_kebab("clock_skew") && !is_kebab("Clock"));
 }
 

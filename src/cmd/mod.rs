@@ -46,13 +46,13 @@ pub(crate) mod handoff;
 pub mod run;
 pub mod status;
 pub mod sync;
-pub mod text;
+pub(crate) mod text;
 
 #[cfg(test)]
 mod labels;
 
 /// What a command returns: its exit code, or an error that aborted it (printed by `main`).
-pub type CmdResult = Result<Exit, Box<dyn std::error::Error + Send + Sync>>;
+pub(crate) type CmdResult = Result<Exit, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Log line format on stderr.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -18,7 +18,7 @@ use crate::state::{self, Deployment, DomainState, LastError, State, Verification
 pub struct StatusArgs {
     /// Print JSON instead of a table
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 pub fn run(config: &Path, args: &StatusArgs) -> CmdResult {
@@ -54,20 +54,24 @@ struct Report<'a> {
 
 /// One domain's line of the status report.
 #[derive(Debug, Serialize)]
-pub struct Row<'a> {
-    pub domain: &'a str,
+pub(crate) struct Row<'a> {
+    pub(crate) domain: &'a str,
     /// In the configuration's managed domains (else: only in the state file).
-    pub managed: bool,
-    pub deployed: Option<&'a Deployment>,
+    pub(crate) managed: bool,
+    pub(crate) deployed: Option<&'a Deployment>,
     /// Whole days until the deployed certificate's notAfter.
-    pub days_left: Option<i64>,
+    pub(crate) days_left: Option<i64>,
     /// The deployed certificate's notAfter has passed.
-    pub expired: bool,
-    pub last_error: Option<&'a LastError>,
+    pub(crate) expired: bool,
+    pub(crate) last_error: Option<&'a LastError>,
 }
 
 /// Managed domains first-class, plus any domain the state file still knows.
-pub fn rows<'a>(managed: &'a [String], state: &'a State, now: OffsetDateTime) -> Vec<Row<'a>> {
+pub(crate) fn rows<'a>(
+    managed: &'a [String],
+    state: &'a State,
+    now: OffsetDateTime,
+) -> Vec<Row<'a>> {
     let managed_set: BTreeSet<&str> = managed.iter().map(String::as_str).collect();
     let all: BTreeSet<&str> = managed_set
         .iter()
@@ -91,7 +95,7 @@ pub fn rows<'a>(managed: &'a [String], state: &'a State, now: OffsetDateTime) ->
 }
 
 /// The table a person reads.
-pub fn render(rows: &[Row<'_>]) -> String {
+pub(crate) fn render(rows: &[Row<'_>]) -> String {
     let cells: Vec<Vec<String>> = rows.iter().map(row_cells).collect();
     table(
         &[

@@ -4,10 +4,10 @@ use time::OffsetDateTime;
 
 use crate::untrusted;
 
-pub use crate::reconcile::not_covered;
+pub(crate) use crate::reconcile::not_covered;
 
 /// Up to three names, then a count of the rest.
-pub fn short_names(names: &[String]) -> String {
+pub(crate) fn short_names(names: &[String]) -> String {
     let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
     match names.len().saturating_sub(3) {
         0 => shown.join(", "),
@@ -15,14 +15,14 @@ pub fn short_names(names: &[String]) -> String {
     }
 }
 
-pub fn days_left(not_after: OffsetDateTime, now: OffsetDateTime) -> String {
+pub(crate) fn days_left(not_after: OffsetDateTime, now: OffsetDateTime) -> String {
     match (not_after - now).whole_days() {
         1 => "1 day".to_string(),
         n => format!("{n} days"),
     }
 }
 
-pub fn ymd(t: OffsetDateTime) -> String {
+pub(crate) fn ymd(t: OffsetDateTime) -> String {
     let d = t.date();
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
@@ -30,7 +30,7 @@ pub fn ymd(t: OffsetDateTime) -> String {
 /// Left-aligned columns separated by two spaces; the last column is not padded. Cells come
 /// from outside (file names, certificate names, API messages): their control and bidi
 /// characters are escaped, so no cell can break a row or reorder the table.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {

@@ -6,7 +6,7 @@ const MAX_NAME: usize = 253;
 const MAX_LABEL: usize = 63;
 
 /// Normalises a managed CDN domain, or says why it is refused and what to write instead.
-pub fn normalize_domain(raw: &str) -> Result<String, String> {
+pub(crate) fn normalize_domain(raw: &str) -> Result<String, String> {
     if !raw.is_ascii() {
         return Err(
             "has non-ASCII characters; write internationalised names in their \

@@ -14,17 +14,17 @@ use crate::fsio::{self, FsError};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct Named {
     /// `cdn.domains_file`: read.
-    pub read: Vec<PathBuf>,
+    pub(crate) read: Vec<PathBuf>,
     /// `aliyun.access_key_secret_file`: inspected only (credentials reads it).
-    pub inspect: Vec<PathBuf>,
+    pub(crate) inspect: Vec<PathBuf>,
 }
 
 /// What a file that is only inspected is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Facts {
-    pub regular: bool,
+    pub(crate) regular: bool,
     /// Permission bits (`0o7777`).
-    pub mode: u32,
+    pub(crate) mode: u32,
 }
 
 /// Everything the validation may know about the named files.
@@ -36,24 +36,24 @@ pub(crate) struct Files {
 
 impl Files {
     /// The bytes of a file that was read, or why it could not be; `None` if not gathered.
-    pub fn contents(&self, path: &Path) -> Option<&Result<Vec<u8>, FsError>> {
+    pub(crate) fn contents(&self, path: &Path) -> Option<&Result<Vec<u8>, FsError>> {
         self.contents.get(path)
     }
 
     /// The facts of a file that was inspected, or why it could not be; `None` if not
     /// gathered.
-    pub fn facts(&self, path: &Path) -> Option<&Result<Facts, io::Error>> {
+    pub(crate) fn facts(&self, path: &Path) -> Option<&Result<Facts, io::Error>> {
         self.facts.get(path)
     }
 
     /// Records a read file (tests build `Files` by hand).
-    pub fn with_contents(mut self, path: PathBuf, read: Result<Vec<u8>, FsError>) -> Files {
+    pub(crate) fn with_contents(mut self, path: PathBuf, read: Result<Vec<u8>, FsError>) -> Files {
         self.contents.insert(path, read);
         self
     }
 
     /// Records an inspected file.
-    pub fn with_facts(mut self, path: PathBuf, facts: Result<Facts, io::Error>) -> Files {
+    pub(crate) fn with_facts(mut self, path: PathBuf, facts: Result<Facts, io::Error>) -> Files {
         self.facts.insert(path, facts);
         self
     }

@@ -14,10 +14,10 @@
 //! (its folder or file path), every line about a CDN domain as the field `domain`, and every
 //! line about a watched folder as the field `path`.
 
-pub mod notify;
-pub mod runner;
-pub mod schedule;
-pub mod service;
-pub mod signals;
-pub mod torn;
-pub mod watch;
+pub(crate) mod notify;
+pub(crate) mod runner;
+pub(crate) mod schedule;
+pub(crate) mod service;
+pub(crate) mod signals;
+pub(crate) mod torn;
+pub(crate) mod watch;

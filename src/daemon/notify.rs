@@ -19,7 +19,7 @@ use sd_notify::NotifyState;
 
 /// A failed notification. Not fatal: the caller logs it and carries on.
 #[derive(Debug, thiserror::Error)]
-pub enum NotifyError {
+pub(crate) enum NotifyError {
     #[error(
         "cannot send {what} to the service manager at NOTIFY_SOCKET={socket}: {source}; \
          check that the unit runs certrotd directly with Type=notify (NotifyAccess=main)"
@@ -34,7 +34,7 @@ pub enum NotifyError {
 
 impl NotifyError {
     /// A short label for logs and metrics.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             NotifyError::Send { .. } => "notify",
         }
@@ -43,14 +43,14 @@ impl NotifyError {
 
 /// Sends notifications to systemd, or does nothing when not under systemd.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     socket: Option<OsString>,
     watchdog: Option<Duration>,
 }
 
 impl Notifier {
     /// Reads `$NOTIFY_SOCKET`, `$WATCHDOG_USEC` and `$WATCHDOG_PID` (without unsetting them).
-    pub fn from_env() -> Notifier {
+    pub(crate) fn from_env() -> Notifier {
         let var = |name: &str| std::env::var_os(name);
         let usec = var("WATCHDOG_USEC");
         let pid = var("WATCHDOG_PID");
@@ -65,7 +65,7 @@ impl Notifier {
     /// A notifier for an explicit socket (`None` or empty: disabled) and watchdog settings,
     /// as systemd passes them: `watchdog_usec` in microseconds, `watchdog_pid` the process
     /// the watchdog is meant for (when set and not `own_pid`, the watchdog is not ours).
-    pub fn new(
+    pub(crate) fn new(
         socket: Option<&OsStr>,
         watchdog_usec: Option<&str>,
         watchdog_pid: Option<&str>,
@@ -80,8 +80,9 @@ impl Notifier {
         Notifier { socket, watchdog }
     }
 
+    #[cfg(test)]
     /// A notifier that never sends anything.
-    pub fn disabled() -> Notifier {
+    pub(crate) fn disabled() -> Notifier {
         Notifier {
             socket: None,
             watchdog: None,
@@ -89,19 +90,19 @@ impl Notifier {
     }
 
     /// Running under a service manager that listens.
-    pub fn is_enabled(&self) -> bool {
+    pub(crate) fn is_enabled(&self) -> bool {
         self.socket.is_some()
     }
 
     /// How often to send `WATCHDOG=1`: half of `WatchdogSec=`, or `None` when the watchdog
     /// is off (or notifications are).
-    pub fn watchdog_interval(&self) -> Option<Duration> {
+    pub(crate) fn watchdog_interval(&self) -> Option<Duration> {
         self.socket.as_ref()?;
         self.watchdog.map(|w| w / 2)
     }
 
     /// Start-up is complete (the first pass has been planned), with the current status.
-    pub fn ready(&self, status: &str) -> Result<(), NotifyError> {
+    pub(crate) fn ready(&self, status: &str) -> Result<(), NotifyError> {
         let status = one_line(status);
         self.send(
             "READY=1",
@@ -110,13 +111,13 @@ impl Notifier {
     }
 
     /// The one-line status shown by `systemctl status`.
-    pub fn status(&self, status: &str) -> Result<(), NotifyError> {
+    pub(crate) fn status(&self, status: &str) -> Result<(), NotifyError> {
         let status = one_line(status);
         self.send("STATUS", &[NotifyState::Status(&status)])
     }
 
     /// A reload (SIGHUP) has started; follow it with [`Notifier::ready`].
-    pub fn reloading(&self) -> Result<(), NotifyError> {
+    pub(crate) fn reloading(&self) -> Result<(), NotifyError> {
         if !self.is_enabled() {
             return Ok(());
         }
@@ -129,12 +130,12 @@ impl Notifier {
     }
 
     /// Shutting down.
-    pub fn stopping(&self) -> Result<(), NotifyError> {
+    pub(crate) fn stopping(&self) -> Result<(), NotifyError> {
         self.send("STOPPING=1", &[NotifyState::Stopping])
     }
 
     /// The main loop is alive.
-    pub fn watchdog(&self) -> Result<(), NotifyError> {
+    pub(crate) fn watchdog(&self) -> Result<(), NotifyError> {
         self.send("WATCHDOG=1", &[NotifyState::Watchdog])
     }
 
@@ -184,22 +185,22 @@ fn one_line(s: &str) -> String {
 
 /// The counts behind the status line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StatusCounts {
+pub(crate) struct StatusCounts {
     /// Managed domains serving their best valid certificate.
-    pub up_to_date: usize,
+    pub(crate) up_to_date: usize,
     /// Managed domains waiting for a push (planned, in flight or retrying).
-    pub pending: usize,
+    pub(crate) pending: usize,
     /// Managed domains whose last push failed for good.
-    pub failed: usize,
+    pub(crate) failed: usize,
     /// Managed domains that no valid certificate covers.
-    pub uncovered: usize,
+    pub(crate) uncovered: usize,
     /// Time until the earliest notAfter among the deployed certificates (negative when one
     /// has already expired), `None` when nothing is deployed.
-    pub next_expiry: Option<time::Duration>,
+    pub(crate) next_expiry: Option<time::Duration>,
 }
 
 /// "37 domains up to date, 2 pending, next expiry in 41 days" (pure).
-pub fn status_line(c: &StatusCounts) -> String {
+pub(crate) fn status_line(c: &StatusCounts) -> String {
     let mut parts = vec![format!(
         "{} up to date",
         plural(c.up_to_date, "domain", "domains")

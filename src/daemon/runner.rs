@@ -31,10 +31,10 @@ use crate::config::WatchSettings;
 
 /// The timing and paths the loop takes from the configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LoopSettings {
-    pub paths: Vec<PathBuf>,
-    pub debounce: Duration,
-    pub rescan: Duration,
+pub(crate) struct LoopSettings {
+    pub(crate) paths: Vec<PathBuf>,
+    pub(crate) debounce: Duration,
+    pub(crate) rescan: Duration,
 }
 
 impl From<&WatchSettings> for LoopSettings {
@@ -49,15 +49,15 @@ impl From<&WatchSettings> for LoopSettings {
 
 /// What a pass reports back.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PassReport {
+pub(crate) struct PassReport {
     /// For the scheduler: validity windows, torn lineages held, retryable failure.
-    pub outcome: PassOutcome,
+    pub(crate) outcome: PassOutcome,
     /// For the status line.
-    pub status: StatusCounts,
+    pub(crate) status: StatusCounts,
 }
 
 /// The work the loop schedules. Implemented by the reconcile pass.
-pub trait Reconciler {
+pub(crate) trait Reconciler {
     /// One pass. Call [`PassCtx::planned`] once the plan is known (before pushing), check
     /// [`PassCtx::stop_requested`] between calls, and return what the scheduler needs.
     fn pass(&mut self, trigger: &Trigger, ctx: &PassCtx) -> impl Future<Output = PassReport>;
@@ -71,7 +71,7 @@ pub trait Reconciler {
 }
 
 /// The watcher as the loop uses it (a trait so tests can count refreshes).
-pub trait Watches {
+pub(crate) trait Watches {
     /// Re-arms watches; called at the start of every pass, before the scan.
     fn refresh(&mut self);
     /// New watch paths after a reload.
@@ -89,7 +89,7 @@ impl Watches for Watch {
 
 /// A watcher that watches nothing (when inotify cannot start: periodic rescans only).
 #[derive(Debug, Default)]
-pub struct NoWatches;
+pub(crate) struct NoWatches;
 
 impl Watches for NoWatches {
     fn refresh(&mut self) {}
@@ -98,7 +98,7 @@ impl Watches for NoWatches {
 
 /// Handed to each pass.
 #[derive(Debug)]
-pub struct PassCtx {
+pub(crate) struct PassCtx {
     stop: watch::Sender<bool>,
     notifier: Notifier,
     ready_sent: std::cell::Cell<bool>,
@@ -106,12 +106,12 @@ pub struct PassCtx {
 
 impl PassCtx {
     /// SIGTERM/SIGINT arrived: finish the call in flight, start no new one.
-    pub fn stop_requested(&self) -> bool {
+    pub(crate) fn stop_requested(&self) -> bool {
         *self.stop.borrow()
     }
 
     /// Resolves once a stop is requested (for `tokio::select!` around a long wait).
-    pub async fn stopped(&self) {
+    pub(crate) async fn stopped(&self) {
         let mut stop = self.stop.subscribe();
         // An Err means the loop is gone: that is a stop too.
         let _ = stop.wait_for(|s| *s).await;
@@ -119,7 +119,7 @@ impl PassCtx {
 
     /// The plan is known: the first time, tell systemd start-up is complete (`READY=1`);
     /// afterwards, update the status line.
-    pub fn planned(&self, status: &StatusCounts) {
+    pub(crate) fn planned(&self, status: &StatusCounts) {
         let line = status_line(status);
         let result = if self.ready_sent.replace(true) {
             self.notifier.status(&line)
@@ -133,7 +133,7 @@ impl PassCtx {
 }
 
 /// Turns installed [`Signals`] into a channel (a task forwards them).
-pub fn signal_channel(mut signals: Signals) -> mpsc::Receiver<Signal> {
+pub(crate) fn signal_channel(mut signals: Signals) -> mpsc::Receiver<Signal> {
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
         loop {
@@ -147,20 +147,20 @@ pub fn signal_channel(mut signals: Signals) -> mpsc::Receiver<Signal> {
 }
 
 /// Everything the loop needs besides the reconciler.
-pub struct Loop<W> {
-    pub settings: LoopSettings,
-    pub watches: W,
-    pub notices: mpsc::Receiver<Notice>,
-    pub signals: mpsc::Receiver<Signal>,
-    pub notifier: Notifier,
+pub(crate) struct Loop<W> {
+    pub(crate) settings: LoopSettings,
+    pub(crate) watches: W,
+    pub(crate) notices: mpsc::Receiver<Notice>,
+    pub(crate) signals: mpsc::Receiver<Signal>,
+    pub(crate) notifier: Notifier,
     /// The wall clock (certificate notBefore/notAfter); the system clock unless a test
     /// ties it to tokio's paused clock.
-    pub wall_clock: Box<dyn Fn() -> OffsetDateTime>,
+    pub(crate) wall_clock: Box<dyn Fn() -> OffsetDateTime>,
 }
 
 impl<W: Watches> Loop<W> {
     /// A loop on the system wall clock.
-    pub fn new(
+    pub(crate) fn new(
         settings: LoopSettings,
         watches: W,
         notices: mpsc::Receiver<Notice>,
@@ -180,7 +180,7 @@ impl<W: Watches> Loop<W> {
 
 /// Why [`run`] returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stopped {
+pub(crate) enum Stopped {
     /// SIGTERM or SIGINT.
     Signal,
     /// The signal channel closed (no way to be stopped any more): treated as a stop.
@@ -188,7 +188,7 @@ pub enum Stopped {
 }
 
 /// Runs until stopped. The first pass is due at once.
-pub async fn run<R: Reconciler, W: Watches>(reconciler: &mut R, mut l: Loop<W>) -> Stopped {
+pub(crate) async fn run<R: Reconciler, W: Watches>(reconciler: &mut R, mut l: Loop<W>) -> Stopped {
     let mut sched = Scheduler::new(l.settings.debounce, l.settings.rescan, Instant::now());
     let ctx = PassCtx {
         stop: watch::Sender::new(false),

@@ -24,17 +24,17 @@ use tokio::time::Instant;
 /// How long after a notBefore/notAfter instant the wake-up happens, so that the pass
 /// validating at its own `now` sees the boundary crossed even with a little clock drift
 /// between the monotonic and the wall clock.
-pub const BOUNDARY_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const BOUNDARY_GRACE: Duration = Duration::from_secs(1);
 
 /// First delay before retrying a pass that failed retryably; doubles on each failure.
-pub const RETRY_BASE: Duration = Duration::from_secs(30);
+pub(crate) const RETRY_BASE: Duration = Duration::from_secs(30);
 
 /// Upper bound of the retry delay (also never more than the rescan interval).
-pub const RETRY_CAP: Duration = Duration::from_secs(3600);
+pub(crate) const RETRY_CAP: Duration = Duration::from_secs(3600);
 
 /// Why a pass starts. The order is the priority when two wake-ups fall on the same instant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Reason {
+pub(crate) enum Reason {
     /// Asked for explicitly: the first pass at start, a reload (SIGHUP), SIGUSR1.
     Requested,
     /// File events, then a quiet period without events.
@@ -53,7 +53,7 @@ pub enum Reason {
 
 impl Reason {
     /// A short label for logs and the status line.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Reason::Requested => "requested",
             Reason::Debounce => "file change",
@@ -68,22 +68,22 @@ impl Reason {
 
 /// The next moment the main loop must wake up, and the reason it will then find due.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Wake {
-    pub at: Instant,
-    pub reason: Reason,
+pub(crate) struct Wake {
+    pub(crate) at: Instant,
+    pub(crate) reason: Reason,
 }
 
 /// The validity window of a certificate known to the last pass (valid or not yet valid).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Validity {
-    pub not_before: OffsetDateTime,
-    pub not_after: OffsetDateTime,
+pub(crate) struct Validity {
+    pub(crate) not_before: OffsetDateTime,
+    pub(crate) not_after: OffsetDateTime,
 }
 
 /// Debounce of file events: due once `quiet` has passed without events, or `max_wait` after
 /// the first event of a burst that never goes quiet.
 #[derive(Clone, Debug)]
-pub struct Debounce {
+pub(crate) struct Debounce {
     quiet: Duration,
     max_wait: Duration,
     first: Option<Instant>,
@@ -92,7 +92,7 @@ pub struct Debounce {
 
 impl Debounce {
     /// `max_wait` is 30 quiet periods, at least one minute.
-    pub fn new(quiet: Duration) -> Debounce {
+    pub(crate) fn new(quiet: Duration) -> Debounce {
         let max_wait = quiet.saturating_mul(30).max(Duration::from_secs(60));
         Debounce {
             quiet,
@@ -103,29 +103,30 @@ impl Debounce {
     }
 
     /// The quiet period.
-    pub fn quiet(&self) -> Duration {
+    pub(crate) fn quiet(&self) -> Duration {
         self.quiet
     }
 
+    #[cfg(test)]
     /// The longest a continuous burst of events can hold a pass back.
-    pub fn max_wait(&self) -> Duration {
+    pub(crate) fn max_wait(&self) -> Duration {
         self.max_wait
     }
 
     /// Records a file event at `now`.
-    pub fn event(&mut self, now: Instant) {
+    pub(crate) fn event(&mut self, now: Instant) {
         self.first.get_or_insert(now);
         self.last = Some(now);
     }
 
     /// When the pending events become due, or `None` when no event is pending.
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         let (first, last) = (self.first?, self.last?);
         Some((last + self.quiet).min(first + self.max_wait))
     }
 
     /// Forgets the pending events (a pass has taken them).
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.first = None;
         self.last = None;
     }
@@ -134,14 +135,14 @@ impl Debounce {
 /// Exponential backoff between passes that failed retryably (the executor already retries
 /// each call; this spaces out whole passes).
 #[derive(Clone, Debug)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     cap: Duration,
     failures: u32,
     due: Option<Instant>,
 }
 
 impl Backoff {
-    pub fn new(cap: Duration) -> Backoff {
+    pub(crate) fn new(cap: Duration) -> Backoff {
         Backoff {
             cap: cap.max(RETRY_BASE),
             failures: 0,
@@ -150,7 +151,7 @@ impl Backoff {
     }
 
     /// Records a failed pass that ended at `now`; returns when to retry.
-    pub fn failed(&mut self, now: Instant) -> Instant {
+    pub(crate) fn failed(&mut self, now: Instant) -> Instant {
         self.failures = self.failures.saturating_add(1);
         let doublings = self.failures.saturating_sub(1).min(31);
         let delay = RETRY_BASE.saturating_mul(1 << doublings).min(self.cap);
@@ -160,18 +161,19 @@ impl Backoff {
     }
 
     /// A pass succeeded: the next failure starts from [`RETRY_BASE`] again.
-    pub fn succeeded(&mut self) {
+    pub(crate) fn succeeded(&mut self) {
         self.failures = 0;
         self.due = None;
     }
 
     /// When the retry is due, if one is pending.
-    pub fn due(&self) -> Option<Instant> {
+    pub(crate) fn due(&self) -> Option<Instant> {
         self.due
     }
 
+    #[cfg(test)]
     /// Consecutive failed passes.
-    pub fn failures(&self) -> u32 {
+    pub(crate) fn failures(&self) -> u32 {
         self.failures
     }
 
@@ -183,43 +185,43 @@ impl Backoff {
 /// Why the main loop should run a pass now: every reason that was due (the pass itself is
 /// `reconcile`'s).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Trigger {
+pub(crate) struct Trigger {
     reasons: Vec<Reason>,
 }
 
 impl Trigger {
     /// The reasons, sorted by priority, without repeats; never empty.
-    pub fn reasons(&self) -> &[Reason] {
+    pub(crate) fn reasons(&self) -> &[Reason] {
         &self.reasons
     }
 
     /// The most important reason (for the log line).
-    pub fn primary(&self) -> Reason {
+    pub(crate) fn primary(&self) -> Reason {
         // Invariant: a Trigger is only built from a non-empty list (see `take_due`).
         self.reasons.first().copied().unwrap_or(Reason::Requested)
     }
 
     /// A periodic rescan: the pass also audits what the CDN serves (drift).
-    pub fn is_rescan(&self) -> bool {
+    pub(crate) fn is_rescan(&self) -> bool {
         self.reasons.contains(&Reason::Rescan)
     }
 }
 
 /// What a finished pass tells the scheduler.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PassOutcome {
+pub(crate) struct PassOutcome {
     /// Validity windows of every certificate the pass parsed, valid *or not yet valid or
     /// expired* (a not-yet-valid certificate must wake the daemon at its notBefore).
-    pub validity: Vec<Validity>,
+    pub(crate) validity: Vec<Validity>,
     /// Some lineage was held as torn (a renewal in progress): look again after a quiet period.
-    pub torn: bool,
+    pub(crate) torn: bool,
     /// The pass failed retryably (a push to retry later); `false` resets the backoff.
-    pub failed: bool,
+    pub(crate) failed: bool,
 }
 
 /// The main loop's timers in one value. See the module docs for the rules.
 #[derive(Clone, Debug)]
-pub struct Scheduler {
+pub(crate) struct Scheduler {
     debounce: Debounce,
     rescan_every: Duration,
     next_rescan: Instant,
@@ -233,7 +235,7 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// A scheduler whose first pass (the start-up pass) is due at `now`.
-    pub fn new(debounce: Duration, rescan_every: Duration, now: Instant) -> Scheduler {
+    pub(crate) fn new(debounce: Duration, rescan_every: Duration, now: Instant) -> Scheduler {
         Scheduler {
             debounce: Debounce::new(debounce),
             rescan_every,
@@ -248,7 +250,7 @@ impl Scheduler {
 
     /// New intervals after a reload. Pending events stay pending; a shorter rescan interval
     /// takes effect now.
-    pub fn reconfigure(&mut self, debounce: Duration, rescan_every: Duration, now: Instant) {
+    pub(crate) fn reconfigure(&mut self, debounce: Duration, rescan_every: Duration, now: Instant) {
         let (first, last) = (self.debounce.first, self.debounce.last);
         self.debounce = Debounce::new(debounce);
         self.debounce.first = first;
@@ -259,17 +261,18 @@ impl Scheduler {
     }
 
     /// A file event arrived at `now`.
-    pub fn file_event(&mut self, now: Instant) {
+    pub(crate) fn file_event(&mut self, now: Instant) {
         self.debounce.event(now);
     }
 
     /// Asks for a pass as soon as possible (still after a pending quiet period).
-    pub fn request(&mut self, now: Instant) {
+    pub(crate) fn request(&mut self, now: Instant) {
         self.requested = Some(self.requested.map_or(now, |t| t.min(now)));
     }
 
+    #[cfg(test)]
     /// Consecutive failed passes (for the status line).
-    pub fn failures(&self) -> u32 {
+    pub(crate) fn failures(&self) -> u32 {
         self.retry.failures()
     }
 
@@ -277,7 +280,7 @@ impl Scheduler {
     /// quiet period; otherwise the earliest of: a request, a torn re-check, a retry, a
     /// certificate boundary not handled yet, the periodic rescan. Ties go to the
     /// higher-priority [`Reason`].
-    pub fn next_wake(&self, now: Instant, now_wall: OffsetDateTime) -> Wake {
+    pub(crate) fn next_wake(&self, now: Instant, now_wall: OffsetDateTime) -> Wake {
         if let Some(at) = self.debounce.deadline() {
             return Wake {
                 at,
@@ -307,7 +310,7 @@ impl Scheduler {
     }
 
     /// The pass to run at `now`, if one is due, with every reason due; resets those timers.
-    pub fn take_due(&mut self, now: Instant, now_wall: OffsetDateTime) -> Option<Trigger> {
+    pub(crate) fn take_due(&mut self, now: Instant, now_wall: OffsetDateTime) -> Option<Trigger> {
         let mut reasons = Vec::new();
         if let Some(at) = self.debounce.deadline() {
             if at > now {
@@ -347,7 +350,7 @@ impl Scheduler {
     }
 
     /// Records the outcome of the pass that just finished at `now`.
-    pub fn finish(&mut self, now: Instant, outcome: PassOutcome) {
+    pub(crate) fn finish(&mut self, now: Instant, outcome: PassOutcome) {
         self.boundaries = outcome.validity;
         self.torn_recheck = outcome.torn.then(|| now + self.debounce.quiet());
         if outcome.failed {

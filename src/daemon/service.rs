@@ -47,7 +47,7 @@ use crate::source::{Lineage, Scanner};
 use crate::state::{Role, StateStore, Verification};
 
 /// The daemon's reconciler. See the module docs.
-pub struct Service {
+pub(crate) struct Service {
     config_path: PathBuf,
     settings: Settings,
     scanner: Scanner,
@@ -140,7 +140,7 @@ impl TornHolds<'_> {
 
 impl Service {
     /// A service on `settings` (loaded from `config_path`) and the locked `store`.
-    pub fn new(
+    pub(crate) fn new(
         config_path: PathBuf,
         settings: Settings,
         store: StateStore,
@@ -165,12 +165,12 @@ impl Service {
 
     /// The counter to bump for every file-change notice (a running drift audit pauses
     /// when it changes, so file changes are not held up behind it).
-    pub fn file_event_counter(&self) -> Arc<AtomicU64> {
+    pub(crate) fn file_event_counter(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.file_events)
     }
 
     /// The configuration in force.
-    pub fn settings(&self) -> &Settings {
+    pub(crate) fn settings(&self) -> &Settings {
         &self.settings
     }
 
@@ -408,7 +408,7 @@ impl Reconciler for Service {
 /// workers, blocking threads, the scanner's parse threads) may get its own arena, and each
 /// keeps the pages a cold pass touched; the daemon is idle almost all the time, so its
 /// footprint matters more than allocation contention. Call before any thread is started.
-pub fn limit_malloc_arenas() {
+pub(crate) fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     const MMAP_THRESHOLD: libc::c_int = 64 * 1024;
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

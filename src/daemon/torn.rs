@@ -23,11 +23,11 @@ use crate::cert::Invalid;
 use crate::source::SourceError;
 
 /// Quiet periods a lineage may stay torn before a warning is due.
-pub const WARN_AFTER: u32 = 10;
+pub(crate) const WARN_AFTER: u32 = 10;
 
 /// What a pass saw for one lineage.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Observed<V> {
+pub(crate) enum Observed<V> {
     /// The lineage is valid; `V` is what to keep (e.g. the `cert::Certificate`).
     Valid(V),
     /// Invalid because its files disagree (a renewal may be in progress).
@@ -39,7 +39,7 @@ pub enum Observed<V> {
 impl<V: Clone> Observed<V> {
     /// Classifies a validation result: `Ok` is valid, an error for which `is_torn` holds is
     /// torn, any other error is invalid.
-    pub fn of<E>(result: &Result<V, E>, is_torn: impl FnOnce(&E) -> bool) -> Observed<V> {
+    pub(crate) fn of<E>(result: &Result<V, E>, is_torn: impl FnOnce(&E) -> bool) -> Observed<V> {
         match result {
             Ok(v) => Observed::Valid(v.clone()),
             Err(e) if is_torn(e) => Observed::Torn,
@@ -53,7 +53,7 @@ impl<V: Clone> Observed<V> {
 /// (certbot swaps its four `live/` links one by one), the key not matching the certificate
 /// (one file renewed, not yet the other), and a file caught half-written by an in-place
 /// rewrite (acme.sh, lego: empty, truncated, not yet PEM).
-pub fn renewal_in_progress(error: &SourceError) -> bool {
+pub(crate) fn renewal_in_progress(error: &SourceError) -> bool {
     match error {
         SourceError::MissingKey { .. }
         | SourceError::MissingCertificate { .. }
@@ -74,7 +74,7 @@ pub fn renewal_in_progress(error: &SourceError) -> bool {
 
 /// What the caller does with one observation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Use the observation as it is: a valid lineage serves, an invalid one is reported.
     Accept,
     /// A renewal in progress: keep serving [`TornTracker::last_valid`], report nothing, and
@@ -92,7 +92,7 @@ struct Entry<V> {
 
 /// Per-lineage memory of the last valid value and the current torn streak.
 #[derive(Clone, Debug)]
-pub struct TornTracker<K, V> {
+pub(crate) struct TornTracker<K, V> {
     entries: HashMap<K, Entry<V>>,
     warn_after: u32,
 }
@@ -105,12 +105,12 @@ impl<K: Eq + Hash + Clone, V> Default for TornTracker<K, V> {
 
 impl<K: Eq + Hash + Clone, V> TornTracker<K, V> {
     /// A tracker that warns after [`WARN_AFTER`] torn quiet periods.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         TornTracker::with_warn_after(WARN_AFTER)
     }
 
     /// A tracker that warns after `warn_after` (at least 1) torn quiet periods.
-    pub fn with_warn_after(warn_after: u32) -> Self {
+    pub(crate) fn with_warn_after(warn_after: u32) -> Self {
         TornTracker {
             entries: HashMap::new(),
             warn_after: warn_after.max(1),
@@ -118,7 +118,7 @@ impl<K: Eq + Hash + Clone, V> TornTracker<K, V> {
     }
 
     /// Records what this pass saw for `lineage` and says what to do with it.
-    pub fn observe(&mut self, lineage: &K, seen: Observed<V>) -> Decision {
+    pub(crate) fn observe(&mut self, lineage: &K, seen: Observed<V>) -> Decision {
         match seen {
             Observed::Valid(v) => {
                 self.entries.insert(
@@ -151,23 +151,25 @@ impl<K: Eq + Hash + Clone, V> TornTracker<K, V> {
 
     /// The value from the lineage's last valid observation, if it has not turned invalid
     /// since (while torn, this is what keeps serving).
-    pub fn last_valid(&self, lineage: &K) -> Option<&V> {
+    pub(crate) fn last_valid(&self, lineage: &K) -> Option<&V> {
         self.entries.get(lineage).map(|e| &e.last_valid)
     }
 
+    #[cfg(test)]
     /// Torn quiet periods in the lineage's current streak (0 when not torn).
-    pub fn torn_periods(&self, lineage: &K) -> u32 {
+    pub(crate) fn torn_periods(&self, lineage: &K) -> u32 {
         self.entries.get(lineage).map_or(0, |e| e.torn_periods)
     }
 
+    #[cfg(test)]
     /// Some lineage is held as torn: the scheduler should look again after a quiet period.
-    pub fn holding(&self) -> bool {
+    pub(crate) fn holding(&self) -> bool {
         self.entries.values().any(|e| e.torn_periods > 0)
     }
 
     /// Forgets lineages for which `keep` is false (e.g. folders that no longer exist, or
     /// watch paths removed by a reload).
-    pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
         self.entries.retain(|k, _| keep(k));
     }
 }

@@ -47,7 +47,7 @@ use tracing::{debug, error, info, warn};
 
 /// Notices queued before the main loop reads them. When full, further notices are dropped
 /// and a [`Notice::Lost`] follows as soon as there is room (a pass is pending anyway).
-pub const CHANNEL_CAPACITY: usize = 256;
+pub(crate) const CHANNEL_CAPACITY: usize = 256;
 
 /// How deep below a root symlinks are looked for: `live/<lineage>/<file>` from
 /// `/etc/letsencrypt`, `<lineage>/<file>` from `live`, `certificates/<file>` for lego.
@@ -58,7 +58,7 @@ const EMFILE: i32 = 24;
 
 /// What the watcher tells the main loop. Every notice means "schedule a pass".
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Notice {
+pub(crate) enum Notice {
     /// Something changed at or under this path (file, link or folder).
     Changed(PathBuf),
     /// This watch root appeared, disappeared, or was replaced: the next
@@ -71,7 +71,7 @@ pub enum Notice {
 
 /// A problem with watching. None is fatal: the periodic rescan still finds every change.
 #[derive(Debug, thiserror::Error)]
-pub enum WatchError {
+pub(crate) enum WatchError {
     #[error(
         "cannot start watching files: the inotify instance limit is reached \
          (fs.inotify.max_user_instances{current}): {source}. Raise it, e.g. \
@@ -123,7 +123,7 @@ pub enum WatchError {
 
 impl WatchError {
     /// A short label for logs and metrics.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             WatchError::Instances { .. } => "inotify-instances",
             WatchError::Init { .. } => "watch-init",
@@ -175,17 +175,17 @@ fn current_sysctl(name: &str) -> String {
 
 /// What a [`Watch::refresh`] did.
 #[derive(Debug, Default)]
-pub struct Refresh {
+pub(crate) struct Refresh {
     /// Roots watched for the first time.
-    pub armed: Vec<PathBuf>,
+    pub(crate) armed: Vec<PathBuf>,
     /// Roots watched again after being deleted, renamed away or replaced.
-    pub rearmed: Vec<PathBuf>,
+    pub(crate) rearmed: Vec<PathBuf>,
     /// Roots that do not exist: waited for (their nearest existing ancestor is watched).
-    pub missing: Vec<PathBuf>,
+    pub(crate) missing: Vec<PathBuf>,
     /// Folders outside the roots that symlinks point into, now watched (all of them).
-    pub link_targets: Vec<PathBuf>,
+    pub(crate) link_targets: Vec<PathBuf>,
     /// Problems met (also logged).
-    pub errors: Vec<WatchError>,
+    pub(crate) errors: Vec<WatchError>,
 }
 
 /// The device and inode of a folder: tells a re-created root from the one we watch.
@@ -345,7 +345,7 @@ fn relevant(kind: &EventKind) -> bool {
 }
 
 /// The watches on the configured paths. Dropping it stops watching and closes the channel.
-pub struct Watch {
+pub(crate) struct Watch {
     watcher: notify::RecommendedWatcher,
     shared: Arc<Shared>,
     roots: Vec<Root>,
@@ -366,7 +366,7 @@ impl Watch {
     /// Starts the inotify watcher for `paths` (relative paths are taken from the current
     /// folder) and returns it with the receiving end of its notices. Nothing is watched
     /// until the first [`Watch::refresh`].
-    pub fn new(paths: &[PathBuf]) -> Result<(Watch, mpsc::Receiver<Notice>), WatchError> {
+    pub(crate) fn new(paths: &[PathBuf]) -> Result<(Watch, mpsc::Receiver<Notice>), WatchError> {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let shared = Arc::new(Shared {
             tx,
@@ -391,17 +391,18 @@ impl Watch {
     }
 
     /// The configured watch paths (absolute, nested ones dropped).
-    pub fn paths(&self) -> Vec<PathBuf> {
+    pub(crate) fn paths(&self) -> Vec<PathBuf> {
         self.roots.iter().map(|r| r.path.clone()).collect()
     }
 
+    #[cfg(test)]
     /// The inotify watch limit was hit: some changes are only seen at periodic rescans.
-    pub fn degraded(&self) -> bool {
+    pub(crate) fn degraded(&self) -> bool {
         self.shared.degraded.load(Ordering::Relaxed)
     }
 
     /// Replaces the watch paths (after a reload) and refreshes.
-    pub fn set_paths(&mut self, paths: &[PathBuf]) -> Refresh {
+    pub(crate) fn set_paths(&mut self, paths: &[PathBuf]) -> Refresh {
         self.set_roots(paths);
         self.refresh()
     }
@@ -436,7 +437,7 @@ impl Watch {
 
     /// Arms roots that appeared or were replaced, drops the ones that vanished, and
     /// recomputes the link-target and ancestor watches. Call before every pass's scan.
-    pub fn refresh(&mut self) -> Refresh {
+    pub(crate) fn refresh(&mut self) -> Refresh {
         let mut report = Refresh::default();
         let dirty = std::mem::take(
             &mut *self

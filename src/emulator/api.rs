@@ -40,35 +40,35 @@ use super::{EmulatorConfig, Faults};
 use crate::aliyun::sign::{self, V3Authorization};
 use crate::cert::Fingerprint;
 
-pub const ACTION_SET: &str = "BatchSetCdnDomainServerCertificate";
-pub const ACTION_DESCRIBE_CERT: &str = "DescribeDomainCertificateInfo";
-pub const ACTION_USER_DOMAINS: &str = "DescribeUserDomains";
+pub(crate) const ACTION_SET: &str = "BatchSetCdnDomainServerCertificate";
+pub(crate) const ACTION_DESCRIBE_CERT: &str = "DescribeDomainCertificateInfo";
+pub(crate) const ACTION_USER_DOMAINS: &str = "DescribeUserDomains";
 /// The API version the emulator speaks.
-pub const VERSION: &str = "2018-05-10";
+pub(crate) const VERSION: &str = "2018-05-10";
 /// Timestamps further than this from the emulator's clock are refused.
-pub const TIMESTAMP_WINDOW: Duration = Duration::from_secs(15 * 60);
+pub(crate) const TIMESTAMP_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// The rate limit counts calls in any rolling window this long: one second less an allowance
 /// for the jitter between a client starting a call and the emulator reading it, so a client
 /// that keeps the rule exactly is not throttled for transit noise.
-pub const RATE_WINDOW: Duration = Duration::from_millis(950);
+pub(crate) const RATE_WINDOW: Duration = Duration::from_millis(950);
 const HOST_ID: &str = "cdn.aliyuncs.com";
 const MAX_CERT_NAME: usize = 128;
 const MAX_PAGE_SIZE: u64 = 500;
 /// Longest URL query accepted; Alibaba's gateway answers a longer URL (certificates sent as
 /// query parameters) with an HTML 414 page, and so does the emulator.
-pub const MAX_QUERY: usize = 8 * 1024;
+pub(crate) const MAX_QUERY: usize = 8 * 1024;
 
 /// One HTTP request, reduced to what the API looks at.
 pub(super) struct Incoming {
-    pub method: String,
+    pub(crate) method: String,
     /// The URL path (V3's canonical URI).
-    pub path: String,
+    pub(crate) path: String,
     /// The headers with a text value, names lower case, in arrival order.
-    pub headers: Vec<(String, String)>,
-    pub query: Option<String>,
-    pub body: Bytes,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) query: Option<String>,
+    pub(crate) body: Bytes,
     /// The body was over the size limit (and is empty here).
-    pub too_large: bool,
+    pub(crate) too_large: bool,
 }
 
 /// What to send back.
@@ -297,7 +297,7 @@ pub(super) struct State {
 }
 
 impl State {
-    pub fn new(cfg: &EmulatorConfig, started: Instant) -> State {
+    pub(super) fn new(cfg: &EmulatorConfig, started: Instant) -> State {
         State {
             access_key_id: cfg.access_key_id.clone(),
             access_key_secret: Zeroizing::new(cfg.access_key_secret.clone()),
@@ -322,37 +322,38 @@ impl State {
     }
 
     /// Counts changes: every request (it adds a log entry) and every direct change.
-    pub fn generation(&self) -> u64 {
+    pub(super) fn generation(&self) -> u64 {
         self.generation
     }
 
-    pub fn log(&self) -> &[LogEntry] {
+    pub(super) fn log(&self) -> &[LogEntry] {
         &self.log
     }
 
-    pub fn served(&self) -> &BTreeMap<String, Served> {
+    pub(super) fn served(&self) -> &BTreeMap<String, Served> {
         &self.served
     }
 
     /// The state dump's bytes; the served map is re-encoded only after it changed.
-    pub fn dump_json(&mut self) -> Vec<u8> {
+    pub(super) fn dump_json(&mut self) -> Vec<u8> {
         let served = self.served_json.get_or_insert_with(|| {
             serde_json::to_vec(&self.served).unwrap_or_else(|_| b"{}".to_vec())
         });
         self.log_json.dump(served)
     }
 
-    pub fn set_max_domains_per_call(&mut self, n: usize) {
+    #[cfg(test)]
+    pub(super) fn set_max_domains_per_call(&mut self, n: usize) {
         self.max_domains_per_call = n;
     }
 
-    pub fn set_faults(&mut self, faults: Faults) {
+    pub(super) fn set_faults(&mut self, faults: Faults) {
         self.faults = faults;
     }
 
     /// Sets (or with `None` clears) what `domain` serves, as a change in the console would.
     /// `false` when the domain is unknown.
-    pub fn set_served(&mut self, domain: &str, served: Option<Served>) -> bool {
+    pub(super) fn set_served(&mut self, domain: &str, served: Option<Served>) -> bool {
         let domain = domain.to_ascii_lowercase();
         if !self.domains.contains(&domain) {
             return false;
@@ -367,7 +368,7 @@ impl State {
     }
 
     /// Answers one request at arrival time `now` (tokio clock) and wall-clock time `wall`.
-    pub fn process(&mut self, req: &Incoming, now: Instant, wall: OffsetDateTime) -> Reply {
+    pub(super) fn process(&mut self, req: &Incoming, now: Instant, wall: OffsetDateTime) -> Reply {
         self.generation += 1;
         let draw: f64 = self.fault_rng.random();
         let request_id = self.new_request_id();

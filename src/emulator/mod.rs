@@ -44,12 +44,10 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-pub use api::{
-    ACTION_DESCRIBE_CERT, ACTION_SET, ACTION_USER_DOMAINS, MAX_QUERY, RATE_WINDOW,
-    TIMESTAMP_WINDOW, VERSION,
-};
 pub use record::{Dump, LogEntry, Served};
 
+#[cfg(test)]
+use api::{ACTION_DESCRIBE_CERT, ACTION_SET, ACTION_USER_DOMAINS, MAX_QUERY, RATE_WINDOW, VERSION};
 use api::{Incoming, Reply, State};
 use record::write_atomically;
 
@@ -60,7 +58,7 @@ pub const DEFAULT_ACCESS_KEY_ID: &str = "emulator";
 /// Default AccessKey secret the emulator accepts (a fake: the emulator is local only).
 pub const DEFAULT_ACCESS_KEY_SECRET: &str = "emulator-secret";
 /// Largest request body accepted (certificate chains are a few KiB).
-pub const MAX_BODY: usize = 1 << 20;
+pub(crate) const MAX_BODY: usize = 1 << 20;
 /// How long shutdown waits for requests in flight before dropping their connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -105,23 +103,23 @@ impl Faults {
 /// How to run an emulator.
 #[derive(Clone)]
 pub struct EmulatorConfig {
-    pub access_key_id: String,
+    pub(crate) access_key_id: String,
     pub access_key_secret: String,
     /// Known CDN domains (`.example.com` for a wildcard domain); case does not matter.
-    pub domains: Vec<String>,
+    pub(crate) domains: Vec<String>,
     /// Most domains one `BatchSetCdnDomainServerCertificate` may name (Alibaba: 10 or 50).
     pub max_domains_per_call: usize,
     /// Write calls admitted in any rolling second per AccessKeyId.
     pub writes_per_second: u32,
     /// Describe calls admitted in any rolling second per AccessKeyId.
-    pub reads_per_second: u32,
+    pub(crate) reads_per_second: u32,
     pub faults: Faults,
     /// Delay before every answer (tokio's clock).
     pub latency: Duration,
     /// Seed of the fault sequence and of the RequestIds.
     pub seed: u64,
     /// Where to keep the JSON state dump, if anywhere.
-    pub state_dump: Option<PathBuf>,
+    pub(crate) state_dump: Option<PathBuf>,
 }
 
 impl Default for EmulatorConfig {
@@ -226,7 +224,7 @@ pub enum EmulatorError {
 
 impl EmulatorError {
     /// A short label for logs and tests.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             EmulatorError::Bind { .. } => "bind",
             EmulatorError::DomainsFile { .. } => "domains-file",
@@ -258,7 +256,7 @@ impl From<EmulatorError> for io::Error {
 
 /// Reads a domains file: one domain per line, `#` starts a comment, blank lines ignored.
 /// Domains are lowercased; `.example.com` is a wildcard domain (Alibaba's spelling).
-pub fn load_domains_file(path: &Path) -> Result<Vec<String>, EmulatorError> {
+pub(crate) fn load_domains_file(path: &Path) -> Result<Vec<String>, EmulatorError> {
     let bytes =
         crate::fsio::read(path, 64 * 1024 * 1024).map_err(|e| EmulatorError::DomainsFile {
             path: path.to_path_buf(),
@@ -418,7 +416,7 @@ impl Emulator {
     }
 
     /// The bound address.
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
 
@@ -450,7 +448,8 @@ impl Emulator {
     }
 
     /// Makes `domain` serve nothing (HTTPS turned off in the console).
-    pub async fn clear_served(&self, domain: &str) -> Result<(), EmulatorError> {
+    #[cfg(test)]
+    pub(crate) async fn clear_served(&self, domain: &str) -> Result<(), EmulatorError> {
         self.change_served(domain, None).await
     }
 
@@ -470,7 +469,8 @@ impl Emulator {
     }
 
     /// Changes the per-call domain limit from now on.
-    pub fn set_max_domains_per_call(&self, n: usize) {
+    #[cfg(test)]
+    pub(crate) fn set_max_domains_per_call(&self, n: usize) {
         self.shared.lock().set_max_domains_per_call(n.max(1));
     }
 

@@ -22,28 +22,28 @@ const MAX_DUMP_BYTES: u64 = 1024 * 1024 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Served {
     /// The `CertName` it was uploaded under.
-    pub cert_name: String,
+    pub(crate) cert_name: String,
     /// SHA-256 of the leaf certificate's DER.
     pub fingerprint: Fingerprint,
     /// DNS names of the leaf.
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
     #[serde(with = "time::serde::rfc3339")]
-    pub not_before: OffsetDateTime,
+    pub(crate) not_before: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
-    pub not_after: OffsetDateTime,
+    pub(crate) not_after: OffsetDateTime,
     /// When the emulator applied it (wall clock).
     #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
+    pub(crate) updated_at: OffsetDateTime,
     /// The `RequestId` of the call that set it (`console` for [`super::Emulator::set_served`]).
     pub request_id: String,
     /// The chain as uploaded (`SSLPub`). Left out of the state dump to keep it small.
     #[serde(skip_serializing, default)]
-    pub chain_pem: String,
+    pub(crate) chain_pem: String,
 }
 
 impl Served {
     /// The served state for `cert` uploaded under `cert_name` at `now`.
-    pub fn new(
+    pub(crate) fn new(
         cert: &Certificate,
         cert_name: &str,
         request_id: &str,
@@ -69,12 +69,12 @@ pub struct LogEntry {
     #[serde(rename = "at_us", with = "micros")]
     pub at: Duration,
     /// HTTP method.
-    pub method: String,
+    pub(crate) method: String,
     /// `Action` (empty when missing).
     pub action: String,
-    pub access_key_id: String,
+    pub(crate) access_key_id: String,
     pub signature_nonce: String,
-    pub timestamp: String,
+    pub(crate) timestamp: String,
     /// `DomainName` split at commas, trimmed and lowercased.
     pub domains: Vec<String>,
     /// Whether any parameter arrived in the URL query (certrotd sends none there).
@@ -87,7 +87,7 @@ pub struct LogEntry {
     pub injected: bool,
     pub request_id: String,
     /// `CertName` of a write call.
-    pub cert_name: Option<String>,
+    pub(crate) cert_name: Option<String>,
     /// Fingerprint of the first certificate in a write call's `SSLPub`, when it decodes.
     pub fingerprint: Option<Fingerprint>,
 }
@@ -108,11 +108,11 @@ mod micros {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_micros)
     }
 }
@@ -121,7 +121,7 @@ mod micros {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dump {
     /// Format version (1).
-    pub version: u32,
+    pub(crate) version: u32,
     /// Per-domain served state (without the PEM text).
     pub served: BTreeMap<String, Served>,
     /// Every request so far, in arrival order.
@@ -130,7 +130,7 @@ pub struct Dump {
 
 impl Dump {
     /// The current format version.
-    pub const VERSION: u32 = 1;
+    pub(crate) const VERSION: u32 = 1;
 
     /// Reads a state dump written by a running (or stopped) emulator.
     pub fn read(path: &Path) -> Result<Dump, EmulatorError> {
@@ -153,7 +153,7 @@ pub(super) struct LogJson {
 }
 
 impl LogJson {
-    pub fn push(&mut self, entry: &LogEntry) {
+    pub(super) fn push(&mut self, entry: &LogEntry) {
         if !self.entries.is_empty() {
             self.entries.push(b',');
         }
@@ -164,7 +164,7 @@ impl LogJson {
     }
 
     /// The whole dump, `{"version":1,"served":{…},"log":[…]}`, around the encoded served map.
-    pub fn dump(&self, served: &[u8]) -> Vec<u8> {
+    pub(super) fn dump(&self, served: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(served.len() + self.entries.len() + 64);
         out.extend_from_slice(format!("{{\"version\":{},\"served\":", Dump::VERSION).as_bytes());
         out.extend_from_slice(served);

@@ -21,7 +21,7 @@ pub struct Backoff {
 
 impl Backoff {
     /// 1 s base, 60 s cap, OS-seeded randomness.
-    pub fn standard() -> Backoff {
+    pub(crate) fn standard() -> Backoff {
         Backoff::new(
             Duration::from_secs(1),
             Duration::from_secs(60),
@@ -30,7 +30,7 @@ impl Backoff {
     }
 
     /// Any base and cap (cap is raised to base if smaller) with the given generator.
-    pub fn new(base: Duration, cap: Duration, rng: StdRng) -> Backoff {
+    pub(crate) fn new(base: Duration, cap: Duration, rng: StdRng) -> Backoff {
         Backoff {
             base,
             cap: cap.max(base),
@@ -44,14 +44,14 @@ impl Backoff {
     }
 
     /// The ceiling `min(cap, base · 2^attempt)` that the jitter is drawn under.
-    pub fn ceiling(&self, attempt: u32) -> Duration {
+    pub(crate) fn ceiling(&self, attempt: u32) -> Duration {
         let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
         self.base.saturating_mul(factor).min(self.cap)
     }
 
     /// How long to wait before retry `attempt` (0-based). A server `hint` is a floor
     /// (bounded by the cap) on the jittered value.
-    pub fn delay(&self, attempt: u32, hint: Option<Duration>) -> Duration {
+    pub(crate) fn delay(&self, attempt: u32, hint: Option<Duration>) -> Duration {
         let ceiling = self.ceiling(attempt);
         let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
         let drawn = match self.rng.lock() {
@@ -67,11 +67,13 @@ impl Backoff {
         }
     }
 
-    pub fn base(&self) -> Duration {
+    #[cfg(test)]
+    pub(crate) fn base(&self) -> Duration {
         self.base
     }
 
-    pub fn cap(&self) -> Duration {
+    #[cfg(test)]
+    pub(crate) fn cap(&self) -> Duration {
         self.cap
     }
 }

@@ -18,7 +18,7 @@ use tokio::time::{Instant, sleep_until};
 
 /// FIFO sliding-window limiter: at most `n` permits in any rolling `window`.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     n: usize,
     window: Duration,
     /// Start instants of the last `n` permits, oldest first.
@@ -27,12 +27,13 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// At most `per_second` starts (at least 1) in any rolling second.
-    pub fn per_second(per_second: u32) -> RateLimiter {
+    #[cfg(test)]
+    pub(crate) fn per_second(per_second: u32) -> RateLimiter {
         RateLimiter::with_window(per_second, Duration::from_secs(1))
     }
 
     /// At most `n` starts (at least 1) in any rolling `window`.
-    pub fn with_window(n: u32, window: Duration) -> RateLimiter {
+    pub(crate) fn with_window(n: u32, window: Duration) -> RateLimiter {
         let n = usize::try_from(n.max(1)).unwrap_or(usize::MAX);
         RateLimiter {
             n,
@@ -44,7 +45,7 @@ impl RateLimiter {
     /// Waits until a call may start, records the start, and returns its instant.
     /// The caller starts its call right away. Dropping the future before it resolves
     /// records nothing.
-    pub async fn acquire(&self) -> Instant {
+    pub(crate) async fn acquire(&self) -> Instant {
         // Holding the lock while sleeping keeps the queue FIFO: later callers wait
         // behind this one in the mutex's fair queue.
         let mut starts = self.starts.lock().await;
@@ -62,13 +63,9 @@ impl RateLimiter {
     }
 
     /// The most starts this limiter allows in one window.
-    pub fn limit(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn limit(&self) -> usize {
         self.n
-    }
-
-    /// The length of the rolling window.
-    pub fn window(&self) -> Duration {
-        self.window
     }
 }
 

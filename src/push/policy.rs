@@ -28,22 +28,22 @@ use super::{DOCUMENTED_BATCH_LIMIT, Handling};
 
 /// One failed attempt, as the policy sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refusal<'a> {
+pub(crate) struct Refusal<'a> {
     /// How the error says it should be handled.
-    pub handling: Handling<'a>,
+    pub(crate) handling: Handling<'a>,
     /// The call's domains, in order.
-    pub domains: &'a [String],
+    pub(crate) domains: &'a [String],
     /// 0 for the first attempt of the call.
-    pub attempt: u32,
+    pub(crate) attempt: u32,
     /// Attempts allowed per call (at least 1).
-    pub max_attempts: u32,
+    pub(crate) max_attempts: u32,
     /// The target has a fallback to switch to when it is gone.
-    pub has_fallback: bool,
+    pub(crate) has_fallback: bool,
 }
 
 /// What to do next with the refused call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
+pub(crate) enum Next {
     /// Send the same call again (freshly signed) after the backoff, no sooner than the hint.
     RetryAfter(Option<Duration>),
     /// Report the domain at this position alone; send the others again.
@@ -61,7 +61,7 @@ pub enum Next {
 }
 
 /// The next step for `r`. See the module docs for the rules.
-pub fn decide(r: &Refusal<'_>) -> Next {
+pub(crate) fn decide(r: &Refusal<'_>) -> Next {
     let many = r.domains.len() > 1;
     match r.handling {
         Handling::Retry { after } if r.attempt.saturating_add(1) < r.max_attempts.max(1) => {
@@ -86,7 +86,7 @@ pub fn decide(r: &Refusal<'_>) -> Next {
 /// too large: the limit the refusal named when it is smaller than the call; otherwise
 /// Alibaba's documented limit when the call was larger than it; otherwise half the call,
 /// rounded up (so 3 → 2, never straight to 1).
-pub fn lower_size(refused: usize, named_limit: Option<usize>) -> usize {
+pub(crate) fn lower_size(refused: usize, named_limit: Option<usize>) -> usize {
     match named_limit {
         Some(limit) if limit < refused => limit.max(1),
         _ if refused > DOCUMENTED_BATCH_LIMIT => DOCUMENTED_BATCH_LIMIT,
@@ -95,7 +95,7 @@ pub fn lower_size(refused: usize, named_limit: Option<usize>) -> usize {
 }
 
 /// Where the domain an error names sits in the call (Alibaba's case may differ).
-pub fn position(domains: &[String], named: &str) -> Option<usize> {
+pub(crate) fn position(domains: &[String], named: &str) -> Option<usize> {
     domains.iter().position(|d| d.eq_ignore_ascii_case(named))
 }
 

@@ -19,10 +19,10 @@ use super::{Layout, SourceError, read};
 /// A chain/key pair named by a layout (the files may still be missing or bad).
 #[derive(Clone, Debug)]
 pub(super) struct Found {
-    pub id: String,
-    pub layout: Layout,
-    pub chain: PathBuf,
-    pub key: PathBuf,
+    pub(crate) id: String,
+    pub(crate) layout: Layout,
+    pub(crate) chain: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
 /// One unit of scanning work.

@@ -30,17 +30,19 @@ use time::OffsetDateTime;
 
 use crate::cert::{self, Certificate};
 
-pub use error::{NoPairHint, SourceError};
+pub use error::SourceError;
+
+pub use error::NoPairHint;
 
 use discover::{Found, Work};
 use read::{FileId, Probe};
 
 /// The most bytes read from one certificate or key file; bigger files are not read.
-pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// How the files of a lineage are laid out (which ACME client wrote them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Layout {
+pub(crate) enum Layout {
     Certbot,
     AcmeSh,
     Kubernetes,
@@ -66,13 +68,13 @@ impl fmt::Display for Layout {
 pub struct Lineage {
     /// Display path: the lineage folder (lego: `certificates/<name>`). Stable across
     /// scans; used in messages and to break ties between equally good certificates.
-    pub id: String,
-    pub layout: Layout,
+    pub(crate) id: String,
+    pub(crate) layout: Layout,
     /// The chain file as named in the lineage (before resolving links); for a problem
     /// found before any file was named, the folder.
-    pub chain_path: PathBuf,
-    pub key_path: PathBuf,
-    pub result: Result<Arc<Certificate>, SourceError>,
+    pub(crate) chain_path: PathBuf,
+    pub(crate) key_path: PathBuf,
+    pub(crate) result: Result<Arc<Certificate>, SourceError>,
 }
 
 impl Lineage {
@@ -99,9 +101,9 @@ impl Lineage {
 /// Counters of the work a [`Scanner`] did (for tests, the bench and the daemon's logs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ScanStats {
-    pub scans: u64,
+    pub(crate) scans: u64,
     /// Lineages returned (problems included).
-    pub lineages: u64,
+    pub(crate) lineages: u64,
     /// Lineages whose files were unchanged, answered from the cache.
     pub cache_hits: u64,
     /// Calls of `cert::parse`.
@@ -157,7 +159,7 @@ impl Scanner {
     }
 
     /// A scanner using at most `threads` threads (at least 1).
-    pub fn with_threads(threads: usize) -> Scanner {
+    pub(crate) fn with_threads(threads: usize) -> Scanner {
         Scanner {
             cache: HashMap::new(),
             threads: threads.max(1),
@@ -193,7 +195,8 @@ impl Scanner {
     }
 
     /// Work done since the scanner was made.
-    pub fn stats(&self) -> ScanStats {
+    #[cfg(test)]
+    pub(crate) fn stats(&self) -> ScanStats {
         self.totals
     }
 

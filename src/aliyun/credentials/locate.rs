@@ -28,9 +28,9 @@ pub(super) enum Located {
 
 /// A file's bytes as read, with what it is (for messages). Zeroized on drop.
 pub(super) struct FileBytes {
-    pub path: PathBuf,
-    pub what: &'static str,
-    pub bytes: Zeroizing<Vec<u8>>,
+    pub(crate) path: PathBuf,
+    pub(crate) what: &'static str,
+    pub(crate) bytes: Zeroizing<Vec<u8>>,
 }
 
 /// The raw material of each source, for its pure parse.

@@ -10,15 +10,15 @@ use super::Secret;
 
 /// One `[name]` section of an INI file.
 pub(super) struct IniSection {
-    pub name: String,
+    pub(crate) name: String,
     /// 1-based line of the header.
-    pub line: usize,
+    pub(crate) line: usize,
     entries: Vec<(String, Zeroizing<String>)>,
 }
 
 impl IniSection {
     /// A key's non-empty value (the last one wins).
-    pub fn get(&self, key: &str) -> Option<&str> {
+    pub(super) fn get(&self, key: &str) -> Option<&str> {
         self.entries
             .iter()
             .rev()
@@ -100,7 +100,7 @@ pub(super) enum IniProfile {
 
 impl IniProfile {
     /// The `type` value it was read from.
-    pub fn type_name(&self) -> &str {
+    pub(super) fn type_name(&self) -> &str {
         match self {
             IniProfile::AccessKey { .. } => "access_key",
             IniProfile::Sts { .. } => "sts",
@@ -268,7 +268,7 @@ pub(super) enum CliProfile {
 
 impl CliProfile {
     /// The `mode` value it was read from.
-    pub fn mode(&self) -> &str {
+    pub(super) fn mode(&self) -> &str {
         match self {
             CliProfile::Ak { .. } => "AK",
             CliProfile::StsToken { .. } => "StsToken",
