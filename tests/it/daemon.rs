@@ -9,13 +9,11 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use certrotd::cert::{self, Fingerprint};
-use certrotd::emulator::{
-    DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, Emulator, EmulatorConfig,
-};
+use certrotd::emulator::Emulator;
 use certrotd::testca::{Issued, Leaf};
 use time::OffsetDateTime;
 
-use crate::harness::{AcmeSh, Certbot, Config, Env, K8sSecret, Lego, ca, issue, write_mode};
+use crate::harness::{self, AcmeSh, Certbot, Config, Env, K8sSecret, Lego, ca, issue};
 
 /// A running `certrotd run`; killed (SIGKILL) when dropped.
 struct Daemon {
@@ -97,12 +95,7 @@ async fn until(what: &str, daemon: &Daemon, secs: u64, mut ok: impl FnMut() -> b
 }
 
 async fn emulator(domains: &[&str]) -> Emulator {
-    Emulator::start(
-        "127.0.0.1:0".parse().expect("addr"),
-        EmulatorConfig::with_domains(domains.iter().copied()),
-    )
-    .await
-    .expect("emulator starts")
+    harness::start_emulator(domains).await
 }
 
 /// A configuration for the daemon against `emu`: emulator credentials, 200 ms debounce,
@@ -113,24 +106,7 @@ fn config(env: &Env, emu: &Emulator, domains: &[&str]) -> Config {
 
 /// [`config`] with a periodic rescan every `rescan_secs`.
 fn config_rescan(env: &Env, emu: &Emulator, domains: &[&str], rescan_secs: u64) -> Config {
-    let secret = env.join("access-key-secret");
-    if !secret.exists() {
-        write_mode(&secret, DEFAULT_ACCESS_KEY_SECRET, 0o600);
-    }
-    Config::new()
-        .endpoint(&emu.endpoint())
-        .domains(domains)
-        .set(
-            "aliyun",
-            &format!("access_key_id = {DEFAULT_ACCESS_KEY_ID:?}"),
-        )
-        .set(
-            "aliyun",
-            &format!(
-                "access_key_secret_file = {:?}",
-                secret.display().to_string()
-            ),
-        )
+    harness::emulator_credentials(env, &emu.endpoint(), domains)
         .set("watch", "debounce_ms = 200")
         .set("watch", &format!("rescan_secs = {rescan_secs}"))
 }

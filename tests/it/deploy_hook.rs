@@ -235,7 +235,7 @@ fn the_key_of_the_lineage_gets_group_read_access() {
 
 use std::process::{Child, Stdio};
 
-use certrotd::emulator::{Emulator, EmulatorConfig};
+use certrotd::emulator::Emulator;
 use certrotd::testca::Issued;
 
 use crate::harness::{
@@ -243,12 +243,7 @@ use crate::harness::{
 };
 
 async fn emulator(domains: &[&str]) -> Emulator {
-    Emulator::start(
-        "127.0.0.1:0".parse().expect("addr"),
-        EmulatorConfig::with_domains(domains.iter().copied()),
-    )
-    .await
-    .expect("emulator starts")
+    harness::start_emulator(domains).await
 }
 
 fn fp(issued: &Issued) -> certrotd::cert::Fingerprint {

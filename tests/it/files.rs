@@ -9,13 +9,11 @@ use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _,
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use certrotd::emulator::{
-    DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, Emulator, EmulatorConfig,
-};
+use certrotd::emulator::Emulator;
 use certrotd::state;
 
 use crate::harness::{
-    Bounded, Certbot, Config, Env, is_root, issue, mkfifo, run_bounded, write, write_mode,
+    self, Bounded, Certbot, Config, Env, is_root, issue, mkfifo, run_bounded, write, write_mode,
 };
 
 /// Long enough for a loaded 2-core machine; a hang is what it catches.
@@ -27,31 +25,11 @@ fn bounded(env: &Env, args: &[&str]) -> Bounded {
 
 /// A configuration with credentials for `emu` (or for nothing) and `domains`.
 fn config(env: &Env, endpoint: &str, domains: &[&str]) -> Config {
-    let secret = env.join("ak-secret");
-    write_mode(&secret, DEFAULT_ACCESS_KEY_SECRET, 0o600);
-    Config::new()
-        .endpoint(endpoint)
-        .domains(domains)
-        .set(
-            "aliyun",
-            &format!("access_key_id = {DEFAULT_ACCESS_KEY_ID:?}"),
-        )
-        .set(
-            "aliyun",
-            &format!(
-                "access_key_secret_file = {:?}",
-                secret.display().to_string()
-            ),
-        )
+    harness::emulator_credentials(env, endpoint, domains)
 }
 
 async fn emulator(domains: &[&str]) -> Emulator {
-    Emulator::start(
-        "127.0.0.1:0".parse().expect("addr"),
-        EmulatorConfig::with_domains(domains.iter().copied()),
-    )
-    .await
-    .expect("emulator starts")
+    harness::start_emulator(domains).await
 }
 
 #[test]

@@ -683,6 +683,14 @@ pub fn is_root() -> bool {
 /// A configuration for `endpoint` (an emulator) with its default credentials (the secret in
 /// `<env>/access-key-secret`), a 200 ms debounce and no periodic rescan during a test.
 pub fn emulator_config(env: &Env, endpoint: &str, domains: &[&str]) -> Config {
+    emulator_credentials(env, endpoint, domains)
+        .set("watch", "debounce_ms = 200")
+        .set("watch", "rescan_secs = 3600")
+}
+
+/// A configuration for `endpoint` (an emulator) and `domains` with the emulator's default
+/// credentials (the secret in `<env>/access-key-secret`, mode 0600), nothing else set.
+pub fn emulator_credentials(env: &Env, endpoint: &str, domains: &[&str]) -> Config {
     use certrotd::emulator::{DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET};
     let secret = env.join("access-key-secret");
     if !secret.exists() {
@@ -702,8 +710,17 @@ pub fn emulator_config(env: &Env, endpoint: &str, domains: &[&str]) -> Config {
                 secret.display().to_string()
             ),
         )
-        .set("watch", "debounce_ms = 200")
-        .set("watch", "rescan_secs = 3600")
+}
+
+/// The in-process emulator on a free loopback port, knowing `domains`.
+pub async fn start_emulator(domains: &[&str]) -> certrotd::emulator::Emulator {
+    use certrotd::emulator::{Emulator, EmulatorConfig};
+    Emulator::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        EmulatorConfig::with_domains(domains.iter().copied()),
+    )
+    .await
+    .expect("emulator starts")
 }
 
 /// A running `certrotd -c <env>/certrotd.toml run`, its stderr in `<env>/daemon.log`;
