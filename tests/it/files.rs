@@ -4,16 +4,16 @@
 //! unbounded read; a lineage folder whose name is not UTF-8 is reported, not skipped; a
 //! `sync` run as root keeps the state file's owner and mode.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _, symlink};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use certrotd::emulator::Emulator;
 use certrotd::state;
 
 use crate::harness::{
-    self, Bounded, Certbot, Config, Env, is_root, issue, mkfifo, run_bounded, write, write_mode,
+    self, Bounded, Certbot, Config, Env, RunningDaemon, is_root, issue, mkfifo, run_bounded,
+    wait_for, write, write_mode,
 };
 
 /// Long enough for a loaded 2-core machine; a hang is what it catches.
@@ -143,53 +143,6 @@ fn a_fifo_as_a_certificate_file_is_reported_by_check() {
     );
 }
 
-/// A running `certrotd run`, stderr to a file; killed when dropped.
-struct Daemon {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Daemon {
-    fn start(env: &Env) -> Daemon {
-        let log = env.join("daemon.log");
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let child = env
-            .command(&["run"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(file))
-            .spawn()
-            .expect("spawn certrotd run");
-        Daemon { child, log }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn until(&self, what: &str, mut ok: impl FnMut() -> bool) {
-        let deadline = Instant::now() + LIMIT;
-        while !ok() {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fifo_as_a_certificate_file_does_not_stop_run() {
     let env = Env::new();
@@ -211,34 +164,25 @@ async fn a_fifo_as_a_certificate_file_does_not_stop_run() {
     .watch(certbot.live())
     .set("watch", "debounce_ms = 200")
     .write(&env);
-    let mut daemon = Daemon::start(&env);
-    daemon
-        .until("good.example.com deployed", || {
-            emu.served().contains_key("good.example.com")
-        })
-        .await;
-    daemon
-        .until("the FIFO lineage reported", || {
-            daemon.log().contains("a FIFO (named pipe)")
-        })
-        .await;
+    let mut daemon = RunningDaemon::start(&env);
+    let secs = LIMIT.as_secs();
+    wait_for(
+        "good.example.com deployed",
+        secs,
+        || emu.served().contains_key("good.example.com"),
+        || daemon.log(),
+    )
+    .await;
+    wait_for(
+        "the FIFO lineage reported",
+        secs,
+        || daemon.log().contains("a FIFO (named pipe)"),
+        || daemon.log(),
+    )
+    .await;
     assert!(!emu.served().contains_key("fifo.example.com"));
-    let pid = i32::try_from(daemon.child.id()).unwrap();
-    // SAFETY: kill(2) on our own child.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let deadline = Instant::now() + LIMIT;
-    let status = loop {
-        if let Some(status) = daemon.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "run did not stop on SIGTERM:\n{}",
-            daemon.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+    let code = daemon.terminate(secs).await;
+    assert_eq!(code, 0, "{}", daemon.log());
 }
 
 #[test]

@@ -758,6 +758,30 @@ impl RunningDaemon {
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Sends SIGTERM and waits up to `secs` for the exit; the exit code (128 + signal when a
+    /// signal ended it). Panics with the log when it does not exit in time.
+    pub async fn terminate(&mut self, secs: u64) -> i32 {
+        use std::os::unix::process::ExitStatusExt;
+        let pid = i32::try_from(self.child.id()).expect("a pid");
+        // SAFETY: kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status
+                    .code()
+                    .or_else(|| status.signal().map(|s| 128 + s))
+                    .unwrap_or(-1);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "certrotd run did not stop on SIGTERM within {secs} s; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
 }
 
 impl Drop for RunningDaemon {
