@@ -102,6 +102,7 @@ async fn measure(verify: bool) -> Result<Figures, Box<dyn std::error::Error>> {
         max_attempts: 5,
         timeout: Duration::from_secs(10),
         verify,
+        signature: certrotd::config::Signature::V1,
     };
     let creds = Credentials::new(
         emulator::DEFAULT_ACCESS_KEY_ID,

@@ -60,6 +60,29 @@ pub struct AliyunSettings {
     pub max_attempts: u32,
     pub timeout: Duration,
     pub verify: bool,
+    /// How calls are signed (`signature`, default v1).
+    pub signature: Signature,
+}
+
+/// `[aliyun] signature`: the algorithm every API call is signed with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Signature {
+    /// HMAC-SHA1 RPC signature (Alibaba's "V2"): the default until V3 has been seen to
+    /// work against the real CDN API.
+    #[default]
+    V1,
+    /// `ACS3-HMAC-SHA256`.
+    V3,
+}
+
+impl Signature {
+    /// The configuration spelling (`"v1"`, `"v3"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signature::V1 => "v1",
+            Signature::V3 => "v3",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -1,13 +1,18 @@
 //! The HTTP client of the CDN API: one signed POST per call attempt.
 //!
 //! Owns: endpoint checks (https with certificate verification through rustls + webpki roots;
-//! plain http only to a loopback host), building each request (common + action parameters,
-//! fresh nonce and timestamp, signature, all in the form body — the URL is always `/`),
+//! plain http only to a loopback host), building each request with a fresh nonce and
+//! timestamp, signed as `[aliyun] signature` says — v1: common + action parameters and the
+//! signature, all in the form body; V3: the action parameters in the form body, action,
+//! version, date, nonce, body hash (and security token) in `x-acs-*` headers, the signature
+//! in `Authorization` — the URL is always `/`,
 //! the timeout, decoding success bodies into typed replies and every failure into an
 //! [`ApiError`], and the three actions certrotd uses.
 //!
 //! Invariants: nothing goes in the URL; the request body and the parameter list (which hold
-//! `SSLPri`) live in zeroizing buffers and are never logged; what the server sends is
+//! `SSLPri`) live in zeroizing buffers and are never logged; the secret never leaves the
+//! signer, and the security token and `Authorization` header values are marked sensitive
+//! (hidden from `Debug`); what the server sends is
 //! untrusted: the `RequestId` a call returns and every header value logged pass
 //! [`untrusted::request_id`] (a strict pattern, else a placeholder) here, so the executor,
 //! the state file, `status` and every log line only see sanitized ids; each method is exactly one
@@ -25,7 +30,9 @@ use std::time::{Duration, Instant};
 use bytes::Buf;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
-use hyper::header::{ACCEPT, CONTENT_TYPE, DATE, HeaderMap, RETRY_AFTER, USER_AGENT};
+use hyper::header::{
+    ACCEPT, CONTENT_TYPE, DATE, HOST, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
+};
 use hyper::{Method, Request, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
@@ -41,7 +48,7 @@ use super::error::{
 };
 use super::sign;
 use crate::cert::{Fingerprint, PrivateKey};
-use crate::config::AliyunSettings;
+use crate::config::{AliyunSettings, Signature};
 use crate::untrusted;
 
 pub(crate) const ACTION_BATCH_SET: &str = "BatchSetCdnDomainServerCertificate";
@@ -230,6 +237,14 @@ pub struct Client {
     timeout: Duration,
     credentials: Arc<Credentials>,
     clock: WallClock,
+    signature: Signature,
+}
+
+/// One attempt's signed request: the form body and the headers the signature adds (none
+/// for v1; the V3 headers, `host` included, for V3).
+struct Signed {
+    body: Zeroizing<String>,
+    headers: Vec<(&'static str, String)>,
 }
 
 impl fmt::Debug for Client {
@@ -238,6 +253,7 @@ impl fmt::Debug for Client {
             .field("endpoint", &self.endpoint)
             .field("timeout", &self.timeout)
             .field("credentials", &self.credentials)
+            .field("signature", &self.signature)
             .finish_non_exhaustive()
     }
 }
@@ -273,6 +289,7 @@ impl Client {
             timeout: settings.timeout,
             credentials: Arc::new(credentials),
             clock: Arc::new(OffsetDateTime::now_utc),
+            signature: settings.signature,
         })
     }
 
@@ -355,8 +372,14 @@ impl Client {
         call_domains: &[String],
     ) -> Result<Reply, ApiError> {
         let started = Instant::now();
-        let body = self.signed_body(action, params);
-        let result = tokio::time::timeout(self.timeout, self.send(action, body)).await;
+        let signed = match self.signature {
+            Signature::V1 => Signed {
+                body: self.signed_body(action, params),
+                headers: Vec::new(),
+            },
+            Signature::V3 => self.signed_v3(action, &params),
+        };
+        let result = tokio::time::timeout(self.timeout, self.send(action, signed)).await;
         let endpoint = self.endpoint.to_string();
         let (status, headers, bytes) = match result {
             Err(_) => {
@@ -417,21 +440,56 @@ impl Client {
         sign::encode_pairs(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 
+    /// The action parameters as the form body, signed V3 with a fresh nonce and date: the
+    /// headers of [`sign::sign_v3`] (`host` as the endpoint's authority).
+    fn signed_v3(&self, action: &'static str, params: &[(String, String)]) -> Signed {
+        let creds = &self.credentials;
+        let body = sign::encode_pairs(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let host = self.endpoint.authority().map_or("", |a| a.as_str());
+        let nonce = new_nonce();
+        let call = sign::V3Call {
+            method: "POST",
+            host,
+            query: &[],
+            body: body.as_bytes(),
+            action,
+            version: sign::API_VERSION,
+            date: (self.clock)(),
+            nonce: &nonce,
+        };
+        let key = sign::V3Key {
+            access_key_id: creds.access_key_id(),
+            secret: creds.secret().expose(),
+            security_token: creds.security_token().map(|t| t.expose()),
+        };
+        let headers = sign::sign_v3(&call, &key).0;
+        Signed { body, headers }
+    }
+
     /// Sends the request and reads the whole answer (bounded).
     async fn send(
         &self,
         action: &'static str,
-        body: Zeroizing<String>,
+        signed: Signed,
     ) -> Result<(u16, HeaderMap, bytes::Bytes), ApiError> {
         let endpoint = self.endpoint.to_string();
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(Method::POST)
             .uri(self.endpoint.clone())
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(CONTENT_TYPE, sign::FORM_CONTENT_TYPE)
             .header(ACCEPT, "application/json")
             .header(USER_AGENT, USER_AGENT_VALUE)
-            .body(SecretBody::new(body))
+            .body(SecretBody::new(signed.body))
             .map_err(|e| ApiError::transport(action, &endpoint, &e.to_string()))?;
+        for (name, value) in signed.headers {
+            let value = signed_header_value(name, value).map_err(|_| {
+                let why = format!("the signed header {name} is not a valid header value");
+                ApiError::transport(action, &endpoint, &why)
+            })?;
+            // Insert, not append: a signed header (content-type, host) is sent once, with
+            // the value signed.
+            request.headers_mut().insert(header_name(name), value);
+        }
         let response = self
             .http
             .request(request)
@@ -520,6 +578,26 @@ fn log_clock_skew(err: &ApiError) {
 fn new_nonce() -> String {
     let bytes: [u8; 16] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `host` as hyper's constant (so it replaces the default, not adds a second one).
+fn header_name(name: &'static str) -> HeaderName {
+    if name == "host" {
+        HOST
+    } else {
+        HeaderName::from_static(name)
+    }
+}
+
+/// A signed header's value; the security token and `Authorization` are marked sensitive.
+/// An error (naming no value) when it is not a valid header value.
+fn signed_header_value(
+    name: &str,
+    value: String,
+) -> Result<HeaderValue, hyper::header::InvalidHeaderValue> {
+    let mut v = HeaderValue::try_from(value)?;
+    v.set_sensitive(matches!(name, "authorization" | "x-acs-security-token"));
+    Ok(v)
 }
 
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {

@@ -167,23 +167,18 @@ pub fn common_params(
 }
 
 // ---- V3: ACS3-HMAC-SHA256 ------------------------------------------------------------------
-// certrotd's client signs v1 today; the emulator verifies both. The V3 signer below
-// (`V3Key`, `V3Call`, `V3Headers`, `sign_v3`, `authorization_v3`) is only used by tests (to
-// make the V3 calls the emulator must accept) and is built for them alone until the client
-// signs V3.
+// The client signs V3 with `[aliyun] signature = "v3"` ([`sign_v3`]); the emulator
+// verifies both algorithms with the pieces below.
 
 /// The V3 algorithm: the first word of `Authorization` and the first line of the
 /// string-to-sign.
 pub(crate) const V3_ALGORITHM: &str = "ACS3-HMAC-SHA256";
 /// The content type of an RPC form body (signed as `content-type` when there is a body).
-#[cfg(test)]
 pub(crate) const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 /// The canonical URI of every RPC call.
-#[cfg(test)]
 pub(crate) const RPC_URI: &str = "/";
 
 /// The AccessKey a V3 call is signed with. `Debug` shows the AccessKeyId only.
-#[cfg(test)]
 #[derive(Clone, Copy)]
 pub(crate) struct V3Key<'a> {
     pub(crate) access_key_id: &'a str,
@@ -192,7 +187,6 @@ pub(crate) struct V3Key<'a> {
     pub(crate) security_token: Option<&'a str>,
 }
 
-#[cfg(test)]
 impl std::fmt::Debug for V3Key<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("V3Key")
@@ -204,7 +198,6 @@ impl std::fmt::Debug for V3Key<'_> {
 }
 
 /// One RPC call as V3 signs it. `Debug` shows no parameter value and no body byte.
-#[cfg(test)]
 #[derive(Clone, Copy)]
 pub(crate) struct V3Call<'a> {
     /// `GET` or `POST` (upper-cased when signed).
@@ -225,7 +218,6 @@ pub(crate) struct V3Call<'a> {
     pub(crate) nonce: &'a str,
 }
 
-#[cfg(test)]
 impl std::fmt::Debug for V3Call<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let keys: Vec<&str> = self.query.iter().map(|(k, _)| k.as_str()).collect();
@@ -245,13 +237,12 @@ impl std::fmt::Debug for V3Call<'_> {
 /// The headers [`sign_v3`] makes, lower-case names, sorted, `authorization` last. The
 /// caller sends every one of them (`host` too, with this value). `Debug` redacts the
 /// security token; `authorization` holds only a signature.
-#[cfg(test)]
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct V3Headers(pub(crate) Vec<(&'static str, String)>);
 
-#[cfg(test)]
 impl V3Headers {
     /// The value of header `name` (lower case).
+    #[cfg(test)]
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
@@ -260,7 +251,6 @@ impl V3Headers {
     }
 }
 
-#[cfg(test)]
 impl std::fmt::Debug for V3Headers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut list = f.debug_list();
@@ -278,7 +268,6 @@ impl std::fmt::Debug for V3Headers {
 /// Signs `call` with `key`: the headers to add to the request (see [`V3Headers`]). The
 /// signed headers are `host`, `content-type` (with a body), and every `x-acs-*` header:
 /// action, version, date, nonce, content hash, and the security token with STS.
-#[cfg(test)]
 pub(crate) fn sign_v3(call: &V3Call<'_>, key: &V3Key<'_>) -> V3Headers {
     let content_sha256 = hex_sha256(call.body);
     let mut headers: Vec<(&'static str, String)> = vec![
@@ -339,13 +328,6 @@ pub(crate) fn canonical_query_v3(params: &[(String, String)]) -> Zeroizing<Strin
 pub(crate) struct CanonicalRequestV3 {
     pub(crate) request: Zeroizing<String>,
     /// Lower-case header names, sorted, `;`-joined.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "read by sign_v3, which only tests use until calls are signed V3"
-        )
-    )]
     pub(crate) signed_headers: String,
 }
 
@@ -422,7 +404,6 @@ pub(crate) fn signature_v3(secret: &str, string_to_sign: &str) -> String {
 }
 
 /// `ACS3-HMAC-SHA256 Credential=AK,SignedHeaders=…,Signature=…`.
-#[cfg(test)]
 pub(crate) fn authorization_v3(
     access_key_id: &str,
     signed_headers: &str,

@@ -47,6 +47,7 @@ fn an_empty_file_gives_the_documented_defaults() {
     assert_eq!(s.aliyun.max_attempts, 6);
     assert_eq!(s.aliyun.timeout, Duration::from_secs(30));
     assert!(s.aliyun.verify);
+    assert_eq!(s.aliyun.signature, Signature::V1);
     assert_eq!(s.watch.paths, [PathBuf::from("/etc/letsencrypt/live")]);
     assert_eq!(s.watch.debounce, Duration::from_millis(2000));
     assert_eq!(s.watch.rescan, Duration::from_secs(3600));
@@ -70,6 +71,7 @@ fn every_setting_is_read() {
         max_attempts = 1
         timeout_secs = 1_0
         verify = false
+        signature = "v3"
         [watch]
         paths = ["live", "/abs/k8s", "live"]
         debounce_ms = 1
@@ -89,6 +91,7 @@ fn every_setting_is_read() {
     assert_eq!(s.aliyun.max_attempts, 1);
     assert_eq!(s.aliyun.timeout, Duration::from_secs(10));
     assert!(!s.aliyun.verify);
+    assert_eq!(s.aliyun.signature, Signature::V3);
     // Relative paths are resolved against the configuration file's folder; duplicates go.
     assert_eq!(
         s.watch.paths,
@@ -109,6 +112,31 @@ fn the_shipped_example_is_valid() {
     let loaded = ok(text);
     assert_eq!(loaded.settings.aliyun.endpoint, "https://cdn.aliyuncs.com");
     assert!(!loaded.settings.cdn.domains.is_empty());
+    assert_eq!(loaded.settings.aliyun.signature, Signature::V1);
+}
+
+#[test]
+fn an_unknown_signature_version_is_located_and_explained() {
+    for bad in ["\"V3\"", "\"v2\"", "\"\"", "\"hmac-sha256\""] {
+        let p = problem(&format!("[aliyun]\nsignature = {bad}\n"));
+        assert_eq!(p.key.as_deref(), Some("aliyun.signature"), "{bad}");
+        assert_eq!((p.line, p.col), (2, 13), "{bad}");
+        assert!(
+            p.message.contains("is not a signature version")
+                && p.message.contains("use \"v1\"")
+                && p.message.contains("\"v3\""),
+            "{}",
+            p.message
+        );
+        assert!(p.to_string().starts_with(&format!("{FILE}:2:13: ")), "{p}");
+    }
+    let p = problem("[aliyun]\nsignature = 3\n");
+    assert!(
+        p.message
+            .contains("`aliyun.signature` must be a string, found integer"),
+        "{}",
+        p.message
+    );
 }
 
 #[test]

@@ -14,8 +14,8 @@ use toml::de::{DeTable, DeValue};
 
 use super::files::{Files, Named};
 use super::{
-    AliyunSettings, CdnSettings, Diagnostic, Settings, StateSettings, WatchSettings, domain,
-    endpoint,
+    AliyunSettings, CdnSettings, Diagnostic, Settings, Signature, StateSettings, WatchSettings,
+    domain, endpoint,
 };
 
 type Span = Range<usize>;
@@ -111,6 +111,7 @@ const ALIYUN_KEYS: &[&str] = &[
     "max_attempts",
     "timeout_secs",
     "verify",
+    "signature",
 ];
 const WATCH_KEYS: &[&str] = &["paths", "debounce_ms", "rescan_secs"];
 const STATE_KEYS: &[&str] = &["dir"];
@@ -420,6 +421,7 @@ fn aliyun(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Option<AliyunSettings> {
         None => Some(true),
         Some(_) => s.boolean(ctx, "verify"),
     };
+    let signature = signature(ctx, s);
     Some(AliyunSettings {
         endpoint: endpoint?,
         region: region?,
@@ -431,7 +433,28 @@ fn aliyun(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Option<AliyunSettings> {
         max_attempts: int_or(attempts, 6)?,
         timeout: Duration::from_secs(int_or(timeout, 30)?),
         verify: verify?,
+        signature: signature?,
     })
+}
+
+/// `aliyun.signature`: `"v1"` (default) or `"v3"`.
+fn signature(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Option<Signature> {
+    match s.string(ctx, "signature") {
+        None if s.value("signature").is_some() => None,
+        None => Some(Signature::default()),
+        Some(raw) => match raw.get_ref().as_str() {
+            "v1" => Some(Signature::V1),
+            "v3" => Some(Signature::V3),
+            other => {
+                let message = format!(
+                    "`aliyun.signature` = {other:?} is not a signature version; use \"v1\" \
+                     (HMAC-SHA1, the default) or \"v3\" (ACS3-HMAC-SHA256)"
+                );
+                ctx.problem(&raw.span(), "aliyun.signature", message);
+                None
+            }
+        },
+    }
 }
 
 fn region(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Option<Option<String>> {

@@ -755,6 +755,12 @@ fn new_entry(p: &Params, envelope: &Envelope, req: &Incoming, at: Duration) -> L
         method: req.method.clone(),
         action: envelope.action.clone(),
         access_key_id: envelope.access_key_id.clone(),
+        signature: if req.authorization().is_some() {
+            "v3"
+        } else {
+            "v1"
+        }
+        .to_string(),
         signature_nonce: envelope.nonce.clone(),
         timestamp: envelope.timestamp.clone(),
         domains: p.domains(),

@@ -73,6 +73,10 @@ pub struct LogEntry {
     /// `Action` (empty when missing).
     pub action: String,
     pub(crate) access_key_id: String,
+    /// How the request was signed: `"v3"` with an `Authorization` header, else `"v1"`
+    /// (dumps written before this field read as `"v1"`).
+    #[serde(default = "v1")]
+    pub signature: String,
     pub signature_nonce: String,
     pub(crate) timestamp: String,
     /// `DomainName` split at commas, trimmed and lowercased.
@@ -101,6 +105,10 @@ impl LogEntry {
     pub fn succeeded(&self) -> bool {
         self.status == Some(200)
     }
+}
+
+fn v1() -> String {
+    "v1".to_string()
 }
 
 mod micros {

@@ -30,6 +30,7 @@ fn settings(endpoint: &str, timeout: Duration) -> AliyunSettings {
         max_attempts: 1,
         timeout,
         verify: true,
+        signature: certrotd::config::Signature::V1,
     }
 }
 

@@ -35,6 +35,7 @@ fn settings(endpoint: &str) -> AliyunSettings {
         max_attempts: 12,
         timeout: Duration::from_secs(10),
         verify: true,
+        signature: certrotd::config::Signature::V1,
     }
 }
 

@@ -28,6 +28,7 @@ fn settings(endpoint: &str, timeout: Duration) -> AliyunSettings {
         max_attempts: 3,
         timeout,
         verify: true,
+        signature: crate::config::Signature::V1,
     }
 }
 
@@ -869,4 +870,200 @@ async fn user_domains_without_total_count_stops_at_a_short_page() {
     assert_eq!(all.len(), 502);
     assert_eq!(all.last().map(String::as_str), Some("d501.example.com"));
     assert_eq!(seen(&log).len(), 2);
+}
+
+// ---------------------------------------------------------------- signature V3
+
+fn v3_client(endpoint: &str, creds: Credentials) -> Client {
+    let mut s = settings(endpoint, Duration::from_secs(5));
+    s.signature = Signature::V3;
+    Client::new(&s, creds).expect("test client")
+}
+
+#[tokio::test]
+async fn v3_puts_the_envelope_in_headers_and_only_action_parameters_in_the_body() {
+    let (endpoint, log) = server(vec![json(200, r#"{"RequestId":"R"}"#)]).await;
+    let at = time::macros::datetime!(2026-12-01 10:22:32 UTC);
+    let creds = Credentials::new(
+        "STS.id",
+        Secret::from(SECRET.to_string()),
+        Some(Secret::from("token-value-Xy7".to_string())),
+        "test",
+    );
+    let c = v3_client(&endpoint, creds).with_clock(Arc::new(move || at));
+    assert!(!format!("{c:?}").contains(SECRET));
+    let domains = names(&["a.example.com"]);
+    let key = key();
+    let req = BatchSetRequest {
+        domains: &domains,
+        cert_name: "cert-1",
+        ssl_pub: "-----BEGIN CERTIFICATE-----\nMIIB+/ab*c~d e\n-----END CERTIFICATE-----\n",
+        ssl_pri: &key,
+        region: None,
+    };
+    c.batch_set(&req).await.unwrap();
+    c.batch_set(&req).await.unwrap();
+    let seen = seen(&log);
+    assert_eq!(seen.len(), 2);
+    let first = &seen[0];
+    assert_eq!(first.request_line, "POST / HTTP/1.1", "no query parameters");
+    let body_keys: Vec<String> = first.params().into_keys().collect();
+    assert_eq!(
+        body_keys,
+        [
+            "CertName",
+            "CertType",
+            "DomainName",
+            "ForceSet",
+            "SSLPri",
+            "SSLProtocol",
+            "SSLPub"
+        ],
+        "the body holds the action's parameters alone"
+    );
+    let h = |n: &str| first.header(n).unwrap_or_default().to_string();
+    assert_eq!(h("x-acs-action"), ACTION_BATCH_SET);
+    assert_eq!(h("x-acs-version"), "2018-05-10");
+    assert_eq!(h("x-acs-date"), "2026-12-01T10:22:32Z");
+    assert_eq!(h("x-acs-security-token"), "token-value-Xy7");
+    assert_eq!(h("x-acs-content-sha256"), sign::hex_sha256(&first.body));
+    assert_eq!(h("host"), endpoint.trim_start_matches("http://"));
+    for once in ["content-type", "host"] {
+        let n = first
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(once))
+            .count();
+        assert_eq!(n, 1, "{once} is sent once: {:?}", first.headers);
+    }
+    let nonce = h("x-acs-signature-nonce");
+    assert_eq!(nonce.len(), 32);
+    assert_ne!(
+        seen[1].header("x-acs-signature-nonce"),
+        Some(nonce.as_str())
+    );
+    // The Authorization header is exactly what the signer makes over what arrived.
+    let host = h("host");
+    let call = sign::V3Call {
+        method: "POST",
+        host: &host,
+        query: &[],
+        body: &first.body,
+        action: ACTION_BATCH_SET,
+        version: sign::API_VERSION,
+        date: at,
+        nonce: &nonce,
+    };
+    let key3 = sign::V3Key {
+        access_key_id: "STS.id",
+        secret: SECRET,
+        security_token: Some("token-value-Xy7"),
+    };
+    let want = sign::sign_v3(&call, &key3);
+    assert_eq!(Some(h("authorization").as_str()), want.get("authorization"));
+    assert!(
+        h("authorization").starts_with(
+            "ACS3-HMAC-SHA256 Credential=STS.id,SignedHeaders=content-type;host;x-acs-action;\
+             x-acs-content-sha256;x-acs-date;x-acs-security-token;x-acs-signature-nonce;\
+             x-acs-version,Signature="
+        ),
+        "{}",
+        h("authorization")
+    );
+    for s in &seen {
+        let all = format!(
+            "{} {:?} {}",
+            s.request_line,
+            s.headers,
+            String::from_utf8_lossy(&s.body)
+        );
+        assert!(!all.contains(SECRET), "{all}");
+    }
+}
+
+async fn emulator_with(domains: &[&str]) -> crate::emulator::Emulator {
+    use crate::emulator::{Emulator, EmulatorConfig};
+    Emulator::start(
+        "127.0.0.1:0".parse().unwrap(),
+        EmulatorConfig::with_domains(domains.iter().copied()),
+    )
+    .await
+    .expect("emulator")
+}
+
+fn emulator_creds(secret: &str) -> Credentials {
+    Credentials::new(
+        crate::emulator::DEFAULT_ACCESS_KEY_ID,
+        Secret::from(secret.to_string()),
+        None,
+        "test",
+    )
+}
+
+#[tokio::test]
+async fn v3_calls_are_accepted_by_the_emulator() {
+    let emu = emulator_with(&["a.example.com", "b.example.com"]).await;
+    let c = v3_client(
+        &emu.endpoint(),
+        emulator_creds(crate::emulator::DEFAULT_ACCESS_KEY_SECRET),
+    );
+    let now = OffsetDateTime::now_utc();
+    let ca = crate::testca::TestCa::new("v3-client-test").expect("test CA");
+    let issued = ca
+        .issue(&crate::testca::Leaf::new(
+            &["a.example.com"],
+            now - time::Duration::days(1),
+            now + time::Duration::days(60),
+        ))
+        .expect("leaf");
+    let cert = crate::cert::parse(issued.fullchain_pem.as_bytes(), issued.key_pem.as_bytes())
+        .expect("valid");
+    let domains = names(&["a.example.com"]);
+    let req = BatchSetRequest {
+        domains: &domains,
+        cert_name: "v3-cert",
+        ssl_pub: &cert.chain_pem,
+        ssl_pri: &cert.key,
+        region: Some("cn-hangzhou"),
+    };
+    c.batch_set(&req).await.expect("V3 write accepted");
+    let served = c
+        .describe_domain_certificate("a.example.com")
+        .await
+        .expect("V3 read accepted")
+        .expect("a certificate is served");
+    assert_eq!(served.leaf_fingerprint(), Some(cert.fingerprint));
+    let mut all = c
+        .describe_user_domains()
+        .await
+        .expect("V3 listing accepted");
+    all.sort();
+    assert_eq!(all, ["a.example.com", "b.example.com"]);
+    let log = emu.log();
+    assert_eq!(log.len(), 3);
+    for e in &log {
+        assert_eq!(e.signature, "v3", "{e:?}");
+        assert!(e.succeeded(), "{e:?}");
+        assert!(!e.params_in_query, "{e:?}");
+    }
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn v3_with_a_wrong_secret_is_a_credentials_error() {
+    let emu = emulator_with(&["a.example.com"]).await;
+    let c = v3_client(&emu.endpoint(), emulator_creds("not-the-secret-Qw3"));
+    let err = c
+        .describe_domain_certificate("a.example.com")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("SignatureDoesNotMatch"), "{err}");
+    assert_eq!(err.class(), Class::Credentials, "{err}");
+    assert!(!err.is_retryable());
+    let shown = format!("{err} | {err:?}");
+    assert!(!shown.contains("not-the-secret-Qw3"), "{shown}");
+    let log = emu.log();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].signature, "v3");
+    emu.shutdown().await;
 }

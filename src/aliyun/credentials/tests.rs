@@ -38,6 +38,7 @@ fn settings(id: Option<&str>, file: Option<&Path>) -> AliyunSettings {
         max_attempts: 3,
         timeout: Duration::from_secs(10),
         verify: true,
+        signature: crate::config::Signature::V1,
     }
 }
 
