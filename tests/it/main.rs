@@ -11,4 +11,5 @@ mod files;
 mod harness;
 mod hostile;
 mod push;
+mod signature_v3;
 mod sync;
