@@ -280,6 +280,7 @@ async fn good_call_updates_state_and_log() {
     assert!(e.is_write() && e.succeeded() && !e.injected && !e.params_in_query);
     assert_eq!(e.domains, ["a.example.com", "b.example.com"]);
     assert_eq!(e.signature_nonce, call.nonce());
+    assert_eq!(e.signature, "v1");
     assert_eq!(e.request_id, request_id);
     assert_eq!(e.cert_name.as_deref(), Some("example-cert"));
     assert_eq!(e.fingerprint, Some(p.fingerprint));
@@ -1186,6 +1187,16 @@ async fn the_state_dump_follows_every_request_and_holds_no_key() {
     assert!(!text.contains(SECRET));
     let last = Dump::read(&path).expect("a dump");
     assert_eq!(last.log.len(), 2);
+    assert!(last.log.iter().all(|e| e.signature == "v1"));
+    // A dump written before entries named their signature reads them as v1.
+    let mut old: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    for e in old["log"].as_array_mut().expect("a log") {
+        e.as_object_mut().expect("an entry").remove("signature");
+    }
+    std::fs::write(dir.path().join("old.json"), old.to_string()).expect("write");
+    let read = Dump::read(&dir.path().join("old.json")).expect("an old dump");
+    assert_eq!(read.log, last.log);
+    std::fs::remove_file(dir.path().join("old.json")).expect("remove");
     assert_eq!(last.served.len(), 2);
     let names: Vec<_> = std::fs::read_dir(dir.path()).expect("list").collect();
     assert_eq!(names.len(), 1, "no temp files left behind");
@@ -1490,6 +1501,7 @@ async fn a_v3_signed_batch_set_is_accepted_and_logged() {
     assert!(e.is_write() && e.succeeded() && !e.params_in_query);
     assert_eq!(e.action, ACTION_SET);
     assert_eq!(e.access_key_id, DEFAULT_ACCESS_KEY_ID);
+    assert_eq!(e.signature, "v3");
     assert_eq!(e.signature_nonce, call.nonce);
     assert_eq!(e.timestamp, timestamp(call.date));
     assert_eq!(e.cert_name.as_deref(), Some("v3-cert"));
