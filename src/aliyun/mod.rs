@@ -1,11 +1,12 @@
-//! Alibaba Cloud API access: the pure RPC signatures (`sign`: v1, which the client signs
-//! with, and V3, which the emulator also accepts), the HTTP client (`client`), error
+//! Alibaba Cloud API access: the pure RPC signatures (`sign`: v1 and V3; the client signs
+//! with the one `[aliyun] signature` names, the emulator accepts both), the HTTP client
+//! (`client`), error
 //! decoding and classification in one place (`error`), the credential chain
 //! (`credentials`), and the CDN as a target of the executor (`cdn`, implementing
 //! `push::Target`).
 //!
-//! Invariants: the AccessKey secret and `SSLPri` travel only in the signed form body of a
-//! POST; no error, log line or `Debug` output of this module carries either. Each client
+//! Invariants: the AccessKey secret never travels (only signatures made with it do);
+//! `SSLPri` travels only in the form body of a POST; no error, log line or `Debug` output of this module carries either. Each client
 //! call is one attempt, freshly signed; retrying is the executor's (`push`) job.
 
 pub mod cdn;
