@@ -1,6 +1,7 @@
 //! `[aliyun] signature = "v3"`: the real `certrotd sync` against `certrotd emulate` (a
 //! subprocess) injecting 503s, resets and throttling; every domain ends up deployed and
-//! every request the emulator saw was V3-signed, each with its own nonce.
+//! every request the emulator saw was V3-signed, each with its own nonce, and no trace-level
+//! output shows the secret or the key.
 
 use std::collections::HashSet;
 use std::fs;
@@ -63,7 +64,8 @@ async fn a_v3_sync_under_faults_deploys_every_domain_with_v3_requests_only() {
         .set("aliyun", "max_attempts = 30")
         .write(&env);
 
-    let cmd = env.command(&["sync"]);
+    let mut cmd = env.command(&["sync"]);
+    cmd.env("RUST_LOG", "trace");
     let out = tokio::task::spawn_blocking(move || run_with(cmd))
         .await
         .expect("runner thread");
@@ -75,7 +77,14 @@ async fn a_v3_sync_under_faults_deploys_every_domain_with_v3_requests_only() {
     let status = emulate.wait().expect("emulate exits");
     assert!(status.success(), "{status:?}");
     out.expect_status(0);
-    assert!(!out.all().contains(secret), "{}", out.all());
+    let key_body: String = issued
+        .key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    for leak in [secret, &key_body[..40]] {
+        assert!(!out.all().contains(leak), "{leak} leaked at trace level");
+    }
 
     let dump = emulator::Dump::read(&dump).expect("the dump");
     let fp = cert::parse(issued.fullchain_pem.as_bytes(), issued.key_pem.as_bytes())
