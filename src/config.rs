@@ -75,16 +75,6 @@ pub enum Signature {
     V3,
 }
 
-impl Signature {
-    /// The configuration spelling (`"v1"`, `"v3"`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Signature::V1 => "v1",
-            Signature::V3 => "v3",
-        }
-    }
-}
-
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct WatchSettings {
     pub(crate) paths: Vec<PathBuf>,
