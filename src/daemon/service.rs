@@ -38,7 +38,7 @@ use super::notify::StatusCounts;
 use super::runner::{LoopSettings, PassCtx, PassReport, Reconciler};
 use super::schedule::{PassOutcome, Trigger, Validity};
 use super::torn::{Decision, Observed, TornTracker, renewal_in_progress};
-use crate::aliyun::cdn::{AliyunCdn, ConnectError, batch_limits};
+use crate::aliyun::cdn::{AliyunCdn, ConnectError, limits as cdn_limits};
 use crate::cert::{self, Certificate, Fingerprint};
 use crate::config::{self, Settings};
 use crate::push::{self, Executor, Limits, Options, Rate, RateLimiter};
@@ -270,7 +270,7 @@ impl Service {
         let lineages = self.scanner.scan(&self.settings.watch.paths);
         let pass = Pass {
             domains: &self.settings.cdn.domains,
-            batch: self.settings.aliyun.max_domains_per_call,
+            batch: self.settings.aliyun.domains_per_call(),
             verify: self.settings.aliyun.verify,
             force: false,
         };
@@ -461,14 +461,14 @@ fn connect(settings: &Settings) -> Result<(Arc<AliyunCdn>, Executor<AliyunCdn>),
     Ok((Arc::new(api), executor))
 }
 
-/// The batch call's limits, with write starts spread evenly (one every `window / rate`)
+/// The chosen call's limits, with write starts spread evenly (one every `window / rate`)
 /// instead of a burst of `rate` at the start of each window: the same throughput and never
 /// more than `rate` starts in any rolling window, but against a fast API at most one call is
 /// in flight at a time, so a process killed at any instant loses the record of at most one
 /// accepted call (re-pushed at the next start: one batch per kill). Kept as bursts when the
 /// read rate is lower than the write rate (the two limiters share one window).
 fn spread_limits(settings: &Settings) -> Limits {
-    let mut limits = batch_limits(&settings.aliyun);
+    let mut limits = cdn_limits(&settings.aliyun);
     let (w, r) = (limits.writes.calls.max(1), limits.reads.calls.max(1));
     if r >= w {
         let per = limits.writes.per / w;
