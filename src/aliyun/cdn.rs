@@ -13,7 +13,7 @@ use super::credentials::{self, CredentialsError, Environment};
 use super::{ApiError, BatchSetRequest, Class, Client, ClientError, SetSslRequest};
 use crate::cert::Fingerprint;
 use crate::config::{AliyunSettings, Api};
-use crate::push::{Deploy, Failure, Handling, Limits, Rate, Target};
+use crate::push::{Deploy, Failure, Handling, Limits, RATE_WINDOW, Rate, Target};
 
 impl Failure for ApiError {
     fn handling(&self) -> Handling<'_> {
@@ -51,10 +51,17 @@ pub fn batch_limits(s: &AliyunSettings) -> Limits {
 
 /// The per-domain call's limits: one domain a call, `per_domain_requests_per_second` write
 /// and `read_requests_per_second` read calls in any rolling second (plus the window guard).
+/// Write starts are spread evenly (one every window / rate) rather than let out in bursts of
+/// the whole rate: a burst that reaches the server a little late would share a second with
+/// the next burst, and at 30 one-domain calls a second that jitter is enough to go over.
 pub fn per_domain_limits(s: &AliyunSettings) -> Limits {
+    let rate = s.per_domain_requests_per_second.max(1);
     Limits {
         domains_per_call: 1,
-        writes: Rate::per_second(s.per_domain_requests_per_second),
+        writes: Rate {
+            calls: 1,
+            per: RATE_WINDOW / rate,
+        },
         reads: Rate::per_second(s.read_requests_per_second),
         prepares: None,
     }
@@ -255,6 +262,42 @@ mod tests {
             }
             assert_eq!(Failure::kind(&e), e.kind());
         }
+    }
+
+    fn settings(api: Api) -> AliyunSettings {
+        AliyunSettings {
+            endpoint: "https://cdn.aliyuncs.com".to_string(),
+            region: Some("cn-hangzhou".to_string()),
+            access_key_id: None,
+            access_key_secret_file: None,
+            requests_per_second: 10,
+            read_requests_per_second: 50,
+            max_domains_per_call: 10,
+            api,
+            per_domain_requests_per_second: 30,
+            max_attempts: 6,
+            timeout: Duration::from_secs(30),
+            verify: true,
+        }
+    }
+
+    #[test]
+    fn api_picks_the_limits() {
+        let batch = limits(&settings(Api::Batch));
+        assert_eq!(batch, batch_limits(&settings(Api::Batch)));
+        assert_eq!((batch.domains_per_call, batch.writes.calls), (10, 10));
+        let per = limits(&settings(Api::PerDomain));
+        assert_eq!(per.domains_per_call, 1);
+        // 30 a window, one start every window / 30.
+        assert_eq!(
+            per.writes,
+            Rate {
+                calls: 1,
+                per: RATE_WINDOW / 30
+            }
+        );
+        assert_eq!(per.reads, Rate::per_second(50));
+        assert_eq!(per.prepares, None);
     }
 
     #[test]

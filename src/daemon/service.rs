@@ -466,11 +466,12 @@ fn connect(settings: &Settings) -> Result<(Arc<AliyunCdn>, Executor<AliyunCdn>),
 /// more than `rate` starts in any rolling window, but against a fast API at most one call is
 /// in flight at a time, so a process killed at any instant loses the record of at most one
 /// accepted call (re-pushed at the next start: one batch per kill). Kept as bursts when the
-/// read rate is lower than the write rate (the two limiters share one window).
+/// read rate is lower than the write rate (the two limiters share one window). Limits that
+/// are spread already (one write a window: the per-domain call's) are kept as they are.
 fn spread_limits(settings: &Settings) -> Limits {
     let mut limits = cdn_limits(&settings.aliyun);
     let (w, r) = (limits.writes.calls.max(1), limits.reads.calls.max(1));
-    if r >= w {
+    if w > 1 && r >= w {
         let per = limits.writes.per / w;
         limits.writes = Rate { calls: 1, per };
         limits.reads = Rate { calls: r / w, per };
@@ -550,4 +551,32 @@ fn next_expiry(
         .map(|d| d.not_after)
         .min()
         .map(|t| t - now)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn settings(text: &str) -> Settings {
+        let dir = Path::new("/etc/certrotd");
+        crate::config::parse(&dir.join("certrotd.toml"), text, dir)
+            .expect("a valid config")
+            .settings
+    }
+
+    #[test]
+    fn batch_writes_are_spread_and_per_domain_limits_kept_as_they_are() {
+        let batch = spread_limits(&settings(""));
+        let per = push::RATE_WINDOW / 10;
+        assert_eq!(batch.writes, Rate { calls: 1, per });
+        assert_eq!(batch.reads, Rate { calls: 5, per });
+
+        let s = settings("[aliyun]\napi = \"per-domain\"\n");
+        let limits = spread_limits(&s);
+        assert_eq!(limits, cdn_limits(&s.aliyun));
+        assert_eq!(limits.writes.calls, 1);
+        assert_eq!(limits.reads, Rate::per_second(50));
+    }
 }

@@ -10,5 +10,6 @@ mod emulate;
 mod files;
 mod harness;
 mod hostile;
+mod per_domain;
 mod push;
 mod sync;
