@@ -112,6 +112,9 @@ fn the_shipped_example_is_valid() {
     let loaded = ok(text);
     assert_eq!(loaded.settings.aliyun.endpoint, "https://cdn.aliyuncs.com");
     assert!(!loaded.settings.cdn.domains.is_empty());
+    // It spells out the defaults.
+    assert_eq!(loaded.settings.aliyun.api, Api::Batch);
+    assert_eq!(loaded.settings.aliyun.per_domain_requests_per_second, 30);
 }
 
 #[test]

@@ -166,10 +166,12 @@ impl EmulatorConfig {
                 "--max-domains-per-call must be at least 1".to_string(),
             ));
         }
-        if self.writes_per_second == 0
-            || self.per_domain_writes_per_second == 0
-            || self.reads_per_second == 0
-        {
+        if self.per_domain_writes_per_second == 0 {
+            return Err(EmulatorError::Config(
+                "--per-domain-writes-per-second must be at least 1".to_string(),
+            ));
+        }
+        if self.writes_per_second == 0 || self.reads_per_second == 0 {
             return Err(EmulatorError::Config(
                 "the write and read rates must be at least 1 call per second".to_string(),
             ));

@@ -895,6 +895,10 @@ async fn the_per_domain_budget_is_configurable() {
         .await
         .expect_err("refused");
     assert_eq!(err.kind(), "config");
+    assert!(
+        err.to_string().contains("--per-domain-writes-per-second"),
+        "{err}"
+    );
 }
 
 // ---------------------------------------------------------------- reads
