@@ -99,6 +99,8 @@ async fn measure(verify: bool) -> Result<Figures, Box<dyn std::error::Error>> {
         requests_per_second: RATE,
         read_requests_per_second: 100,
         max_domains_per_call: BATCH,
+        api: certrotd::config::Api::Batch,
+        per_domain_requests_per_second: 30,
         max_attempts: 5,
         timeout: Duration::from_secs(10),
         verify,

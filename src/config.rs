@@ -43,6 +43,16 @@ pub(crate) struct Settings {
     pub(crate) cdn: CdnSettings,
 }
 
+/// Which CDN call deploys certificates (`[aliyun] api`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Api {
+    /// `BatchSetCdnDomainServerCertificate`: up to `max_domains_per_call` domains a call.
+    #[default]
+    Batch,
+    /// `SetCdnDomainSSLCertificate`: one domain a call, at `per_domain_requests_per_second`.
+    PerDomain,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct AliyunSettings {
     /// `https://…`, or `http://` to a loopback host only.
@@ -56,6 +66,10 @@ pub struct AliyunSettings {
     pub read_requests_per_second: u32,
     /// Domains per BatchSet call (1..=50).
     pub max_domains_per_call: usize,
+    /// The call that deploys certificates.
+    pub api: Api,
+    /// Per-domain write calls per rolling second (1..=100), used when `api` is per-domain.
+    pub per_domain_requests_per_second: u32,
     /// Attempts per call for retryable errors (>= 1).
     pub max_attempts: u32,
     pub timeout: Duration,
@@ -73,6 +87,16 @@ pub enum Signature {
     V1,
     /// `ACS3-HMAC-SHA256`.
     V3,
+}
+
+impl AliyunSettings {
+    /// Domains one write call of the chosen `api` carries (what the planner cuts batches to).
+    pub(crate) fn domains_per_call(&self) -> usize {
+        match self.api {
+            Api::Batch => self.max_domains_per_call,
+            Api::PerDomain => 1,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

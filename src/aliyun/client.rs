@@ -52,6 +52,7 @@ use crate::config::{AliyunSettings, Signature};
 use crate::untrusted;
 
 pub(crate) const ACTION_BATCH_SET: &str = "BatchSetCdnDomainServerCertificate";
+pub(crate) const ACTION_SET_SSL: &str = "SetCdnDomainSSLCertificate";
 pub(crate) const ACTION_DESCRIBE_CERT: &str = "DescribeDomainCertificateInfo";
 pub(crate) const ACTION_USER_DOMAINS: &str = "DescribeUserDomains";
 /// Largest page `DescribeUserDomains` serves.
@@ -135,6 +136,42 @@ impl BatchSetRequest<'_> {
         }
         p
     }
+}
+
+/// `SetCdnDomainSSLCertificate`: deploy one certificate to one domain. Always
+/// `SSLProtocol=on`, `CertType=upload`; the call has no `ForceSet` and no `Region` (the
+/// official SDK's request names neither).
+#[derive(Clone, Copy, Debug)]
+pub struct SetSslRequest<'a> {
+    pub domain: &'a str,
+    pub cert_name: &'a str,
+    /// Full chain PEM, leaf first.
+    pub ssl_pub: &'a str,
+    pub ssl_pri: &'a PrivateKey,
+}
+
+impl SetSslRequest<'_> {
+    /// The action's parameters (without `Action` and the common ones).
+    pub(crate) fn params(&self) -> Zeroizing<Vec<(String, String)>> {
+        let mut p = Zeroizing::new(Vec::with_capacity(6));
+        p.push(("DomainName".to_string(), self.domain.to_string()));
+        p.push(("SSLProtocol".to_string(), "on".to_string()));
+        p.push(("SSLPub".to_string(), self.ssl_pub.to_string()));
+        p.push((
+            "SSLPri".to_string(),
+            self.ssl_pri.expose_upload_pem().to_string(),
+        ));
+        p.push(("CertName".to_string(), self.cert_name.to_string()));
+        p.push(("CertType".to_string(), "upload".to_string()));
+        p
+    }
+}
+
+/// A write call's answer: only its `RequestId`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SetReply {
+    request_id: String,
 }
 
 /// `DescribeDomainCertificateInfo` for one domain.
@@ -301,15 +338,19 @@ impl Client {
 
     /// One `BatchSetCdnDomainServerCertificate` attempt; returns the `RequestId`.
     pub async fn batch_set(&self, req: &BatchSetRequest<'_>) -> Result<String, ApiError> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct SetReply {
-            request_id: String,
-        }
         let reply = self
             .call(ACTION_BATCH_SET, req.params(), req.domains)
             .await?;
         let parsed: SetReply = decode(ACTION_BATCH_SET, &reply)?;
+        // Untrusted: it goes on to the log, the state file and `status`.
+        Ok(untrusted::request_id(&parsed.request_id))
+    }
+
+    /// One `SetCdnDomainSSLCertificate` attempt; returns the `RequestId`.
+    pub async fn set_domain_ssl(&self, req: &SetSslRequest<'_>) -> Result<String, ApiError> {
+        let domains = [req.domain.to_string()];
+        let reply = self.call(ACTION_SET_SSL, req.params(), &domains).await?;
+        let parsed: SetReply = decode(ACTION_SET_SSL, &reply)?;
         // Untrusted: it goes on to the log, the state file and `status`.
         Ok(untrusted::request_id(&parsed.request_id))
     }

@@ -18,7 +18,7 @@ pub mod sign;
 pub use cdn::AliyunCdn;
 pub use client::ClientError;
 pub use client::ServedCert;
-pub use client::{BatchSetRequest, Client};
+pub use client::{BatchSetRequest, Client, SetSslRequest};
 pub use credentials::CredentialsError;
 pub use credentials::{Credentials, Secret};
 pub use error::ApiError;

@@ -27,9 +27,12 @@ pub struct EmulateArgs {
     /// Most domains one BatchSetCdnDomainServerCertificate call may name
     #[arg(long, default_value_t = 50)]
     pub(crate) max_domains_per_call: usize,
-    /// Write calls admitted in any rolling second
+    /// BatchSetCdnDomainServerCertificate calls admitted in any rolling second
     #[arg(long, default_value_t = 10)]
     pub(crate) writes_per_second: u32,
+    /// SetCdnDomainSSLCertificate calls admitted in any rolling second (own budget)
+    #[arg(long, default_value_t = 30)]
+    pub(crate) per_domain_writes_per_second: u32,
     /// Describe calls admitted in any rolling second
     #[arg(long, default_value_t = 100)]
     pub(crate) reads_per_second: u32,
@@ -65,6 +68,7 @@ impl EmulateArgs {
             domains: emulator::load_domains_file(&self.domains_file)?,
             max_domains_per_call: self.max_domains_per_call,
             writes_per_second: self.writes_per_second,
+            per_domain_writes_per_second: self.per_domain_writes_per_second,
             reads_per_second: self.reads_per_second,
             faults: Faults {
                 fail_rate: self.fail_rate,

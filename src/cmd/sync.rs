@@ -110,7 +110,7 @@ pub(crate) fn load_settings(path: &Path) -> Option<Settings> {
 fn pass(settings: &Settings, force: bool) -> Pass<'_> {
     Pass {
         domains: &settings.cdn.domains,
-        batch: settings.aliyun.max_domains_per_call,
+        batch: settings.aliyun.domains_per_call(),
         verify: settings.aliyun.verify,
         force,
     }

@@ -44,6 +44,9 @@ fn an_empty_file_gives_the_documented_defaults() {
     assert_eq!(s.aliyun.requests_per_second, 10);
     assert_eq!(s.aliyun.read_requests_per_second, 50);
     assert_eq!(s.aliyun.max_domains_per_call, 10);
+    assert_eq!(s.aliyun.api, Api::Batch);
+    assert_eq!(s.aliyun.per_domain_requests_per_second, 30);
+    assert_eq!(s.aliyun.domains_per_call(), 10);
     assert_eq!(s.aliyun.max_attempts, 6);
     assert_eq!(s.aliyun.timeout, Duration::from_secs(30));
     assert!(s.aliyun.verify);
@@ -113,6 +116,9 @@ fn the_shipped_example_is_valid() {
     assert_eq!(loaded.settings.aliyun.endpoint, "https://cdn.aliyuncs.com");
     assert!(!loaded.settings.cdn.domains.is_empty());
     assert_eq!(loaded.settings.aliyun.signature, Signature::V1);
+    // It spells out the defaults.
+    assert_eq!(loaded.settings.aliyun.api, Api::Batch);
+    assert_eq!(loaded.settings.aliyun.per_domain_requests_per_second, 30);
 }
 
 #[test]
@@ -213,6 +219,8 @@ fn ranges_are_enforced_and_explained() {
         ("read_requests_per_second", "0", "use 1 to 100"),
         ("max_domains_per_call", "51", "use 1 to 50"),
         ("max_domains_per_call", "-1", "use 1 to 50"),
+        ("per_domain_requests_per_second", "0", "use 1 to 100"),
+        ("per_domain_requests_per_second", "101", "use 1 to 100"),
         ("max_attempts", "0", "use 1 to 100"),
         ("timeout_secs", "0", "use 1 to 3600"),
         ("timeout_secs", "99999999999999999999", "use 1 to 3600"),
@@ -240,6 +248,58 @@ fn a_write_rate_above_alibabas_quota_is_a_warning() {
     assert_eq!(w.key.as_deref(), Some("aliyun.requests_per_second"));
     assert_eq!(w.line, 2);
     assert!(w.message.contains("quota of 10"));
+}
+
+#[test]
+fn api_chooses_the_write_call() {
+    let s = ok("[aliyun]\napi = \"per-domain\"\nper_domain_requests_per_second = 12\n").settings;
+    assert_eq!(s.aliyun.api, Api::PerDomain);
+    assert_eq!(s.aliyun.per_domain_requests_per_second, 12);
+    assert_eq!(
+        s.aliyun.domains_per_call(),
+        1,
+        "one domain a per-domain call"
+    );
+    let s = ok("[aliyun]\napi = \"batch\"\nmax_domains_per_call = 7\n").settings;
+    assert_eq!(s.aliyun.api, Api::Batch);
+    assert_eq!(s.aliyun.domains_per_call(), 7);
+}
+
+#[test]
+fn an_unknown_api_is_refused_with_the_choices() {
+    let p = problem("[aliyun]\napi = \"per_domain\"\n");
+    assert_eq!(p.key.as_deref(), Some("aliyun.api"));
+    assert_eq!(p.line, 2);
+    assert!(
+        p.message.contains("\"per_domain\"")
+            && p.message.contains("\"batch\"")
+            && p.message.contains("\"per-domain\""),
+        "{}",
+        p.message
+    );
+    let p = problem("[aliyun]\napi = 1\n");
+    assert_eq!(p.key.as_deref(), Some("aliyun.api"));
+    assert!(p.message.contains("found integer"), "{}", p.message);
+}
+
+#[test]
+fn a_per_domain_rate_above_alibabas_quota_is_a_warning() {
+    assert!(
+        ok("[aliyun]\nper_domain_requests_per_second = 30\n[cdn]\ndomains = [\"a.example.com\"]\n")
+            .warnings
+            .is_empty()
+    );
+    let loaded =
+        ok("[aliyun]\nper_domain_requests_per_second = 31\n[cdn]\ndomains = [\"a.example.com\"]\n");
+    assert_eq!(loaded.settings.aliyun.per_domain_requests_per_second, 31);
+    assert_eq!(loaded.warnings.len(), 1);
+    let w = &loaded.warnings[0];
+    assert_eq!(
+        w.key.as_deref(),
+        Some("aliyun.per_domain_requests_per_second")
+    );
+    assert_eq!(w.line, 2);
+    assert!(w.message.contains("quota of 30"), "{}", w.message);
 }
 
 #[test]

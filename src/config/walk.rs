@@ -14,8 +14,8 @@ use toml::de::{DeTable, DeValue};
 
 use super::files::{Files, Named};
 use super::{
-    AliyunSettings, CdnSettings, Diagnostic, Settings, Signature, StateSettings, WatchSettings,
-    domain, endpoint,
+    AliyunSettings, Api, CdnSettings, Diagnostic, Settings, Signature, StateSettings,
+    WatchSettings, domain, endpoint,
 };
 
 type Span = Range<usize>;
@@ -108,6 +108,8 @@ const ALIYUN_KEYS: &[&str] = &[
     "requests_per_second",
     "read_requests_per_second",
     "max_domains_per_call",
+    "api",
+    "per_domain_requests_per_second",
     "max_attempts",
     "timeout_secs",
     "verify",
@@ -415,6 +417,8 @@ fn aliyun(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Option<AliyunSettings> {
         " calls per second",
     );
     let per_call = s.integer(ctx, "max_domains_per_call", 1..=50, " domains");
+    let api = api(ctx, s);
+    let per_domain_rps = per_domain_rate(ctx, s);
     let attempts = s.integer(ctx, "max_attempts", 1..=100, " attempts");
     let timeout = s.integer(ctx, "timeout_secs", 1..=3600, " seconds");
     let verify = match s.value("verify") {
@@ -430,6 +434,8 @@ fn aliyun(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Option<AliyunSettings> {
         requests_per_second: int_or(rps, 10)?,
         read_requests_per_second: int_or(read_rps, 50)?,
         max_domains_per_call: int_or(per_call, 10)?,
+        api: api?,
+        per_domain_requests_per_second: int_or(per_domain_rps, 30)?,
         max_attempts: int_or(attempts, 6)?,
         timeout: Duration::from_secs(int_or(timeout, 30)?),
         verify: verify?,
@@ -455,6 +461,45 @@ fn signature(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Option<Signature> {
             }
         },
     }
+}
+
+/// `api`: `"batch"` (the default) or `"per-domain"`.
+fn api(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Option<Api> {
+    match s.string(ctx, "api") {
+        None if s.value("api").is_some() => None,
+        None => Some(Api::Batch),
+        Some(v) => match v.get_ref().as_str() {
+            "batch" => Some(Api::Batch),
+            "per-domain" => Some(Api::PerDomain),
+            other => {
+                let message = format!(
+                    "`aliyun.api` = {other:?} is not a known API; use \"batch\" \
+                     (BatchSetCdnDomainServerCertificate) or \"per-domain\" \
+                     (SetCdnDomainSSLCertificate)"
+                );
+                ctx.problem(&v.span(), "aliyun.api", message);
+                None
+            }
+        },
+    }
+}
+
+/// `per_domain_requests_per_second`: 1..=100, with a warning above Alibaba's quota of 30.
+fn per_domain_rate(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Result<Option<i64>, ()> {
+    let key = "per_domain_requests_per_second";
+    let rate = s.integer(ctx, key, 1..=100, " calls per second");
+    if let Ok(Some(n)) = rate
+        && n > 30
+        && let Some(v) = s.value(key)
+    {
+        let message = format!(
+            "`aliyun.{key}` = {n} is above Alibaba's documented quota of 30 \
+             SetCdnDomainSSLCertificate calls per second; expect Throttling errors and \
+             retries unless your account has a higher quota"
+        );
+        ctx.warn(&v.span(), "aliyun.per_domain_requests_per_second", message);
+    }
+    rate
 }
 
 fn region(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Option<Option<String>> {

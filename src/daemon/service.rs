@@ -38,7 +38,7 @@ use super::notify::StatusCounts;
 use super::runner::{LoopSettings, PassCtx, PassReport, Reconciler};
 use super::schedule::{PassOutcome, Trigger, Validity};
 use super::torn::{Decision, Observed, TornTracker, renewal_in_progress};
-use crate::aliyun::cdn::{AliyunCdn, ConnectError, batch_limits};
+use crate::aliyun::cdn::{AliyunCdn, ConnectError, limits as cdn_limits};
 use crate::cert::{self, Certificate, Fingerprint};
 use crate::config::{self, Settings};
 use crate::push::{self, Executor, Limits, Options, Rate, RateLimiter};
@@ -270,7 +270,7 @@ impl Service {
         let lineages = self.scanner.scan(&self.settings.watch.paths);
         let pass = Pass {
             domains: &self.settings.cdn.domains,
-            batch: self.settings.aliyun.max_domains_per_call,
+            batch: self.settings.aliyun.domains_per_call(),
             verify: self.settings.aliyun.verify,
             force: false,
         };
@@ -461,16 +461,17 @@ fn connect(settings: &Settings) -> Result<(Arc<AliyunCdn>, Executor<AliyunCdn>),
     Ok((Arc::new(api), executor))
 }
 
-/// The batch call's limits, with write starts spread evenly (one every `window / rate`)
+/// The chosen call's limits, with write starts spread evenly (one every `window / rate`)
 /// instead of a burst of `rate` at the start of each window: the same throughput and never
 /// more than `rate` starts in any rolling window, but against a fast API at most one call is
 /// in flight at a time, so a process killed at any instant loses the record of at most one
 /// accepted call (re-pushed at the next start: one batch per kill). Kept as bursts when the
-/// read rate is lower than the write rate (the two limiters share one window).
+/// read rate is lower than the write rate (the two limiters share one window). Limits that
+/// are spread already (one write a window: the per-domain call's) are kept as they are.
 fn spread_limits(settings: &Settings) -> Limits {
-    let mut limits = batch_limits(&settings.aliyun);
+    let mut limits = cdn_limits(&settings.aliyun);
     let (w, r) = (limits.writes.calls.max(1), limits.reads.calls.max(1));
-    if r >= w {
+    if w > 1 && r >= w {
         let per = limits.writes.per / w;
         limits.writes = Rate { calls: 1, per };
         limits.reads = Rate { calls: r / w, per };
@@ -550,4 +551,32 @@ fn next_expiry(
         .map(|d| d.not_after)
         .min()
         .map(|t| t - now)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn settings(text: &str) -> Settings {
+        let dir = Path::new("/etc/certrotd");
+        crate::config::parse(&dir.join("certrotd.toml"), text, dir)
+            .expect("a valid config")
+            .settings
+    }
+
+    #[test]
+    fn batch_writes_are_spread_and_per_domain_limits_kept_as_they_are() {
+        let batch = spread_limits(&settings(""));
+        let per = push::RATE_WINDOW / 10;
+        assert_eq!(batch.writes, Rate { calls: 1, per });
+        assert_eq!(batch.reads, Rate { calls: 5, per });
+
+        let s = settings("[aliyun]\napi = \"per-domain\"\n");
+        let limits = spread_limits(&s);
+        assert_eq!(limits, cdn_limits(&s.aliyun));
+        assert_eq!(limits.writes.calls, 1);
+        assert_eq!(limits.reads, Rate::per_second(50));
+    }
 }

@@ -41,6 +41,8 @@ use crate::aliyun::sign::{self, V3Authorization};
 use crate::cert::Fingerprint;
 
 pub(crate) const ACTION_SET: &str = "BatchSetCdnDomainServerCertificate";
+/// The per-domain write: one domain, no `ForceSet`, on its own rate budget.
+pub(crate) const ACTION_SET_SSL: &str = "SetCdnDomainSSLCertificate";
 pub(crate) const ACTION_DESCRIBE_CERT: &str = "DescribeDomainCertificateInfo";
 pub(crate) const ACTION_USER_DOMAINS: &str = "DescribeUserDomains";
 /// The API version the emulator speaks.
@@ -179,6 +181,7 @@ enum Outcome {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Class {
     Write,
+    PerDomainWrite,
     Read,
 }
 
@@ -278,6 +281,7 @@ pub(super) struct State {
     domains: BTreeSet<String>,
     max_domains_per_call: usize,
     writes_per_second: u32,
+    per_domain_writes_per_second: u32,
     reads_per_second: u32,
     faults: Faults,
     served: BTreeMap<String, Served>,
@@ -287,6 +291,7 @@ pub(super) struct State {
     cert_names: HashMap<String, Fingerprint>,
     nonces: HashSet<String>,
     writes: Window,
+    per_domain_writes: Window,
     reads: Window,
     log: Vec<LogEntry>,
     log_json: LogJson,
@@ -304,6 +309,7 @@ impl State {
             domains: cfg.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
             max_domains_per_call: cfg.max_domains_per_call,
             writes_per_second: cfg.writes_per_second,
+            per_domain_writes_per_second: cfg.per_domain_writes_per_second,
             reads_per_second: cfg.reads_per_second,
             faults: cfg.faults,
             served: BTreeMap::new(),
@@ -311,6 +317,7 @@ impl State {
             cert_names: HashMap::new(),
             nonces: HashSet::new(),
             writes: Window::default(),
+            per_domain_writes: Window::default(),
             reads: Window::default(),
             log: Vec::new(),
             log_json: LogJson::default(),
@@ -475,6 +482,7 @@ impl State {
         };
         let class = match action.as_str() {
             ACTION_SET => Class::Write,
+            ACTION_SET_SSL => Class::PerDomainWrite,
             ACTION_DESCRIBE_CERT | ACTION_USER_DOMAINS => Class::Read,
             other => {
                 return Err(refuse(
@@ -488,7 +496,15 @@ impl State {
         };
         self.throttle(class, now)?;
         match action.as_str() {
-            ACTION_SET => self.set_certificate(p, wall, request_id),
+            ACTION_SET => {
+                let domains = self.domain_list(p)?;
+                let force = p.get("ForceSet") == Some("1");
+                self.set_certificate(p, &domains, force, wall, request_id)
+            }
+            ACTION_SET_SSL => {
+                let domain = self.one_domain(p)?;
+                self.set_certificate(p, &[domain], false, wall, request_id)
+            }
             ACTION_DESCRIBE_CERT => self.describe_certificate(p),
             _ => self.user_domains(p),
         }
@@ -602,30 +618,37 @@ impl State {
     fn throttle(&mut self, class: Class, now: Instant) -> Result<(), ApiError> {
         let admitted = match class {
             Class::Write => self.writes.admit(now, self.writes_per_second),
+            Class::PerDomainWrite => self
+                .per_domain_writes
+                .admit(now, self.per_domain_writes_per_second),
             Class::Read => self.reads.admit(now, self.reads_per_second),
         };
         if admitted { Ok(()) } else { Err(throttled()) }
     }
 
+    /// The checks both write calls share (certificate, key, `CertName`, `SSLProtocol`,
+    /// `CertType`, coverage of `domains`), then `domains` serve the certificate. `force`:
+    /// the call may take a `CertName` over from other content (`ForceSet=1`).
     fn set_certificate(
         &mut self,
         p: &Params,
+        domains: &[String],
+        force: bool,
         wall: OffsetDateTime,
         request_id: &str,
     ) -> Result<Value, ApiError> {
-        let domains = self.domain_list(p)?;
         check_ssl_protocol(p.get("SSLProtocol"))?;
         check_cert_type(p.get("CertType"))?;
         let cert_name = check_cert_name(p.get("CertName"))?;
         let chain = required_pem(p, "SSLPub")?;
         let key = Zeroizing::new(required_pem(p, "SSLPri")?.to_string());
         let cert = check_certificate(chain, &key, wall)?;
-        check_coverage(&cert, &domains)?;
-        self.claim_cert_name(cert_name, cert.fingerprint, p.get("ForceSet") == Some("1"))?;
+        check_coverage(&cert, domains)?;
+        self.claim_cert_name(cert_name, cert.fingerprint, force)?;
         let mut served = Served::new(&cert, cert_name, request_id, wall);
         chain.clone_into(&mut served.chain_pem);
         for d in domains {
-            self.served.insert(d, served.clone());
+            self.served.insert(d.clone(), served.clone());
         }
         self.served_json = None;
         Ok(json!({}))
@@ -652,6 +675,29 @@ impl State {
         }
         self.cert_names.insert(name.to_string(), fingerprint);
         Ok(())
+    }
+
+    /// `DomainName` of a per-domain write: present, exactly one domain, known.
+    fn one_domain(&self, p: &Params) -> Result<String, ApiError> {
+        p.require("DomainName")?;
+        let domains = p.domains();
+        let [domain] = domains.as_slice() else {
+            return Err(refuse(
+                400,
+                "InvalidParameter.DomainName",
+                format!(
+                    "SetCdnDomainSSLCertificate takes exactly one DomainName; the call names {}.",
+                    domains.len()
+                ),
+            ));
+        };
+        if domain.is_empty() {
+            return Err(missing("DomainName"));
+        }
+        if !self.domains.contains(domain) {
+            return Err(domain_not_found(domain));
+        }
+        Ok(domain.clone())
     }
 
     /// `DomainName` of a write: present, well formed, within the per-call limit, all known.
@@ -749,7 +795,7 @@ impl State {
 }
 
 fn new_entry(p: &Params, envelope: &Envelope, req: &Incoming, at: Duration) -> LogEntry {
-    let is_write = envelope.action == ACTION_SET;
+    let is_write = envelope.action == ACTION_SET || envelope.action == ACTION_SET_SSL;
     LogEntry {
         at,
         method: req.method.clone(),

@@ -47,7 +47,10 @@ use tokio::time::Instant;
 pub use record::{Dump, LogEntry, Served};
 
 #[cfg(test)]
-use api::{ACTION_DESCRIBE_CERT, ACTION_SET, ACTION_USER_DOMAINS, MAX_QUERY, RATE_WINDOW, VERSION};
+use api::{
+    ACTION_DESCRIBE_CERT, ACTION_SET, ACTION_SET_SSL, ACTION_USER_DOMAINS, MAX_QUERY, RATE_WINDOW,
+    VERSION,
+};
 use api::{Incoming, Reply, State};
 use record::write_atomically;
 
@@ -109,8 +112,11 @@ pub struct EmulatorConfig {
     pub(crate) domains: Vec<String>,
     /// Most domains one `BatchSetCdnDomainServerCertificate` may name (Alibaba: 10 or 50).
     pub max_domains_per_call: usize,
-    /// Write calls admitted in any rolling second per AccessKeyId.
+    /// Batch write calls admitted in any rolling second per AccessKeyId.
     pub writes_per_second: u32,
+    /// `SetCdnDomainSSLCertificate` calls admitted in any rolling second per AccessKeyId
+    /// (a budget of its own; Alibaba: 30).
+    pub per_domain_writes_per_second: u32,
     /// Describe calls admitted in any rolling second per AccessKeyId.
     pub(crate) reads_per_second: u32,
     pub faults: Faults,
@@ -130,6 +136,7 @@ impl Default for EmulatorConfig {
             domains: Vec::new(),
             max_domains_per_call: 50,
             writes_per_second: 10,
+            per_domain_writes_per_second: 30,
             reads_per_second: 100,
             faults: Faults::default(),
             latency: Duration::ZERO,
@@ -159,6 +166,11 @@ impl EmulatorConfig {
                 "--max-domains-per-call must be at least 1".to_string(),
             ));
         }
+        if self.per_domain_writes_per_second == 0 {
+            return Err(EmulatorError::Config(
+                "--per-domain-writes-per-second must be at least 1".to_string(),
+            ));
+        }
         if self.writes_per_second == 0 || self.reads_per_second == 0 {
             return Err(EmulatorError::Config(
                 "the write and read rates must be at least 1 call per second".to_string(),
@@ -181,6 +193,10 @@ impl fmt::Debug for EmulatorConfig {
             .field("domains", &self.domains.len())
             .field("max_domains_per_call", &self.max_domains_per_call)
             .field("writes_per_second", &self.writes_per_second)
+            .field(
+                "per_domain_writes_per_second",
+                &self.per_domain_writes_per_second,
+            )
             .field("reads_per_second", &self.reads_per_second)
             .field("faults", &self.faults)
             .field("latency", &self.latency)

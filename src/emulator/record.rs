@@ -97,9 +97,10 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
-    /// Is this a `BatchSetCdnDomainServerCertificate` call?
+    /// Is this a write call (`BatchSetCdnDomainServerCertificate` or
+    /// `SetCdnDomainSSLCertificate`)?
     pub fn is_write(&self) -> bool {
-        self.action == super::api::ACTION_SET
+        self.action == super::api::ACTION_SET || self.action == super::api::ACTION_SET_SSL
     }
     /// Did the call succeed (HTTP 200)?
     pub fn succeeded(&self) -> bool {

@@ -725,6 +725,183 @@ async fn ssl_protocol_must_be_on_and_cert_type_upload() {
     emu.shutdown().await;
 }
 
+// ---------------------------------------------------------------- per-domain writes
+
+/// `SetCdnDomainSSLCertificate` as certrotd sends it (no `ForceSet`).
+fn set_ssl_call(domain: &str, p: &Pair, name: &str) -> Call {
+    Call::new(ACTION_SET_SSL)
+        .set("DomainName", domain)
+        .set("SSLProtocol", "on")
+        .set("CertType", "upload")
+        .set("CertName", name)
+        .set("SSLPub", &p.chain)
+        .set("SSLPri", &p.key)
+}
+
+#[tokio::test]
+async fn a_per_domain_call_is_served_and_logged_as_a_write() {
+    let emu = emulator().await;
+    let p = pair(&ca(), &["a.example.com"]);
+    let call = set_ssl_call("A.example.com", &p, "example-cert");
+    let (status, body) = call.answer(emu.addr()).await;
+    assert_eq!(status, 200, "{body}");
+    let request_id = body["RequestId"].as_str().expect("a RequestId").to_string();
+
+    let served = emu.served();
+    assert_eq!(served.keys().collect::<Vec<_>>(), ["a.example.com"]);
+    let s = &served["a.example.com"];
+    assert_eq!(s.fingerprint, p.fingerprint);
+    assert_eq!(s.cert_name, "example-cert");
+    assert_eq!(s.chain_pem, p.chain);
+    assert_eq!(s.request_id, request_id);
+
+    let log = emu.log();
+    assert_eq!(log.len(), 1);
+    let e = &log[0];
+    assert!(e.is_write() && e.succeeded());
+    assert_eq!(e.action, ACTION_SET_SSL);
+    assert_eq!(e.domains, ["a.example.com"]);
+    assert_eq!(e.cert_name.as_deref(), Some("example-cert"));
+    assert_eq!(e.fingerprint, Some(p.fingerprint));
+    assert_eq!(e.request_id, request_id);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_per_domain_call_names_exactly_one_known_domain() {
+    let emu = emulator().await;
+    let p = pair(&ca(), &["a.example.com", "b.example.com"]);
+    let (status, body) = set_ssl_call("a.example.com,b.example.com", &p, "n")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (400, "InvalidParameter.DomainName"));
+    assert!(message(&body).contains("exactly one"), "{body}");
+    let (status, body) = set_ssl_call("x.example.org", &p, "n")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (404, "InvalidDomain.NotFound"));
+    assert!(message(&body).contains("x.example.org"), "{body}");
+    let (status, body) = set_ssl_call("a.example.com", &p, "n")
+        .without("DomainName")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (400, "MissingParameter"));
+    assert!(emu.served().is_empty());
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_per_domain_call_gets_the_batch_calls_checks() {
+    let emu = emulator().await;
+    let ca = ca();
+    let p = pair(&ca, &["a.example.com"]);
+    let other = pair(&ca, &["a.example.com"]);
+    let elsewhere = pair(&ca, &["z.example.org"]);
+    let refused = [
+        (
+            set_ssl_call("a.example.com", &p, "n").set("SSLProtocol", "off"),
+            "InvalidParameter.SSLProtocol",
+        ),
+        (
+            set_ssl_call("a.example.com", &p, "n").set("CertType", "cas"),
+            "InvalidParameter.CertType",
+        ),
+        (
+            set_ssl_call("a.example.com", &p, "has space"),
+            "InvalidParameter.CertName",
+        ),
+        (
+            set_ssl_call("a.example.com", &p, "n").set("SSLPri", &other.key),
+            "Certificate.MissMatch",
+        ),
+    ];
+    for (call, expected) in refused {
+        let (status, body) = call.answer(emu.addr()).await;
+        assert_eq!((status, code(&body)), (400, expected), "{body}");
+    }
+    let (status, _) = set_ssl_call("a.example.com", &elsewhere, "n")
+        .answer(emu.addr())
+        .await;
+    assert_eq!(status, 400, "a certificate that does not cover the domain");
+    assert!(emu.served().is_empty());
+
+    // A CertName names one content, and this call has no ForceSet to take it over.
+    let (status, _) = set_ssl_call("a.example.com", &p, "same")
+        .answer(emu.addr())
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = set_ssl_call("a.example.com", &other, "same")
+        .set("ForceSet", "1")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (400, "Certificate.Duplicated"));
+    assert_eq!(emu.served()["a.example.com"].fingerprint, p.fingerprint);
+    emu.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_domain_writes_have_their_own_budget() {
+    let emu = emulator().await;
+    let p = pair(&ca(), &["a.example.com"]);
+    for i in 0..30 {
+        let (status, body) = set_ssl_call("a.example.com", &p, "n")
+            .answer(emu.addr())
+            .await;
+        assert_eq!(status, 200, "call {i}: {body}");
+    }
+    let (status, body) = set_ssl_call("a.example.com", &p, "n")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (400, "Throttling.User"));
+    // The batch call's 10/s are untouched by the per-domain calls, and the other way round.
+    for i in 0..10 {
+        let (status, body) = set_call("a.example.com", &p, "n").answer(emu.addr()).await;
+        assert_eq!(status, 200, "batch call {i}: {body}");
+    }
+    let (status, body) = set_call("a.example.com", &p, "n").answer(emu.addr()).await;
+    assert_eq!((status, code(&body)), (400, "Throttling.User"));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let (status, body) = set_ssl_call("a.example.com", &p, "n")
+        .answer(emu.addr())
+        .await;
+    assert_eq!(status, 200, "a second later: {body}");
+    emu.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_per_domain_budget_is_configurable() {
+    let emu = emulator_with(EmulatorConfig {
+        per_domain_writes_per_second: 3,
+        ..EmulatorConfig::with_domains(DOMAINS)
+    })
+    .await;
+    let p = pair(&ca(), &["a.example.com"]);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(
+            set_ssl_call("a.example.com", &p, "n")
+                .answer(emu.addr())
+                .await
+                .0,
+        );
+    }
+    assert_eq!(statuses, [200, 200, 200, 400]);
+    emu.shutdown().await;
+
+    let cfg = EmulatorConfig {
+        per_domain_writes_per_second: 0,
+        ..EmulatorConfig::default()
+    };
+    let err = Emulator::start("127.0.0.1:0".parse().expect("an address"), cfg)
+        .await
+        .expect_err("refused");
+    assert_eq!(err.kind(), "config");
+    assert!(
+        err.to_string().contains("--per-domain-writes-per-second"),
+        "{err}"
+    );
+}
+
 // ---------------------------------------------------------------- reads
 
 #[tokio::test]

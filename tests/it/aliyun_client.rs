@@ -27,6 +27,8 @@ fn settings(endpoint: &str, timeout: Duration) -> AliyunSettings {
         requests_per_second: 10,
         read_requests_per_second: 100,
         max_domains_per_call: 10,
+        api: certrotd::config::Api::Batch,
+        per_domain_requests_per_second: 30,
         max_attempts: 1,
         timeout,
         verify: true,

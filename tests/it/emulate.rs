@@ -195,3 +195,28 @@ fn emulate_refuses_impossible_fault_rates() {
         .expect("read stderr");
     assert!(stderr.contains("at most 1"), "{stderr}");
 }
+
+#[test]
+fn emulate_refuses_a_per_domain_budget_of_zero() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let domains = write_domains(dir.path(), "a.example.com\n");
+    let mut child = spawn(&[
+        "--domains-file",
+        &domains,
+        "--per-domain-writes-per-second",
+        "0",
+    ]);
+    let status = wait(&mut child);
+    assert_eq!(status.code(), Some(1));
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert!(
+        stderr.contains("--per-domain-writes-per-second must be at least 1"),
+        "{stderr}"
+    );
+}

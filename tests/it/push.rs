@@ -32,6 +32,8 @@ fn settings(endpoint: &str) -> AliyunSettings {
         requests_per_second: RATE,
         read_requests_per_second: 100,
         max_domains_per_call: BATCH,
+        api: certrotd::config::Api::Batch,
+        per_domain_requests_per_second: 30,
         max_attempts: 12,
         timeout: Duration::from_secs(10),
         verify: true,

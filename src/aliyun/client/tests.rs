@@ -25,6 +25,8 @@ fn settings(endpoint: &str, timeout: Duration) -> AliyunSettings {
         requests_per_second: 10,
         read_requests_per_second: 100,
         max_domains_per_call: 10,
+        api: crate::config::Api::Batch,
+        per_domain_requests_per_second: 30,
         max_attempts: 3,
         timeout,
         verify: true,
@@ -88,6 +90,74 @@ fn batch_set_parameters_have_the_exact_names() {
         Some(&("Region".to_string(), "cn-hangzhou".to_string()))
     );
     assert!(!p.iter().any(|(k, v)| k == "SSLProtocol" && v != "on"));
+}
+
+#[test]
+fn set_ssl_parameters_have_the_sdks_names_and_no_force_set_or_region() {
+    let key = key();
+    let req = SetSslRequest {
+        domain: "a.example.com",
+        cert_name: "example.com-2026-12-01-abcdef012345",
+        ssl_pub: "-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n",
+        ssl_pri: &key,
+    };
+    let got: Vec<(String, String)> = req.params().to_vec();
+    let want: Vec<(String, String)> = [
+        ("DomainName", "a.example.com"),
+        ("SSLProtocol", "on"),
+        (
+            "SSLPub",
+            "-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n",
+        ),
+        ("SSLPri", KEY_PEM),
+        ("CertName", "example.com-2026-12-01-abcdef012345"),
+        ("CertType", "upload"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(got, want);
+    assert!(
+        !format!("{req:?}").contains("MIIEkey"),
+        "Debug shows the key"
+    );
+}
+
+#[tokio::test]
+async fn set_ssl_posts_one_domain_in_the_body_signed() {
+    let (endpoint, log) = server(vec![json(200, r#"{"RequestId":"REQ-7"}"#)]).await;
+    let c = client(&endpoint);
+    let key = key();
+    let req = SetSslRequest {
+        domain: "a.example.com",
+        cert_name: "cert-1",
+        ssl_pub: "-----BEGIN CERTIFICATE-----\nMIIB+/ab*c~d e\n-----END CERTIFICATE-----\n",
+        ssl_pri: &key,
+    };
+    assert_eq!(c.set_domain_ssl(&req).await.unwrap(), "REQ-7");
+    let seen = seen(&log);
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].request_line, "POST / HTTP/1.1");
+    let p = seen[0].params();
+    for (k, v) in [
+        ("Action", "SetCdnDomainSSLCertificate"),
+        ("Version", "2018-05-10"),
+        ("DomainName", "a.example.com"),
+        ("SSLProtocol", "on"),
+        ("SSLPri", KEY_PEM),
+        ("CertName", "cert-1"),
+        ("CertType", "upload"),
+    ] {
+        assert_eq!(p.get(k).map(String::as_str), Some(v), "{k}");
+    }
+    assert_eq!(p.get("SSLPub").map(String::as_str), Some(req.ssl_pub));
+    assert!(!p.contains_key("ForceSet") && !p.contains_key("Region"));
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(&seen[0].body).into_owned().collect();
+    assert_eq!(
+        p.get("Signature"),
+        Some(&sign::sign("POST", SECRET, &pairs))
+    );
+    assert!(!seen[0].request_line.contains("MIIEkey"));
 }
 
 #[test]

@@ -35,6 +35,8 @@ fn settings(id: Option<&str>, file: Option<&Path>) -> AliyunSettings {
         requests_per_second: 10,
         read_requests_per_second: 100,
         max_domains_per_call: 10,
+        api: crate::config::Api::Batch,
+        per_domain_requests_per_second: 30,
         max_attempts: 3,
         timeout: Duration::from_secs(10),
         verify: true,
