@@ -12,7 +12,7 @@ use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -826,4 +826,61 @@ pub fn fingerprint_of(fullchain_pem: &[u8], key_pem: &[u8]) -> certrotd::cert::F
     certrotd::cert::parse(fullchain_pem, key_pem)
         .expect("a valid certificate and key")
         .fingerprint
+}
+
+// ---------------------------------------------------------------------------------------
+// `certrotd emulate` as a subprocess (for tests that need its command-line options)
+
+/// A running `certrotd emulate` knowing the domains in `domains_file`, accepting the
+/// default AccessKeyId with `secret`, keeping its state dump in `dump`; `args` are more
+/// options (faults, limits). Stopped with [`Emulate::stop`], killed when dropped.
+pub struct Emulate {
+    child: Child,
+    /// `http://127.0.0.1:PORT`, for `[aliyun] endpoint`.
+    pub endpoint: String,
+}
+
+impl Emulate {
+    pub fn start(domains_file: &Path, dump: &Path, secret: &str, args: &[&str]) -> Emulate {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_certrotd"))
+            .arg("emulate")
+            .args(["--listen", "127.0.0.1:0", "--access-key-secret", secret])
+            .args(args)
+            .arg("--domains-file")
+            .arg(domains_file)
+            .arg("--state-dump")
+            .arg(dump)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start certrotd emulate");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("read the address");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("an address");
+        Emulate {
+            endpoint: format!("http://{addr}"),
+            child,
+        }
+    }
+
+    /// SIGTERM, then asserts a clean exit (the dump is complete).
+    pub fn stop(mut self) {
+        let pid = i32::try_from(self.child.id()).expect("a pid");
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let status = self.child.wait().expect("emulate exits");
+        assert!(status.success(), "{status:?}");
+    }
+}
+
+impl Drop for Emulate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -5,12 +5,11 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::process::Stdio;
 
 use certrotd::cert;
 use certrotd::emulator::{self, LogEntry};
 
-use crate::harness::{Certbot, Config, Env, issue, run_with, write_mode};
+use crate::harness::{Certbot, Config, Emulate, Env, issue, run_with, write_mode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_v3_sync_under_faults_deploys_every_domain_with_v3_requests_only() {
@@ -21,28 +20,21 @@ async fn a_v3_sync_under_faults_deploys_every_domain_with_v3_requests_only() {
     let secret = "V3-Sync-Secret-4Kp9";
     write_mode(&env.join("ak-secret"), format!("{secret}\n"), 0o600);
     let dump = env.join("dump.json");
-    let mut emulate = std::process::Command::new(env!("CARGO_BIN_EXE_certrotd"))
-        .arg("emulate")
-        .args(["--listen", "127.0.0.1:0"])
-        .args(["--fail-rate", "0.3", "--reset-rate", "0.1"])
-        .args(["--throttle-rate", "0.05", "--seed", "13"])
-        .args(["--access-key-secret", secret])
-        .arg("--domains-file")
-        .arg(env.join("domains.txt"))
-        .arg("--state-dump")
-        .arg(&dump)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start certrotd emulate");
-    let mut line = String::new();
-    let stdout = emulate.stdout.take().expect("piped stdout");
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
-        .expect("read the address");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("an address");
+    let emulate = Emulate::start(
+        &env.join("domains.txt"),
+        &dump,
+        secret,
+        &[
+            "--fail-rate",
+            "0.3",
+            "--reset-rate",
+            "0.1",
+            "--throttle-rate",
+            "0.05",
+            "--seed",
+            "13",
+        ],
+    );
     let issued = issue(&["*.example.com"]);
     certbot.add("example.com", &issued);
     let refs: Vec<&str> = domains.iter().map(String::as_str).collect();
@@ -50,7 +42,7 @@ async fn a_v3_sync_under_faults_deploys_every_domain_with_v3_requests_only() {
     Config::new()
         .watch(certbot.live())
         .domains(&refs)
-        .endpoint(&format!("http://{addr}"))
+        .endpoint(&emulate.endpoint)
         .set(
             "aliyun",
             &format!("access_key_id = {:?}", emulator::DEFAULT_ACCESS_KEY_ID),
@@ -69,13 +61,7 @@ async fn a_v3_sync_under_faults_deploys_every_domain_with_v3_requests_only() {
     let out = tokio::task::spawn_blocking(move || run_with(cmd))
         .await
         .expect("runner thread");
-    // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
-    assert_eq!(
-        unsafe { libc::kill(emulate.id() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
-    let status = emulate.wait().expect("emulate exits");
-    assert!(status.success(), "{status:?}");
+    emulate.stop();
     out.expect_status(0);
     let key_body: String = issued
         .key_pem

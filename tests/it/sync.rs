@@ -14,7 +14,7 @@ use certrotd::state::{self, Verification};
 use certrotd::testca::{Issued, LeafKey};
 
 use crate::harness::{
-    Certbot, Config, Env, Output, issue, issue_rsa, issue_with, run_with, write_mode,
+    Certbot, Config, Emulate, Env, Output, issue, issue_rsa, issue_with, run_with, write_mode,
 };
 
 /// A test's world: a temporary folder with a certbot tree, an emulator, credentials.
@@ -299,26 +299,12 @@ async fn a_size_refusal_that_names_the_limit_uses_it() {
     let secret = "Limit-Two-Secret-7Hq2";
     write_mode(&env.join("ak-secret"), format!("{secret}\n"), 0o600);
     let dump = env.join("dump.json");
-    let mut emulate = std::process::Command::new(env!("CARGO_BIN_EXE_certrotd"))
-        .arg("emulate")
-        .args(["--listen", "127.0.0.1:0", "--max-domains-per-call", "2"])
-        .args(["--access-key-secret", secret])
-        .arg("--domains-file")
-        .arg(env.join("domains.txt"))
-        .arg("--state-dump")
-        .arg(&dump)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start certrotd emulate");
-    let mut line = String::new();
-    let stdout = emulate.stdout.take().expect("piped stdout");
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
-        .expect("read the address");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("an address");
+    let emulate = Emulate::start(
+        &env.join("domains.txt"),
+        &dump,
+        secret,
+        &["--max-domains-per-call", "2"],
+    );
     let issued = issue(&["*.example.com"]);
     certbot.add("example.com", &issued);
     let refs: Vec<&str> = domains.iter().map(String::as_str).collect();
@@ -326,7 +312,7 @@ async fn a_size_refusal_that_names_the_limit_uses_it() {
     Config::new()
         .watch(certbot.live())
         .domains(&refs)
-        .endpoint(&format!("http://{addr}"))
+        .endpoint(&emulate.endpoint)
         .set(
             "aliyun",
             &format!("access_key_id = {:?}", emulator::DEFAULT_ACCESS_KEY_ID),
@@ -342,13 +328,7 @@ async fn a_size_refusal_that_names_the_limit_uses_it() {
     let out = tokio::task::spawn_blocking(move || run_with(cmd))
         .await
         .expect("runner thread");
-    // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
-    assert_eq!(
-        unsafe { libc::kill(emulate.id() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
-    let status = emulate.wait().expect("emulate exits");
-    assert!(status.success(), "{status:?}");
+    emulate.stop();
     out.expect_status(0)
         .expect_contains("2 domains per call were used (set [aliyun] max_domains_per_call = 2)");
     let log = emulator::Dump::read(&dump).expect("the dump").log;
