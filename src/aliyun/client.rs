@@ -120,16 +120,8 @@ pub struct BatchSetRequest<'a> {
 impl BatchSetRequest<'_> {
     /// The action's parameters (without `Action` and the common ones).
     pub(crate) fn params(&self) -> Zeroizing<Vec<(String, String)>> {
-        let mut p = Zeroizing::new(Vec::with_capacity(9));
-        p.push(("DomainName".to_string(), self.domains.join(",")));
-        p.push(("SSLProtocol".to_string(), "on".to_string()));
-        p.push(("SSLPub".to_string(), self.ssl_pub.to_string()));
-        p.push((
-            "SSLPri".to_string(),
-            self.ssl_pri.expose_upload_pem().to_string(),
-        ));
-        p.push(("CertName".to_string(), self.cert_name.to_string()));
-        p.push(("CertType".to_string(), "upload".to_string()));
+        let domains = self.domains.join(",");
+        let mut p = upload_params(&domains, self.cert_name, self.ssl_pub, self.ssl_pri);
         p.push(("ForceSet".to_string(), "1".to_string()));
         if let Some(region) = self.region {
             p.push(("Region".to_string(), region.to_string()));
@@ -153,18 +145,29 @@ pub struct SetSslRequest<'a> {
 impl SetSslRequest<'_> {
     /// The action's parameters (without `Action` and the common ones).
     pub(crate) fn params(&self) -> Zeroizing<Vec<(String, String)>> {
-        let mut p = Zeroizing::new(Vec::with_capacity(6));
-        p.push(("DomainName".to_string(), self.domain.to_string()));
-        p.push(("SSLProtocol".to_string(), "on".to_string()));
-        p.push(("SSLPub".to_string(), self.ssl_pub.to_string()));
-        p.push((
-            "SSLPri".to_string(),
-            self.ssl_pri.expose_upload_pem().to_string(),
-        ));
-        p.push(("CertName".to_string(), self.cert_name.to_string()));
-        p.push(("CertType".to_string(), "upload".to_string()));
-        p
+        upload_params(self.domain, self.cert_name, self.ssl_pub, self.ssl_pri)
     }
+}
+
+/// The parameters both write calls share when they carry the certificate and its key
+/// (`CertType=upload`, `SSLProtocol=on`), in a zeroizing buffer.
+fn upload_params(
+    domain_name: &str,
+    cert_name: &str,
+    ssl_pub: &str,
+    ssl_pri: &PrivateKey,
+) -> Zeroizing<Vec<(String, String)>> {
+    let mut p = Zeroizing::new(Vec::with_capacity(9));
+    p.push(("DomainName".to_string(), domain_name.to_string()));
+    p.push(("SSLProtocol".to_string(), "on".to_string()));
+    p.push(("SSLPub".to_string(), ssl_pub.to_string()));
+    p.push((
+        "SSLPri".to_string(),
+        ssl_pri.expose_upload_pem().to_string(),
+    ));
+    p.push(("CertName".to_string(), cert_name.to_string()));
+    p.push(("CertType".to_string(), "upload".to_string()));
+    p
 }
 
 /// A write call's answer: only its `RequestId`.

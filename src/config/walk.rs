@@ -445,42 +445,43 @@ fn aliyun(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Option<AliyunSettings> {
 
 /// `aliyun.signature`: `"v1"` (default) or `"v3"`.
 fn signature(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Option<Signature> {
-    match s.string(ctx, "signature") {
-        None if s.value("signature").is_some() => None,
-        None => Some(Signature::default()),
-        Some(raw) => match raw.get_ref().as_str() {
-            "v1" => Some(Signature::V1),
-            "v3" => Some(Signature::V3),
-            other => {
-                let message = format!(
-                    "`aliyun.signature` = {other:?} is not a signature version; use \"v1\" \
-                     (HMAC-SHA1, the default) or \"v3\" (ACS3-HMAC-SHA256)"
-                );
-                ctx.problem(&raw.span(), "aliyun.signature", message);
-                None
-            }
-        },
-    }
+    let options = [("v1", Signature::V1), ("v3", Signature::V3)];
+    let explain = "is not a signature version; use \"v1\" (HMAC-SHA1, the default) or \"v3\" \
+                   (ACS3-HMAC-SHA256)";
+    choice(ctx, s, "signature", Signature::default(), &options, explain)
 }
 
 /// `api`: `"batch"` (the default) or `"per-domain"`.
 fn api(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Option<Api> {
-    match s.string(ctx, "api") {
-        None if s.value("api").is_some() => None,
-        None => Some(Api::Batch),
-        Some(v) => match v.get_ref().as_str() {
-            "batch" => Some(Api::Batch),
-            "per-domain" => Some(Api::PerDomain),
-            other => {
-                let message = format!(
-                    "`aliyun.api` = {other:?} is not a known API; use \"batch\" \
-                     (BatchSetCdnDomainServerCertificate) or \"per-domain\" \
-                     (SetCdnDomainSSLCertificate)"
-                );
-                ctx.problem(&v.span(), "aliyun.api", message);
-                None
+    let options = [("batch", Api::Batch), ("per-domain", Api::PerDomain)];
+    let explain = "is not a known API; use \"batch\" (BatchSetCdnDomainServerCertificate) or \
+                   \"per-domain\" (SetCdnDomainSSLCertificate)";
+    choice(ctx, s, "api", Api::Batch, &options, explain)
+}
+
+/// An `[aliyun]` string setting with a fixed set of values: `default` when absent, `None`
+/// (and a located problem: `` `aliyun.KEY` = "x" `` + `explain`) for another value or type.
+fn choice<T: Copy>(
+    ctx: &mut Ctx<'_>,
+    s: &Section<'_, '_>,
+    key: &str,
+    default: T,
+    options: &[(&str, T)],
+    explain: &str,
+) -> Option<T> {
+    match s.string(ctx, key) {
+        None if s.value(key).is_some() => None,
+        None => Some(default),
+        Some(raw) => {
+            let found = options
+                .iter()
+                .find(|(name, _)| *name == raw.get_ref().as_str());
+            if found.is_none() {
+                let message = format!("`aliyun.{key}` = {:?} {explain}", raw.get_ref());
+                ctx.problem(&raw.span(), &format!("aliyun.{key}"), message);
             }
-        },
+            found.map(|(_, v)| *v)
+        }
     }
 }
 
