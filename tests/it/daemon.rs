@@ -3,9 +3,7 @@
 //! side (what each domain serves, which calls arrived) and from the exit status and state
 //! file. Short `debounce_ms` (200); waits poll with a deadline.
 
-use std::fs::{self, OpenOptions};
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::fs;
 use std::time::{Duration, Instant};
 
 use certrotd::cert::{self, Fingerprint};
@@ -13,73 +11,12 @@ use certrotd::emulator::Emulator;
 use certrotd::testca::{Issued, Leaf};
 use time::OffsetDateTime;
 
-use crate::harness::{self, AcmeSh, Certbot, Config, Env, K8sSecret, Lego, ca, issue};
+use crate::harness::{
+    self, AcmeSh, Certbot, Config, Env, K8sSecret, Lego, RunningDaemon, ca, issue,
+};
 
-/// A running `certrotd run`; killed (SIGKILL) when dropped.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    /// Starts `certrotd -c <env>/certrotd.toml run`, appending stderr to `<env>/daemon.log`.
-    fn start(env: &Env) -> Daemon {
-        let log = env.join("daemon.log");
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("daemon log");
-        let child = env
-            .command(&["run"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(file))
-            .spawn()
-            .expect("spawn certrotd run");
-        Daemon { child, log }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: i32) {
-        let pid = i32::try_from(self.child.id()).expect("pid");
-        // SAFETY: kill(2) on our own child's pid, no memory involved.
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
-    }
-
-    fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Waits (polling) for the process to exit; its exit code, or 128 + signal.
-    async fn exit_code(&mut self, secs: u64) -> i32 {
-        use std::os::unix::process::ExitStatusExt;
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status
-                    .code()
-                    .or_else(|| status.signal().map(|s| 128 + s))
-                    .unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "certrotd did not exit; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// A running `certrotd run` (stderr in `<env>/daemon.log`), killed when dropped.
+type Daemon = RunningDaemon;
 
 /// Polls `ok` every 50 ms for up to `secs`; panics with the daemon's log on time-out.
 async fn until(what: &str, daemon: &Daemon, secs: u64, mut ok: impl FnMut() -> bool) {

@@ -759,13 +759,16 @@ impl RunningDaemon {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Sends SIGTERM and waits up to `secs` for the exit; the exit code (128 + signal when a
-    /// signal ended it). Panics with the log when it does not exit in time.
-    pub async fn terminate(&mut self, secs: u64) -> i32 {
-        use std::os::unix::process::ExitStatusExt;
+    /// Sends `sig` to the daemon.
+    pub fn signal(&self, sig: i32) {
         let pid = i32::try_from(self.child.id()).expect("a pid");
-        // SAFETY: kill(2) on our own child.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        // SAFETY: kill(2) on our own child's pid, no memory involved.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
+    }
+
+    /// Waits (polling) up to `secs` for the process to exit; its exit code, or 128 + signal.
+    /// Panics with the log when it does not exit in time.
+    pub async fn exit_code(&mut self, secs: u64) -> i32 {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -776,11 +779,17 @@ impl RunningDaemon {
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "certrotd run did not stop on SIGTERM within {secs} s; log:\n{}",
+                "certrotd run did not exit within {secs} s; log:\n{}",
                 self.log()
             );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+    }
+
+    /// SIGTERM, then [`RunningDaemon::exit_code`].
+    pub async fn terminate(&mut self, secs: u64) -> i32 {
+        self.signal(libc::SIGTERM);
+        self.exit_code(secs).await
     }
 }
 
