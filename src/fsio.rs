@@ -423,7 +423,7 @@ fn folder_of(path: &Path) -> PathBuf {
 /// Gives `tmp` the owner, group and mode of the regular file at `target`, when there is one
 /// (a new file keeps the temp file's: the writer's, mode 0600). An unprivileged writer
 /// cannot give a file away (`EPERM`): it then keeps its own owner, as before.
-fn keep_owner_and_mode(target: &Path, tmp: &File) -> io::Result<()> {
+pub(crate) fn keep_owner_and_mode(target: &Path, tmp: &File) -> io::Result<()> {
     let old = match fs::symlink_metadata(target) {
         Ok(meta) if meta.is_file() => meta,
         Ok(_) => return Ok(()),

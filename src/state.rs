@@ -1,62 +1,83 @@
-//! The deployed-state file: what certrotd last pushed to each CDN domain.
+//! The deployed state: what certrotd last pushed to each CDN domain, kept in an SQLite
+//! store an admin can query.
 //!
-//! Owns `<[state] dir>/state.json` and the lock `<[state] dir>/certrotd.lock`.
+//! Owns `<[state] dir>/state.db` (with SQLite's `state.db-wal` and `state.db-shm` while it
+//! is open), the lock `<[state] dir>/certrotd.lock`, and the one-time import of the JSON
+//! file of earlier releases (`state.json`, [`legacy`]), kept afterwards as
+//! `state.json.imported`.
 //!
-//! Format (version [`STATE_VERSION`]), pretty-printed JSON:
-//! ```json
-//! { "version": 1,
-//!   "domains": {
-//!     "www.example.com": {
-//!       "deployed": { "fingerprint": "<64 hex>", "cert_name": "www.example.com-20270227-…",
-//!                     "not_after": "2027-02-27T00:00:00Z", "deployed_at": "2026-…Z",
-//!                     "request_id": "…", "verification": "pending" | "verified" | "failed",
-//!                     "checked_at": null | "2026-…Z" },
-//!       "last_error": null | { "at": "2026-…Z", "kind": "throttling", "message": "…" } } } }
-//! ```
-//! `deployed` is null for a domain that only has an error on record.
+//! Schema (version `db::SCHEMA_VERSION` = 1 in `PRAGMA user_version`, `PRAGMA
+//! application_id` `0x43525444` ("CRTD"); older stores are migrated on open, see `db`):
+//! - `domains(domain PRIMARY KEY, fingerprint, cert_name, not_after, deployed_at,
+//!   request_id, verification, checked_at, error_kind, error_message, error_at)`: one row
+//!   per domain, times as RFC 3339 text, `verification` one of `pending`, `verified`,
+//!   `failed`; the deployment columns are NULL for a domain with only an error on record,
+//!   the `error_*` ones when it has none.
+//! - `meta(key PRIMARY KEY, value)`: every other top-level field of [`State`], one row
+//!   each, its value as JSON (a field that serializes to nothing has no row).
 //!
 //! Invariants:
-//! - Writes are atomic ([`crate::fsio::AtomicWrite`]): temp file in the same folder, write,
-//!   fsync, rename over `state.json`, fsync the folder; an existing file's owner, group and
-//!   mode are kept (a `sync` run as root leaves the service user's file its own). A kill at any instant leaves the old or the new file;
-//!   stray temp files (`.state.json.*.tmp`) are ignored by readers and removed by
-//!   [`StateStore::open`].
+//! - Crash-safe: the store is in WAL mode with `synchronous = FULL`; each save is one
+//!   transaction (the reconcile pass saves once per batch of executor events), so a kill
+//!   at any instant leaves the store as of the last committed save. A new store is built
+//!   whole in a temp file (`.state.db.*.tmp`) and renamed into place; stray temp files
+//!   of a killed run are removed by [`StateStore::open`].
+//! - Writes proportional to the change: the in-memory [`State`] is the model; the store
+//!   writes the rows of the domains a `note_*`/`record_*` call touched since the last save
+//!   and the `meta` rows whose JSON changed, nothing else.
 //! - One writer per folder: [`StateStore`] holds an exclusive lock on `certrotd.lock`
-//!   (`flock`) for its whole life; the kernel releases it when the process dies.
+//!   (`flock`) for its whole life; the kernel releases it when the process dies. Readers
+//!   ([`load`], `certrotd status`) take no lock: they open the store read-only, which WAL
+//!   allows while a writer commits.
 //! - The lock file names its holder: one line `<pid> <role>` ([`LockRecord`], role `run` for
 //!   the daemon, `sync` for a one-shot command), rewritten each time the lock is taken. The
 //!   record is a hint for [`read_lock_record`]'s readers (a `sync` handing its work to a
 //!   running daemon): it may be stale or missing, only the `flock` is authoritative.
-//! - A missing file is an empty state; a corrupt file or one from a newer version is an error
-//!   and is never overwritten.
-//! - The file holds fingerprints, names, times, request ids and short error texts — never key
-//!   material. Free texts are scrubbed of anything that looks like PEM before they are stored.
+//! - A missing store is an empty state (opening writes nothing; the first save creates
+//!   it). A `state.db` that is not a certrotd store, fails SQLite's `quick_check`, or has a
+//!   newer schema is refused, checked through a read-only connection so that it is never
+//!   written; a corrupt or newer `state.json` is refused as before and not imported.
+//! - An existing store's owner, group and mode are kept (SQLite gives its side files the
+//!   same); an imported store takes those of the `state.json` it replaces.
+//! - The store holds fingerprints, names, times, request ids and short error texts — never
+//!   key material. Free texts are scrubbed of anything that looks like PEM before they are
+//!   stored.
 //!
 //! Planning rule ([`State::deployed_fingerprints`]): a deployment whose read-back failed is
 //! not deployed; one not yet read back counts only when read-back is off (`verify = false`),
 //! so with `verify = true` a batch interrupted before its read-back is pushed again.
+
+mod db;
+pub mod legacy;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::cert::Fingerprint;
-use crate::fsio::{self, AtomicWrite, FsError, Step};
+use crate::fsio::FsError;
 
-/// The format version this build reads and writes.
+pub use legacy::parse;
+
+/// The version of the in-memory model and of the JSON file it was once stored in.
 pub(crate) const STATE_VERSION: u32 = 1;
-/// The state file's name inside `[state] dir`.
-pub const STATE_FILE: &str = "state.json";
+/// The state store's name inside `[state] dir`.
+pub const STATE_FILE: &str = "state.db";
+/// The JSON state file of earlier releases, imported on first open.
+pub const LEGACY_FILE: &str = "state.json";
+/// What an imported [`LEGACY_FILE`] is renamed to.
+pub const IMPORTED_FILE: &str = "state.json.imported";
 /// The lock file's name inside `[state] dir`.
 pub const LOCK_FILE: &str = "certrotd.lock";
-const TEMP_PREFIX: &str = ".state.json.";
-const TEMP_SUFFIX: &str = ".tmp";
-/// Longest free text (error message, name, request id) kept in the file, in characters.
+/// Temp files of earlier releases' atomic `state.json` writes.
+const LEGACY_TEMP_PREFIX: &str = ".state.json.";
+/// Longest free text (error message, name, request id) kept in the store, in characters.
 const MAX_TEXT: usize = 500;
 /// The largest state file read (some 500 000 domains; bigger is not a certrotd state).
 const MAX_STATE_BYTES: u64 = 256 * 1024 * 1024;
@@ -121,11 +142,14 @@ impl StateError {
     }
 }
 
-/// The whole file.
+/// The whole deployed state. It serializes WITHOUT its domains (they are rows of their
+/// own): what it serializes to is the store's `meta` table, one row per top-level field
+/// but `version`. New persistent data goes in new top-level fields here
+/// (`#[serde(default, skip_serializing_if = …)]`), not in [`DomainState`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub(crate) version: u32,
-    #[serde(default)]
+    #[serde(default, skip_serializing)]
     pub domains: BTreeMap<String, DomainState>,
 }
 
@@ -217,51 +241,33 @@ impl State {
     }
 }
 
-/// Reads the state of `dir` without locking (for `certrotd status` while the daemon runs).
-/// A missing folder or file is an empty state.
+/// Reads the state of `dir` without locking (for `certrotd status` while the daemon runs):
+/// the store read-only, else a `state.json` not yet imported. A missing folder or store is
+/// an empty state.
 pub fn load(dir: &Path) -> Result<State, StateError> {
     let path = dir.join(STATE_FILE);
-    match fsio::read(&path, MAX_STATE_BYTES) {
-        Ok(bytes) => parse(&path, &bytes),
-        Err(FsError::NotFound { .. }) => Ok(State::default()),
-        Err(cause) => Err(StateError::Read { path, cause }),
+    if path.exists() {
+        return db::load(&path);
     }
-}
-
-/// Decodes a state file's bytes; `path` is only for messages.
-pub fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
-    #[derive(Deserialize)]
-    struct Header {
-        version: Option<u64>,
+    match legacy::read(&dir.join(LEGACY_FILE))? {
+        Some(state) => Ok(state),
+        // Imported between the two looks.
+        None if path.exists() => db::load(&path),
+        None => Ok(State::default()),
     }
-    let corrupt = |detail: String| StateError::Corrupt {
-        path: path.to_path_buf(),
-        detail,
-    };
-    let header: Header = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
-    match header.version {
-        None => return Err(corrupt("no \"version\" field".into())),
-        Some(0) => return Err(corrupt("version 0 does not exist".into())),
-        Some(v) if v > u64::from(STATE_VERSION) => {
-            return Err(StateError::TooNew {
-                path: path.to_path_buf(),
-                found: v,
-                supported: STATE_VERSION,
-            });
-        }
-        Some(_) => {}
-    }
-    serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))
 }
 
 /// The state of one folder, owned exclusively (lock held) until dropped.
 #[derive(Debug)]
 pub struct StateStore {
-    dir: PathBuf,
     path: PathBuf,
     /// Holds the `flock`; closing it (drop, or process death) releases the lock.
     _lock: File,
     state: State,
+    /// The store's connection and what changed since the last save. Behind a mutex so
+    /// that [`StateStore::save`] takes `&self` and the store is `Sync` (a connection is
+    /// only `Send`); never contended.
+    writer: Mutex<db::Writer>,
 }
 
 impl StateStore {
@@ -285,12 +291,26 @@ impl StateStore {
         let lock = take_lock(dir)?;
         record_holder(dir, &lock, role);
         remove_stray_temps(dir);
-        let state = load(dir)?;
+        let path = dir.join(STATE_FILE);
+        let (state, writer) = if path.exists() {
+            let state = db::load(&path)?;
+            let writer = db::Writer::open(&path, &state)?;
+            set_aside_imported(dir, false);
+            (state, writer)
+        } else {
+            match legacy::read(&dir.join(LEGACY_FILE))? {
+                Some(state) => {
+                    let writer = import(dir, &state)?;
+                    (state, writer)
+                }
+                None => (State::default(), db::Writer::default()),
+            }
+        };
         Ok(StateStore {
-            dir: dir.to_path_buf(),
-            path: dir.join(STATE_FILE),
+            path,
             _lock: lock,
             state,
+            writer: Mutex::new(writer),
         })
     }
 
@@ -298,10 +318,46 @@ impl StateStore {
         &self.state
     }
 
-    /// The state file's path.
+    /// The store's path.
     #[cfg(test)]
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Row statements written to the store so far (each an `INSERT` or `DELETE` of one
+    /// domain or `meta` row).
+    #[cfg(test)]
+    pub(crate) fn write_statements(&self) -> u64 {
+        self.writer().statements
+    }
+
+    /// Makes the store refuse writes (or accept them again), for tests of failed saves.
+    #[cfg(test)]
+    pub(crate) fn refuse_writes(&mut self, on: bool) {
+        self.writer_mut().set_query_only(on);
+    }
+
+    /// Copies the WAL into the store and empties it, for tests that measure writes.
+    #[cfg(test)]
+    pub(crate) fn checkpoint(&self) {
+        self.writer().checkpoint();
+    }
+
+    fn writer(&self) -> MutexGuard<'_, db::Writer> {
+        // A panic while saving leaves the writer as it was: the next save retries.
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn writer_mut(&mut self) -> &mut db::Writer {
+        self.writer
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Marks `domains` for writing at the next save.
+    fn touch(&mut self, domains: &[String]) {
+        let dirty = &mut self.writer_mut().dirty;
+        dirty.extend(domains.iter().cloned());
     }
 
     /// See [`State::deployed_fingerprints`].
@@ -325,6 +381,7 @@ impl StateStore {
     /// [`StateStore::record_deployed`] without the save: the caller must [`StateStore::save`]
     /// before it treats the record as kept (used to save a queue of events once).
     pub(crate) fn note_deployed(&mut self, domains: &[String], push: &Push<'_>) {
+        self.touch(domains);
         for domain in domains {
             let entry = self.state.domains.entry(domain.clone()).or_default();
             entry.deployed = Some(Deployment {
@@ -360,11 +417,15 @@ impl StateStore {
         at: OffsetDateTime,
     ) {
         self.conclude(domains, fingerprint, Verification::Verified, at);
+        let mut cleared = Vec::new();
         for domain in domains {
-            if let Some(entry) = self.state.domains.get_mut(domain) {
-                entry.last_error = None;
+            if let Some(entry) = self.state.domains.get_mut(domain)
+                && entry.last_error.take().is_some()
+            {
+                cleared.push(domain.clone());
             }
         }
+        self.touch(&cleared);
     }
 
     /// Marks `domains` as failed read-back of `fingerprint` (so the planner pushes them
@@ -412,6 +473,7 @@ impl StateStore {
         v: Verification,
         at: OffsetDateTime,
     ) {
+        let mut concluded = Vec::new();
         for domain in domains {
             let deployed = self
                 .state
@@ -421,11 +483,14 @@ impl StateStore {
             if let Some(d) = deployed.filter(|d| d.fingerprint == fp) {
                 d.verification = v;
                 d.checked_at = Some(at);
+                concluded.push(domain.clone());
             }
         }
+        self.touch(&concluded);
     }
 
     fn set_error(&mut self, domains: &[String], kind: &str, message: &str, at: OffsetDateTime) {
+        self.touch(domains);
         for domain in domains {
             let entry = self.state.domains.entry(domain.clone()).or_default();
             entry.last_error = Some(LastError {
@@ -436,21 +501,54 @@ impl StateStore {
         }
     }
 
-    /// Writes the current state atomically.
+    /// Writes what changed since the last save to the store, in one transaction (creating
+    /// the store if there is none yet). On an error nothing of it is written and the
+    /// in-memory state keeps everything: the next save writes it.
     pub(crate) fn save(&self) -> Result<(), StateError> {
-        let write = |cause| StateError::Write {
-            path: self.path.clone(),
-            cause,
-        };
-        let bytes = encode(&self.state).map_err(write)?;
-        write_atomic(&self.dir, &bytes, &mut |_| Ok(())).map_err(write)
+        self.writer()
+            .save(&self.path, &self.state)
+            .map_err(|cause| StateError::Write {
+                path: self.path.clone(),
+                cause,
+            })
     }
 }
 
-fn encode(state: &State) -> io::Result<Vec<u8>> {
-    let mut bytes = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
-    bytes.push(b'\n');
-    Ok(bytes)
+/// Imports `state` (read from `dir`'s `state.json`): the store is built with the file's
+/// owner, group and mode, then the file is renamed to `state.json.imported`.
+fn import(dir: &Path, state: &State) -> Result<db::Writer, StateError> {
+    let path = dir.join(STATE_FILE);
+    let json = dir.join(LEGACY_FILE);
+    db::create(&path, Some(&json), state).map_err(|cause| StateError::Write {
+        path: path.clone(),
+        cause,
+    })?;
+    let writer = db::Writer::open(&path, state)?;
+    tracing::info!(from = %json.display(), to = %path.display(), domains = state.domains.len(),
+        "imported the state file of an earlier certrotd");
+    set_aside_imported(dir, true);
+    Ok(writer)
+}
+
+/// Renames an imported `state.json` to `state.json.imported` (best effort: a file left
+/// over is renamed at the next open; the store wins over it). `fresh`: the import just
+/// happened (else a kill came between the import and the rename).
+fn set_aside_imported(dir: &Path, fresh: bool) {
+    let json = dir.join(LEGACY_FILE);
+    if !fresh && fs::symlink_metadata(&json).is_err() {
+        return;
+    }
+    if !fresh {
+        tracing::warn!(path = %json.display(),
+            "both state.db and state.json exist; state.db is the state, state.json was \
+             already imported and is set aside as state.json.imported");
+    }
+    let renamed =
+        fs::rename(&json, dir.join(IMPORTED_FILE)).and_then(|()| File::open(dir)?.sync_all());
+    if let Err(e) = renamed {
+        tracing::warn!(path = %json.display(), error = %e,
+            "cannot rename the imported state file; it is ignored (state.db is the state)");
+    }
 }
 
 fn take_lock(dir: &Path) -> Result<File, StateError> {
@@ -565,8 +663,16 @@ fn record_holder(dir: &Path, lock: &File, role: Role) {
     }
 }
 
+/// A temp file of a new store (`.state.db.*.tmp`, and SQLite's side files of it while it
+/// was open) or of an earlier release's `state.json` write.
 fn is_temp(name: &str) -> bool {
-    name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX)
+    let db_temp = name.starts_with(db::TEMP_PREFIX)
+        && ["", "-journal", "-wal", "-shm"].iter().any(|side| {
+            name.strip_suffix(side)
+                .is_some_and(|n| n.ends_with(db::TEMP_SUFFIX))
+        });
+    let json_temp = name.starts_with(LEGACY_TEMP_PREFIX) && name.ends_with(db::TEMP_SUFFIX);
+    db_temp || json_temp
 }
 
 /// Best effort: a temp file left by a killed writer is garbage (the rename never happened).
@@ -583,22 +689,6 @@ fn remove_stray_temps(dir: &Path) {
                 "cannot remove a stray temporary state file; it is ignored");
         }
     }
-}
-
-/// Replaces `STATE_FILE` in `dir` with [`AtomicWrite`] (which keeps an existing file's
-/// owner and mode); `fault` runs after each [`Step`] (fault injection in tests).
-fn write_atomic(
-    dir: &Path,
-    bytes: &[u8],
-    fault: &mut dyn FnMut(Step) -> io::Result<()>,
-) -> io::Result<()> {
-    let path = dir.join(STATE_FILE);
-    let writer = AtomicWrite {
-        path: &path,
-        temp_prefix: TEMP_PREFIX,
-        temp_suffix: TEMP_SUFFIX,
-    };
-    writer.write_with(bytes, fault).map_err(FsError::into_io)
 }
 
 /// Free text as stored: nothing PEM-like, at most [`MAX_TEXT`] characters.

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Command, Stdio};
@@ -95,17 +96,37 @@ fn round_trip_through_the_file() {
     assert!(b.deployed.is_none());
     assert_eq!(b.last_error.as_ref().unwrap().kind, "domain-not-found");
 
-    let text = fs::read_to_string(dir.path().join(STATE_FILE)).unwrap();
-    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(json["version"], 1);
+    let db = rusqlite::Connection::open(dir.path().join(STATE_FILE)).unwrap();
+    let row: (String, String, String, String, Option<String>) = db
+        .query_row(
+            "SELECT fingerprint, not_after, verification, request_id, error_kind \
+             FROM domains WHERE domain = 'a.example.com'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .unwrap();
     assert_eq!(
-        json["domains"]["a.example.com"]["deployed"]["fingerprint"],
-        fp(1).hex()
+        row,
+        (
+            fp(1).hex(),
+            "2027-02-27T00:00:00Z".to_string(),
+            "verified".to_string(),
+            "REQ-1".to_string(),
+            None
+        )
     );
-    assert_eq!(
-        json["domains"]["a.example.com"]["deployed"]["not_after"],
-        "2027-02-27T00:00:00Z"
-    );
+    let b: (Option<String>, String) = db
+        .query_row(
+            "SELECT fingerprint, error_kind FROM domains WHERE domain = 'b.example.com'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(b, (None, "domain-not-found".to_string()));
+    let version: u32 = db
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, db::SCHEMA_VERSION);
     let mode = fs::metadata(dir.path().join(STATE_FILE))
         .unwrap()
         .permissions()
@@ -324,22 +345,38 @@ fn folder_that_cannot_be_created_is_a_clear_error() {
 
 // ---- refusing bad files, never overwriting them ----
 
-fn assert_refused(content: &[u8], kind: &str, needle: &str) {
+/// Everything in `dir`, name → bytes (to show a refusal touched nothing).
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let name = e.file_name().into_string().ok()?;
+            (name != LOCK_FILE).then(|| (name, fs::read(e.path()).unwrap_or_default()))
+        })
+        .collect()
+}
+
+/// `file` holding `content` in a fresh folder is refused by `open` and `load` with `kind`
+/// and a message naming it and containing `needle`; the folder is left as it was.
+fn assert_refused(file: &str, content: &[u8], kind: &str, needle: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(STATE_FILE);
+    let path = dir.path().join(file);
     fs::write(&path, content).unwrap();
+    let before = snapshot(dir.path());
     let err = StateStore::open(dir.path()).unwrap_err();
     assert_eq!(err.kind(), kind, "{err}");
     let msg = err.to_string();
     assert!(msg.contains(&path.display().to_string()), "{msg}");
     assert!(msg.contains(needle), "{msg}");
     assert_eq!(load(dir.path()).unwrap_err().kind(), kind);
-    assert_eq!(fs::read(&path).unwrap(), content, "left untouched");
+    assert_eq!(snapshot(dir.path()), before, "left untouched");
 }
 
 #[test]
-fn newer_version_is_refused_and_left_untouched() {
+fn a_newer_state_json_is_refused_and_left_untouched() {
     assert_refused(
+        LEGACY_FILE,
         br#"{"version": 2, "domains": {}, "new": true}"#,
         "state-version",
         "upgrade certrotd",
@@ -347,39 +384,119 @@ fn newer_version_is_refused_and_left_untouched() {
 }
 
 #[test]
-fn corrupt_files_are_refused_and_left_untouched() {
+fn a_corrupt_state_json_is_refused_and_left_untouched() {
     let hint = "move it aside";
-    assert_refused(b"", "state-corrupt", hint);
-    assert_refused(b"\x00\xff garbage", "state-corrupt", hint);
+    assert_refused(LEGACY_FILE, b"", "state-corrupt", hint);
+    assert_refused(LEGACY_FILE, b"\x00\xff garbage", "state-corrupt", hint);
     assert_refused(
+        LEGACY_FILE,
         br#"{"version": 1, "domains": {"a": {"deployed": {"#,
         "state-corrupt",
         hint,
     );
     assert_refused(
+        LEGACY_FILE,
         br#"{"domains": {}}"#,
         "state-corrupt",
         "no \"version\" field",
     );
-    assert_refused(br#"{"version": 0}"#, "state-corrupt", "version 0");
-    assert_refused(br#"{"version": "1"}"#, "state-corrupt", hint);
-    assert_refused(br#"[1, 2]"#, "state-corrupt", hint);
+    assert_refused(
+        LEGACY_FILE,
+        br#"{"version": 0}"#,
+        "state-corrupt",
+        "version 0",
+    );
+    assert_refused(LEGACY_FILE, br#"{"version": "1"}"#, "state-corrupt", hint);
+    assert_refused(LEGACY_FILE, br#"[1, 2]"#, "state-corrupt", hint);
     let bad_fp = br#"{"version": 1, "domains": {"a": {"deployed": {"fingerprint": "xyz",
         "cert_name": "n", "not_after": "2027-02-27T00:00:00Z", "deployed_at": "2026-01-01T00:00:00Z",
         "request_id": "r", "verification": "verified"}}}}"#;
-    assert_refused(bad_fp, "state-corrupt", "64 hex");
+    assert_refused(LEGACY_FILE, bad_fp, "state-corrupt", "64 hex");
+}
+
+/// The bytes of a store holding one deployed domain, then `edit` applied to it through a
+/// plain SQLite connection (and that connection closed, so the bytes are all in the file).
+fn store_bytes(edit: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = StateStore::open(dir.path()).unwrap();
+        s.record_deployed(&ds(&["a.example.com"]), &push(1, "R1"))
+            .unwrap();
+    }
+    let path = dir.path().join(STATE_FILE);
+    {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(edit).unwrap();
+        let _: String = db
+            .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
+            .unwrap();
+    }
+    fs::read(&path).unwrap()
+}
+
+#[test]
+fn a_newer_store_is_refused_and_left_byte_identical() {
+    let newer = store_bytes("PRAGMA user_version = 2; CREATE TABLE future (x);");
+    assert_refused(STATE_FILE, &newer, "state-version", "upgrade certrotd");
+}
+
+#[test]
+fn a_corrupt_or_foreign_store_is_refused_and_left_byte_identical() {
+    let hint = "move it aside";
+    assert_refused(
+        STATE_FILE,
+        b"",
+        "state-corrupt",
+        "not a certrotd state store",
+    );
+    assert_refused(STATE_FILE, &[0x5a; 8192], "state-corrupt", "not a database");
+    let foreign = {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other.db");
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        drop(db);
+        fs::read(&path).unwrap()
+    };
+    assert_refused(STATE_FILE, &foreign, "state-corrupt", "application_id 0x0");
+    let bad_row =
+        store_bytes("UPDATE domains SET fingerprint = 'xyz' WHERE domain = 'a.example.com';");
+    assert_refused(STATE_FILE, &bad_row, "state-corrupt", "\"a.example.com\"");
+    let bad_time = store_bytes("UPDATE domains SET not_after = 'tomorrow';");
+    assert_refused(
+        STATE_FILE,
+        &bad_time,
+        "state-corrupt",
+        "not_after \"tomorrow\"",
+    );
+    let bad_meta = store_bytes("INSERT INTO meta VALUES ('x', '{not json');");
+    assert_refused(STATE_FILE, &bad_meta, "state-corrupt", "meta row \"x\"");
+    // A page of the table overwritten: SQLite's own check finds it.
+    let mut torn = store_bytes("");
+    let page = 4096;
+    assert!(torn.len() >= 3 * page, "a store of at least 3 pages");
+    for b in &mut torn[page + 8..2 * page] {
+        *b = 0xa5;
+    }
+    assert_refused(STATE_FILE, &torn, "state-corrupt", hint);
+    let mut cut = store_bytes("");
+    cut.truncate(page + 100);
+    assert_refused(STATE_FILE, &cut, "state-corrupt", hint);
 }
 
 #[test]
 fn unreadable_state_file_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    fs::create_dir(dir.path().join(STATE_FILE)).unwrap();
-    let err = StateStore::open(dir.path()).unwrap_err();
-    assert_eq!(err.kind(), "state-read");
-    assert!(
-        err.to_string().contains("cannot read the state file"),
-        "{err}"
-    );
+    for file in [STATE_FILE, LEGACY_FILE] {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join(file)).unwrap();
+        let err = StateStore::open(dir.path()).unwrap_err();
+        assert_eq!(err.kind(), "state-read", "{file}");
+        assert!(
+            err.to_string().contains("cannot read the state file"),
+            "{err}"
+        );
+    }
 }
 
 #[test]
@@ -398,38 +515,68 @@ fn save_into_a_vanished_folder_is_a_clear_error() {
     assert!(s.state().domains.contains_key("a"));
 }
 
-// ---- atomicity ----
+// ---- failed saves, stray files ----
 
 #[test]
-fn a_fault_at_any_step_leaves_the_old_or_the_new_file_and_no_temp() {
+fn a_failed_save_writes_nothing_and_the_next_save_writes_everything() {
     let dir = tempfile::tempdir().unwrap();
-    let old = b"{\"version\": 1, \"domains\": {}}\n".to_vec();
-    let new = encode(&State {
-        version: 1,
-        domains: [("a".to_string(), DomainState::default())].into(),
-    })
-    .unwrap();
-    for step in [Step::Created, Step::Written, Step::Synced, Step::Renamed] {
-        fs::write(dir.path().join(STATE_FILE), &old).unwrap();
-        let err = write_atomic(dir.path(), &new, &mut |s| {
-            if s == step {
-                Err(io::Error::other("injected"))
-            } else {
-                Ok(())
-            }
-        })
+    let mut s = StateStore::open(dir.path()).unwrap();
+    s.record_deployed(&ds(&["a"]), &push(1, "R1")).unwrap();
+    let saved = load(dir.path()).unwrap();
+    s.refuse_writes(true);
+    let err = s
+        .record_deployed(&ds(&["b", "c"]), &push(2, "R2"))
         .unwrap_err();
-        assert_eq!(err.to_string(), "injected");
-        let now = fs::read(dir.path().join(STATE_FILE)).unwrap();
-        let expected = if step == Step::Renamed { &new } else { &old };
-        assert_eq!(&now, expected, "after a fault at {step:?}");
-        assert!(
-            temps(dir.path()).is_empty(),
-            "temp removed after a fault at {step:?}"
-        );
+    assert_eq!(err.kind(), "state-write");
+    assert!(
+        err.to_string().contains(&s.path().display().to_string()),
+        "{err}"
+    );
+    s.record_verified(&ds(&["a"]), fp(1), T0).unwrap_err();
+    assert_eq!(
+        load(dir.path()).unwrap(),
+        saved,
+        "nothing of the failed saves"
+    );
+    s.refuse_writes(false);
+    s.save().unwrap();
+    assert_eq!(&load(dir.path()).unwrap(), s.state());
+    assert_eq!(s.state().domains.len(), 3);
+}
+
+#[test]
+fn a_store_removed_under_a_running_process_is_written_anew_at_the_next_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = StateStore::open(dir.path()).unwrap();
+    s.record_deployed(&ds(&["a", "b"]), &push(1, "R1")).unwrap();
+    for f in [STATE_FILE, "state.db-wal", "state.db-shm"] {
+        let _ = fs::remove_file(dir.path().join(f));
     }
-    write_atomic(dir.path(), &new, &mut |_| Ok(())).unwrap();
-    assert_eq!(fs::read(dir.path().join(STATE_FILE)).unwrap(), new);
+    s.record_deployed(&ds(&["c"]), &push(2, "R2")).unwrap();
+    let on_disk = load(dir.path()).unwrap();
+    assert_eq!(&on_disk, s.state());
+    assert_eq!(
+        on_disk.domains.len(),
+        3,
+        "the whole state, not only the change"
+    );
+}
+
+#[test]
+fn a_store_replaced_under_a_running_process_is_not_written_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = StateStore::open(dir.path()).unwrap();
+    s.record_deployed(&ds(&["a"]), &push(1, "R1")).unwrap();
+    let path = dir.path().join(STATE_FILE);
+    fs::rename(&path, dir.path().join("aside.db")).unwrap();
+    fs::write(&path, b"someone else's").unwrap();
+    let err = s.record_deployed(&ds(&["b"]), &push(1, "R2")).unwrap_err();
+    assert_eq!(err.kind(), "state-write");
+    assert!(
+        err.to_string().contains("replaced by another file"),
+        "{err}"
+    );
+    assert_eq!(fs::read(&path).unwrap(), b"someone else's");
 }
 
 #[test]
@@ -439,15 +586,123 @@ fn stray_temp_files_are_ignored_by_readers_and_removed_by_open() {
         let mut s = StateStore::open(dir.path()).unwrap();
         s.record_deployed(&ds(&["a"]), &push(1, "R")).unwrap();
     }
-    let stray = dir.path().join(".state.json.Xy12ab.tmp");
-    fs::write(&stray, b"{\"version\": 1, \"domains\": {\"torn").unwrap();
+    let strays = [
+        ".state.db.Xy12ab.tmp",
+        ".state.db.Xy12ab.tmp-journal",
+        ".state.db.Xy12ab.tmp-wal",
+        ".state.json.Qr34cd.tmp",
+    ];
+    for stray in strays {
+        fs::write(dir.path().join(stray), b"torn").unwrap();
+    }
     let other = dir.path().join("notes.tmp");
     fs::write(&other, b"mine").unwrap();
     assert!(load(dir.path()).unwrap().domains.contains_key("a"));
     let s = StateStore::open(dir.path()).unwrap();
     assert!(s.state().domains.contains_key("a"));
-    assert!(!stray.exists(), "stray temp removed");
+    for stray in strays {
+        assert!(!dir.path().join(stray).exists(), "{stray} removed");
+    }
     assert!(other.exists(), "other files are not ours to remove");
+}
+
+// ---- import of state.json (format version 1) ----
+
+/// A `state.json` as certrotd 0.1 wrote it.
+const V1_JSON: &str = r#"{
+  "version": 1,
+  "domains": {
+    ".example.com": {
+      "deployed": {
+        "fingerprint": "0101010101010101010101010101010101010101010101010101010101010101",
+        "cert_name": "wildcard.example.com-20270227-0101010101010101",
+        "not_after": "2027-02-27T00:00:00Z",
+        "deployed_at": "2026-06-01T12:00:00Z",
+        "request_id": "REQ-1",
+        "verification": "verified",
+        "checked_at": "2026-06-01T12:00:05Z"
+      },
+      "last_error": null
+    },
+    "www.example.com": {
+      "deployed": {
+        "fingerprint": "0202020202020202020202020202020202020202020202020202020202020202",
+        "cert_name": "www.example.com-20270227-0202020202020202",
+        "not_after": "2027-02-27T00:00:00Z",
+        "deployed_at": "2026-06-01T12:00:00Z",
+        "request_id": "REQ-2",
+        "verification": "pending"
+      },
+      "last_error": {
+        "at": "2026-06-01T12:01:00Z",
+        "kind": "throttling",
+        "message": "Throttling.User"
+      }
+    },
+    "gone.example.com": {
+      "deployed": null,
+      "last_error": {
+        "at": "2026-06-01T12:01:00Z",
+        "kind": "domain-not-found",
+        "message": "InvalidDomain.NotFound"
+      }
+    }
+  }
+}
+"#;
+
+#[test]
+fn a_version_1_state_json_is_imported_once_and_kept_as_imported() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join(LEGACY_FILE);
+    fs::write(&json, V1_JSON).unwrap();
+    fs::set_permissions(&json, fs::Permissions::from_mode(0o640)).unwrap();
+    let expected = parse(&json, V1_JSON.as_bytes()).unwrap();
+    assert_eq!(expected.domains.len(), 3);
+    // Before the import, readers read the JSON file.
+    assert_eq!(load(dir.path()).unwrap(), expected);
+
+    let s = StateStore::open(dir.path()).unwrap();
+    assert_eq!(s.state(), &expected);
+    assert!(!json.exists(), "state.json renamed");
+    assert_eq!(
+        fs::read_to_string(dir.path().join(IMPORTED_FILE)).unwrap(),
+        V1_JSON,
+        "kept byte for byte"
+    );
+    let mode = fs::metadata(s.path()).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o640, "the store takes the imported file's mode");
+    drop(s);
+    assert_eq!(
+        load(dir.path()).unwrap(),
+        expected,
+        "read back from state.db"
+    );
+    let again = StateStore::open(dir.path()).unwrap();
+    assert_eq!(again.state(), &expected);
+    let www = &expected.domains["www.example.com"];
+    assert_eq!(
+        www.deployed.as_ref().unwrap().verification,
+        Verification::Pending
+    );
+    assert_eq!(www.last_error.as_ref().unwrap().kind, "throttling");
+}
+
+#[test]
+fn a_state_json_left_next_to_its_store_by_a_kill_is_set_aside_and_the_store_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join(LEGACY_FILE), V1_JSON).unwrap();
+    drop(StateStore::open(dir.path()).unwrap());
+    // A kill between the store's rename and the JSON file's.
+    fs::rename(dir.path().join(IMPORTED_FILE), dir.path().join(LEGACY_FILE)).unwrap();
+    let mut s = StateStore::open(dir.path()).unwrap();
+    s.record_deployed(&ds(&["new.example.com"]), &push(3, "R3"))
+        .unwrap();
+    drop(s);
+    assert!(!dir.path().join(LEGACY_FILE).exists());
+    assert!(dir.path().join(IMPORTED_FILE).exists());
+    let s = StateStore::open(dir.path()).unwrap();
+    assert_eq!(s.state().domains.len(), 4, "the store, not the old file");
 }
 
 /// Env var that turns [`child_writer`] into a writer loop on that folder.
@@ -569,12 +824,11 @@ fn key_text_is_never_written_and_long_texts_are_cut() {
     s.record_error(&ds(&["c"]), "other", &"x".repeat(5000), T0)
         .unwrap();
 
-    let text = fs::read_to_string(dir.path().join(STATE_FILE)).unwrap();
+    let mut bytes = fs::read(dir.path().join(STATE_FILE)).unwrap();
+    bytes.extend(fs::read(dir.path().join("state.db-wal")).unwrap_or_default());
+    let text = String::from_utf8_lossy(&bytes);
     for needle in ["PRIVATE KEY", "BEGIN", "MIGHAgEAMBMG"] {
-        assert!(
-            !text.contains(needle),
-            "{needle} in the state file:\n{text}"
-        );
+        assert!(!text.contains(needle), "{needle} in the state store");
     }
     let c = s.state().domains["c"].last_error.as_ref().unwrap();
     assert_eq!(c.message.chars().count(), MAX_TEXT + 1);
@@ -619,6 +873,15 @@ fn mkfifo(path: &Path) {
 }
 
 #[test]
+fn a_fifo_as_the_legacy_state_file_is_refused_without_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    mkfifo(&dir.path().join(LEGACY_FILE));
+    let err = StateStore::open(dir.path()).unwrap_err();
+    assert_eq!(err.kind(), "state-read");
+    assert!(err.to_string().contains("a FIFO (named pipe)"), "{err}");
+}
+
+#[test]
 fn a_fifo_or_a_device_as_the_state_file_is_refused_without_reading() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(STATE_FILE);
@@ -658,4 +921,60 @@ fn a_save_keeps_the_existing_files_mode() {
     let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o640);
     assert!(load(dir.path()).unwrap().domains.contains_key("b"));
+    drop(s);
+    // SQLite gives the side files of a reopened store the store's mode.
+    let mut s = StateStore::open(dir.path()).unwrap();
+    s.record_deployed(&ds(&["c"]), &push(1, "R3")).unwrap();
+    for side in ["state.db-wal", "state.db-shm"] {
+        let meta = fs::metadata(dir.path().join(side)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640, "{side}");
+    }
+    let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o640);
+}
+
+// ---- writes proportional to the change ----
+
+/// A store of `n` deployed domains, then 20 read-back events of 10 domains each (spread
+/// over the whole store), each saved on its own: (row statements, WAL bytes) per event.
+fn cost_per_event(n: usize) -> (u64, u64) {
+    const EVENTS: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = StateStore::open(dir.path()).unwrap();
+    let all: Vec<String> = (0..n).map(|i| format!("d{i:06}.example.com")).collect();
+    s.note_deployed(&all, &push(1, "R1"));
+    s.save().unwrap();
+    s.checkpoint();
+    let wal = dir.path().join("state.db-wal");
+    assert_eq!(fs::metadata(&wal).unwrap().len(), 0, "checkpointed");
+    let before = s.write_statements();
+    for chunk in all.chunks(10).step_by(n / 10 / EVENTS) {
+        s.record_verified(chunk, fp(1), T0).unwrap();
+    }
+    let statements = s.write_statements() - before;
+    let bytes = fs::metadata(&wal).unwrap().len();
+    // Nothing changed, nothing written: a save without changes, a read-back of a
+    // fingerprint the domains no longer carry.
+    s.save().unwrap();
+    s.record_verified(&all[..10], fp(9), T0).unwrap();
+    assert_eq!(s.write_statements() - before, statements);
+    assert_eq!(fs::metadata(&wal).unwrap().len(), bytes);
+    (statements / EVENTS as u64, bytes / EVENTS as u64)
+}
+
+#[test]
+fn the_writes_per_recorded_event_do_not_grow_with_the_store() {
+    let (small_rows, small_bytes) = cost_per_event(200);
+    let (large_rows, large_bytes) = cost_per_event(20_000);
+    assert_eq!(
+        (small_rows, large_rows),
+        (10, 10),
+        "one row per changed domain"
+    );
+    // 100 times the domains: the B-tree is a level or two deeper, nothing more.
+    assert!(
+        large_bytes <= 2 * small_bytes,
+        "WAL bytes per event: {small_bytes} at 200 domains, {large_bytes} at 20 000"
+    );
+    assert!(large_bytes < 64 * 1024, "{large_bytes} bytes for 10 rows");
 }

@@ -1,6 +1,6 @@
 //! `certrotd sync`, `status` and `demo`: the real binary against real certbot trees and the
 //! in-process emulator over loopback. What was sent is asserted from the emulator's side (its
-//! request log and what it serves), what was recorded from `state.json`.
+//! request log and what it serves), what was recorded from the state store.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -87,11 +87,13 @@ impl World {
             .collect()
     }
 
-    /// The parsed state file (panics on a torn or unreadable one).
+    /// The recorded state (panics on a torn or unreadable store).
     fn state(&self) -> state::State {
-        let path = self.state_dir().join(state::STATE_FILE);
-        let bytes = fs::read(&path).expect("state.json exists");
-        state::parse(&path, &bytes).expect("state.json parses")
+        assert!(
+            self.state_dir().join(state::STATE_FILE).exists(),
+            "state.db exists"
+        );
+        state::load(&self.state_dir()).expect("the state store reads")
     }
 
     /// Every domain `state.json` records as deployed is served by the emulator with that
