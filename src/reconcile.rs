@@ -581,24 +581,43 @@ pub(crate) enum Verdict {
     Unrecorded,
 }
 
-/// "no valid certificate", naming parsed but time-invalid lineages that would cover it.
-pub(crate) fn not_covered(domain: &str, lineages: &[Lineage]) -> String {
-    let near: Vec<&str> = lineages
-        .iter()
-        .filter(|l| {
-            l.result
-                .as_ref()
-                .is_ok_and(|c| cert::covers(&c.names, domain).is_some())
-        })
-        .map(|l| l.id.as_str())
-        .collect();
-    if near.is_empty() {
-        "no valid certificate".to_string()
-    } else {
-        format!(
-            "no valid certificate (covered only by invalid {})",
-            near.join(", ")
-        )
+/// Why a domain has no valid certificate: "no valid certificate", naming the parsed but
+/// time-invalid lineages that would cover it. Built once per pass ([`cert::CoverAll`] over
+/// the parsed lineages), so explaining U uncovered domains costs O(names + U), not
+/// O(U × lineages).
+pub(crate) struct NotCovered<'a> {
+    parsed: Vec<&'a Lineage>,
+    index: cert::CoverAll<'a>,
+}
+
+impl<'a> NotCovered<'a> {
+    pub(crate) fn new(lineages: &'a [Lineage]) -> NotCovered<'a> {
+        let parsed: Vec<(&Lineage, &[String])> = lineages
+            .iter()
+            .filter_map(|l| Some((l, l.result.as_ref().ok()?.names.as_slice())))
+            .collect();
+        NotCovered {
+            index: cert::CoverAll::new(parsed.iter().map(|(_, names)| *names)),
+            parsed: parsed.into_iter().map(|(l, _)| l).collect(),
+        }
+    }
+
+    /// The reason for `domain`.
+    pub(crate) fn why(&self, domain: &str) -> String {
+        let near: Vec<&str> = self
+            .index
+            .covering(domain)
+            .into_iter()
+            .filter_map(|i| Some(self.parsed.get(i)?.id.as_str()))
+            .collect();
+        if near.is_empty() {
+            "no valid certificate".to_string()
+        } else {
+            format!(
+                "no valid certificate (covered only by invalid {})",
+                near.join(", ")
+            )
+        }
     }
 }
 
@@ -639,11 +658,15 @@ impl Summary {
     ) -> Summary {
         Summary {
             invalid,
-            uncovered: plan
-                .uncovered
-                .iter()
-                .map(|d| (d.clone(), not_covered(d, lineages)))
-                .collect(),
+            uncovered: if plan.uncovered.is_empty() {
+                Vec::new()
+            } else {
+                let why = NotCovered::new(lineages);
+                plan.uncovered
+                    .iter()
+                    .map(|d| (d.clone(), why.why(d)))
+                    .collect()
+            },
             up_to_date: plan.up_to_date.len(),
             planned_calls: plan.calls(),
             planned_domains: plan.pending(),

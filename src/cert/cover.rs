@@ -199,6 +199,65 @@ impl<'a> DomainSet<'a> {
     }
 }
 
+/// Every item (a lineage's names) covering a domain, not only the best: which lineages,
+/// invalid ones included, would serve a domain left uncovered. O(total names) to build,
+/// O(length of the domain + items found) per question; the answer is the items `i` with
+/// `covers(names_i, domain).is_some()`, in index order.
+pub(crate) struct CoverAll<'a> {
+    exact: HashMap<Cow<'a, str>, Vec<usize>>,
+    wildcard: HashMap<Cow<'a, str>, Vec<usize>>,
+}
+
+impl<'a> CoverAll<'a> {
+    pub(crate) fn new<I>(items: I) -> CoverAll<'a>
+    where
+        I: IntoIterator<Item = &'a [String]>,
+    {
+        let mut index = CoverAll {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+        };
+        for (i, names) in items.into_iter().enumerate() {
+            for name in names {
+                push_once(index.exact.entry(lower(name)).or_default(), i);
+                if let Some(base) = wildcard_base(name) {
+                    push_once(index.wildcard.entry(lower(base)).or_default(), i);
+                }
+            }
+        }
+        index
+    }
+
+    /// The items covering `domain`, in index order, each once.
+    pub(crate) fn covering(&self, domain: &str) -> Vec<usize> {
+        if domain.is_empty() {
+            return Vec::new();
+        }
+        let mut found: Vec<usize> = self
+            .exact
+            .get(lower(domain).as_ref())
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
+        if let Some(key) = wildcard_key(domain)
+            && let Some(more) = self.wildcard.get(lower(key).as_ref())
+        {
+            found.extend(more);
+            found.sort_unstable();
+            found.dedup();
+        }
+        found
+    }
+}
+
+/// Items are offered in index order: a repeat can only be the last one.
+fn push_once(list: &mut Vec<usize>, i: usize) {
+    if list.last() != Some(&i) {
+        list.push(i);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +402,16 @@ mod tests {
                 for d in names {
                     prop_assert_eq!(idx.best(d), reference(d, &c), "domain {:?}", d);
                 }
+            }
+            let all = CoverAll::new(ls.iter().map(|(_, names, _)| names.as_slice()));
+            for d in domains.iter().chain(ls.iter().flat_map(|(_, n, _)| n)) {
+                let linear: Vec<usize> = ls
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (_, names, _))| covers(names, d).is_some())
+                    .map(|(i, _)| i)
+                    .collect();
+                prop_assert_eq!(all.covering(d), linear, "domain {:?}", d);
             }
             let set = DomainSet::new(domains.iter().map(String::as_str));
             for (_, names, _) in &ls {

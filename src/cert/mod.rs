@@ -29,9 +29,9 @@ use std::fmt;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-pub(crate) use cover::DomainSet;
 #[cfg(test)]
 pub(crate) use cover::best_for;
+pub(crate) use cover::{CoverAll, DomainSet};
 pub use cover::{CoverIndex, covers};
 pub use invalid::Invalid;
 pub use invalid::Part;

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use time::OffsetDateTime;
 
-use super::text::{days_left, not_covered, short_names, table, ymd};
+use super::text::{NotCovered, days_left, short_names, table, ymd};
 use super::{CmdResult, Exit};
 use crate::aliyun::credentials::{self, Environment};
 use crate::cert::{self, Candidate, CoverIndex, DomainSet, Match};
@@ -207,6 +207,8 @@ fn domain_table(domains: &[String], lineages: &[Lineage], now: OffsetDateTime) -
         })
         .collect();
     let cover = CoverIndex::new(&candidates);
+    // Built at the first uncovered domain (usually never).
+    let not_covered = std::cell::OnceCell::new();
     let mut rows = Vec::new();
     let mut uncovered = 0;
     for domain in domains {
@@ -223,7 +225,9 @@ fn domain_table(domains: &[String], lineages: &[Lineage], now: OffsetDateTime) -
             }
             None => {
                 uncovered += 1;
-                not_covered(domain, lineages)
+                not_covered
+                    .get_or_init(|| NotCovered::new(lineages))
+                    .why(domain)
             }
         };
         rows.push(vec![domain.clone(), served]);

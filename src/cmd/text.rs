@@ -4,7 +4,7 @@ use time::OffsetDateTime;
 
 use crate::untrusted;
 
-pub(crate) use crate::reconcile::not_covered;
+pub(crate) use crate::reconcile::NotCovered;
 
 /// Up to three names, then a count of the rest.
 pub(crate) fn short_names(names: &[String]) -> String {
