@@ -8,11 +8,15 @@
 //!
 //! Schema (version `db::SCHEMA_VERSION` = 1 in `PRAGMA user_version`, `PRAGMA
 //! application_id` `0x43525444` ("CRTD"); older stores are migrated on open, see `db`):
-//! - `domains(domain PRIMARY KEY, fingerprint, cert_name, not_after, deployed_at,
-//!   request_id, verification, checked_at, error_kind, error_message, error_at)`: one row
-//!   per domain, times as RFC 3339 text, `verification` one of `pending`, `verified`,
-//!   `failed`; the deployment columns are NULL for a domain with only an error on record,
-//!   the `error_*` ones when it has none.
+//! - `records(seq INTEGER PRIMARY KEY, domain, removed, fingerprint, cert_name, not_after,
+//!   deployed_at, request_id, verification, checked_at, error_kind, error_message,
+//!   error_at)`: an append-only log, one row per domain per save that changed it (the
+//!   latest row of a domain is its state; `removed = 1`: dropped). Times as RFC 3339 text,
+//!   `verification` one of `pending`, `verified`, `failed`; the deployment columns are NULL
+//!   for a domain with only an error on record, the `error_*` ones when it has none.
+//!   Compacted at open (one row per domain) once it holds more than twice the live domains.
+//! - view `domains(domain, fingerprint, …, error_at)`: the latest record of each live
+//!   domain — what an admin queries.
 //! - `meta(key PRIMARY KEY, value)`: every other top-level field of [`State`], one row
 //!   each, its value as JSON (a field that serializes to nothing has no row).
 //!
@@ -23,8 +27,8 @@
 //!   whole in a temp file (`.state.db.*.tmp`) and renamed into place; stray temp files
 //!   of a killed run are removed by [`StateStore::open`].
 //! - Writes proportional to the change: the in-memory [`State`] is the model; the store
-//!   writes the rows of the domains a `note_*`/`record_*` call touched since the last save
-//!   and the `meta` rows whose JSON changed, nothing else.
+//!   appends one record per domain a `note_*`/`record_*` call changed since the last save
+//!   and writes the `meta` rows whose JSON changed, nothing else.
 //! - One writer per folder: [`StateStore`] holds an exclusive lock on `certrotd.lock`
 //!   (`flock`) for its whole life; the kernel releases it when the process dies. Readers
 //!   ([`load`], `certrotd status`) take no lock: they open the store read-only, which WAL
@@ -293,8 +297,8 @@ impl StateStore {
         remove_stray_temps(dir);
         let path = dir.join(STATE_FILE);
         let (state, writer) = if path.exists() {
-            let state = db::load(&path)?;
-            let writer = db::Writer::open(&path, &state)?;
+            let (state, records) = db::load_counted(&path)?;
+            let writer = db::Writer::open(&path, &state, records)?;
             set_aside_imported(dir, false);
             (state, writer)
         } else {
@@ -523,7 +527,8 @@ fn import(dir: &Path, state: &State) -> Result<db::Writer, StateError> {
         path: path.clone(),
         cause,
     })?;
-    let writer = db::Writer::open(&path, state)?;
+    let records = u64::try_from(state.domains.len()).unwrap_or(u64::MAX);
+    let writer = db::Writer::open(&path, state, records)?;
     tracing::info!(from = %json.display(), to = %path.display(), domains = state.domains.len(),
         "imported the state file of an earlier certrotd");
     set_aside_imported(dir, true);

@@ -5,8 +5,11 @@
 //! into place), so a `state.db` that is empty, torn or someone else's is never ours and is
 //! refused; a store is checked (application id, schema version, `quick_check`) through a
 //! read-only connection before anything opens it for writing, so a refused store is left
-//! byte for byte as it was; a save is one transaction holding the rows of the domains that
-//! changed and the `meta` rows whose value changed, nothing else.
+//! byte for byte as it was; a save is one transaction appending one `records` row per
+//! domain that changed and writing the `meta` rows whose value changed, nothing else — the
+//! appended rows are adjacent whatever the domains' names, so a save writes about the
+//! bytes of its rows (a B-tree keyed by domain would rewrite one page per changed domain);
+//! the log is compacted at open once it holds more than twice the live domains.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -37,9 +40,15 @@ pub(super) const TEMP_SUFFIX: &str = ".tmp";
 /// empty file). A later schema adds one entry; a store is migrated in one transaction.
 const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA_V1];
 
+/// `records` is append-only: a save appends one row per changed domain (`removed = 1`: the
+/// domain was dropped), so the rows of one save are adjacent and a save writes about the
+/// bytes of its rows, whatever the domains' names. `domains` is the view an admin queries:
+/// the latest record of each domain. [`Writer::open`] compacts the log.
 const SCHEMA_V1: &str = "
-CREATE TABLE domains (
-    domain        TEXT PRIMARY KEY NOT NULL,
+CREATE TABLE records (
+    seq           INTEGER PRIMARY KEY,
+    domain        TEXT NOT NULL,
+    removed       INTEGER NOT NULL DEFAULT 0,
     fingerprint   TEXT,
     cert_name     TEXT,
     not_after     TEXT,
@@ -50,18 +59,30 @@ CREATE TABLE domains (
     error_kind    TEXT,
     error_message TEXT,
     error_at      TEXT
-) WITHOUT ROWID;
+);
+CREATE VIEW domains AS
+    SELECT domain, fingerprint, cert_name, not_after, deployed_at, request_id, verification,
+           checked_at, error_kind, error_message, error_at
+    FROM (SELECT *, max(seq) FROM records GROUP BY domain)
+    WHERE removed = 0;
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY NOT NULL,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
 ";
 
-const UPSERT: &str = "INSERT OR REPLACE INTO domains (domain, fingerprint, cert_name, \
-    not_after, deployed_at, request_id, verification, checked_at, error_kind, error_message, \
-    error_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+const APPEND: &str = "INSERT INTO records (domain, fingerprint, cert_name, not_after, \
+    deployed_at, request_id, verification, checked_at, error_kind, error_message, error_at) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 const SELECT: &str = "SELECT domain, fingerprint, cert_name, not_after, deployed_at, \
-    request_id, verification, checked_at, error_kind, error_message, error_at FROM domains";
+    request_id, verification, checked_at, error_kind, error_message, error_at, removed \
+    FROM records ORDER BY seq";
+/// The log is compacted at open once it holds more than twice the live domains and this
+/// many rows besides.
+const COMPACT_SLACK: u64 = 1024;
+/// Page size of a new store: a save's rows are appended, so smaller pages mean fewer bytes
+/// rewritten around them.
+pub(super) const PAGE_SIZE: u32 = 1024;
 
 /// An error of SQLite on `path`: a file that is no (sound) database is corrupt, anything
 /// else a read error.
@@ -121,6 +142,11 @@ fn check_file(path: &Path) -> Result<(), StateError> {
 /// Reads and checks the store at `path` through a read-only connection (which writes
 /// nothing to it): the whole state.
 pub(super) fn load(path: &Path) -> Result<State, StateError> {
+    load_counted(path).map(|(state, _)| state)
+}
+
+/// [`load`], and the number of records read.
+pub(super) fn load_counted(path: &Path) -> Result<(State, u64), StateError> {
     check_file(path)?;
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| read_error(path, &e))?;
@@ -161,8 +187,9 @@ fn check(conn: &Connection, path: &Path) -> Result<(), StateError> {
     Ok(())
 }
 
-/// Every domain row and every `meta` row, as a [`State`].
-fn read_all(conn: &Connection, path: &Path) -> Result<State, StateError> {
+/// Every record (the latest of each domain wins) and every `meta` row, as a [`State`]; and
+/// the number of records.
+fn read_all(conn: &Connection, path: &Path) -> Result<(State, u64), StateError> {
     let sql_error = |e: rusqlite::Error| match e {
         rusqlite::Error::SqliteFailure(..) => read_error(path, &e),
         other => corrupt(path, other.to_string()),
@@ -170,15 +197,22 @@ fn read_all(conn: &Connection, path: &Path) -> Result<State, StateError> {
     let mut state = read_meta(conn, path)?;
     let mut stmt = conn.prepare(SELECT).map_err(sql_error)?;
     let mut rows = stmt.query([]).map_err(sql_error)?;
+    let mut records = 0;
     while let Some(row) = rows.next().map_err(sql_error)? {
+        records += 1;
+        let removed: bool = row.get(11).map_err(sql_error)?;
         let raw = RawRow::of(row).map_err(sql_error)?;
         let domain = raw.domain.clone();
+        if removed {
+            state.domains.remove(&domain);
+            continue;
+        }
         let entry = raw
             .into_state()
             .map_err(|detail| corrupt(path, format!("the row of {domain:?}: {detail}")))?;
         state.domains.insert(domain, entry);
     }
-    Ok(state)
+    Ok((state, records))
 }
 
 /// The `meta` rows (each a top-level field of [`State`] as JSON) decoded into a [`State`]
@@ -350,8 +384,19 @@ fn identity(path: &Path) -> io::Result<Option<(u64, u64)>> {
 
 impl Writer {
     /// Opens the checked store at `path` for writing (migrating an older schema); `state`
-    /// is what was read from it.
-    pub(super) fn open(path: &Path, state: &State) -> Result<Writer, StateError> {
+    /// is what was read from it, in `records` rows. A log of more than twice the live
+    /// domains (plus [`COMPACT_SLACK`]) is first compacted: the store is rebuilt with one
+    /// record per domain (owner, group and mode kept) and renamed over the old one.
+    pub(super) fn open(path: &Path, state: &State, records: u64) -> Result<Writer, StateError> {
+        let live = u64::try_from(state.domains.len()).unwrap_or(u64::MAX);
+        if records > live.saturating_mul(2).saturating_add(COMPACT_SLACK) {
+            create(path, Some(path), state).map_err(|cause| StateError::Write {
+                path: path.to_path_buf(),
+                cause,
+            })?;
+            tracing::info!(path = %path.display(), records, domains = live,
+                "compacted the state store");
+        }
         let open = open_write(path).map_err(|e| read_error(path, &e))?;
         let meta = meta_of(state).map_err(|cause| StateError::Write {
             path: path.to_path_buf(),
@@ -449,6 +494,8 @@ fn open_write(path: &Path) -> rusqlite::Result<Open> {
             "the state store could not be put in WAL mode; `certrotd status` may wait for writes");
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // A small page cache (the whole state is in memory anyway): 1 MiB.
+    conn.pragma_update(None, "cache_size", -1024)?;
     // A checkpointed WAL is cut back to this size, so it does not stay at its high mark.
     conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)?;
     migrate(&mut conn)?;
@@ -501,12 +548,17 @@ pub(super) fn create(path: &Path, like: Option<&Path>, state: &State) -> io::Res
     Ok(n)
 }
 
-/// Schema and rows into the new file at `tmp`, then WAL mode (kept in its header).
+/// Schema and rows into the new file at `tmp`, then WAL mode (kept in its header). No
+/// journal and no syncs: the file is not the store until the caller has synced and
+/// renamed it.
 fn fill(tmp: &Path, state: &State) -> rusqlite::Result<u64> {
     let mut conn = Connection::open_with_flags(
         tmp,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
+    conn.pragma_update(None, "page_size", PAGE_SIZE)?;
+    let _off: String = conn.query_row("PRAGMA journal_mode = OFF", [], |r| r.get(0))?;
+    conn.pragma_update(None, "synchronous", "OFF")?;
     conn.pragma_update(None, "application_id", APPLICATION_ID)?;
     migrate(&mut conn)?;
     let tx = conn.transaction()?;
@@ -538,21 +590,21 @@ pub(super) fn side_files(path: &Path) -> [PathBuf; 2] {
     [with("-wal"), with("-shm")]
 }
 
-/// Writes (or, when it has no entry, deletes) `domain`'s row: one statement.
+/// Appends `domain`'s record (when it has no entry: a `removed` one): one statement.
 fn put_domain(
     tx: &Transaction<'_>,
     domain: &str,
     entry: Option<&DomainState>,
 ) -> rusqlite::Result<u64> {
     let Some(entry) = entry else {
-        tx.prepare_cached("DELETE FROM domains WHERE domain = ?1")?
+        tx.prepare_cached("INSERT INTO records (domain, removed) VALUES (?1, 1)")?
             .execute([domain])?;
         return Ok(1);
     };
     let d = entry.deployed.as_ref();
     let e = entry.last_error.as_ref();
     let time = |t: Option<OffsetDateTime>| t.map(rfc3339).transpose();
-    tx.prepare_cached(UPSERT)?.execute(params![
+    tx.prepare_cached(APPEND)?.execute(params![
         domain,
         d.map(|d| d.fingerprint.hex()),
         d.map(|d| d.cert_name.as_str()),

@@ -461,9 +461,9 @@ fn a_corrupt_or_foreign_store_is_refused_and_left_byte_identical() {
     };
     assert_refused(STATE_FILE, &foreign, "state-corrupt", "application_id 0x0");
     let bad_row =
-        store_bytes("UPDATE domains SET fingerprint = 'xyz' WHERE domain = 'a.example.com';");
+        store_bytes("UPDATE records SET fingerprint = 'xyz' WHERE domain = 'a.example.com';");
     assert_refused(STATE_FILE, &bad_row, "state-corrupt", "\"a.example.com\"");
-    let bad_time = store_bytes("UPDATE domains SET not_after = 'tomorrow';");
+    let bad_time = store_bytes("UPDATE records SET not_after = 'tomorrow';");
     assert_refused(
         STATE_FILE,
         &bad_time,
@@ -474,7 +474,7 @@ fn a_corrupt_or_foreign_store_is_refused_and_left_byte_identical() {
     assert_refused(STATE_FILE, &bad_meta, "state-corrupt", "meta row \"x\"");
     // A page of the table overwritten: SQLite's own check finds it.
     let mut torn = store_bytes("");
-    let page = 4096;
+    let page = db::PAGE_SIZE as usize;
     assert!(torn.len() >= 3 * page, "a store of at least 3 pages");
     for b in &mut torn[page + 8..2 * page] {
         *b = 0xa5;
@@ -977,4 +977,58 @@ fn the_writes_per_recorded_event_do_not_grow_with_the_store() {
         "WAL bytes per event: {small_bytes} at 200 domains, {large_bytes} at 20 000"
     );
     assert!(large_bytes < 64 * 1024, "{large_bytes} bytes for 10 rows");
+}
+
+fn records(dir: &Path) -> i64 {
+    let db = rusqlite::Connection::open(dir.join(STATE_FILE)).unwrap();
+    db.query_row("SELECT count(*) FROM records", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn the_log_of_records_is_compacted_at_open_keeping_the_state_and_the_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = StateStore::open(dir.path()).unwrap();
+    let all: Vec<String> = (0..100).map(|i| format!("d{i:03}.example.com")).collect();
+    // 30 rounds of 100 changes: 3000 records of 100 domains (one removed at the end).
+    for round in 0..30 {
+        s.record_deployed(&all, &push(1, &format!("R{round}")))
+            .unwrap();
+    }
+    s.state.domains.remove(&all[0]);
+    s.touch(&all[..1]);
+    s.save().unwrap();
+    let expected = s.state().clone();
+    assert_eq!(expected.domains.len(), 99);
+    drop(s);
+    assert_eq!(records(dir.path()), 3001);
+    fs::set_permissions(
+        dir.path().join(STATE_FILE),
+        fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    assert_eq!(
+        load(dir.path()).unwrap(),
+        expected,
+        "readers see the latest records"
+    );
+
+    let s = StateStore::open(dir.path()).unwrap();
+    assert_eq!(s.state(), &expected);
+    drop(s);
+    assert_eq!(records(dir.path()), 99, "one record per live domain");
+    assert_eq!(load(dir.path()).unwrap(), expected);
+    let mode = fs::metadata(dir.path().join(STATE_FILE))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o640);
+    // The view an admin queries: the latest record of each live domain.
+    let db = rusqlite::Connection::open(dir.path().join(STATE_FILE)).unwrap();
+    let (n, request): (i64, String) = db
+        .query_row("SELECT count(*), max(request_id) FROM domains", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((n, request.as_str()), (99, "R29"));
 }

@@ -471,8 +471,20 @@ async fn sigkill_at_any_point_then_rerun_converges() {
     let mut kills = Vec::new();
     let mut lost = 0;
     // Kill once the emulator has seen `calls` more write calls of this run, plus `extra_ms`:
-    // during the canary, in the middle of a burst, between bursts, during read-backs.
-    for (calls, extra_ms) in [(1, 0), (6, 40), (11, 150), (4, 500)] {
+    // during the canary, in the middle of a burst, between bursts, during read-backs; then
+    // at random points (seeded), most of which fall in a state transaction or its fsync.
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut random = |below: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % below
+    };
+    let mut points = vec![(1, 0), (6, 40), (11, 150), (4, 500)];
+    for _ in 0..3 {
+        points.push((1 + random(4) as usize, random(200)));
+    }
+    for (calls, extra_ms) in points {
         let before = w.writes().len();
         let mut child = w
             .env
@@ -786,4 +798,52 @@ fn demo_runs_end_to_end_and_cleans_up() {
     let dir = cleaned.trim().trim_start_matches("cleaned up ").trim();
     assert!(dir.contains("certrotd-demo-"), "{cleaned}");
     assert!(!Path::new(dir).exists(), "{dir} is left behind");
+}
+
+/// `status --json` while a `sync` records batch after batch into the store (the writer
+/// holds the lock; readers open the store read-only): every run answers, with a count of
+/// deployed domains that only grows, and some answer falls in the middle of the pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reads_the_store_while_a_sync_writes_it() {
+    let parents = ["a.example", "b.example", "c.example"];
+    let domains: Vec<String> = parents.iter().flat_map(|p| subdomains(p, 60)).collect();
+    let w = World::new(&domains, |c| {
+        c.latency = Duration::from_millis(150);
+        c.writes_per_second = 100;
+    })
+    .await;
+    for p in parents {
+        w.certbot.add(p, &issue(&[&format!("*.{p}")]));
+    }
+    w.config(&domains)
+        .set("aliyun", "max_domains_per_call = 10")
+        .write(&w.env);
+    let mut sync = w
+        .env
+        .command(&["sync"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sync");
+    let mut seen = Vec::new();
+    loop {
+        let done = sync.try_wait().expect("poll sync").is_some();
+        let out = w.run(&["status", "--json"]).await;
+        out.expect_status(0);
+        let report: serde_json::Value =
+            serde_json::from_str(&out.stdout).expect("status --json is JSON");
+        let rows = report["domains"].as_array().expect("a list of domains");
+        assert_eq!(rows.len(), domains.len(), "every managed domain has a row");
+        seen.push(rows.iter().filter(|r| !r["deployed"].is_null()).count());
+        if done {
+            break;
+        }
+    }
+    assert!(seen.windows(2).all(|p| p[0] <= p[1]), "went back: {seen:?}");
+    assert_eq!(seen.last(), Some(&domains.len()), "{seen:?}");
+    assert!(
+        seen.iter().any(|n| (1..domains.len()).contains(n)),
+        "no status run saw the pass half done: {seen:?}"
+    );
+    w.emu.shutdown().await;
 }
