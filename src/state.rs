@@ -52,7 +52,7 @@
 //! so with `verify = true` a batch interrupted before its read-back is pushed again.
 
 mod db;
-pub mod legacy;
+mod legacy;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions, TryLockError};

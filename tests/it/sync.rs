@@ -847,3 +847,48 @@ async fn status_reads_the_store_while_a_sync_writes_it() {
     );
     w.emu.shutdown().await;
 }
+
+/// Upgrading from the JSON state file: a `state.json` of the current format (version 1) in
+/// the state folder is what `status` shows, and the next `sync` imports it — keeping it as
+/// `state.json.imported` — and pushes nothing again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_state_json_is_imported_by_the_next_sync_and_nothing_is_pushed_again() {
+    let domains = subdomains("example.com", 12);
+    let w = World::new(&domains, |_| {}).await;
+    w.certbot.add("example.com", &issue(&["*.example.com"]));
+    w.config(&domains).write(&w.env);
+    w.run(&["sync"]).await.expect_status(0);
+    let recorded = w.state();
+    let status = w.run(&["status", "--json"]).await;
+    status.expect_status(0);
+
+    // The folder as the previous release left it: only state.json.
+    let json = serde_json::json!({ "version": 1, "domains": recorded.domains });
+    let text = serde_json::to_string_pretty(&json).expect("encode") + "\n";
+    fs::remove_file(w.state_dir().join(state::STATE_FILE)).expect("remove state.db");
+    let legacy = w.state_dir().join(state::LEGACY_FILE);
+    fs::write(&legacy, &text).expect("write state.json");
+    assert_eq!(
+        w.run(&["status", "--json"]).await.stdout,
+        status.stdout,
+        "status reads state.json before the import"
+    );
+
+    let writes = w.writes().len();
+    let out = w.run(&["sync"]).await;
+    out.expect_status(0);
+    assert_eq!(
+        w.writes().len(),
+        writes,
+        "nothing pushed again: {}",
+        out.all()
+    );
+    assert!(!legacy.exists());
+    assert_eq!(
+        fs::read_to_string(w.state_dir().join(state::IMPORTED_FILE)).expect("kept"),
+        text
+    );
+    assert_eq!(w.state(), recorded);
+    assert_eq!(w.run(&["status", "--json"]).await.stdout, status.stdout);
+    w.emu.shutdown().await;
+}
