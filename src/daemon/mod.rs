@@ -15,6 +15,7 @@
 //! line about a watched folder as the field `path`.
 
 pub(crate) mod notify;
+pub(crate) mod observe;
 pub(crate) mod runner;
 pub(crate) mod schedule;
 pub(crate) mod service;

@@ -35,13 +35,15 @@ use time::OffsetDateTime;
 use tracing::{error, info, warn};
 
 use super::notify::StatusCounts;
+use super::observe::{self, PassView};
 use super::runner::{LoopSettings, PassCtx, PassReport, Reconciler};
 use super::schedule::{PassOutcome, Trigger, Validity};
 use super::torn::{Decision, Observed, TornTracker, renewal_in_progress};
 use crate::aliyun::cdn::{AliyunCdn, ConnectError, limits as cdn_limits};
 use crate::cert::{self, Certificate, Fingerprint};
 use crate::config::{self, Settings};
-use crate::push::{self, Executor, Limits, Options, Rate, RateLimiter};
+use crate::metrics::{self, Health};
+use crate::push::{self, Executor, Limits, Options, Rate, RateLimiter, Target as _};
 use crate::reconcile::{self, Holds, Pass, ReadBack, Summary, ValidLineage};
 use crate::source::{Lineage, Scanner};
 use crate::state::{Role, StateStore, Verification};
@@ -68,6 +70,10 @@ pub(crate) struct Service {
     unsaved: bool,
     /// Problems logged at the last pass (a problem is logged again only when it changes).
     reported: HashMap<String, String>,
+    /// What `/healthz` answers (shared with the main loop and the metrics listener).
+    health: Arc<Health>,
+    /// The last `reconcile` ran to its end (not stopped, outcome saved).
+    complete: bool,
 }
 
 /// The daemon's [`Holds`]: torn lineages (a renewal in progress) are held on their last
@@ -77,6 +83,8 @@ struct TornHolds<'a> {
     torn: &'a mut TornTracker<String, Arc<Certificate>>,
     validity: Vec<Validity>,
     held: bool,
+    /// Lineages held this pass.
+    held_n: usize,
 }
 
 impl Holds for TornHolds<'_> {
@@ -102,6 +110,7 @@ impl Holds for TornHolds<'_> {
                 },
                 Decision::Hold { periods } | Decision::Warn { periods } => {
                     self.held = true;
+                    self.held_n += 1;
                     match self.hold(l, periods, now) {
                         Some(Ok(v)) => valid.push(v),
                         Some(Err(i)) => invalid.push(i),
@@ -146,6 +155,7 @@ impl Service {
         store: StateStore,
     ) -> Result<Service, ConnectError> {
         let (api, executor) = connect(&settings)?;
+        metrics::global().set_credentials(true);
         Ok(Service {
             audit: audit_limiter(&settings),
             audit_queue: VecDeque::new(),
@@ -160,6 +170,8 @@ impl Service {
             pending_confirmed: false,
             unsaved: false,
             reported: HashMap::new(),
+            health: Arc::new(Health::default()),
+            complete: false,
         })
     }
 
@@ -167,6 +179,11 @@ impl Service {
     /// when it changes, so file changes are not held up behind it).
     pub(crate) fn file_event_counter(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.file_events)
+    }
+
+    /// What `/healthz` answers.
+    pub(crate) fn health(&self) -> Arc<Health> {
+        Arc::clone(&self.health)
     }
 
     /// The configuration in force.
@@ -278,8 +295,19 @@ impl Service {
             torn: &mut self.torn,
             validity: Vec::new(),
             held: false,
+            held_n: 0,
         };
         let planned = pass.plan(&lineages, &mut holds, store.state(), now);
+        let view = PassView {
+            domains: &self.settings.cdn.domains,
+            product: self.api.product(),
+            verify: pass.verify,
+            batch: pass.batch,
+            lineages: &lineages,
+            valid: &planned.valid.clone(),
+            torn: holds.held_n,
+        };
+        metrics::global().set_pending(planned.summary.planned_domains);
         let mut counts = planned_counts(&planned.summary, &store, &self.settings, now);
         ctx.planned(&counts);
         let mut outcome = PassOutcome {
@@ -290,6 +318,8 @@ impl Service {
         let report = |outcome, status| PassReport { outcome, status };
         if planned.plan.batches.is_empty() || ctx.stop_requested() {
             log_problems(&mut self.reported, &planned.summary);
+            observe::record(&view, store.state(), now);
+            self.complete = !ctx.stop_requested();
             return (report(outcome, counts), store);
         }
         info!(
@@ -303,7 +333,9 @@ impl Service {
             .await;
         let (summary, store) = (passed.summary, passed.store);
         for (domain, why) in &summary.failed {
-            warn!(domain = %domain, "push failed: {why}");
+            let kind = failure_kind(&store, domain);
+            metrics::global().push_failed(kind);
+            warn!(domain = %domain, kind, "push failed: {why}");
         }
         if let Some(domains) = &summary.unrecorded {
             error!(
@@ -318,12 +350,17 @@ impl Service {
         outcome.failed =
             !summary.failed.is_empty() || summary.stopped.is_some() || summary.unrecorded.is_some();
         counts = final_counts(&summary, &store, &self.settings, now);
+        metrics::global().set_pending(counts.pending);
+        observe::record(&view, store.state(), now);
+        self.complete = summary.stopped.is_none() && summary.unrecorded.is_none();
         (report(outcome, counts), store)
     }
 }
 
-impl Reconciler for Service {
-    async fn pass(&mut self, trigger: &Trigger, ctx: &PassCtx) -> PassReport {
+impl Service {
+    /// The pass: see the module docs. Sets `self.complete` (ran to its end, saved).
+    async fn pass_inner(&mut self, trigger: &Trigger, ctx: &PassCtx) -> PassReport {
+        self.complete = false;
         let Some(mut store) = self.take_store() else {
             return PassReport {
                 outcome: PassOutcome {
@@ -351,7 +388,25 @@ impl Reconciler for Service {
         }
         self.store = Some(store);
         report.outcome.failed |= !saved;
+        self.complete &= saved && !self.unsaved;
         release_freed_memory();
+        report
+    }
+}
+
+impl Reconciler for Service {
+    async fn pass(&mut self, trigger: &Trigger, ctx: &PassCtx) -> PassReport {
+        let started = std::time::Instant::now();
+        let report = self.pass_inner(trigger, ctx).await;
+        let end = OffsetDateTime::now_utc();
+        metrics::global().pass_finished(started.elapsed(), self.complete, end);
+        let why = if ctx.stop_requested() {
+            "stopping"
+        } else {
+            "see the log"
+        };
+        self.health
+            .pass_ended(if self.complete { Ok(()) } else { Err(why) });
         report
     }
 
@@ -477,6 +532,16 @@ fn spread_limits(settings: &Settings) -> Limits {
         limits.reads = Rate { calls: r / w, per };
     }
     limits
+}
+
+/// The kind recorded for `domain`'s last error (a metric label), `push` when none is.
+fn failure_kind<'s>(store: &'s StateStore, domain: &str) -> &'s str {
+    store
+        .state()
+        .domains
+        .get(domain)
+        .and_then(|d| d.last_error.as_ref())
+        .map_or("push", |e| e.kind.as_str())
 }
 
 /// The fingerprint `domain`'s verified deployment records, if it has one.

@@ -699,7 +699,9 @@ async fn call<T: Target>(
             apply_to_run(ctx, &e, next, domains.len());
             return (attempts, CallEnd::Refused(e, next));
         };
-        tracing::debug!(kind = e.kind(), attempt, "retryable error; backing off");
+        let list = domains.join(",");
+        tracing::warn!(domains = %list, kind = e.kind(), attempt, error = %e, "retryable error; retrying after a backoff");
+        crate::metrics::global().retry(ctx.target.name());
         let delay = ctx.options.retry_backoff.delay(attempt, hint);
         if !ctx.signals.sleep(delay).await {
             return (attempts, CallEnd::Stopped);

@@ -10,6 +10,7 @@ mod emulate;
 mod files;
 mod harness;
 mod hostile;
+mod metrics;
 mod per_domain;
 mod push;
 mod signature_v3;
