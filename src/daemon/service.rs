@@ -34,6 +34,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use time::OffsetDateTime;
 use tracing::{error, info, warn};
 
+use super::alerts::{PassFacts, Tracker};
+use super::hooks::Hooks;
 use super::notify::StatusCounts;
 use super::observe::{self, PassView};
 use super::runner::{LoopSettings, PassCtx, PassReport, Reconciler};
@@ -74,6 +76,9 @@ pub(crate) struct Service {
     health: Arc<Health>,
     /// The last `reconcile` ran to its end (not stopped, outcome saved).
     complete: bool,
+    /// `[notify] command` and what it was told already.
+    hooks: Hooks,
+    alerts: Tracker,
 }
 
 /// The daemon's [`Holds`]: torn lineages (a renewal in progress) are held on their last
@@ -160,8 +165,6 @@ impl Service {
             audit: audit_limiter(&settings),
             audit_queue: VecDeque::new(),
             file_events: Arc::new(AtomicU64::new(0)),
-            config_path,
-            settings,
             scanner: Scanner::new(),
             api,
             executor,
@@ -172,6 +175,10 @@ impl Service {
             reported: HashMap::new(),
             health: Arc::new(Health::default()),
             complete: false,
+            hooks: Hooks::new(&settings.notify),
+            alerts: Tracker::default(),
+            config_path,
+            settings,
         })
     }
 
@@ -308,6 +315,8 @@ impl Service {
             torn: holds.held_n,
         };
         metrics::global().set_pending(planned.summary.planned_domains);
+        let targets = planned.plan.targets.clone();
+        let before = store.state().deployed_fingerprints(pass.verify);
         let mut counts = planned_counts(&planned.summary, &store, &self.settings, now);
         ctx.planned(&counts);
         let mut outcome = PassOutcome {
@@ -320,6 +329,16 @@ impl Service {
             log_problems(&mut self.reported, &planned.summary);
             observe::record(&view, store.state(), now);
             self.complete = !ctx.stop_requested();
+            let facts = PassFacts {
+                valid: view.valid,
+                targets: &targets,
+                before: &before,
+                after: &before,
+                failed: &[],
+                invalid: &planned.summary.invalid,
+                now,
+            };
+            send_alerts(&mut self.alerts, &self.hooks, &facts);
             return (report(outcome, counts), store);
         }
         info!(
@@ -353,6 +372,17 @@ impl Service {
         metrics::global().set_pending(counts.pending);
         observe::record(&view, store.state(), now);
         self.complete = summary.stopped.is_none() && summary.unrecorded.is_none();
+        let after = store.state().deployed_fingerprints(pass.verify);
+        let facts = PassFacts {
+            valid: view.valid,
+            targets: &targets,
+            before: &before,
+            after: &after,
+            failed: &summary.failed,
+            invalid: &summary.invalid,
+            now,
+        };
+        send_alerts(&mut self.alerts, &self.hooks, &facts);
         (report(outcome, counts), store)
     }
 }
@@ -444,6 +474,9 @@ impl Reconciler for Service {
                 }
             }
         }
+        if new.notify != *self.hooks.settings() {
+            self.hooks = Hooks::new(&new.notify);
+        }
         self.settings = new;
         // The managed domains may have changed: the next rescan audits the new list.
         self.audit_queue.clear();
@@ -451,6 +484,7 @@ impl Reconciler for Service {
     }
 
     async fn finish(&mut self) {
+        self.hooks.finish().await;
         if let Some(store) = &self.store
             && let Err(e) = store.save()
         {
@@ -532,6 +566,13 @@ fn spread_limits(settings: &Settings) -> Limits {
         limits.reads = Rate { calls: r / w, per };
     }
     limits
+}
+
+/// Sends a pass's notifications (never waits for them).
+fn send_alerts(tracker: &mut Tracker, hooks: &Hooks, facts: &PassFacts<'_>) {
+    for alert in tracker.alerts(facts) {
+        hooks.send(alert);
+    }
 }
 
 /// The kind recorded for `domain`'s last error (a metric label), `push` when none is.

@@ -11,6 +11,7 @@ mod files;
 mod harness;
 mod hostile;
 mod metrics;
+mod notify;
 mod per_domain;
 mod push;
 mod signature_v3;
