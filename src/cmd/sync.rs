@@ -143,6 +143,7 @@ pub(crate) async fn sync(
     }
     let executor = Executor::new(target, Options::new(aliyun.max_attempts, aliyun.verify));
     let planned = pass.plan(&lineages, &mut NoHolds, store.state(), now);
+    store.clear_stale_errors(&planned.plan.up_to_date);
     let total = planned.plan.pending();
     let never = std::future::pending();
     let passed = pass
@@ -156,6 +157,13 @@ pub(crate) async fn sync(
         .await;
     if progress && total > 0 {
         eprintln!();
+    }
+    let mut store = passed.store;
+    if passed.summary.unrecorded.is_none() && passed.summary.stopped.is_none() {
+        store.note_pass("sync", OffsetDateTime::now_utc());
+        if let Err(e) = store.save() {
+            eprintln!("certrotd: {e}");
+        }
     }
     out.write_all(passed.summary.render().as_bytes())?;
     Ok(passed.summary.verdict().into())

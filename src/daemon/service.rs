@@ -287,7 +287,7 @@ impl Service {
     /// Plans, tells the loop, pushes (halting on a stop request) and records.
     async fn reconcile(
         &mut self,
-        store: StateStore,
+        mut store: StateStore,
         ctx: &PassCtx,
         now: OffsetDateTime,
     ) -> (PassReport, StateStore) {
@@ -316,6 +316,7 @@ impl Service {
         };
         metrics::global().set_pending(planned.summary.planned_domains);
         let targets = planned.plan.targets.clone();
+        store.clear_stale_errors(&planned.plan.up_to_date);
         let before = store.state().deployed_fingerprints(pass.verify);
         let mut counts = planned_counts(&planned.summary, &store, &self.settings, now);
         ctx.planned(&counts);
@@ -388,6 +389,19 @@ impl Service {
 }
 
 impl Service {
+    /// Records in the state file that a pass ran to its end (with any stale error cleared).
+    fn record_pass(&mut self) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        store.note_pass("run", OffsetDateTime::now_utc());
+        if let Err(e) = store.save() {
+            error!(kind = e.kind(), "{e}");
+            self.unsaved = true;
+            self.complete = false;
+        }
+    }
+
     /// The pass: see the module docs. Sets `self.complete` (ran to its end, saved).
     async fn pass_inner(&mut self, trigger: &Trigger, ctx: &PassCtx) -> PassReport {
         self.complete = false;
@@ -419,6 +433,9 @@ impl Service {
         self.store = Some(store);
         report.outcome.failed |= !saved;
         self.complete &= saved && !self.unsaved;
+        if self.complete {
+            self.record_pass();
+        }
         release_freed_memory();
         report
     }

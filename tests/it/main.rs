@@ -15,4 +15,5 @@ mod notify;
 mod per_domain;
 mod push;
 mod signature_v3;
+mod status;
 mod sync;
