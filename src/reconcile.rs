@@ -690,6 +690,19 @@ impl Summary {
     }
 
     /// The human report of the pass.
+    /// What a dry run adds to the plan's own description: the invalid lineages and why each
+    /// uncovered domain is uncovered (the plan lines are the description's).
+    pub(crate) fn render_reasons(&self) -> String {
+        let mut out = String::new();
+        for (id, reason) in &self.invalid {
+            let _ = writeln!(out, "invalid lineage {id}: {reason}");
+        }
+        for (domain, why) in &self.uncovered {
+            let _ = writeln!(out, "UNCOVERED {domain}: {why}");
+        }
+        out
+    }
+
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         for (id, reason) in &self.invalid {

@@ -13,9 +13,11 @@
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use time::OffsetDateTime;
 
+use super::logging::PROGRESS_SHOWN;
 use super::{CmdResult, Exit};
 use crate::aliyun::cdn::{AliyunCdn, ConnectError};
 use crate::config::{self, Settings};
@@ -155,7 +157,7 @@ pub(crate) async fn sync(
             never,
         )
         .await;
-    if progress && total > 0 {
+    if PROGRESS_SHOWN.swap(false, Ordering::AcqRel) {
         eprintln!();
     }
     let mut store = passed.store;
@@ -173,7 +175,8 @@ pub(crate) async fn sync(
 fn progress_line(enabled: bool, total: usize) -> Box<dyn FnMut(usize) + Send> {
     Box::new(move |done| {
         if enabled {
-            eprint!("\rcertrotd: {done}/{total} domains deployed");
+            eprint!("\r\x1b[Kcertrotd: {done}/{total} domains deployed");
+            PROGRESS_SHOWN.store(true, Ordering::Release);
         }
     })
 }
@@ -192,6 +195,6 @@ fn dry_run(
         .plan
         .describe(&reconcile::plan_lineages(&planned.valid));
     out.write_all(described.as_bytes())?;
-    out.write_all(planned.summary.render().as_bytes())?;
+    out.write_all(planned.summary.render_reasons().as_bytes())?;
     Ok(planned.summary.verdict().into())
 }

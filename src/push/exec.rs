@@ -449,7 +449,8 @@ impl<'x, T: Target> Run<'x, T> {
         match next {
             // The call task retries by itself; it only reports final answers.
             Next::RetryAfter(_) | Next::GiveUp => {
-                tracing::warn!(domains = n, kind = e.kind(), error = %e, "batch refused");
+                let list = work.domains.join(",");
+                tracing::warn!(domains = %list, count = n, kind = e.kind(), error = %e, "batch refused");
                 self.failed(&work.domains, e);
             }
             Next::StopRun => {
@@ -470,7 +471,8 @@ impl<'x, T: Target> Run<'x, T> {
             }
             Next::Split => {
                 tracing::warn!(
-                    domains = n,
+                    domains = %work.domains.join(","),
+                    count = n,
                     kind = e.kind(),
                     "batch refused for one domain; splitting it"
                 );
@@ -512,7 +514,10 @@ impl<'x, T: Target> Run<'x, T> {
                 },
             );
         }
-        tracing::info!(domains = work.domains.len(), cert = %upload.cert_name, %request_id, "deployed");
+        // One line per domain, so `grep 'domain=…'` follows a domain through a batch.
+        for domain in &work.domains {
+            tracing::info!(%domain, cert = %upload.cert_name, %request_id, "deployed");
+        }
         if verify {
             self.spawn_read_back(work.lane, work.cert, work.domains.clone());
         }
@@ -565,18 +570,18 @@ impl<'x, T: Target> Run<'x, T> {
         }
         let fingerprint = self.certs[cert].fingerprint;
         if verified {
-            tracing::info!(domains = domains.len(), "read-back verified");
+            for domain in &domains {
+                tracing::info!(%domain, "read-back verified");
+            }
             self.emit(Event::Verified {
                 target: lane,
                 domains,
                 fingerprint,
             });
         } else {
-            tracing::warn!(
-                domains = domains.len(),
-                probe = domains.first().map(String::as_str).unwrap_or(""),
-                "read-back never saw the new certificate"
-            );
+            for domain in &domains {
+                tracing::warn!(%domain, "read-back never saw the new certificate");
+            }
             self.emit(Event::Unverified {
                 target: lane,
                 domains,

@@ -688,6 +688,9 @@ async fn dry_run_prints_the_plan_without_credentials_or_calls() {
     out.expect_contains("d000.example.com, d001.example.com")
         .expect_contains("no valid certificate covers:")
         .expect_contains("UNCOVERED nocert.example.net");
+    // The plan once, in one wording, and no "pushed:" line for a run that pushes nothing.
+    assert_eq!(out.stdout.matches("plan: ").count(), 1, "{}", out.stdout);
+    assert!(!out.stdout.contains("pushed:"), "{}", out.stdout);
     assert!(w.emu.log().is_empty(), "the dry run called the API");
     assert!(!w.state_dir().join(state::STATE_FILE).exists());
     w.emu.shutdown().await;
