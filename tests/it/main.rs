@@ -4,6 +4,7 @@
 mod acme;
 mod aliyun_client;
 mod check;
+mod cli;
 mod daemon;
 mod deploy_hook;
 mod emulate;

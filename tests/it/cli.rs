@@ -1,0 +1,37 @@
+//! The command line: `-c/--config` only where a configuration is read.
+
+use crate::harness::{Env, certrotd, run_with};
+
+#[test]
+fn emulate_and_demo_do_not_offer_a_configuration_file() {
+    let env = Env::new();
+    for sub in ["emulate", "demo"] {
+        let mut cmd = certrotd(env.path());
+        cmd.args([sub, "--help"]);
+        let out = run_with(cmd);
+        out.expect_status(0);
+        assert!(
+            !out.stdout.contains("--config"),
+            "{sub} --help:\n{}",
+            out.stdout
+        );
+        let mut cmd = certrotd(env.path());
+        cmd.args(["-c", "/etc/certrotd/certrotd.toml", sub]);
+        if sub == "emulate" {
+            cmd.args(["--domains-file", "/nonexistent"]);
+        }
+        run_with(cmd)
+            .expect_status(2)
+            .expect_contains("read no configuration file");
+    }
+    for sub in ["check", "sync", "status", "run"] {
+        let mut cmd = certrotd(env.path());
+        cmd.args([sub, "--help"]);
+        let out = run_with(cmd);
+        assert!(
+            out.stdout.contains("-c, --config <PATH>"),
+            "{sub} --help:\n{}",
+            out.stdout
+        );
+    }
+}
