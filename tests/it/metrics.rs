@@ -255,3 +255,44 @@ async fn metrics_agree_with_the_emulator_and_move_after_a_renewal() {
     )
     .await;
 }
+
+#[test]
+fn the_readme_alert_rules_pass_promtool() {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("\ngroups:\n")
+        .expect("the alert rules in README.md")
+        + 1;
+    let rules = &readme[start..];
+    let rules = &rules[..rules.find("```").expect("the end of the rules")];
+    for series in [
+        "certrotd_domain_certificate_expiry_timestamp_seconds",
+        "certrotd_domain_up_to_date",
+        "certrotd_last_successful_pass_timestamp_seconds",
+    ] {
+        assert!(rules.contains(series), "{series} in the README's rules");
+    }
+    let required = std::env::var_os("CERTROTD_REQUIRE_PROMTOOL").is_some_and(|v| v == "1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("rules.yml");
+    std::fs::write(&file, rules).expect("write the rules");
+    match std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+    {
+        Ok(out) => assert!(
+            out.status.success(),
+            "promtool check rules: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => {
+            assert!(
+                !required,
+                "promtool is required (CERTROTD_REQUIRE_PROMTOOL=1): {e}"
+            );
+            eprintln!("skipped promtool check rules: {e}");
+        }
+    }
+}
