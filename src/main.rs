@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "certrotd", version, about)]
 struct Cli {
     /// Configuration file [default: $CERTROTD_CONFIG, else /etc/certrotd/certrotd.toml]
-    /// (also accepted after check, sync, status and run; emulate and demo take none)
+    /// (also accepted after check, sync, status and run; emulate and demo read none)
     #[arg(short, long, value_name = "PATH")]
     config: Option<PathBuf>,
     /// Log format on stderr
@@ -80,10 +80,6 @@ fn main() -> ExitCode {
         Command::Sync { args, config } => cmd::sync::run(&config_path(&cli, config), args),
         Command::Status { args, config } => cmd::status::run(&config_path(&cli, config), args),
         Command::Run(c) => cmd::run::run(&config_path(&cli, c)),
-        Command::Emulate(_) | Command::Demo if cli.config.is_some() => {
-            eprintln!("certrotd: emulate and demo read no configuration file; drop -c/--config");
-            return ExitCode::from(Exit::Usage.code());
-        }
         Command::Emulate(e) => cmd::emulate::run(&e.args),
         Command::Demo => cmd::demo::run(),
     };

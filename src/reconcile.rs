@@ -37,6 +37,7 @@ use crate::push::{
 };
 use crate::source::Lineage;
 use crate::state::{self, Push, State, StateError, StateStore};
+use crate::untrusted;
 
 /// A lineage whose certificate is valid at the pass's `now`.
 #[derive(Clone, Debug)]
@@ -689,7 +690,6 @@ impl Summary {
         }
     }
 
-    /// The human report of the pass.
     /// What a dry run adds to the plan's own description: the invalid lineages and why each
     /// uncovered domain is uncovered (the plan lines are the description's).
     pub(crate) fn render_reasons(&self) -> String {
@@ -703,6 +703,8 @@ impl Summary {
         out
     }
 
+    /// The human report of the pass. The error that stopped the run is printed once, on
+    /// the `stopped:` line; the domains it failed say so instead of repeating it.
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         for (id, reason) in &self.invalid {
@@ -730,10 +732,23 @@ impl Summary {
             );
         }
         if let Some(stopped) = &self.stopped {
-            let _ = writeln!(out, "stopped: {stopped}");
+            let _ = writeln!(out, "stopped: {}", untrusted::one_line(stopped));
         }
         for (domain, why) in &self.failed {
-            let _ = writeln!(out, "FAILED {domain}: {why}");
+            match self.stopped.as_deref() {
+                Some(s) if why == s => {
+                    let _ = writeln!(out, "FAILED {domain}: refused with the error above");
+                }
+                Some(s) if why.strip_prefix("not attempted: ") == Some(s) => {
+                    let _ = writeln!(
+                        out,
+                        "FAILED {domain}: not sent (the run stopped, see above)"
+                    );
+                }
+                _ => {
+                    let _ = writeln!(out, "FAILED {domain}: {}", untrusted::one_line(why));
+                }
+            }
         }
         for (domain, why) in &self.uncovered {
             let _ = writeln!(out, "UNCOVERED {domain}: {why}");

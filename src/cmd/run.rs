@@ -54,13 +54,9 @@ async fn daemon(config: &Path, settings: Settings) -> CmdResult {
         }
         Err(e) => return Err(e.into()),
     };
-    let mut service = match Service::new(config.to_path_buf(), settings, store) {
-        Ok(service) => service,
-        Err(e) => {
-            eprintln!("certrotd: {e}");
-            return Ok(Exit::Problems);
-        }
-    };
+    // Without usable credentials it stays up and retries (the log, STATUS=, /healthz and
+    // the metrics say so): a credential provisioned later needs no restart.
+    let mut service = Service::new(config.to_path_buf(), settings, store);
     let _metrics = match serve_metrics(&service).await {
         Ok(task) => task.map(AbortOnDrop),
         Err(e) => {

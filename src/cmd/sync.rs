@@ -86,7 +86,8 @@ pub fn run(config: &Path, args: &SyncArgs) -> CmdResult {
     match runtime.block_on(sync(&settings, args, &mut out, progress)) {
         Ok(exit) => Ok(exit),
         Err(e) => {
-            eprintln!("certrotd: {e}");
+            // One line, naming what to fix (a credentials error lists the sources tried).
+            eprintln!("certrotd: {}", crate::untrusted::one_line(&e.to_string()));
             Ok(e.exit())
         }
     }

@@ -49,16 +49,19 @@ use crate::push::{self, Executor, Limits, Options, Rate, RateLimiter, Target as 
 use crate::reconcile::{self, Holds, Pass, ReadBack, Summary, ValidLineage};
 use crate::source::{Lineage, Scanner};
 use crate::state::{Role, StateStore, Verification};
+use crate::untrusted;
 
 /// The daemon's reconciler. See the module docs.
 pub(crate) struct Service {
     config_path: PathBuf,
     settings: Settings,
     scanner: Scanner,
-    /// The API for read-backs (confirmation, audit); the executor's target shares its
-    /// client.
-    api: Arc<AliyunCdn>,
-    executor: Executor<AliyunCdn>,
+    /// The API for read-backs (confirmation, audit) and the executor (its target shares
+    /// the API's client); `None` while no usable credentials are found: each pass tries
+    /// again, and a failed pass is retried with backoff.
+    conn: Option<Conn>,
+    /// The last connect error logged (logged again only when it changes).
+    connect_error: Option<String>,
     /// `None` only while a pass holds it.
     store: Option<StateStore>,
     torn: TornTracker<String, Arc<Certificate>>,
@@ -79,6 +82,12 @@ pub(crate) struct Service {
     /// `[notify] command` and what it was told already.
     hooks: Hooks,
     alerts: Tracker,
+}
+
+/// The API and the executor of the configuration in force.
+struct Conn {
+    api: Arc<AliyunCdn>,
+    executor: Arc<Executor<AliyunCdn>>,
 }
 
 /// The daemon's [`Holds`]: torn lineages (a renewal in progress) are held on their last
@@ -154,20 +163,14 @@ impl TornHolds<'_> {
 
 impl Service {
     /// A service on `settings` (loaded from `config_path`) and the locked `store`.
-    pub(crate) fn new(
-        config_path: PathBuf,
-        settings: Settings,
-        store: StateStore,
-    ) -> Result<Service, ConnectError> {
-        let (api, executor) = connect(&settings)?;
-        metrics::global().set_credentials(true);
-        Ok(Service {
+    pub(crate) fn new(config_path: PathBuf, settings: Settings, store: StateStore) -> Service {
+        let mut service = Service {
             audit: audit_limiter(&settings),
             audit_queue: VecDeque::new(),
             file_events: Arc::new(AtomicU64::new(0)),
             scanner: Scanner::new(),
-            api,
-            executor,
+            conn: None,
+            connect_error: None,
             store: Some(store),
             torn: TornTracker::new(),
             pending_confirmed: false,
@@ -179,7 +182,39 @@ impl Service {
             alerts: Tracker::default(),
             config_path,
             settings,
-        })
+        };
+        service.ensure_connected();
+        service
+    }
+
+    /// Connects when not connected yet. `false` (the error logged once, on one line, and
+    /// shown by the metrics) while it fails.
+    fn ensure_connected(&mut self) -> bool {
+        if self.conn.is_some() {
+            return true;
+        }
+        match connect(&self.settings) {
+            Ok(conn) => {
+                if self.connect_error.take().is_some() {
+                    info!("Alibaba Cloud credentials found; resuming");
+                }
+                self.conn = Some(conn);
+                metrics::global().set_credentials(true);
+                true
+            }
+            Err(e) => {
+                let text = untrusted::one_line(&e.to_string());
+                if self.connect_error.as_ref() != Some(&text) {
+                    error!(
+                        kind = e.kind(),
+                        "{text}; certrotd keeps running and tries again with backoff (or at SIGUSR1/SIGHUP)"
+                    );
+                    self.connect_error = Some(text);
+                }
+                metrics::global().set_credentials(false);
+                false
+            }
+        }
     }
 
     /// The counter to bump for every file-change notice (a running drift audit pauses
@@ -236,12 +271,13 @@ impl Service {
 
     /// Confirms `Pending` deployments by read-back (see [`reconcile::confirm_pending`]).
     async fn confirm_pending(&self, store: &mut StateStore, ctx: &PassCtx) {
+        let Some(conn) = &self.conn else { return };
         if !self.settings.aliyun.verify {
             return;
         }
         let rate = self.settings.aliyun.read_requests_per_second;
         let domains = &self.settings.cdn.domains;
-        reconcile::confirm_pending(&*self.api, store, domains, rate, || ctx.stop_requested()).await;
+        reconcile::confirm_pending(&*conn.api, store, domains, rate, || ctx.stop_requested()).await;
     }
 
     /// Starts a drift audit of every managed domain (at a periodic rescan); an audit still
@@ -260,6 +296,9 @@ impl Service {
     /// or a stop is requested, so it never holds up a file-change pass by more than one
     /// read. Returns whether it found drift.
     async fn audit_drift(&mut self, store: &mut StateStore, ctx: &PassCtx) -> bool {
+        let Some(api) = self.conn.as_ref().map(|c| Arc::clone(&c.api)) else {
+            return false;
+        };
         let events = self.file_events.load(Ordering::Acquire);
         let mut drift = false;
         while let Some(domain) = self.audit_queue.pop_front() {
@@ -276,8 +315,7 @@ impl Service {
             };
             self.audit.acquire().await;
             let one = std::slice::from_ref(&domain);
-            let seen =
-                reconcile::read_back(&*self.api, store, &domain, one, fingerprint, "audit").await;
+            let seen = reconcile::read_back(&*api, store, &domain, one, fingerprint, "audit").await;
             drift |= seen == ReadBack::Other;
         }
         info!(drift, "drift audit done");
@@ -291,6 +329,13 @@ impl Service {
         ctx: &PassCtx,
         now: OffsetDateTime,
     ) -> (PassReport, StateStore) {
+        let Some((product, executor)) = self
+            .conn
+            .as_ref()
+            .map(|c| (c.api.product(), Arc::clone(&c.executor)))
+        else {
+            return (PassReport::default(), store);
+        };
         let lineages = self.scanner.scan(&self.settings.watch.paths);
         let pass = Pass {
             domains: &self.settings.cdn.domains,
@@ -307,7 +352,7 @@ impl Service {
         let planned = pass.plan(&lineages, &mut holds, store.state(), now);
         let view = PassView {
             domains: &self.settings.cdn.domains,
-            product: self.api.product(),
+            product,
             verify: pass.verify,
             batch: pass.batch,
             lineages: &lineages,
@@ -349,13 +394,21 @@ impl Service {
         );
         let no_progress = Box::new(|_| {});
         let passed = pass
-            .push(planned, &self.executor, store, no_progress, ctx.stopped())
+            .push(planned, &executor, store, no_progress, ctx.stopped())
             .await;
         let (summary, store) = (passed.summary, passed.store);
         for (domain, why) in &summary.failed {
             let kind = failure_kind(&store, domain);
             metrics::global().push_failed(kind);
-            warn!(domain = %domain, kind, "push failed: {why}");
+            // The error that stopped the run was logged once already (by the executor).
+            let why = match summary.stopped.as_deref() {
+                Some(s) if why == s => "refused with the error logged above",
+                Some(s) if why.strip_prefix("not attempted: ") == Some(s) => {
+                    "not sent: the run stopped (see above)"
+                }
+                _ => why,
+            };
+            warn!(domain = %domain, kind, "push failed: {}", untrusted::one_line(why));
         }
         if let Some(domains) = &summary.unrecorded {
             error!(
@@ -405,6 +458,18 @@ impl Service {
     /// The pass: see the module docs. Sets `self.complete` (ran to its end, saved).
     async fn pass_inner(&mut self, trigger: &Trigger, ctx: &PassCtx) -> PassReport {
         self.complete = false;
+        if !self.ensure_connected() {
+            return PassReport {
+                outcome: PassOutcome {
+                    failed: true,
+                    ..PassOutcome::default()
+                },
+                status: StatusCounts {
+                    no_credentials: true,
+                    ..StatusCounts::default()
+                },
+            };
+        }
         let Some(mut store) = self.take_store() else {
             return PassReport {
                 outcome: PassOutcome {
@@ -449,6 +514,8 @@ impl Reconciler for Service {
         metrics::global().pass_finished(started.elapsed(), self.complete, end);
         let why = if ctx.stop_requested() {
             "stopping"
+        } else if self.conn.is_none() {
+            "no usable credentials"
         } else {
             "see the log"
         };
@@ -480,13 +547,16 @@ impl Reconciler for Service {
         }
         if new.aliyun != self.settings.aliyun {
             match connect(&new) {
-                Ok((api, executor)) => {
-                    self.executor = executor;
-                    self.api = api;
+                Ok(conn) => {
+                    self.conn = Some(conn);
+                    self.connect_error = None;
+                    metrics::global().set_credentials(true);
                     self.audit = audit_limiter(&new);
                 }
+                // Not connected yet anyway: take the new settings, connect at the next pass.
+                Err(_) if self.conn.is_none() => self.audit = audit_limiter(&new),
                 Err(e) => {
-                    error!(kind = e.kind(), "{e}");
+                    error!(kind = e.kind(), "{}", untrusted::one_line(&e.to_string()));
                     return None;
                 }
             }
@@ -559,12 +629,15 @@ fn log_problems(reported: &mut HashMap<String, String>, summary: &Summary) {
 }
 
 /// The API and the executor for these settings (one client, shared).
-fn connect(settings: &Settings) -> Result<(Arc<AliyunCdn>, Executor<AliyunCdn>), ConnectError> {
+fn connect(settings: &Settings) -> Result<Conn, ConnectError> {
     let api = AliyunCdn::connect(&settings.aliyun)?;
     let target = api.clone().with_limits(spread_limits(settings));
     let a = &settings.aliyun;
     let executor = Executor::new(Arc::new(target), Options::new(a.max_attempts, a.verify));
-    Ok((Arc::new(api), executor))
+    Ok(Conn {
+        api: Arc::new(api),
+        executor: Arc::new(executor),
+    })
 }
 
 /// The chosen call's limits, with write starts spread evenly (one every `window / rate`)
@@ -635,6 +708,7 @@ fn planned_counts(
         failed: 0,
         uncovered: summary.uncovered.len(),
         next_expiry: next_expiry(store, settings, now),
+        no_credentials: false,
     }
 }
 
@@ -657,6 +731,7 @@ fn final_counts(
         failed,
         uncovered: summary.uncovered.len(),
         next_expiry: next_expiry(store, settings, now),
+        no_credentials: false,
     }
 }
 

@@ -407,7 +407,8 @@ impl<'x, T: Target> Run<'x, T> {
             Err(Some(e)) => {
                 let e = Arc::new(e);
                 if e.handling() == Handling::Credentials {
-                    tracing::error!(kind = e.kind(), error = %e, "credentials refused; stopping the run");
+                    let error = crate::untrusted::one_line(&e.to_string());
+                    tracing::error!(kind = e.kind(), %error, "credentials refused; stopping the run");
                     self.stop_run(&e);
                 } else {
                     tracing::warn!(kind = e.kind(), error = %e, "could not prepare the certificate");
@@ -454,7 +455,8 @@ impl<'x, T: Target> Run<'x, T> {
                 self.failed(&work.domains, e);
             }
             Next::StopRun => {
-                tracing::error!(kind = e.kind(), error = %e, "credentials refused; stopping the run");
+                let error = crate::untrusted::one_line(&e.to_string());
+                tracing::error!(kind = e.kind(), domains = %work.domains.join(","), %error, "credentials refused; stopping the run");
                 self.failed(&work.domains, e);
             }
             // Cut again at the lowered size.

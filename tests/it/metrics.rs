@@ -5,6 +5,7 @@
 //! `CERTROTD_REQUIRE_PROMTOOL=1`, as CI sets it; skipped with a note otherwise).
 
 use std::collections::BTreeMap;
+use std::fs;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -295,4 +296,116 @@ fn the_readme_alert_rules_pass_promtool() {
             eprintln!("skipped promtool check rules: {e}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_without_credentials_stays_up_says_so_and_recovers_when_they_appear() {
+    use certrotd::emulator::DEFAULT_ACCESS_KEY_ID;
+    let env = Env::new();
+    let domains = ["a.example.com"];
+    let emu = harness::start_emulator(&domains).await;
+    let certbot = Certbot::new(env.join("letsencrypt"));
+    let issued = issue(&domains);
+    certbot.add("a", &issued);
+    // No credentials anywhere (the harness clears the environment; HOME is the test folder).
+    crate::harness::Config::new()
+        .endpoint(&emu.endpoint())
+        .domains(&domains)
+        .watch(certbot.live())
+        .set("watch", "debounce_ms = 200")
+        .set("metrics", "listen = \"127.0.0.1:0\"")
+        .write(&env);
+    let mut daemon = RunningDaemon::start(&env);
+    let mut addr = None;
+    harness::wait_for(
+        "the metrics listener",
+        15,
+        || {
+            addr = metrics_addr(&daemon);
+            addr.is_some()
+        },
+        || daemon.log(),
+    )
+    .await;
+    let addr = addr.expect("an address");
+    harness::wait_for(
+        "/healthz to say why it is unhealthy",
+        15,
+        || {
+            let (status, body) = get(&addr, "/healthz", "*/*");
+            status == 503 && body.contains("no usable credentials")
+        },
+        || daemon.log(),
+    )
+    .await;
+    assert!(daemon.running(), "still up: {}", daemon.log());
+    let s = samples(&get(&addr, "/metrics", "*/*").1);
+    assert_eq!(s.get("certrotd_credentials_available"), Some(&0.0));
+    let log = daemon.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("no Alibaba Cloud credentials"))
+        .collect();
+    assert_eq!(lines.len(), 1, "the error once, on one line:\n{log}");
+    assert!(
+        lines[0].contains("looked, in this order, at: 1."),
+        "{}",
+        lines[0]
+    );
+
+    // A credentials file provisioned later; a nudge (as a deploy hook gives) and it deploys.
+    let profile = env.join(".alibabacloud/credentials");
+    fs::create_dir_all(profile.parent().expect("parent")).expect("mkdir");
+    crate::harness::write_mode(
+        &profile,
+        format!(
+            "[default]\ntype = access_key\naccess_key_id = {DEFAULT_ACCESS_KEY_ID}\naccess_key_secret = {DEFAULT_ACCESS_KEY_SECRET}\n"
+        ),
+        0o600,
+    );
+    daemon.signal(libc::SIGUSR1);
+    let fp = harness::fingerprint_of(issued.fullchain_pem.as_bytes(), issued.key_pem.as_bytes());
+    harness::wait_for(
+        "the deployment once credentials exist",
+        20,
+        || harness::emulator_serves(&emu, "a.example.com", fp),
+        || daemon.log(),
+    )
+    .await;
+    harness::wait_for(
+        "/healthz to recover",
+        15,
+        || get(&addr, "/healthz", "*/*").0 == 200,
+        || daemon.log(),
+    )
+    .await;
+    assert!(
+        daemon.log().contains("credentials found; resuming"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.terminate(15).await, 0);
+}
+
+#[test]
+fn sync_without_credentials_prints_one_line_naming_the_sources() {
+    let env = Env::new();
+    crate::harness::Config::new()
+        .endpoint("http://127.0.0.1:9")
+        .domains(&["a.example.com"])
+        .watch(env.join("live"))
+        .write(&env);
+    let out = env.run(&["sync"]);
+    out.expect_status(1);
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("credentials"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", out.all());
+    assert!(
+        lines[0].contains("1. config file") && lines[0].contains("2. environment"),
+        "{}",
+        lines[0]
+    );
 }
