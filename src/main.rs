@@ -86,8 +86,28 @@ fn main() -> ExitCode {
     match result {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(err) => {
-            eprintln!("certrotd: error: {:#}", anyhow::Error::from_boxed(err));
+            eprintln!(
+                "certrotd: error: {}",
+                chain(&anyhow::Error::from_boxed(err))
+            );
             ExitCode::from(Exit::Problems.code())
         }
     }
+}
+
+/// The error and its causes, `: `-joined, leaving out a cause whose text the message already
+/// holds (errors whose message quotes their source would otherwise say it twice).
+fn chain(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

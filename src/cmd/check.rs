@@ -88,6 +88,20 @@ pub(crate) fn report(inputs: &Inputs<'_>, now: OffsetDateTime) -> (String, Exit)
         }
     }
 
+    // A watch path that does not exist is not a lineage: listed on its own.
+    let (missing, lineages): (Vec<&Lineage>, Vec<&Lineage>) = lineages
+        .iter()
+        .partition(|l| matches!(&l.result, Err(e) if e.kind() == "watch-path-missing"));
+    let lineages: Vec<Lineage> = lineages.into_iter().cloned().collect();
+    let lineages = lineages.as_slice();
+    if !missing.is_empty() {
+        out.push_str(&format!("\nMissing watch paths ({}):\n", missing.len()));
+        for l in &missing {
+            if let Err(e) = &l.result {
+                out.push_str(&format!("  {}\n", untrusted::escape(&e.to_string())));
+            }
+        }
+    }
     let (table, invalid) = lineage_table(lineages, now);
     out.push_str(&format!("\nLineages ({}):\n", lineages.len()));
     if lineages.is_empty() {
@@ -128,7 +142,7 @@ pub(crate) fn report(inputs: &Inputs<'_>, now: OffsetDateTime) -> (String, Exit)
     }
 
     out.push('\n');
-    let exit = if invalid == 0 && uncovered == 0 {
+    let exit = if invalid == 0 && uncovered == 0 && missing.is_empty() {
         out.push_str(&format!(
             "OK: {} valid lineage{}, every managed domain covered.\n",
             lineages.len(),
@@ -136,9 +150,13 @@ pub(crate) fn report(inputs: &Inputs<'_>, now: OffsetDateTime) -> (String, Exit)
         ));
         Exit::Ok
     } else {
+        let missing = match missing.len() {
+            0 => String::new(),
+            n => format!(", {n} missing watch path{}", plural(n)),
+        };
         out.push_str(&format!(
             "PROBLEMS: {invalid} invalid lineage{}, {uncovered} managed domain{} without a \
-             valid certificate.\n",
+             valid certificate{missing}.\n",
             plural(invalid),
             plural(uncovered)
         ));

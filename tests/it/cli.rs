@@ -27,3 +27,19 @@ fn emulate_and_demo_do_not_offer_a_configuration_file() {
         );
     }
 }
+
+#[test]
+fn an_error_does_not_repeat_its_cause() {
+    let env = Env::new();
+    let mut cmd = certrotd(env.path());
+    cmd.args(["emulate", "--domains-file", "/nonexistent/domains.txt"]);
+    let out = run_with(cmd);
+    out.expect_status(1)
+        .expect_contains("/nonexistent/domains.txt");
+    assert_eq!(
+        out.stderr.matches("No such file or directory").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+}

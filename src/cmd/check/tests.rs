@@ -210,3 +210,26 @@ fn credentials_are_shown_and_their_problems_only_warn() {
     assert!(text.contains("Credentials: none usable (see the warning below)"));
     assert!(text.contains("warning: credentials: no Alibaba Cloud credentials found"));
 }
+
+#[test]
+fn a_missing_watch_path_is_listed_apart_from_the_lineages() {
+    let tree = Tree::new();
+    // live/ is never created.
+    let (text, exit) = tree.check(&["a.example.com"]);
+    assert_eq!(exit, Exit::Problems);
+    assert!(text.contains("Missing watch paths (1):"), "{text}");
+    assert!(text.contains("Lineages (0):"), "{text}");
+    assert!(
+        !text.contains("unknown"),
+        "not a lineage of layout unknown: {text}"
+    );
+    assert!(text.contains("1 missing watch path."), "{text}");
+}
+
+#[test]
+fn expired_and_mismatched_lineages_say_what_to_do() {
+    let tree = Tree::new();
+    tree.lineage("old", &["a.example.com"], -100, -10);
+    let (text, _) = tree.check(&["a.example.com"]);
+    assert!(line_with(&text, "live/old").contains("renew it"), "{text}");
+}
