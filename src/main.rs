@@ -26,7 +26,12 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Validate the configuration and every certificate lineage (no network)
-    Check(ConfigArg),
+    Check {
+        #[command(flatten)]
+        args: cmd::check::CheckArgs,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// One reconciliation pass: scan, validate, plan, push, record
     Sync {
         #[command(flatten)]
@@ -76,7 +81,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     cmd::init_logging(cli.log_format);
     let result = match &cli.command {
-        Command::Check(c) => cmd::check::run(&config_path(&cli, c)),
+        Command::Check { args, config } => cmd::check::run(&config_path(&cli, config), args),
         Command::Sync { args, config } => cmd::sync::run(&config_path(&cli, config), args),
         Command::Status { args, config } => cmd::status::run(&config_path(&cli, config), args),
         Command::Run(c) => cmd::run::run(&config_path(&cli, c)),

@@ -603,8 +603,9 @@ pub(crate) fn not_covered(domain: &str, lineages: &[Lineage]) -> String {
     }
 }
 
-/// Everything a pass found and did, for the report and the exit code.
-#[derive(Debug, Default)]
+/// Everything a pass found and did, for the report and the exit code (`sync --json`
+/// prints it as it is).
+#[derive(Debug, Default, serde::Serialize)]
 pub(crate) struct Summary {
     /// `(lineage id, reason)` of lineages not valid now.
     pub(crate) invalid: Vec<(String, String)>,

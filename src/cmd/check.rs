@@ -21,8 +21,15 @@ use crate::config::{self, Diagnostic, Settings};
 use crate::source::{Lineage, Scanner};
 use crate::untrusted;
 
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CheckArgs {
+    /// Print JSON (lineages, domains, credentials, warnings, exit code) instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
 /// Runs `check` on the configuration file at `config`.
-pub fn run(config: &Path) -> CmdResult {
+pub fn run(config: &Path, args: &CheckArgs) -> CmdResult {
     let loaded = match config::load(config) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -42,7 +49,12 @@ pub fn run(config: &Path) -> CmdResult {
         credentials: credentials.as_deref().map_err(String::as_str),
         lineages: &lineages,
     };
-    let (text, exit) = report(&inputs, now);
+    let (mut text, exit) = report(&inputs, now);
+    if args.json {
+        let mut json = serde_json::to_string_pretty(&json_report(&inputs, now, exit))?;
+        json.push('\n');
+        text = json;
+    }
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;
     out.flush()?;
@@ -163,6 +175,105 @@ pub(crate) fn report(inputs: &Inputs<'_>, now: OffsetDateTime) -> (String, Exit)
         Exit::Problems
     };
     (out, exit)
+}
+
+/// `check --json`: the same findings as the text report, as data.
+#[derive(serde::Serialize)]
+pub(crate) struct JsonCheck {
+    config: String,
+    /// Where credentials come from (`ok`), or why none is usable (one line).
+    credentials: Result<String, String>,
+    missing_watch_paths: Vec<String>,
+    lineages: Vec<JsonLineage>,
+    domains: Vec<JsonDomain>,
+    exit_code: u8,
+}
+
+#[derive(serde::Serialize)]
+struct JsonLineage {
+    lineage: String,
+    layout: String,
+    names: Vec<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    not_after: Option<OffsetDateTime>,
+    valid: bool,
+    /// Why not, when not valid.
+    problem: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct JsonDomain {
+    domain: String,
+    /// The lineage that will serve it, if one covers it.
+    served_by: Option<String>,
+    /// Why none does.
+    problem: Option<String>,
+}
+
+pub(crate) fn json_report(inputs: &Inputs<'_>, now: OffsetDateTime, exit: Exit) -> JsonCheck {
+    let missing = |l: &&Lineage| matches!(&l.result, Err(e) if e.kind() == "watch-path-missing");
+    let lineages = inputs.lineages;
+    let valid: Vec<(&Lineage, &cert::Certificate)> = lineages
+        .iter()
+        .filter_map(|l| l.valid_at(now).ok().map(|c| (l, c.as_ref())))
+        .collect();
+    let candidates: Vec<Candidate<'_>> = valid
+        .iter()
+        .map(|(l, c)| Candidate {
+            id: &l.id,
+            names: &c.names,
+            not_after: c.not_after,
+        })
+        .collect();
+    // The same choice as the text report's "SERVED BY".
+    let cover = CoverIndex::new(&candidates);
+    let domains = inputs
+        .settings
+        .cdn
+        .domains
+        .iter()
+        .map(|d| {
+            let served = cover
+                .best(d)
+                .and_then(|(i, _)| valid.get(i))
+                .map(|(l, _)| l);
+            JsonDomain {
+                domain: d.clone(),
+                served_by: served.map(|l| l.id.clone()),
+                problem: served.is_none().then(|| not_covered(d, lineages)),
+            }
+        })
+        .collect();
+    JsonCheck {
+        config: inputs.settings.path.display().to_string(),
+        credentials: inputs
+            .credentials
+            .map(str::to_string)
+            .map_err(untrusted::one_line),
+        missing_watch_paths: lineages
+            .iter()
+            .filter(missing)
+            .map(|l| l.id.clone())
+            .collect(),
+        lineages: lineages
+            .iter()
+            .filter(|l| !missing(l))
+            .map(|l| {
+                let cert = l.result.as_ref().ok();
+                let problem = l.valid_at(now).err().map(|e| e.to_string());
+                JsonLineage {
+                    lineage: l.id.clone(),
+                    layout: l.layout.to_string(),
+                    names: cert.map(|c| c.names.clone()).unwrap_or_default(),
+                    not_after: cert.map(|c| c.not_after),
+                    valid: problem.is_none(),
+                    problem,
+                }
+            })
+            .collect(),
+        domains,
+        exit_code: exit.code(),
+    }
 }
 
 /// `text` with each line escaped ([`untrusted::escape`]), its line breaks kept.

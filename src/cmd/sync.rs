@@ -34,6 +34,41 @@ pub struct SyncArgs {
     /// Treat every covered domain as out of date
     #[arg(long)]
     pub(crate) force: bool,
+    /// Print the outcome as JSON (the summary's fields and the verdict) instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// The `--json` report: the summary and the exit code it means.
+#[derive(serde::Serialize)]
+struct JsonReport<'a> {
+    dry_run: bool,
+    exit_code: u8,
+    #[serde(flatten)]
+    summary: &'a reconcile::Summary,
+}
+
+/// Writes `summary` as text (`text`) or, with `--json`, as JSON; returns its exit code.
+fn report(
+    summary: &reconcile::Summary,
+    args: &SyncArgs,
+    text: &str,
+    out: &mut dyn Write,
+) -> Result<Exit, SyncError> {
+    let exit: Exit = summary.verdict().into();
+    if args.json {
+        let json = JsonReport {
+            dry_run: args.dry_run,
+            exit_code: exit.code(),
+            summary,
+        };
+        let mut bytes = serde_json::to_vec_pretty(&json).map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+        out.write_all(&bytes)?;
+    } else {
+        out.write_all(text.as_bytes())?;
+    }
+    Ok(exit)
 }
 
 /// Why a pass could not run at all.
@@ -130,7 +165,7 @@ pub(crate) async fn sync(
     let lineages = Scanner::new().scan(&settings.watch.paths);
     let pass = pass(settings, args.force);
     if args.dry_run {
-        return dry_run(settings, &pass, &lineages, now, out);
+        return dry_run(settings, args, &pass, &lineages, now, out);
     }
     let Some(mut store) = super::handoff::open_or_hand_off(&settings.state.dir, args.force, out)?
     else {
@@ -168,8 +203,7 @@ pub(crate) async fn sync(
             eprintln!("certrotd: {e}");
         }
     }
-    out.write_all(passed.summary.render().as_bytes())?;
-    Ok(passed.summary.verdict().into())
+    report(&passed.summary, args, &passed.summary.render(), out)
 }
 
 /// A `\r`-rewritten progress line on stderr when it is a terminal.
@@ -184,6 +218,7 @@ fn progress_line(enabled: bool, total: usize) -> Box<dyn FnMut(usize) + Send> {
 
 fn dry_run(
     settings: &Settings,
+    args: &SyncArgs,
     pass: &Pass<'_>,
     lineages: &[Lineage],
     now: OffsetDateTime,
@@ -191,11 +226,12 @@ fn dry_run(
 ) -> Result<Exit, SyncError> {
     let state = state::load(&settings.state.dir)?;
     let planned = pass.plan(lineages, &mut NoHolds, &state, now);
-    writeln!(out, "dry run: nothing is sent")?;
     let described = planned
         .plan
         .describe(&reconcile::plan_lineages(&planned.valid));
-    out.write_all(described.as_bytes())?;
-    out.write_all(planned.summary.render_reasons().as_bytes())?;
-    Ok(planned.summary.verdict().into())
+    let text = format!(
+        "dry run: nothing is sent\n{described}{}",
+        planned.summary.render_reasons()
+    );
+    report(&planned.summary, args, &text, out)
 }

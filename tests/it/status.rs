@@ -113,6 +113,23 @@ async fn status_exit_codes_filters_and_reasons() {
         .expect_status(1)
         .expect_contains("no domain matches");
 
+    let (code, sync) = w.json(&["sync", "--json"]).await;
+    assert_eq!(
+        (code, &sync["exit_code"]),
+        (1, &serde_json::json!(1)),
+        "{sync}"
+    );
+    assert_eq!(sync["dry_run"], false);
+    assert_eq!(sync["failed"][0][0], "gone.example.com", "{sync}");
+    assert_eq!(sync["up_to_date"], 2, "{sync}");
+    let (code, dry) = w.json(&["sync", "--dry-run", "--json"]).await;
+    assert_eq!(
+        (code, &dry["dry_run"]),
+        (1, &serde_json::json!(true)),
+        "{dry}"
+    );
+    assert_eq!(dry["uncovered"][0][0], "bare.example.org", "{dry}");
+
     let (code, json) = w.json(&["status", "--json"]).await;
     assert_eq!(code, 1);
     assert_eq!(json["last_pass"]["by"], "sync", "{json}");

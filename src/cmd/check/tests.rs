@@ -233,3 +233,42 @@ fn expired_and_mismatched_lineages_say_what_to_do() {
     let (text, _) = tree.check(&["a.example.com"]);
     assert!(line_with(&text, "live/old").contains("renew it"), "{text}");
 }
+
+#[test]
+fn the_json_report_has_the_same_findings() {
+    let tree = Tree::new();
+    tree.lineage("a", &["a.example.com"], -1, 60);
+    tree.lineage("old", &["b.example.com"], -100, -10);
+    let text = format!(
+        "[watch]\npaths = [{:?}, \"/nonexistent/watch\"]\n[cdn]\ndomains = [\"a.example.com\", \"b.example.com\"]\n",
+        tree.live()
+    );
+    let loaded = config::parse(Path::new("/c/certrotd.toml"), &text, tree.dir.path()).unwrap();
+    let lineages = Scanner::new().scan(&loaded.settings.watch.paths);
+    let inputs = Inputs {
+        settings: &loaded.settings,
+        config_warnings: &loaded.warnings,
+        credentials: Err("none found; looked at:\n  1. a\n  2. b"),
+        lineages: &lineages,
+    };
+    let (_, exit) = report(&inputs, NOW);
+    let json = serde_json::to_value(json_report(&inputs, NOW, exit)).unwrap();
+    assert_eq!(json["exit_code"], 1);
+    assert_eq!(
+        json["credentials"]["Err"],
+        "none found; looked at: 1. a; 2. b"
+    );
+    assert_eq!(json["missing_watch_paths"][0], "/nonexistent/watch");
+    assert_eq!(json["lineages"].as_array().unwrap().len(), 2, "{json}");
+    assert_eq!(
+        json["domains"][0]["served_by"],
+        tree.live().join("a").display().to_string()
+    );
+    assert!(json["domains"][1]["served_by"].is_null());
+    assert!(
+        json["domains"][1]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("no valid certificate")
+    );
+}
