@@ -32,7 +32,7 @@ pub(crate) mod serve;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -100,6 +100,9 @@ pub(crate) struct Metrics {
     credentials: Gauge,
     last_success: Gauge,
     pass_duration: Histogram,
+    /// Held for writing while a family is replaced (cleared, then filled) and for reading
+    /// while encoding, so a scrape never sees a family half replaced.
+    replacing: RwLock<()>,
 }
 
 /// One managed domain after a pass.
@@ -151,6 +154,7 @@ impl Metrics {
             torn: Gauge::default(),
             credentials: Gauge::default(),
             last_success: Gauge::default(),
+            replacing: RwLock::new(()),
             pass_duration: Histogram::new([0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0]),
         };
         m.with_registry()
@@ -281,6 +285,7 @@ impl Metrics {
 
     /// Replaces every per-domain series.
     pub(crate) fn set_domains<'a>(&self, rows: impl IntoIterator<Item = DomainRow<'a>>) {
+        let _replacing = self.replacing.write().unwrap_or_else(|e| e.into_inner());
         self.domain_up_to_date.clear();
         self.domain_expiry.clear();
         for row in rows {
@@ -305,6 +310,7 @@ impl Metrics {
         rows: impl IntoIterator<Item = LineageRow<'a>>,
         torn: usize,
     ) {
+        let _replacing = self.replacing.write().unwrap_or_else(|e| e.into_inner());
         self.cert_expiry.clear();
         self.cert_valid.clear();
         for row in rows {
@@ -340,6 +346,7 @@ impl Metrics {
 
     /// The OpenMetrics text exposition (what Prometheus asks for).
     pub(crate) fn openmetrics(&self) -> String {
+        let _replacing = self.replacing.read().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

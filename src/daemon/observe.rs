@@ -51,6 +51,16 @@ pub(crate) fn up_to_date(
 pub(crate) fn record(view: &PassView<'_>, state: &State, now: OffsetDateTime) {
     let fresh = up_to_date(view, state, now);
     let m = metrics::global();
+    // Lineages first: a scrape that sees this pass's domain series sees its lineages too.
+    let valid: HashSet<&str> = view.valid.iter().map(|v| v.id.as_str()).collect();
+    m.set_lineages(
+        view.lineages.iter().map(|l| LineageRow {
+            lineage: &l.id,
+            expiry: l.result.as_ref().ok().map(|c| c.not_after),
+            valid: valid.contains(l.id.as_str()),
+        }),
+        view.torn,
+    );
     m.set_domains(view.domains.iter().map(|d| {
         DomainRow {
             domain: d,
@@ -63,13 +73,4 @@ pub(crate) fn record(view: &PassView<'_>, state: &State, now: OffsetDateTime) {
                 .map(|dep| dep.not_after),
         }
     }));
-    let valid: HashSet<&str> = view.valid.iter().map(|v| v.id.as_str()).collect();
-    m.set_lineages(
-        view.lineages.iter().map(|l| LineageRow {
-            lineage: &l.id,
-            expiry: l.result.as_ref().ok().map(|c| c.not_after),
-            valid: valid.contains(l.id.as_str()),
-        }),
-        view.torn,
-    );
 }
