@@ -13,7 +13,9 @@
 //!                     "checked_at": null | "2026-…Z" },
 //!       "last_error": null | { "at": "2026-…Z", "kind": "throttling", "message": "…" } } } }
 //! ```
-//! `deployed` is null for a domain that only has an error on record.
+//! `deployed` is null for a domain that only has an error on record. A top-level
+//! `"last_pass": { "at": "2026-…Z", "by": "run" | "sync" }` records the last pass that ran to
+//! its end (absent before the first; older files without it read as such).
 //!
 //! Invariants:
 //! - Writes are atomic ([`crate::fsio::AtomicWrite`]): temp file in the same folder, write,
