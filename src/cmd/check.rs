@@ -18,6 +18,7 @@ use super::{CmdResult, Exit};
 use crate::aliyun::credentials::{self, Environment};
 use crate::cert::{self, Candidate, CoverIndex, DomainSet, Match};
 use crate::config::{self, Diagnostic, Settings};
+use crate::fsio;
 use crate::source::{Lineage, Scanner};
 use crate::untrusted;
 
@@ -42,12 +43,14 @@ pub fn run(config: &Path, args: &CheckArgs) -> CmdResult {
         .map(|c| c.source().to_string())
         .map_err(|e| e.to_string());
     let lineages = Scanner::new().scan(&loaded.settings.watch.paths);
+    let chain_names = chain_names(&lineages);
     let now = OffsetDateTime::now_utc();
     let inputs = Inputs {
         settings: &loaded.settings,
         config_warnings: &loaded.warnings,
         credentials: credentials.as_deref().map_err(String::as_str),
         lineages: &lineages,
+        chain_names: &chain_names,
     };
     let (mut text, exit) = report(&inputs, now);
     if args.json {
@@ -68,6 +71,21 @@ pub(crate) struct Inputs<'a> {
     /// Where the AccessKey will come from, or why none is usable (never the secret).
     pub(crate) credentials: Result<&'a str, &'a str>,
     pub(crate) lineages: &'a [Lineage],
+    /// For invalid lineages whose chain alone parses (e.g. the key is unreadable): the
+    /// leaf's names, by lineage id.
+    pub(crate) chain_names: &'a std::collections::HashMap<String, Vec<String>>,
+}
+
+/// The leaf names of each invalid lineage whose chain file alone is readable and parses.
+fn chain_names(lineages: &[Lineage]) -> std::collections::HashMap<String, Vec<String>> {
+    lineages
+        .iter()
+        .filter(|l| l.result.is_err())
+        .filter_map(|l| {
+            let bytes = fsio::read(&l.chain_path, crate::source::MAX_FILE_BYTES).ok()?;
+            Some((l.id.clone(), cert::leaf_names(&bytes)?))
+        })
+        .collect()
 }
 
 /// The whole report and the exit code, from the inputs alone. Credentials problems are
@@ -114,7 +132,7 @@ pub(crate) fn report(inputs: &Inputs<'_>, now: OffsetDateTime) -> (String, Exit)
             }
         }
     }
-    let (table, invalid) = lineage_table(lineages, now);
+    let (table, invalid) = lineage_table(lineages, inputs.chain_names, now);
     out.push_str(&format!("\nLineages ({}):\n", lineages.len()));
     if lineages.is_empty() {
         let paths: Vec<String> = settings
@@ -289,7 +307,11 @@ fn plural(n: usize) -> &'static str {
 }
 
 /// The lineage table and the number of invalid lineages.
-fn lineage_table(lineages: &[Lineage], now: OffsetDateTime) -> (String, usize) {
+fn lineage_table(
+    lineages: &[Lineage],
+    chain_names: &std::collections::HashMap<String, Vec<String>>,
+    now: OffsetDateTime,
+) -> (String, usize) {
     let mut rows = Vec::new();
     let mut invalid = 0;
     for l in lineages {
@@ -299,7 +321,13 @@ fn lineage_table(lineages: &[Lineage], now: OffsetDateTime) -> (String, usize) {
                 short_names(&cert.names),
                 ymd(cert.not_after),
             ),
-            Err(_) => ("-".into(), "-".into(), "-".into()),
+            Err(_) => (
+                "-".into(),
+                chain_names
+                    .get(&l.id)
+                    .map_or_else(|| "-".into(), |n| short_names(n)),
+                "-".into(),
+            ),
         };
         let status = match l.valid_at(now) {
             Ok(cert) => format!("VALID: {}", days_left(cert.not_after, now)),

@@ -65,6 +65,7 @@ impl Tree {
             config_warnings: &loaded.warnings,
             credentials: Ok("environment (ALIBABA_CLOUD_ACCESS_KEY_ID=LTAI…xyz)"),
             lineages: &lineages,
+            chain_names: &chain_names(&lineages),
         };
         report(&inputs, NOW)
     }
@@ -204,6 +205,7 @@ fn credentials_are_shown_and_their_problems_only_warn() {
         config_warnings: &[],
         credentials: Err("no Alibaba Cloud credentials found"),
         lineages: &[],
+        chain_names: &std::collections::HashMap::new(),
     };
     let (text, exit) = report(&inputs, NOW);
     assert_eq!(exit, Exit::Ok, "{text}");
@@ -250,6 +252,7 @@ fn the_json_report_has_the_same_findings() {
         config_warnings: &loaded.warnings,
         credentials: Err("none found; looked at:\n  1. a\n  2. b"),
         lineages: &lineages,
+        chain_names: &chain_names(&lineages),
     };
     let (_, exit) = report(&inputs, NOW);
     let json = serde_json::to_value(json_report(&inputs, NOW, exit)).unwrap();
@@ -270,5 +273,21 @@ fn the_json_report_has_the_same_findings() {
             .as_str()
             .unwrap()
             .contains("no valid certificate")
+    );
+}
+
+#[test]
+fn names_are_shown_for_a_readable_certificate_with_an_unusable_key() {
+    let tree = Tree::new();
+    let live = tree.lineage("a", &["a.example.com", "www.a.example.com"], -1, 60);
+    // The key link now points nowhere (a key certrotd cannot read).
+    fs::remove_file(live.join("privkey.pem")).unwrap();
+    symlink("../../archive/a/missing.pem", live.join("privkey.pem")).unwrap();
+    let (text, exit) = tree.check(&["a.example.com"]);
+    assert_eq!(exit, Exit::Problems);
+    let row = line_with(&text, "live/a ");
+    assert!(
+        row.contains("a.example.com, www.a.example.com") && row.contains("INVALID"),
+        "{text}"
     );
 }
