@@ -172,6 +172,8 @@ async fn metrics_agree_with_the_emulator_and_move_after_a_renewal() {
                 && s.get(&up("b.example.com")) == Some(&1.0)
                 && s.get(&up("gone.example.com")) == Some(&0.0)
                 && api_counts(&s) == emulator_counts(&emu)
+                && s.get("certrotd_last_successful_pass_timestamp_seconds")
+                    .is_some_and(|t| *t > 0.0)
         },
         || {
             format!(
@@ -238,7 +240,13 @@ async fn metrics_agree_with_the_emulator_and_move_after_a_renewal() {
         om.trim_end().ends_with("# EOF"),
         "OpenMetrics when asked for: {om}"
     );
-    assert_eq!(get(&addr, "/healthz", "*/*").0, 200, "{}", daemon.log());
+    harness::wait_for(
+        "/healthz 200 after a pass that ran to its end",
+        10,
+        || get(&addr, "/healthz", "*/*").0 == 200,
+        || daemon.log(),
+    )
+    .await;
     assert_eq!(get(&addr, "/nothing", "*/*").0, 404);
 
     let second = harness::issue_with(&managed, -1, 60, certrotd::testca::LeafKey::EcdsaP256);
