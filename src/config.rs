@@ -41,6 +41,33 @@ pub(crate) struct Settings {
     pub(crate) watch: WatchSettings,
     pub(crate) state: StateSettings,
     pub(crate) cdn: CdnSettings,
+    pub(crate) metrics: MetricsSettings,
+    pub(crate) notify: NotifySettings,
+}
+
+/// `[metrics]`: where `certrotd run` serves `/metrics` and `/healthz` (no listener when
+/// `listen` is absent).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MetricsSettings {
+    pub(crate) listen: Option<std::net::SocketAddr>,
+}
+
+/// `[notify]`: the program run on events (none when `command` is empty).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct NotifySettings {
+    /// argv: an absolute program path, then its arguments (no shell).
+    pub(crate) command: Vec<String>,
+    /// How long one run may take before it is killed.
+    pub(crate) timeout: Duration,
+}
+
+impl Default for NotifySettings {
+    fn default() -> NotifySettings {
+        NotifySettings {
+            command: Vec::new(),
+            timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Which CDN call deploys certificates (`[aliyun] api`).

@@ -20,6 +20,7 @@
 //! | [`aliyun`] | signing, HTTP client, error classification, credentials; `cdn`: the batch call as a `push::Target` | yes: tests, benches `push` |
 //! | [`push`] | the `Target` seam and the executor (lanes, limiters, canary, retries, read-back) | yes: tests, benches `push`, `sync` |
 //! | `reconcile` | the pass: plan, push, record, summary, verdict; pending confirmation, read-back | no |
+//! | `metrics` | Prometheus metrics and `/healthz` of `certrotd run` (`[metrics] listen`) | no |
 //! | `daemon` | `certrotd run`: the loop, the service, watching, signals, systemd notify | no |
 //! | [`cmd`] | one file per subcommand; `Exit` codes | yes: `main.rs` |
 //! | [`emulator`] | a faithful local stand-in for the Alibaba APIs (`certrotd emulate`, tests) | yes: tests, benches |
@@ -39,6 +40,7 @@ pub mod config;
 pub(crate) mod daemon;
 pub mod emulator;
 pub mod fsio;
+pub(crate) mod metrics;
 pub mod plan;
 pub mod push;
 pub(crate) mod reconcile;

@@ -37,6 +37,7 @@ use crate::push::{
 };
 use crate::source::Lineage;
 use crate::state::{self, Push, State, StateError, StateStore};
+use crate::untrusted;
 
 /// A lineage whose certificate is valid at the pass's `now`.
 #[derive(Clone, Debug)]
@@ -621,8 +622,9 @@ impl<'a> NotCovered<'a> {
     }
 }
 
-/// Everything a pass found and did, for the report and the exit code.
-#[derive(Debug, Default)]
+/// Everything a pass found and did, for the report and the exit code (`sync --json`
+/// prints it as it is).
+#[derive(Debug, Default, serde::Serialize)]
 pub(crate) struct Summary {
     /// `(lineage id, reason)` of lineages not valid now.
     pub(crate) invalid: Vec<(String, String)>,
@@ -712,7 +714,21 @@ impl Summary {
         }
     }
 
-    /// The human report of the pass.
+    /// What a dry run adds to the plan's own description: the invalid lineages and why each
+    /// uncovered domain is uncovered (the plan lines are the description's).
+    pub(crate) fn render_reasons(&self) -> String {
+        let mut out = String::new();
+        for (id, reason) in &self.invalid {
+            let _ = writeln!(out, "invalid lineage {id}: {reason}");
+        }
+        for (domain, why) in &self.uncovered {
+            let _ = writeln!(out, "UNCOVERED {domain}: {why}");
+        }
+        out
+    }
+
+    /// The human report of the pass. The error that stopped the run is printed once, on
+    /// the `stopped:` line; the domains it failed say so instead of repeating it.
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         for (id, reason) in &self.invalid {
@@ -740,10 +756,23 @@ impl Summary {
             );
         }
         if let Some(stopped) = &self.stopped {
-            let _ = writeln!(out, "stopped: {stopped}");
+            let _ = writeln!(out, "stopped: {}", untrusted::one_line(stopped));
         }
         for (domain, why) in &self.failed {
-            let _ = writeln!(out, "FAILED {domain}: {why}");
+            match self.stopped.as_deref() {
+                Some(s) if why == s => {
+                    let _ = writeln!(out, "FAILED {domain}: refused with the error above");
+                }
+                Some(s) if why.strip_prefix("not attempted: ") == Some(s) => {
+                    let _ = writeln!(
+                        out,
+                        "FAILED {domain}: not sent (the run stopped, see above)"
+                    );
+                }
+                _ => {
+                    let _ = writeln!(out, "FAILED {domain}: {}", untrusted::one_line(why));
+                }
+            }
         }
         for (domain, why) in &self.uncovered {
             let _ = writeln!(out, "UNCOVERED {domain}: {why}");

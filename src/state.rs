@@ -18,7 +18,9 @@
 //! - view `domains(domain, fingerprint, …, error_at)`: the latest record of each live
 //!   domain — what an admin queries.
 //! - `meta(key PRIMARY KEY, value)`: every other top-level field of [`State`], one row
-//!   each, its value as JSON (a field that serializes to nothing has no row).
+//!   each, its value as JSON (a field that serializes to nothing has no row); e.g.
+//!   `last_pass` = `{"at": "2026-…Z", "by": "run" | "sync"}`, the last pass that ran to its
+//!   end (absent before the first).
 //!
 //! Invariants:
 //! - Crash-safe: the store is in WAL mode with `synchronous = FULL`; each save is one
@@ -155,6 +157,10 @@ pub struct State {
     pub(crate) version: u32,
     #[serde(default, skip_serializing)]
     pub domains: BTreeMap<String, DomainState>,
+    /// The last pass that ran to its end (for `status` and monitoring); absent in files
+    /// written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) last_pass: Option<LastPass>,
 }
 
 impl Default for State {
@@ -162,8 +168,18 @@ impl Default for State {
         State {
             version: STATE_VERSION,
             domains: BTreeMap::new(),
+            last_pass: None,
         }
     }
+}
+
+/// When a pass last ran to its end, and which command ran it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastPass {
+    #[serde(with = "time::serde::rfc3339")]
+    pub(crate) at: OffsetDateTime,
+    /// `run` or `sync`.
+    pub(crate) by: String,
 }
 
 /// What is known about one CDN domain.
@@ -456,6 +472,26 @@ impl StateStore {
     ) {
         self.conclude(domains, fingerprint, Verification::Failed, at);
         self.set_error(domains, "verify", message, at);
+    }
+
+    /// Notes (without saving) that a pass by `by` (`run`, `sync`) ran to its end at `at`.
+    pub(crate) fn note_pass(&mut self, by: &str, at: OffsetDateTime) {
+        self.state.last_pass = Some(LastPass {
+            at,
+            by: by.to_string(),
+        });
+    }
+
+    /// Clears (without saving) the last error of those `domains` that have one: they were
+    /// found up to date, so the error is stale. Whether anything changed.
+    pub(crate) fn clear_stale_errors(&mut self, domains: &[String]) -> bool {
+        let mut changed = false;
+        for d in domains {
+            if let Some(e) = self.state.domains.get_mut(d) {
+                changed |= e.last_error.take().is_some();
+            }
+        }
+        changed
     }
 
     /// Records an error for `domains` (their deployment, if any, is unchanged) and saves.

@@ -154,6 +154,20 @@ pub(crate) fn redact(text: &str, max_chars: usize) -> String {
     truncate_chars(&escape(&out), max_chars)
 }
 
+/// A multi-line message as one line: lines trimmed and joined with `; ` (with a space after
+/// a line that ends in `:`), blank lines dropped. For messages built as lists (e.g. the
+/// credential sources tried) that must fit one log or status line.
+pub(crate) fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if !out.is_empty() {
+            out.push_str(if out.ends_with(':') { " " } else { "; " });
+        }
+        out.push_str(line);
+    }
+    out
+}
+
 /// `text` cut to `max` characters, with `…` when something was cut.
 pub(crate) fn truncate_chars(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {

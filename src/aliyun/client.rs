@@ -407,9 +407,21 @@ impl Client {
         Ok(out)
     }
 
-    /// One signed attempt of `action` with `params`. `call_domains` are the domains the call
-    /// names (they classify size refusals and identify a refused domain).
+    /// One signed attempt of `action` with `params`, counted in the metrics. `call_domains`
+    /// are the domains the call names (they classify size refusals and identify a refused
+    /// domain).
     async fn call(
+        &self,
+        action: &'static str,
+        params: Zeroizing<Vec<(String, String)>>,
+        call_domains: &[String],
+    ) -> Result<Reply, ApiError> {
+        let outcome = self.attempt(action, params, call_domains).await;
+        crate::metrics::api_attempt(action, super::error::attempt_label(&outcome));
+        outcome
+    }
+
+    async fn attempt(
         &self,
         action: &'static str,
         params: Zeroizing<Vec<(String, String)>>,

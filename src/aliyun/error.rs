@@ -240,6 +240,17 @@ pub(crate) fn describe_offset(offset: time::Duration) -> String {
     )
 }
 
+/// The metrics' `result` label of one attempt: `ok`, the API's `Code` (it passed
+/// `untrusted::code` when the error was built), `transport` when no answer came, else the
+/// error's kind.
+pub(crate) fn attempt_label<T>(outcome: &Result<T, ApiError>) -> &str {
+    match outcome {
+        Ok(_) => "ok",
+        Err(ApiError::Transport { .. } | ApiError::Timeout { .. }) => "transport",
+        Err(e) => e.code().unwrap_or(e.kind()),
+    }
+}
+
 /// One failed attempt of one API call. Texts are redacted at construction.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum ApiError {

@@ -111,7 +111,11 @@ pub enum Invalid {
         issuer_at: Option<usize>,
     },
 
-    #[error("private key does not match the certificate")]
+    #[error(
+        "private key does not match the certificate; the two files come from different \
+         issuances: let the ACME client write the pair again (e.g. `certbot renew \
+         --force-renewal --cert-name NAME`), or point the key path at the certificate's own key"
+    )]
     KeyMismatch,
 
     #[error(
@@ -120,7 +124,12 @@ pub enum Invalid {
     )]
     NoDnsNames,
 
-    #[error("expired {} ({})", ymd(.not_after), ago(*.days))]
+    #[error(
+        "expired {} ({}); renew it (e.g. `certbot renew`) and check that the ACME client's \
+         renewal timer runs",
+        ymd(.not_after),
+        ago(*.days)
+    )]
     Expired {
         not_after: OffsetDateTime,
         /// Whole days since notAfter.

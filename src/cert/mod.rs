@@ -195,6 +195,14 @@ pub fn parse(chain: &[u8], key: &[u8]) -> Result<Certificate, Invalid> {
     })
 }
 
+/// The leaf's DNS names of a chain alone (no key): what `check` shows for a lineage whose
+/// certificate is readable but whose key is not. `None` when the chain does not parse.
+pub(crate) fn leaf_names(chain: &[u8]) -> Option<Vec<String>> {
+    let ders = pem::read_chain(chain).ok()?;
+    let certs = chain::parse_all(&ders).ok()?;
+    chain::dns_names(certs.first()?).ok()
+}
+
 /// `Ok` when `now` is within [notBefore, notAfter] (both inclusive).
 pub(crate) fn check_time(cert: &Certificate, now: OffsetDateTime) -> Result<(), Invalid> {
     if now < cert.not_before {

@@ -744,7 +744,16 @@ fn key_of_another_certificate() {
     for (chain, key) in cases {
         let e = err(chain, key);
         assert_eq!(e, Invalid::KeyMismatch);
-        assert_eq!(e.to_string(), "private key does not match the certificate");
+        assert!(
+            e.to_string()
+                .starts_with("private key does not match the certificate; "),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("let the ACME client write the pair again"),
+            "{e}"
+        );
         assert_eq!((e.kind(), e.part()), ("key-mismatch", None));
     }
 }
@@ -818,7 +827,9 @@ fn expired_messages() {
         ),
     ] {
         let e = check_time(&cert, now).unwrap_err();
-        assert_eq!(e.to_string(), text);
+        let remedy =
+            "; renew it (e.g. `certbot renew`) and check that the ACME client's renewal timer runs";
+        assert_eq!(e.to_string(), format!("{text}{remedy}"));
         assert_eq!((e.kind(), e.part()), ("expired", Some(Part::Chain)));
     }
 }

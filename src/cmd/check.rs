@@ -18,11 +18,19 @@ use super::{CmdResult, Exit};
 use crate::aliyun::credentials::{self, Environment};
 use crate::cert::{self, Candidate, CoverIndex, DomainSet, Match};
 use crate::config::{self, Diagnostic, Settings};
+use crate::fsio;
 use crate::source::{Lineage, Scanner};
 use crate::untrusted;
 
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CheckArgs {
+    /// Print JSON (lineages, domains, credentials, warnings, exit code) instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
 /// Runs `check` on the configuration file at `config`.
-pub fn run(config: &Path) -> CmdResult {
+pub fn run(config: &Path, args: &CheckArgs) -> CmdResult {
     let loaded = match config::load(config) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -35,14 +43,21 @@ pub fn run(config: &Path) -> CmdResult {
         .map(|c| c.source().to_string())
         .map_err(|e| e.to_string());
     let lineages = Scanner::new().scan(&loaded.settings.watch.paths);
+    let chain_names = chain_names(&lineages);
     let now = OffsetDateTime::now_utc();
     let inputs = Inputs {
         settings: &loaded.settings,
         config_warnings: &loaded.warnings,
         credentials: credentials.as_deref().map_err(String::as_str),
         lineages: &lineages,
+        chain_names: &chain_names,
     };
-    let (text, exit) = report(&inputs, now);
+    let (mut text, exit) = report(&inputs, now);
+    if args.json {
+        let mut json = serde_json::to_string_pretty(&json_report(&inputs, now, exit))?;
+        json.push('\n');
+        text = json;
+    }
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;
     out.flush()?;
@@ -56,6 +71,21 @@ pub(crate) struct Inputs<'a> {
     /// Where the AccessKey will come from, or why none is usable (never the secret).
     pub(crate) credentials: Result<&'a str, &'a str>,
     pub(crate) lineages: &'a [Lineage],
+    /// For invalid lineages whose chain alone parses (e.g. the key is unreadable): the
+    /// leaf's names, by lineage id.
+    pub(crate) chain_names: &'a std::collections::HashMap<String, Vec<String>>,
+}
+
+/// The leaf names of each invalid lineage whose chain file alone is readable and parses.
+fn chain_names(lineages: &[Lineage]) -> std::collections::HashMap<String, Vec<String>> {
+    lineages
+        .iter()
+        .filter(|l| l.result.is_err())
+        .filter_map(|l| {
+            let bytes = fsio::read(&l.chain_path, crate::source::MAX_FILE_BYTES).ok()?;
+            Some((l.id.clone(), cert::leaf_names(&bytes)?))
+        })
+        .collect()
 }
 
 /// The whole report and the exit code, from the inputs alone. Credentials problems are
@@ -88,7 +118,21 @@ pub(crate) fn report(inputs: &Inputs<'_>, now: OffsetDateTime) -> (String, Exit)
         }
     }
 
-    let (table, invalid) = lineage_table(lineages, now);
+    // A watch path that does not exist is not a lineage: listed on its own.
+    let (missing, lineages): (Vec<&Lineage>, Vec<&Lineage>) = lineages
+        .iter()
+        .partition(|l| matches!(&l.result, Err(e) if e.kind() == "watch-path-missing"));
+    let lineages: Vec<Lineage> = lineages.into_iter().cloned().collect();
+    let lineages = lineages.as_slice();
+    if !missing.is_empty() {
+        out.push_str(&format!("\nMissing watch paths ({}):\n", missing.len()));
+        for l in &missing {
+            if let Err(e) = &l.result {
+                out.push_str(&format!("  {}\n", untrusted::escape(&e.to_string())));
+            }
+        }
+    }
+    let (table, invalid) = lineage_table(lineages, inputs.chain_names, now);
     out.push_str(&format!("\nLineages ({}):\n", lineages.len()));
     if lineages.is_empty() {
         let paths: Vec<String> = settings
@@ -128,7 +172,7 @@ pub(crate) fn report(inputs: &Inputs<'_>, now: OffsetDateTime) -> (String, Exit)
     }
 
     out.push('\n');
-    let exit = if invalid == 0 && uncovered == 0 {
+    let exit = if invalid == 0 && uncovered == 0 && missing.is_empty() {
         out.push_str(&format!(
             "OK: {} valid lineage{}, every managed domain covered.\n",
             lineages.len(),
@@ -136,15 +180,121 @@ pub(crate) fn report(inputs: &Inputs<'_>, now: OffsetDateTime) -> (String, Exit)
         ));
         Exit::Ok
     } else {
+        let missing = match missing.len() {
+            0 => String::new(),
+            n => format!(", {n} missing watch path{}", plural(n)),
+        };
         out.push_str(&format!(
             "PROBLEMS: {invalid} invalid lineage{}, {uncovered} managed domain{} without a \
-             valid certificate.\n",
+             valid certificate{missing}.\n",
             plural(invalid),
             plural(uncovered)
         ));
         Exit::Problems
     };
     (out, exit)
+}
+
+/// `check --json`: the same findings as the text report, as data.
+#[derive(serde::Serialize)]
+pub(crate) struct JsonCheck {
+    config: String,
+    /// Where credentials come from (`ok`), or why none is usable (one line).
+    credentials: Result<String, String>,
+    missing_watch_paths: Vec<String>,
+    lineages: Vec<JsonLineage>,
+    domains: Vec<JsonDomain>,
+    exit_code: u8,
+}
+
+#[derive(serde::Serialize)]
+struct JsonLineage {
+    lineage: String,
+    layout: String,
+    names: Vec<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    not_after: Option<OffsetDateTime>,
+    valid: bool,
+    /// Why not, when not valid.
+    problem: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct JsonDomain {
+    domain: String,
+    /// The lineage that will serve it, if one covers it.
+    served_by: Option<String>,
+    /// Why none does.
+    problem: Option<String>,
+}
+
+pub(crate) fn json_report(inputs: &Inputs<'_>, now: OffsetDateTime, exit: Exit) -> JsonCheck {
+    let missing = |l: &&Lineage| matches!(&l.result, Err(e) if e.kind() == "watch-path-missing");
+    let lineages = inputs.lineages;
+    let valid: Vec<(&Lineage, &cert::Certificate)> = lineages
+        .iter()
+        .filter_map(|l| l.valid_at(now).ok().map(|c| (l, c.as_ref())))
+        .collect();
+    let candidates: Vec<Candidate<'_>> = valid
+        .iter()
+        .map(|(l, c)| Candidate {
+            id: &l.id,
+            names: &c.names,
+            not_after: c.not_after,
+        })
+        .collect();
+    // The same choice as the text report's "SERVED BY".
+    let cover = CoverIndex::new(&candidates);
+    let why = std::cell::OnceCell::new();
+    let domains = inputs
+        .settings
+        .cdn
+        .domains
+        .iter()
+        .map(|d| {
+            let served = cover
+                .best(d)
+                .and_then(|(i, _)| valid.get(i))
+                .map(|(l, _)| l);
+            JsonDomain {
+                domain: d.clone(),
+                served_by: served.map(|l| l.id.clone()),
+                problem: served
+                    .is_none()
+                    .then(|| why.get_or_init(|| NotCovered::new(lineages)).why(d)),
+            }
+        })
+        .collect();
+    JsonCheck {
+        config: inputs.settings.path.display().to_string(),
+        credentials: inputs
+            .credentials
+            .map(str::to_string)
+            .map_err(untrusted::one_line),
+        missing_watch_paths: lineages
+            .iter()
+            .filter(missing)
+            .map(|l| l.id.clone())
+            .collect(),
+        lineages: lineages
+            .iter()
+            .filter(|l| !missing(l))
+            .map(|l| {
+                let cert = l.result.as_ref().ok();
+                let problem = l.valid_at(now).err().map(|e| e.to_string());
+                JsonLineage {
+                    lineage: l.id.clone(),
+                    layout: l.layout.to_string(),
+                    names: cert.map(|c| c.names.clone()).unwrap_or_default(),
+                    not_after: cert.map(|c| c.not_after),
+                    valid: problem.is_none(),
+                    problem,
+                }
+            })
+            .collect(),
+        domains,
+        exit_code: exit.code(),
+    }
 }
 
 /// `text` with each line escaped ([`untrusted::escape`]), its line breaks kept.
@@ -160,7 +310,11 @@ fn plural(n: usize) -> &'static str {
 }
 
 /// The lineage table and the number of invalid lineages.
-fn lineage_table(lineages: &[Lineage], now: OffsetDateTime) -> (String, usize) {
+fn lineage_table(
+    lineages: &[Lineage],
+    chain_names: &std::collections::HashMap<String, Vec<String>>,
+    now: OffsetDateTime,
+) -> (String, usize) {
     let mut rows = Vec::new();
     let mut invalid = 0;
     for l in lineages {
@@ -170,7 +324,13 @@ fn lineage_table(lineages: &[Lineage], now: OffsetDateTime) -> (String, usize) {
                 short_names(&cert.names),
                 ymd(cert.not_after),
             ),
-            Err(_) => ("-".into(), "-".into(), "-".into()),
+            Err(_) => (
+                "-".into(),
+                chain_names
+                    .get(&l.id)
+                    .map_or_else(|| "-".into(), |n| short_names(n)),
+                "-".into(),
+            ),
         };
         let status = match l.valid_at(now) {
             Ok(cert) => format!("VALID: {}", days_left(cert.not_after, now)),

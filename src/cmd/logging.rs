@@ -236,6 +236,11 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for SafeMakeWriter<M> {
     }
 }
 
+/// A `\r`-rewritten progress line is on the terminal (set by `sync`'s progress line): the
+/// next log line first clears it, so the two never share a line.
+pub(crate) static PROGRESS_SHOWN: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// Escapes each formatted event (the fmt layer writes one event per `write`) before it
 /// reaches the inner writer.
 struct SafeWrite<W> {
@@ -247,6 +252,10 @@ impl<W: std::io::Write> std::io::Write for SafeWrite<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
         let line = escape_event(&text, self.escaping);
+        if PROGRESS_SHOWN.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            // Carriage return, then erase the line (the progress line is redrawn later).
+            self.inner.write_all(b"\r\x1b[K")?;
+        }
         self.inner.write_all(line.as_bytes())?;
         Ok(buf.len())
     }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tracing::{error, info};
 
 use super::sync::load_settings;
@@ -23,6 +24,7 @@ use crate::daemon::runner::{self, Loop, LoopSettings, NoWatches, Watches};
 use crate::daemon::service::{self, Service};
 use crate::daemon::signals::{Signal, Signals};
 use crate::daemon::watch::{self, Notice, Watch};
+use crate::metrics::serve::{self, MetricsError};
 use crate::state::{Role, StateError, StateStore};
 
 pub fn run(config: &Path) -> CmdResult {
@@ -52,9 +54,13 @@ async fn daemon(config: &Path, settings: Settings) -> CmdResult {
         }
         Err(e) => return Err(e.into()),
     };
-    let mut service = match Service::new(config.to_path_buf(), settings, store) {
-        Ok(service) => service,
+    // Without usable credentials it stays up and retries (the log, STATUS=, /healthz and
+    // the metrics say so): a credential provisioned later needs no restart.
+    let mut service = Service::new(config.to_path_buf(), settings, store);
+    let _metrics = match serve_metrics(&service).await {
+        Ok(task) => task.map(AbortOnDrop),
         Err(e) => {
+            error!(kind = e.kind(), "{e}");
             eprintln!("certrotd: {e}");
             return Ok(Exit::Problems);
         }
@@ -88,9 +94,30 @@ async fn main_loop<W: Watches>(
     notices: mpsc::Receiver<Notice>,
     signals: mpsc::Receiver<Signal>,
 ) {
-    let l = Loop::new(settings, watches, notices, signals, Notifier::from_env());
+    let mut l = Loop::new(settings, watches, notices, signals, Notifier::from_env());
+    l.health = service.health();
     let stopped = runner::run(service, l).await;
     info!(why = ?stopped, "main loop ended");
+}
+
+/// Starts the `[metrics]` listener when one is configured.
+async fn serve_metrics(service: &Service) -> Result<Option<JoinHandle<()>>, MetricsError> {
+    let Some(addr) = service.settings().metrics.listen else {
+        return Ok(None);
+    };
+    let listener = serve::bind(addr).await?;
+    let local = listener.local_addr().map_or(addr, |a| a);
+    info!(listen = %local, "serving /metrics and /healthz");
+    Ok(Some(serve::spawn(listener, service.health())))
+}
+
+/// Stops the metrics listener when `run` returns.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Relays the watcher's notices to the main loop, bumping `counter` for each (the drift

@@ -1,6 +1,16 @@
-//! `certrotd status [--json]`: what the state file says each domain serves. No network, no
-//! lock (it works while the daemon runs). Exit 0; 78 for a bad configuration; 1 when the
-//! state file cannot be read.
+//! `certrotd status [--json] [--domain D]… [--lineage L]…`: what the state file says each
+//! domain serves, judged against the certificates on disk. No network, no lock (it works
+//! while the daemon runs); it scans the watch paths read-only.
+//!
+//! Each managed domain gets a condition ([`Condition`]): `up-to-date`, or why not —
+//! `uncovered` (with the reason), `never-deployed`, `failed` (a last error is on record),
+//! `unverified` (read-back pending or failed), `outdated` (a better valid certificate is on
+//! disk), `expiring` (what it serves has less than a third of its lifetime left). Above the
+//! table: the last pass that ran to its end (the state file's `last_pass`) and whether a
+//! daemon holds the lock (the lock file's record, its PID alive).
+//!
+//! Exit 0 when every managed domain shown is up to date; 1 when one is not, when a filter
+//! matches no domain, or when the state file cannot be read; 78 for a bad configuration.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -12,13 +22,51 @@ use time::OffsetDateTime;
 use super::sync::load_settings;
 use super::text::table;
 use super::{CmdResult, Exit};
-use crate::state::{self, Deployment, DomainState, LastError, State, Verification};
+use crate::reconcile::{NoHolds, Pass, Planned};
+use crate::source::Scanner;
+use crate::state::{self, Deployment, DomainState, LastError, LastPass, Role, State, Verification};
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct StatusArgs {
     /// Print JSON instead of a table
     #[arg(long)]
     pub(crate) json: bool,
+    /// Show only this domain (repeatable)
+    #[arg(long, value_name = "DOMAIN")]
+    pub(crate) domain: Vec<String>,
+    /// Show only the domains this lineage (its folder name or path) should serve (repeatable)
+    #[arg(long, value_name = "LINEAGE")]
+    pub(crate) lineage: Vec<String>,
+}
+
+/// Whether a managed domain is up to date, or why not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Condition {
+    UpToDate,
+    Uncovered,
+    NeverDeployed,
+    Failed,
+    Unverified,
+    Outdated,
+    Expiring,
+    /// Not managed (only the state file knows it): not judged.
+    NotManaged,
+}
+
+impl Condition {
+    fn label(self) -> &'static str {
+        match self {
+            Condition::UpToDate => "up to date",
+            Condition::Uncovered => "UNCOVERED",
+            Condition::NeverDeployed => "NEVER DEPLOYED",
+            Condition::Failed => "FAILED",
+            Condition::Unverified => "UNVERIFIED",
+            Condition::Outdated => "OUTDATED",
+            Condition::Expiring => "EXPIRING",
+            Condition::NotManaged => "-",
+        }
+    }
 }
 
 pub fn run(config: &Path, args: &StatusArgs) -> CmdResult {
@@ -33,23 +81,143 @@ pub fn run(config: &Path, args: &StatusArgs) -> CmdResult {
         }
     };
     let now = OffsetDateTime::now_utc();
-    let rows = rows(&settings.cdn.domains, &state, now);
+    let lineages = Scanner::new().scan(&settings.watch.paths);
+    let pass = Pass {
+        domains: &settings.cdn.domains,
+        batch: settings.aliyun.domains_per_call(),
+        verify: settings.aliyun.verify,
+        force: false,
+    };
+    let planned = pass.plan(&lineages, &mut NoHolds, &state, now);
+    let mut rows = rows(&settings.cdn.domains, &state, now);
+    judge(&mut rows, &planned, now);
+    let rows = filter(rows, args);
+    if rows.is_empty() && !(args.domain.is_empty() && args.lineage.is_empty()) {
+        eprintln!("certrotd: no domain matches the --domain / --lineage filters");
+        return Ok(Exit::Problems);
+    }
+    let daemon = daemon_pid(&settings.state.dir);
+    let all_fine = rows
+        .iter()
+        .all(|r| matches!(r.condition, Condition::UpToDate | Condition::NotManaged));
     let text = if args.json {
-        let mut json = serde_json::to_string_pretty(&Report { domains: rows })?;
+        let report = Report {
+            last_pass: state.last_pass.as_ref(),
+            daemon_pid: daemon,
+            domains: rows,
+        };
+        let mut json = serde_json::to_string_pretty(&report)?;
         json.push('\n');
         json
     } else {
-        render(&rows)
+        format!(
+            "{}{}",
+            header(state.last_pass.as_ref(), daemon, now),
+            render(&rows)
+        )
     };
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;
     out.flush()?;
-    Ok(Exit::Ok)
+    Ok(if all_fine { Exit::Ok } else { Exit::Problems })
 }
 
 #[derive(Serialize)]
 struct Report<'a> {
+    last_pass: Option<&'a LastPass>,
+    /// The PID of the `certrotd run` holding the state lock, if one does.
+    daemon_pid: Option<u32>,
     domains: Vec<Row<'a>>,
+}
+
+/// The lines above the table: the last pass and the daemon.
+fn header(last: Option<&LastPass>, daemon: Option<u32>, now: OffsetDateTime) -> String {
+    let pass = match last {
+        Some(p) => format!(
+            "last pass: {} by {} ({} min ago)",
+            timestamp(p.at),
+            p.by,
+            (now - p.at).whole_minutes().max(0)
+        ),
+        None => "last pass: none recorded".to_string(),
+    };
+    let daemon = match daemon {
+        Some(pid) => format!("daemon: running (PID {pid})"),
+        None => "daemon: not running".to_string(),
+    };
+    format!("{pass}\n{daemon}\n\n")
+}
+
+/// The PID of a live `certrotd run` recorded in the lock file (a hint: the record may be
+/// stale, so the process must exist).
+fn daemon_pid(dir: &Path) -> Option<u32> {
+    let record = state::read_lock_record(dir)?;
+    let pid = i32::try_from(record.pid).ok()?;
+    // SAFETY: kill(2) with signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(pid, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    (record.role == Role::Run && alive).then_some(record.pid)
+}
+
+/// Refines each managed row's condition with what is on disk (see the module docs).
+pub(crate) fn judge(rows: &mut [Row<'_>], planned: &Planned, now: OffsetDateTime) {
+    let up: BTreeSet<&str> = planned.plan.up_to_date.iter().map(String::as_str).collect();
+    for row in rows.iter_mut().filter(|r| r.managed) {
+        row.lineage = planned
+            .plan
+            .targets
+            .get(row.domain)
+            .and_then(|&i| planned.valid.get(i))
+            .map(|v| v.id.clone());
+        if let Some((_, why)) = planned
+            .summary
+            .uncovered
+            .iter()
+            .find(|(d, _)| d == row.domain)
+        {
+            row.condition = Condition::Uncovered;
+            row.why = Some(why.clone());
+            continue;
+        }
+        if row.condition != Condition::UpToDate {
+            continue;
+        }
+        if !up.contains(row.domain) {
+            row.condition = Condition::Outdated;
+            continue;
+        }
+        let served = planned
+            .plan
+            .targets
+            .get(row.domain)
+            .and_then(|&i| planned.valid.get(i));
+        if served.is_some_and(|v| expiring(v.cert.not_before, v.cert.not_after, now)) {
+            row.condition = Condition::Expiring;
+        }
+    }
+}
+
+/// Less than a third of the lifetime left (certbot's renewal rule).
+fn expiring(not_before: OffsetDateTime, not_after: OffsetDateTime, now: OffsetDateTime) -> bool {
+    (not_after - now) * 3 < not_after - not_before
+}
+
+/// The rows `args`' filters keep (all without filters).
+fn filter<'a>(rows: Vec<Row<'a>>, args: &StatusArgs) -> Vec<Row<'a>> {
+    let lineage_matches = |id: &str| {
+        args.lineage.iter().any(|l| {
+            id == l
+                || Path::new(id)
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy() == *l)
+        })
+    };
+    rows.into_iter()
+        .filter(|r| {
+            args.domain.is_empty() || args.domain.iter().any(|d| d.eq_ignore_ascii_case(r.domain))
+        })
+        .filter(|r| args.lineage.is_empty() || r.lineage.as_deref().is_some_and(lineage_matches))
+        .collect()
 }
 
 /// One domain's line of the status report.
@@ -64,6 +232,13 @@ pub(crate) struct Row<'a> {
     /// The deployed certificate's notAfter has passed.
     pub(crate) expired: bool,
     pub(crate) last_error: Option<&'a LastError>,
+    /// Up to date, or why not (managed domains only).
+    pub(crate) condition: Condition,
+    /// Why, when the condition needs a reason (`uncovered`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) why: Option<String>,
+    /// The lineage whose certificate the domain should serve.
+    pub(crate) lineage: Option<String>,
 }
 
 /// Managed domains first-class, plus any domain the state file still knows.
@@ -82,16 +257,32 @@ pub(crate) fn rows<'a>(
         .map(|domain| {
             let entry: Option<&DomainState> = state.domains.get(domain);
             let deployed = entry.and_then(|e| e.deployed.as_ref());
+            let managed = managed_set.contains(domain);
+            let last_error = entry.and_then(|e| e.last_error.as_ref());
             Row {
                 domain,
-                managed: managed_set.contains(domain),
+                managed,
                 deployed,
                 days_left: deployed.map(|d| (d.not_after - now).whole_days()),
                 expired: deployed.is_some_and(|d| d.not_after < now),
-                last_error: entry.and_then(|e| e.last_error.as_ref()),
+                last_error,
+                condition: recorded_condition(managed, deployed, last_error.is_some()),
+                why: None,
+                lineage: None,
             }
         })
         .collect()
+}
+
+/// What the state file alone says of a domain ([`judge`] adds what the disk says).
+fn recorded_condition(managed: bool, deployed: Option<&Deployment>, error: bool) -> Condition {
+    match deployed {
+        _ if !managed => Condition::NotManaged,
+        _ if error => Condition::Failed,
+        None => Condition::NeverDeployed,
+        Some(d) if d.verification != Verification::Verified => Condition::Unverified,
+        Some(_) => Condition::UpToDate,
+    }
 }
 
 /// The table a person reads.
@@ -100,6 +291,7 @@ pub(crate) fn render(rows: &[Row<'_>]) -> String {
     table(
         &[
             "DOMAIN",
+            "STATE",
             "CERTIFICATE",
             "FINGERPRINT",
             "VALIDITY",
@@ -119,11 +311,14 @@ fn row_cells(row: &Row<'_>) -> Vec<String> {
     let error = row
         .last_error
         .map(|e| format!("{} {}: {}", timestamp(e.at), e.kind, e.message))
-        .unwrap_or_else(|| "-".to_string());
+        .or_else(|| row.why.clone())
+        .map_or_else(|| "-".to_string(), |t| one_line(&t));
+    let state = row.condition.label().to_string();
     let Some(d) = row.deployed else {
         let dash = || "-".to_string();
         return vec![
             domain,
+            state,
             "never deployed".into(),
             dash(),
             dash(),
@@ -145,6 +340,7 @@ fn row_cells(row: &Row<'_>) -> Vec<String> {
     };
     vec![
         domain,
+        state,
         d.cert_name.clone(),
         d.fingerprint.short(),
         validity,
@@ -152,6 +348,18 @@ fn row_cells(row: &Row<'_>) -> Vec<String> {
         verified.to_string(),
         error,
     ]
+}
+
+/// Longest LAST ERROR cell, in characters (rows stay one line; `--json` has it all).
+const MAX_ERROR_CELL: usize = 120;
+
+/// `text` cut to [`MAX_ERROR_CELL`] (the table escapes line breaks, so it stays one line).
+fn one_line(text: &str) -> String {
+    let line = text;
+    match line.char_indices().nth(MAX_ERROR_CELL) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line.to_string(),
+    }
 }
 
 fn timestamp(t: OffsetDateTime) -> String {

@@ -13,9 +13,11 @@
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use time::OffsetDateTime;
 
+use super::logging::PROGRESS_SHOWN;
 use super::{CmdResult, Exit};
 use crate::aliyun::cdn::{AliyunCdn, ConnectError};
 use crate::config::{self, Settings};
@@ -32,6 +34,41 @@ pub struct SyncArgs {
     /// Treat every covered domain as out of date
     #[arg(long)]
     pub(crate) force: bool,
+    /// Print the outcome as JSON (the summary's fields and the verdict) instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// The `--json` report: the summary and the exit code it means.
+#[derive(serde::Serialize)]
+struct JsonReport<'a> {
+    dry_run: bool,
+    exit_code: u8,
+    #[serde(flatten)]
+    summary: &'a reconcile::Summary,
+}
+
+/// Writes `summary` as text (`text`) or, with `--json`, as JSON; returns its exit code.
+fn report(
+    summary: &reconcile::Summary,
+    args: &SyncArgs,
+    text: &str,
+    out: &mut dyn Write,
+) -> Result<Exit, SyncError> {
+    let exit: Exit = summary.verdict().into();
+    if args.json {
+        let json = JsonReport {
+            dry_run: args.dry_run,
+            exit_code: exit.code(),
+            summary,
+        };
+        let mut bytes = serde_json::to_vec_pretty(&json).map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+        out.write_all(&bytes)?;
+    } else {
+        out.write_all(text.as_bytes())?;
+    }
+    Ok(exit)
 }
 
 /// Why a pass could not run at all.
@@ -84,7 +121,8 @@ pub fn run(config: &Path, args: &SyncArgs) -> CmdResult {
     match runtime.block_on(sync(&settings, args, &mut out, progress)) {
         Ok(exit) => Ok(exit),
         Err(e) => {
-            eprintln!("certrotd: {e}");
+            // One line, naming what to fix (a credentials error lists the sources tried).
+            eprintln!("certrotd: {}", crate::untrusted::one_line(&e.to_string()));
             Ok(e.exit())
         }
     }
@@ -127,7 +165,7 @@ pub(crate) async fn sync(
     let lineages = Scanner::new().scan(&settings.watch.paths);
     let pass = pass(settings, args.force);
     if args.dry_run {
-        return dry_run(settings, &pass, &lineages, now, out);
+        return dry_run(settings, args, &pass, &lineages, now, out);
     }
     let Some(mut store) = super::handoff::open_or_hand_off(&settings.state.dir, args.force, out)?
     else {
@@ -143,6 +181,7 @@ pub(crate) async fn sync(
     }
     let executor = Executor::new(target, Options::new(aliyun.max_attempts, aliyun.verify));
     let planned = pass.plan(&lineages, &mut NoHolds, store.state(), now);
+    store.clear_stale_errors(&planned.plan.up_to_date);
     let total = planned.plan.pending();
     let never = std::future::pending();
     let passed = pass
@@ -154,24 +193,32 @@ pub(crate) async fn sync(
             never,
         )
         .await;
-    if progress && total > 0 {
+    if PROGRESS_SHOWN.swap(false, Ordering::AcqRel) {
         eprintln!();
     }
-    out.write_all(passed.summary.render().as_bytes())?;
-    Ok(passed.summary.verdict().into())
+    let mut store = passed.store;
+    if passed.summary.unrecorded.is_none() && passed.summary.stopped.is_none() {
+        store.note_pass("sync", OffsetDateTime::now_utc());
+        if let Err(e) = store.save() {
+            eprintln!("certrotd: {e}");
+        }
+    }
+    report(&passed.summary, args, &passed.summary.render(), out)
 }
 
 /// A `\r`-rewritten progress line on stderr when it is a terminal.
 fn progress_line(enabled: bool, total: usize) -> Box<dyn FnMut(usize) + Send> {
     Box::new(move |done| {
         if enabled {
-            eprint!("\rcertrotd: {done}/{total} domains deployed");
+            eprint!("\r\x1b[Kcertrotd: {done}/{total} domains deployed");
+            PROGRESS_SHOWN.store(true, Ordering::Release);
         }
     })
 }
 
 fn dry_run(
     settings: &Settings,
+    args: &SyncArgs,
     pass: &Pass<'_>,
     lineages: &[Lineage],
     now: OffsetDateTime,
@@ -179,11 +226,12 @@ fn dry_run(
 ) -> Result<Exit, SyncError> {
     let state = state::load(&settings.state.dir)?;
     let planned = pass.plan(lineages, &mut NoHolds, &state, now);
-    writeln!(out, "dry run: nothing is sent")?;
     let described = planned
         .plan
         .describe(&reconcile::plan_lineages(&planned.valid));
-    out.write_all(described.as_bytes())?;
-    out.write_all(planned.summary.render().as_bytes())?;
-    Ok(planned.summary.verdict().into())
+    let text = format!(
+        "dry run: nothing is sent\n{described}{}",
+        planned.summary.render_reasons()
+    );
+    report(&planned.summary, args, &text, out)
 }

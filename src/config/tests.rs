@@ -633,3 +633,58 @@ fn a_config_file_that_is_a_fifo_is_unreadable_with_a_remedy() {
     let text = load(&looped).unwrap_err().to_string();
     assert!(text.contains("give certrotd's user read access"), "{text}");
 }
+
+#[test]
+fn metrics_and_notify_are_off_by_default() {
+    let s = ok("").settings;
+    assert_eq!(s.metrics.listen, None);
+    assert!(s.notify.command.is_empty());
+    assert_eq!(s.notify.timeout, Duration::from_secs(60));
+}
+
+#[test]
+fn metrics_and_notify_are_read() {
+    let loaded = ok("[cdn]\ndomains = [\"a.example.com\"]\n\
+                     [metrics]\nlisten = \"127.0.0.1:9466\"\n\
+                     [notify]\ncommand = [\"/usr/local/bin/alert\", \"--to\", \"ops\"]\ntimeout_secs = 5\n");
+    let s = loaded.settings;
+    assert_eq!(
+        s.metrics.listen,
+        Some("127.0.0.1:9466".parse().expect("addr"))
+    );
+    assert_eq!(s.notify.command, ["/usr/local/bin/alert", "--to", "ops"]);
+    assert_eq!(s.notify.timeout, Duration::from_secs(5));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+}
+
+#[test]
+fn a_non_loopback_metrics_address_is_a_warning() {
+    let loaded = ok("[cdn]\ndomains = [\"a.example.com\"]\n[metrics]\nlisten = \"0.0.0.0:9466\"\n");
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    assert_eq!(loaded.warnings[0].key.as_deref(), Some("metrics.listen"));
+    assert!(
+        loaded.warnings[0]
+            .message
+            .contains("reachable from other hosts")
+    );
+}
+
+#[test]
+fn bad_metrics_and_notify_values_are_located_and_explained() {
+    let p = problem("[metrics]\nlisten = \"localhost\"\n");
+    assert_eq!((p.line, p.key.as_deref()), (2, Some("metrics.listen")));
+    assert!(p.message.contains("127.0.0.1:9466"), "{}", p.message);
+
+    let p = problem("[notify]\ncommand = [\"mail\", \"-s\", \"x\"]\n");
+    assert_eq!(p.key.as_deref(), Some("notify.command"));
+    assert!(p.message.contains("absolute path"), "{}", p.message);
+
+    let p = problem("[notify]\ncommand = []\n");
+    assert!(p.message.contains("absolute path"), "{}", p.message);
+
+    let p = problem("[notify]\ncommand = [\"/bin/true\"]\ntimeout_secs = 0\n");
+    assert_eq!(p.key.as_deref(), Some("notify.timeout_secs"));
+
+    let p = problem("[notify]\ncommnd = [\"/bin/true\"]\n");
+    assert!(p.message.contains("command"), "{}", p.message);
+}

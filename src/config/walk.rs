@@ -12,6 +12,8 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+mod ops;
+
 use super::files::{Files, Named};
 use super::{
     AliyunSettings, Api, CdnSettings, Diagnostic, Settings, Signature, StateSettings,
@@ -99,7 +101,7 @@ struct Section<'t, 'i> {
     table: Option<&'t DeTable<'i>>,
 }
 
-const ROOT_KEYS: &[&str] = &["aliyun", "watch", "state", "cdn"];
+const ROOT_KEYS: &[&str] = &["aliyun", "watch", "state", "cdn", "metrics", "notify"];
 const ALIYUN_KEYS: &[&str] = &[
     "endpoint",
     "region",
@@ -174,18 +176,24 @@ fn walk_root(ctx: &mut Ctx<'_>, root: &DeTable<'_>) -> Option<Settings> {
         section(ctx, root, "watch", WATCH_KEYS),
         section(ctx, root, "state", STATE_KEYS),
         section(ctx, root, "cdn", CDN_KEYS),
+        section(ctx, root, "metrics", ops::METRICS_KEYS),
+        section(ctx, root, "notify", ops::NOTIFY_KEYS),
     ];
-    let [s_aliyun, s_watch, s_state, s_cdn] = &sections;
+    let [s_aliyun, s_watch, s_state, s_cdn, s_metrics, s_notify] = &sections;
     let aliyun = aliyun(ctx, s_aliyun);
     let watch = watch(ctx, s_watch);
     let state = state(ctx, s_state);
     let cdn = cdn(ctx, s_cdn);
+    let metrics = ops::metrics(ctx, s_metrics);
+    let notify = ops::notify(ctx, s_notify);
     Some(Settings {
         path: ctx.file.to_path_buf(),
         aliyun: aliyun?,
         watch: watch?,
         state: state?,
         cdn: cdn?,
+        metrics: metrics?,
+        notify: notify?,
     })
 }
 

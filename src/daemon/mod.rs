@@ -14,7 +14,10 @@
 //! (its folder or file path), every line about a CDN domain as the field `domain`, and every
 //! line about a watched folder as the field `path`.
 
+pub(crate) mod alerts;
+pub(crate) mod hooks;
 pub(crate) mod notify;
+pub(crate) mod observe;
 pub(crate) mod runner;
 pub(crate) mod schedule;
 pub(crate) mod service;

@@ -197,10 +197,16 @@ pub(crate) struct StatusCounts {
     /// Time until the earliest notAfter among the deployed certificates (negative when one
     /// has already expired), `None` when nothing is deployed.
     pub(crate) next_expiry: Option<time::Duration>,
+    /// No usable credentials were found (the pass did not run).
+    pub(crate) no_credentials: bool,
 }
 
 /// "37 domains up to date, 2 pending, next expiry in 41 days" (pure).
 pub(crate) fn status_line(c: &StatusCounts) -> String {
+    if c.no_credentials {
+        return "no usable Alibaba Cloud credentials: retrying with backoff (see the log)"
+            .to_string();
+    }
     let mut parts = vec![format!(
         "{} up to date",
         plural(c.up_to_date, "domain", "domains")

@@ -16,6 +16,7 @@
 //! - `WATCHDOG=1` is sent from this loop only, so it stops when the loop hangs.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -28,6 +29,7 @@ use super::schedule::{PassOutcome, Scheduler, Trigger};
 use super::signals::{Signal, Signals};
 use super::watch::{Notice, Watch};
 use crate::config::WatchSettings;
+use crate::metrics::{self, Health};
 
 /// The timing and paths the loop takes from the configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,6 +158,8 @@ pub(crate) struct Loop<W> {
     /// The wall clock (certificate notBefore/notAfter); the system clock unless a test
     /// ties it to tokio's paused clock.
     pub(crate) wall_clock: Box<dyn Fn() -> OffsetDateTime>,
+    /// Beaten every [`metrics::BEAT_EVERY`] while the loop runs (`/healthz`).
+    pub(crate) health: Arc<Health>,
 }
 
 impl<W: Watches> Loop<W> {
@@ -174,6 +178,7 @@ impl<W: Watches> Loop<W> {
             signals,
             notifier,
             wall_clock: Box::new(OffsetDateTime::now_utc),
+            health: Arc::new(Health::default()),
         }
     }
 }
@@ -196,6 +201,7 @@ pub(crate) async fn run<R: Reconciler, W: Watches>(reconciler: &mut R, mut l: Lo
         ready_sent: std::cell::Cell::new(false),
     };
     let mut watchdog = l.notifier.watchdog_interval().map(tokio::time::interval);
+    let mut beat = tokio::time::interval(metrics::BEAT_EVERY);
     let mut notices_open = true;
     let mut status = String::from("starting");
     let stopped = 'outer: loop {
@@ -204,6 +210,7 @@ pub(crate) async fn run<R: Reconciler, W: Watches>(reconciler: &mut R, mut l: Lo
             let span = info_span!("pass", reason = trigger.primary().label());
             let mut io = LoopIo {
                 watchdog: &mut watchdog,
+                beat: &mut beat,
                 notices_open: &mut notices_open,
             };
             let step = run_pass(reconciler, &trigger, &ctx, &mut l, &mut sched, &mut io)
@@ -245,8 +252,10 @@ pub(crate) async fn run<R: Reconciler, W: Watches>(reconciler: &mut R, mut l: Lo
                 None => break 'outer Stopped::SignalsClosed,
             },
             _ = tick(&mut watchdog) => ping(&l.notifier),
+            _ = beat.tick() => l.health.beat((l.wall_clock)()),
         }
     };
+    l.health.ended();
     ctx.stop.send_replace(true);
     info!("stopping: saving state");
     if let Err(e) = l.notifier.stopping() {
@@ -265,6 +274,7 @@ struct Step {
 /// Loop state a pass shares with the waiting loop.
 struct LoopIo<'a> {
     watchdog: &'a mut Option<tokio::time::Interval>,
+    beat: &'a mut tokio::time::Interval,
     notices_open: &'a mut bool,
 }
 
@@ -306,6 +316,7 @@ async fn run_pass<R: Reconciler, W: Watches>(
                 }
             },
             _ = tick(io.watchdog) => ping(&l.notifier),
+            _ = io.beat.tick() => l.health.beat((l.wall_clock)()),
         }
     };
     info!(status = %status_line(&report.status), "pass done");

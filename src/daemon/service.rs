@@ -34,27 +34,34 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use time::OffsetDateTime;
 use tracing::{error, info, warn};
 
+use super::alerts::{PassFacts, Tracker};
+use super::hooks::Hooks;
 use super::notify::StatusCounts;
+use super::observe::{self, PassView};
 use super::runner::{LoopSettings, PassCtx, PassReport, Reconciler};
 use super::schedule::{PassOutcome, Trigger, Validity};
 use super::torn::{Decision, Observed, TornTracker, renewal_in_progress};
 use crate::aliyun::cdn::{AliyunCdn, ConnectError, limits as cdn_limits};
 use crate::cert::{self, Certificate, Fingerprint};
 use crate::config::{self, Settings};
-use crate::push::{self, Executor, Limits, Options, Rate, RateLimiter};
+use crate::metrics::{self, Health};
+use crate::push::{self, Executor, Limits, Options, Rate, RateLimiter, Target as _};
 use crate::reconcile::{self, Holds, Pass, ReadBack, Summary, ValidLineage};
 use crate::source::{Lineage, Scanner};
 use crate::state::{Role, StateStore, Verification};
+use crate::untrusted;
 
 /// The daemon's reconciler. See the module docs.
 pub(crate) struct Service {
     config_path: PathBuf,
     settings: Settings,
     scanner: Scanner,
-    /// The API for read-backs (confirmation, audit); the executor's target shares its
-    /// client.
-    api: Arc<AliyunCdn>,
-    executor: Executor<AliyunCdn>,
+    /// The API for read-backs (confirmation, audit) and the executor (its target shares
+    /// the API's client); `None` while no usable credentials are found: each pass tries
+    /// again, and a failed pass is retried with backoff.
+    conn: Option<Conn>,
+    /// The last connect error logged (logged again only when it changes).
+    connect_error: Option<String>,
     /// `None` only while a pass holds it.
     store: Option<StateStore>,
     torn: TornTracker<String, Arc<Certificate>>,
@@ -68,6 +75,19 @@ pub(crate) struct Service {
     unsaved: bool,
     /// Problems logged at the last pass (a problem is logged again only when it changes).
     reported: HashMap<String, String>,
+    /// What `/healthz` answers (shared with the main loop and the metrics listener).
+    health: Arc<Health>,
+    /// The last `reconcile` ran to its end (not stopped, outcome saved).
+    complete: bool,
+    /// `[notify] command` and what it was told already.
+    hooks: Hooks,
+    alerts: Tracker,
+}
+
+/// The API and the executor of the configuration in force.
+struct Conn {
+    api: Arc<AliyunCdn>,
+    executor: Arc<Executor<AliyunCdn>>,
 }
 
 /// The daemon's [`Holds`]: torn lineages (a renewal in progress) are held on their last
@@ -77,6 +97,8 @@ struct TornHolds<'a> {
     torn: &'a mut TornTracker<String, Arc<Certificate>>,
     validity: Vec<Validity>,
     held: bool,
+    /// Lineages held this pass.
+    held_n: usize,
 }
 
 impl Holds for TornHolds<'_> {
@@ -102,6 +124,7 @@ impl Holds for TornHolds<'_> {
                 },
                 Decision::Hold { periods } | Decision::Warn { periods } => {
                     self.held = true;
+                    self.held_n += 1;
                     match self.hold(l, periods, now) {
                         Some(Ok(v)) => valid.push(v),
                         Some(Err(i)) => invalid.push(i),
@@ -140,33 +163,69 @@ impl TornHolds<'_> {
 
 impl Service {
     /// A service on `settings` (loaded from `config_path`) and the locked `store`.
-    pub(crate) fn new(
-        config_path: PathBuf,
-        settings: Settings,
-        store: StateStore,
-    ) -> Result<Service, ConnectError> {
-        let (api, executor) = connect(&settings)?;
-        Ok(Service {
+    pub(crate) fn new(config_path: PathBuf, settings: Settings, store: StateStore) -> Service {
+        let mut service = Service {
             audit: audit_limiter(&settings),
             audit_queue: VecDeque::new(),
             file_events: Arc::new(AtomicU64::new(0)),
-            config_path,
-            settings,
             scanner: Scanner::new(),
-            api,
-            executor,
+            conn: None,
+            connect_error: None,
             store: Some(store),
             torn: TornTracker::new(),
             pending_confirmed: false,
             unsaved: false,
             reported: HashMap::new(),
-        })
+            health: Arc::new(Health::default()),
+            complete: false,
+            hooks: Hooks::new(&settings.notify),
+            alerts: Tracker::default(),
+            config_path,
+            settings,
+        };
+        service.ensure_connected();
+        service
+    }
+
+    /// Connects when not connected yet. `false` (the error logged once, on one line, and
+    /// shown by the metrics) while it fails.
+    fn ensure_connected(&mut self) -> bool {
+        if self.conn.is_some() {
+            return true;
+        }
+        match connect(&self.settings) {
+            Ok(conn) => {
+                if self.connect_error.take().is_some() {
+                    info!("Alibaba Cloud credentials found; resuming");
+                }
+                self.conn = Some(conn);
+                metrics::global().set_credentials(true);
+                true
+            }
+            Err(e) => {
+                let text = untrusted::one_line(&e.to_string());
+                if self.connect_error.as_ref() != Some(&text) {
+                    error!(
+                        kind = e.kind(),
+                        "{text}; certrotd keeps running and tries again with backoff (or at SIGUSR1/SIGHUP)"
+                    );
+                    self.connect_error = Some(text);
+                }
+                metrics::global().set_credentials(false);
+                false
+            }
+        }
     }
 
     /// The counter to bump for every file-change notice (a running drift audit pauses
     /// when it changes, so file changes are not held up behind it).
     pub(crate) fn file_event_counter(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.file_events)
+    }
+
+    /// What `/healthz` answers.
+    pub(crate) fn health(&self) -> Arc<Health> {
+        Arc::clone(&self.health)
     }
 
     /// The configuration in force.
@@ -212,12 +271,13 @@ impl Service {
 
     /// Confirms `Pending` deployments by read-back (see [`reconcile::confirm_pending`]).
     async fn confirm_pending(&self, store: &mut StateStore, ctx: &PassCtx) {
+        let Some(conn) = &self.conn else { return };
         if !self.settings.aliyun.verify {
             return;
         }
         let rate = self.settings.aliyun.read_requests_per_second;
         let domains = &self.settings.cdn.domains;
-        reconcile::confirm_pending(&*self.api, store, domains, rate, || ctx.stop_requested()).await;
+        reconcile::confirm_pending(&*conn.api, store, domains, rate, || ctx.stop_requested()).await;
     }
 
     /// Starts a drift audit of every managed domain (at a periodic rescan); an audit still
@@ -236,6 +296,9 @@ impl Service {
     /// or a stop is requested, so it never holds up a file-change pass by more than one
     /// read. Returns whether it found drift.
     async fn audit_drift(&mut self, store: &mut StateStore, ctx: &PassCtx) -> bool {
+        let Some(api) = self.conn.as_ref().map(|c| Arc::clone(&c.api)) else {
+            return false;
+        };
         let events = self.file_events.load(Ordering::Acquire);
         let mut drift = false;
         while let Some(domain) = self.audit_queue.pop_front() {
@@ -252,8 +315,7 @@ impl Service {
             };
             self.audit.acquire().await;
             let one = std::slice::from_ref(&domain);
-            let seen =
-                reconcile::read_back(&*self.api, store, &domain, one, fingerprint, "audit").await;
+            let seen = reconcile::read_back(&*api, store, &domain, one, fingerprint, "audit").await;
             drift |= seen == ReadBack::Other;
         }
         info!(drift, "drift audit done");
@@ -263,10 +325,17 @@ impl Service {
     /// Plans, tells the loop, pushes (halting on a stop request) and records.
     async fn reconcile(
         &mut self,
-        store: StateStore,
+        mut store: StateStore,
         ctx: &PassCtx,
         now: OffsetDateTime,
     ) -> (PassReport, StateStore) {
+        let Some((product, executor)) = self
+            .conn
+            .as_ref()
+            .map(|c| (c.api.product(), Arc::clone(&c.executor)))
+        else {
+            return (PassReport::default(), store);
+        };
         let lineages = self.scanner.scan(&self.settings.watch.paths);
         let pass = Pass {
             domains: &self.settings.cdn.domains,
@@ -278,8 +347,22 @@ impl Service {
             torn: &mut self.torn,
             validity: Vec::new(),
             held: false,
+            held_n: 0,
         };
         let planned = pass.plan(&lineages, &mut holds, store.state(), now);
+        let view = PassView {
+            domains: &self.settings.cdn.domains,
+            product,
+            verify: pass.verify,
+            batch: pass.batch,
+            lineages: &lineages,
+            valid: &planned.valid.clone(),
+            torn: holds.held_n,
+        };
+        metrics::global().set_pending(planned.summary.planned_domains);
+        let targets = planned.plan.targets.clone();
+        store.clear_stale_errors(&planned.plan.up_to_date);
+        let before = store.state().deployed_fingerprints(pass.verify);
         let mut counts = planned_counts(&planned.summary, &store, &self.settings, now);
         ctx.planned(&counts);
         let mut outcome = PassOutcome {
@@ -290,6 +373,18 @@ impl Service {
         let report = |outcome, status| PassReport { outcome, status };
         if planned.plan.batches.is_empty() || ctx.stop_requested() {
             log_problems(&mut self.reported, &planned.summary);
+            observe::record(&view, store.state(), now);
+            self.complete = !ctx.stop_requested();
+            let facts = PassFacts {
+                valid: view.valid,
+                targets: &targets,
+                before: &before,
+                after: &before,
+                failed: &[],
+                invalid: &planned.summary.invalid,
+                now,
+            };
+            send_alerts(&mut self.alerts, &self.hooks, &facts);
             return (report(outcome, counts), store);
         }
         info!(
@@ -299,11 +394,21 @@ impl Service {
         );
         let no_progress = Box::new(|_| {});
         let passed = pass
-            .push(planned, &self.executor, store, no_progress, ctx.stopped())
+            .push(planned, &executor, store, no_progress, ctx.stopped())
             .await;
         let (summary, store) = (passed.summary, passed.store);
         for (domain, why) in &summary.failed {
-            warn!(domain = %domain, "push failed: {why}");
+            let kind = failure_kind(&store, domain);
+            metrics::global().push_failed(kind);
+            // The error that stopped the run was logged once already (by the executor).
+            let why = match summary.stopped.as_deref() {
+                Some(s) if why == s => "refused with the error logged above",
+                Some(s) if why.strip_prefix("not attempted: ") == Some(s) => {
+                    "not sent: the run stopped (see above)"
+                }
+                _ => why,
+            };
+            warn!(domain = %domain, kind, "push failed: {}", untrusted::one_line(why));
         }
         if let Some(domains) = &summary.unrecorded {
             error!(
@@ -318,12 +423,53 @@ impl Service {
         outcome.failed =
             !summary.failed.is_empty() || summary.stopped.is_some() || summary.unrecorded.is_some();
         counts = final_counts(&summary, &store, &self.settings, now);
+        metrics::global().set_pending(counts.pending);
+        observe::record(&view, store.state(), now);
+        self.complete = summary.stopped.is_none() && summary.unrecorded.is_none();
+        let after = store.state().deployed_fingerprints(pass.verify);
+        let facts = PassFacts {
+            valid: view.valid,
+            targets: &targets,
+            before: &before,
+            after: &after,
+            failed: &summary.failed,
+            invalid: &summary.invalid,
+            now,
+        };
+        send_alerts(&mut self.alerts, &self.hooks, &facts);
         (report(outcome, counts), store)
     }
 }
 
-impl Reconciler for Service {
-    async fn pass(&mut self, trigger: &Trigger, ctx: &PassCtx) -> PassReport {
+impl Service {
+    /// Records in the state file that a pass ran to its end (with any stale error cleared).
+    fn record_pass(&mut self) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        store.note_pass("run", OffsetDateTime::now_utc());
+        if let Err(e) = store.save() {
+            error!(kind = e.kind(), "{e}");
+            self.unsaved = true;
+            self.complete = false;
+        }
+    }
+
+    /// The pass: see the module docs. Sets `self.complete` (ran to its end, saved).
+    async fn pass_inner(&mut self, trigger: &Trigger, ctx: &PassCtx) -> PassReport {
+        self.complete = false;
+        if !self.ensure_connected() {
+            return PassReport {
+                outcome: PassOutcome {
+                    failed: true,
+                    ..PassOutcome::default()
+                },
+                status: StatusCounts {
+                    no_credentials: true,
+                    ..StatusCounts::default()
+                },
+            };
+        }
         let Some(mut store) = self.take_store() else {
             return PassReport {
                 outcome: PassOutcome {
@@ -351,7 +497,30 @@ impl Reconciler for Service {
         }
         self.store = Some(store);
         report.outcome.failed |= !saved;
+        self.complete &= saved && !self.unsaved;
+        if self.complete {
+            self.record_pass();
+        }
         release_freed_memory();
+        report
+    }
+}
+
+impl Reconciler for Service {
+    async fn pass(&mut self, trigger: &Trigger, ctx: &PassCtx) -> PassReport {
+        let started = std::time::Instant::now();
+        let report = self.pass_inner(trigger, ctx).await;
+        let end = OffsetDateTime::now_utc();
+        metrics::global().pass_finished(started.elapsed(), self.complete, end);
+        let why = if ctx.stop_requested() {
+            "stopping"
+        } else if self.conn.is_none() {
+            "no usable credentials"
+        } else {
+            "see the log"
+        };
+        self.health
+            .pass_ended(if self.complete { Ok(()) } else { Err(why) });
         report
     }
 
@@ -378,16 +547,22 @@ impl Reconciler for Service {
         }
         if new.aliyun != self.settings.aliyun {
             match connect(&new) {
-                Ok((api, executor)) => {
-                    self.executor = executor;
-                    self.api = api;
+                Ok(conn) => {
+                    self.conn = Some(conn);
+                    self.connect_error = None;
+                    metrics::global().set_credentials(true);
                     self.audit = audit_limiter(&new);
                 }
+                // Not connected yet anyway: take the new settings, connect at the next pass.
+                Err(_) if self.conn.is_none() => self.audit = audit_limiter(&new),
                 Err(e) => {
-                    error!(kind = e.kind(), "{e}");
+                    error!(kind = e.kind(), "{}", untrusted::one_line(&e.to_string()));
                     return None;
                 }
             }
+        }
+        if new.notify != *self.hooks.settings() {
+            self.hooks = Hooks::new(&new.notify);
         }
         self.settings = new;
         // The managed domains may have changed: the next rescan audits the new list.
@@ -396,6 +571,7 @@ impl Reconciler for Service {
     }
 
     async fn finish(&mut self) {
+        self.hooks.finish().await;
         if let Some(store) = &self.store
             && let Err(e) = store.save()
         {
@@ -453,12 +629,15 @@ fn log_problems(reported: &mut HashMap<String, String>, summary: &Summary) {
 }
 
 /// The API and the executor for these settings (one client, shared).
-fn connect(settings: &Settings) -> Result<(Arc<AliyunCdn>, Executor<AliyunCdn>), ConnectError> {
+fn connect(settings: &Settings) -> Result<Conn, ConnectError> {
     let api = AliyunCdn::connect(&settings.aliyun)?;
     let target = api.clone().with_limits(spread_limits(settings));
     let a = &settings.aliyun;
     let executor = Executor::new(Arc::new(target), Options::new(a.max_attempts, a.verify));
-    Ok((Arc::new(api), executor))
+    Ok(Conn {
+        api: Arc::new(api),
+        executor: Arc::new(executor),
+    })
 }
 
 /// The chosen call's limits, with write starts spread evenly (one every `window / rate`)
@@ -477,6 +656,23 @@ fn spread_limits(settings: &Settings) -> Limits {
         limits.reads = Rate { calls: r / w, per };
     }
     limits
+}
+
+/// Sends a pass's notifications (never waits for them).
+fn send_alerts(tracker: &mut Tracker, hooks: &Hooks, facts: &PassFacts<'_>) {
+    for alert in tracker.alerts(facts) {
+        hooks.send(alert);
+    }
+}
+
+/// The kind recorded for `domain`'s last error (a metric label), `push` when none is.
+fn failure_kind<'s>(store: &'s StateStore, domain: &str) -> &'s str {
+    store
+        .state()
+        .domains
+        .get(domain)
+        .and_then(|d| d.last_error.as_ref())
+        .map_or("push", |e| e.kind.as_str())
 }
 
 /// The fingerprint `domain`'s verified deployment records, if it has one.
@@ -512,6 +708,7 @@ fn planned_counts(
         failed: 0,
         uncovered: summary.uncovered.len(),
         next_expiry: next_expiry(store, settings, now),
+        no_credentials: false,
     }
 }
 
@@ -534,6 +731,7 @@ fn final_counts(
         failed,
         uncovered: summary.uncovered.len(),
         next_expiry: next_expiry(store, settings, now),
+        no_credentials: false,
     }
 }
 

@@ -322,7 +322,9 @@ impl State {
             log: Vec::new(),
             log_json: LogJson::default(),
             fault_rng: StdRng::seed_from_u64(cfg.seed),
-            id_rng: StdRng::seed_from_u64(cfg.seed ^ 0x5eed_0f1d_5eed_0f1d),
+            // Seeded afresh at each start: RequestIds never repeat across restarts (the
+            // seed fixes the fault sequence only).
+            id_rng: rand::make_rng(),
             started,
             generation: 0,
         }

@@ -122,7 +122,7 @@ pub struct EmulatorConfig {
     pub faults: Faults,
     /// Delay before every answer (tokio's clock).
     pub latency: Duration,
-    /// Seed of the fault sequence and of the RequestIds.
+    /// Seed of the fault sequence (RequestIds are random at each start).
     pub seed: u64,
     /// Where to keep the JSON state dump, if anywhere.
     pub(crate) state_dump: Option<PathBuf>,

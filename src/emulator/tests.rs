@@ -1962,3 +1962,15 @@ fn the_v3_check_reproduces_the_official_example() {
         "06563a9e1b43f5dfe96b81484da74bceab24a1d853912eee15083a6f0f3283c0"
     );
 }
+
+#[tokio::test]
+async fn request_ids_do_not_repeat_across_restarts_with_the_same_seed() {
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let emu = emulator().await;
+        let (_, body) = describe("a.example.com").answer(emu.addr()).await;
+        ids.push(body["RequestId"].as_str().expect("a RequestId").to_string());
+        emu.shutdown().await;
+    }
+    assert_ne!(ids[0], ids[1], "the same seed, yet a new RequestId");
+}

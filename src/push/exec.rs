@@ -407,7 +407,8 @@ impl<'x, T: Target> Run<'x, T> {
             Err(Some(e)) => {
                 let e = Arc::new(e);
                 if e.handling() == Handling::Credentials {
-                    tracing::error!(kind = e.kind(), error = %e, "credentials refused; stopping the run");
+                    let error = crate::untrusted::one_line(&e.to_string());
+                    tracing::error!(kind = e.kind(), %error, "credentials refused; stopping the run");
                     self.stop_run(&e);
                 } else {
                     tracing::warn!(kind = e.kind(), error = %e, "could not prepare the certificate");
@@ -449,11 +450,13 @@ impl<'x, T: Target> Run<'x, T> {
         match next {
             // The call task retries by itself; it only reports final answers.
             Next::RetryAfter(_) | Next::GiveUp => {
-                tracing::warn!(domains = n, kind = e.kind(), error = %e, "batch refused");
+                let list = work.domains.join(",");
+                tracing::warn!(domains = %list, count = n, kind = e.kind(), error = %e, "batch refused");
                 self.failed(&work.domains, e);
             }
             Next::StopRun => {
-                tracing::error!(kind = e.kind(), error = %e, "credentials refused; stopping the run");
+                let error = crate::untrusted::one_line(&e.to_string());
+                tracing::error!(kind = e.kind(), domains = %work.domains.join(","), %error, "credentials refused; stopping the run");
                 self.failed(&work.domains, e);
             }
             // Cut again at the lowered size.
@@ -470,7 +473,8 @@ impl<'x, T: Target> Run<'x, T> {
             }
             Next::Split => {
                 tracing::warn!(
-                    domains = n,
+                    domains = %work.domains.join(","),
+                    count = n,
                     kind = e.kind(),
                     "batch refused for one domain; splitting it"
                 );
@@ -512,7 +516,10 @@ impl<'x, T: Target> Run<'x, T> {
                 },
             );
         }
-        tracing::info!(domains = work.domains.len(), cert = %upload.cert_name, %request_id, "deployed");
+        // One line per domain, so `grep 'domain=…'` follows a domain through a batch.
+        for domain in &work.domains {
+            tracing::info!(%domain, cert = %upload.cert_name, %request_id, "deployed");
+        }
         if verify {
             self.spawn_read_back(work.lane, work.cert, work.domains.clone());
         }
@@ -565,18 +572,18 @@ impl<'x, T: Target> Run<'x, T> {
         }
         let fingerprint = self.certs[cert].fingerprint;
         if verified {
-            tracing::info!(domains = domains.len(), "read-back verified");
+            for domain in &domains {
+                tracing::info!(%domain, "read-back verified");
+            }
             self.emit(Event::Verified {
                 target: lane,
                 domains,
                 fingerprint,
             });
         } else {
-            tracing::warn!(
-                domains = domains.len(),
-                probe = domains.first().map(String::as_str).unwrap_or(""),
-                "read-back never saw the new certificate"
-            );
+            for domain in &domains {
+                tracing::warn!(%domain, "read-back never saw the new certificate");
+            }
             self.emit(Event::Unverified {
                 target: lane,
                 domains,
@@ -699,7 +706,9 @@ async fn call<T: Target>(
             apply_to_run(ctx, &e, next, domains.len());
             return (attempts, CallEnd::Refused(e, next));
         };
-        tracing::debug!(kind = e.kind(), attempt, "retryable error; backing off");
+        let list = domains.join(",");
+        tracing::warn!(domains = %list, kind = e.kind(), attempt, error = %e, "retryable error; retrying after a backoff");
+        crate::metrics::global().retry(ctx.target.name());
         let delay = ctx.options.retry_backoff.delay(attempt, hint);
         if !ctx.signals.sleep(delay).await {
             return (attempts, CallEnd::Stopped);

@@ -412,7 +412,13 @@ fn uncovered_domains_or_a_stop_exit_1() {
     stopped.add_report(&r);
     assert_eq!(stopped.verdict(), Verdict::Problems);
     let text = stopped.render();
-    assert!(text.contains("stopped: ") && text.contains("FAILED n.example: not attempted: "));
+    // The stopping error once, on the `stopped:` line; the domain refers to it.
+    assert!(
+        text.contains("stopped: ")
+            && text.contains("FAILED n.example: not sent (the run stopped, see above)"),
+        "{text}"
+    );
+    assert_eq!(text.matches("bad key").count(), 1, "{text}");
     assert_eq!(stopped.lowered_batch, None);
 }
 

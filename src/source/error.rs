@@ -135,13 +135,6 @@ fn limit() -> String {
 
 impl SourceError {
     /// A short stable label for logs, the status table and metrics.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "part of the label set (ARCHITECTURE.md); only tests read it yet"
-        )
-    )]
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             SourceError::WatchPathMissing { .. } => "watch-path-missing",

@@ -436,3 +436,12 @@ proptest! {
         prop_assert!(!redact(&text, 1000).chars().any(is_unsafe_char));
     }
 }
+
+#[test]
+fn one_line_joins_a_list_message() {
+    assert_eq!(
+        one_line("none found; looked at:\n  1. a (not set)\n  2. b\n\nset one"),
+        "none found; looked at: 1. a (not set); 2. b; set one"
+    );
+    assert_eq!(one_line("single"), "single");
+}

@@ -141,6 +141,21 @@ impl Config {
                 let _ = writeln!(out, "{line}");
             }
         }
+        // Other sections ([metrics], [notify], …) in the order they were first set.
+        let mut others: Vec<&str> = Vec::new();
+        for (s, _) in &self.extra {
+            if !["aliyun", "watch", "state", "cdn"].contains(&s.as_str())
+                && !others.contains(&s.as_str())
+            {
+                others.push(s);
+            }
+        }
+        for section in others {
+            let _ = writeln!(out, "[{section}]");
+            for (_, line) in self.extra.iter().filter(|(s, _)| s == section) {
+                let _ = writeln!(out, "{line}");
+            }
+        }
         out
     }
 

@@ -422,7 +422,12 @@ async fn check_shape(shape: Shape) -> usize {
             }
         }
         let status = run(&w.env, &["status", "--json"]).await;
-        status.expect_status(0);
+        // 1 while a domain is not up to date (the hostile server refused or garbled it).
+        assert!(
+            matches!(status.status, 0 | 1) && !status.stderr.contains("panicked"),
+            "{}",
+            status.all()
+        );
         let tag = format!("{shape:?} {log_format}");
         assert_clean(&windows, &format!("{tag} sync stdout"), &sync.stdout);
         assert_clean(&windows, &format!("{tag} sync stderr"), &sync.stderr);

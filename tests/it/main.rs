@@ -4,13 +4,17 @@
 mod acme;
 mod aliyun_client;
 mod check;
+mod cli;
 mod daemon;
 mod deploy_hook;
 mod emulate;
 mod files;
 mod harness;
 mod hostile;
+mod metrics;
+mod notify;
 mod per_domain;
 mod push;
 mod signature_v3;
+mod status;
 mod sync;

@@ -702,6 +702,9 @@ async fn dry_run_prints_the_plan_without_credentials_or_calls() {
     out.expect_contains("d000.example.com, d001.example.com")
         .expect_contains("no valid certificate covers:")
         .expect_contains("UNCOVERED nocert.example.net");
+    // The plan once, in one wording, and no "pushed:" line for a run that pushes nothing.
+    assert_eq!(out.stdout.matches("plan: ").count(), 1, "{}", out.stdout);
+    assert!(!out.stdout.contains("pushed:"), "{}", out.stdout);
     assert!(w.emu.log().is_empty(), "the dry run called the API");
     assert!(!w.state_dir().join(state::STATE_FILE).exists());
     w.emu.shutdown().await;
@@ -725,8 +728,9 @@ async fn status_shows_what_sync_recorded_even_while_locked() {
         .expect("deployed")
         .cert_name
         .clone();
+    // never.example.net is managed but never deployed: status exits 1 for it.
     let out = w.run(&["status"]).await;
-    out.expect_status(0);
+    out.expect_status(1);
     for d in ["www.example.com", "api.example.com"] {
         let row = out.row(d);
         for cell in [cert_name.as_str(), &fp.short(), "yes"] {
@@ -740,7 +744,7 @@ async fn status_shows_what_sync_recorded_even_while_locked() {
     assert!(out.row("never.example.net").contains("never deployed"));
 
     let out = w.run(&["status", "--json"]).await;
-    out.expect_status(0);
+    out.expect_status(1);
     let json: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
     let rows = json["domains"].as_array().expect("domains array");
     let by_domain: BTreeMap<&str, &serde_json::Value> = rows

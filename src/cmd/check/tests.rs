@@ -65,6 +65,7 @@ impl Tree {
             config_warnings: &loaded.warnings,
             credentials: Ok("environment (ALIBABA_CLOUD_ACCESS_KEY_ID=LTAI…xyz)"),
             lineages: &lineages,
+            chain_names: &chain_names(&lineages),
         };
         report(&inputs, NOW)
     }
@@ -204,9 +205,89 @@ fn credentials_are_shown_and_their_problems_only_warn() {
         config_warnings: &[],
         credentials: Err("no Alibaba Cloud credentials found"),
         lineages: &[],
+        chain_names: &std::collections::HashMap::new(),
     };
     let (text, exit) = report(&inputs, NOW);
     assert_eq!(exit, Exit::Ok, "{text}");
     assert!(text.contains("Credentials: none usable (see the warning below)"));
     assert!(text.contains("warning: credentials: no Alibaba Cloud credentials found"));
+}
+
+#[test]
+fn a_missing_watch_path_is_listed_apart_from_the_lineages() {
+    let tree = Tree::new();
+    // live/ is never created.
+    let (text, exit) = tree.check(&["a.example.com"]);
+    assert_eq!(exit, Exit::Problems);
+    assert!(text.contains("Missing watch paths (1):"), "{text}");
+    assert!(text.contains("Lineages (0):"), "{text}");
+    assert!(
+        !text.contains("unknown"),
+        "not a lineage of layout unknown: {text}"
+    );
+    assert!(text.contains("1 missing watch path."), "{text}");
+}
+
+#[test]
+fn expired_and_mismatched_lineages_say_what_to_do() {
+    let tree = Tree::new();
+    tree.lineage("old", &["a.example.com"], -100, -10);
+    let (text, _) = tree.check(&["a.example.com"]);
+    assert!(line_with(&text, "live/old").contains("renew it"), "{text}");
+}
+
+#[test]
+fn the_json_report_has_the_same_findings() {
+    let tree = Tree::new();
+    tree.lineage("a", &["a.example.com"], -1, 60);
+    tree.lineage("old", &["b.example.com"], -100, -10);
+    let text = format!(
+        "[watch]\npaths = [{:?}, \"/nonexistent/watch\"]\n[cdn]\ndomains = [\"a.example.com\", \"b.example.com\"]\n",
+        tree.live()
+    );
+    let loaded = config::parse(Path::new("/c/certrotd.toml"), &text, tree.dir.path()).unwrap();
+    let lineages = Scanner::new().scan(&loaded.settings.watch.paths);
+    let inputs = Inputs {
+        settings: &loaded.settings,
+        config_warnings: &loaded.warnings,
+        credentials: Err("none found; looked at:\n  1. a\n  2. b"),
+        lineages: &lineages,
+        chain_names: &chain_names(&lineages),
+    };
+    let (_, exit) = report(&inputs, NOW);
+    let json = serde_json::to_value(json_report(&inputs, NOW, exit)).unwrap();
+    assert_eq!(json["exit_code"], 1);
+    assert_eq!(
+        json["credentials"]["Err"],
+        "none found; looked at: 1. a; 2. b"
+    );
+    assert_eq!(json["missing_watch_paths"][0], "/nonexistent/watch");
+    assert_eq!(json["lineages"].as_array().unwrap().len(), 2, "{json}");
+    assert_eq!(
+        json["domains"][0]["served_by"],
+        tree.live().join("a").display().to_string()
+    );
+    assert!(json["domains"][1]["served_by"].is_null());
+    assert!(
+        json["domains"][1]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("no valid certificate")
+    );
+}
+
+#[test]
+fn names_are_shown_for_a_readable_certificate_with_an_unusable_key() {
+    let tree = Tree::new();
+    let live = tree.lineage("a", &["a.example.com", "www.a.example.com"], -1, 60);
+    // The key link now points nowhere (a key certrotd cannot read).
+    fs::remove_file(live.join("privkey.pem")).unwrap();
+    symlink("../../archive/a/missing.pem", live.join("privkey.pem")).unwrap();
+    let (text, exit) = tree.check(&["a.example.com"]);
+    assert_eq!(exit, Exit::Problems);
+    let row = line_with(&text, "live/a ");
+    assert!(
+        row.contains("a.example.com, www.a.example.com") && row.contains("INVALID"),
+        "{text}"
+    );
 }

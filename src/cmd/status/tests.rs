@@ -52,6 +52,7 @@ fn state(entries: Vec<(&str, Option<Deployment>, Option<LastError>)>) -> State {
     State {
         version: crate::state::STATE_VERSION,
         domains,
+        last_pass: None,
     }
 }
 
@@ -171,6 +172,8 @@ fn json_rows_carry_the_deployment_and_days_left() {
     )]);
     let domains = managed(&["a.example"]);
     let json = serde_json::to_value(Report {
+        last_pass: None,
+        daemon_pid: None,
         domains: rows(&domains, &st, now()),
     })
     .expect("serialises");
@@ -202,4 +205,61 @@ fn table_cells_from_the_state_file_are_escaped() {
     assert!(text.contains("a.example\\nFORGED (not managed)"), "{text}");
     assert!(text.contains("name\\x1b[2K\\u{202e}"), "{text}");
     assert!(text.contains("refused\\r\\nFORGED line"), "{text}");
+}
+
+#[test]
+fn the_recorded_condition_says_why_a_domain_is_not_up_to_date() {
+    let st = state(vec![
+        (
+            "a.example",
+            Some(deployment(30, Verification::Verified)),
+            None,
+        ),
+        (
+            "b.example",
+            Some(deployment(30, Verification::Pending)),
+            None,
+        ),
+        (
+            "c.example",
+            Some(deployment(30, Verification::Verified)),
+            Some(error("throttled")),
+        ),
+        (
+            "old.example",
+            Some(deployment(30, Verification::Verified)),
+            None,
+        ),
+    ]);
+    let domains = managed(&["a.example", "b.example", "c.example", "d.example"]);
+    let got: Vec<(&str, Condition)> = rows(&domains, &st, now())
+        .iter()
+        .map(|r| (r.domain, r.condition))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a.example", Condition::UpToDate),
+            ("b.example", Condition::Unverified),
+            ("c.example", Condition::Failed),
+            ("d.example", Condition::NeverDeployed),
+            ("old.example", Condition::NotManaged),
+        ]
+    );
+}
+
+#[test]
+fn expiring_is_less_than_a_third_of_the_lifetime_left() {
+    let t = now();
+    let day = time::Duration::days(1);
+    assert!(expiring(t - day * 61, t + day * 29, t));
+    assert!(!expiring(t - day * 59, t + day * 31, t));
+}
+
+#[test]
+fn a_long_error_stays_on_one_line_of_the_table() {
+    let long = "word ".repeat(100);
+    assert_eq!(one_line(&long).chars().count(), MAX_ERROR_CELL + 1);
+    assert!(one_line(&long).ends_with('…'));
+    assert_eq!(one_line("short"), "short");
 }
