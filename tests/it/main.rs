@@ -6,6 +6,7 @@ mod aliyun_client;
 mod check;
 mod daemon;
 mod deploy_hook;
+mod docs;
 mod emulate;
 mod files;
 mod harness;
