@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use certrotd::cmd::{self, Exit};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
 /// Keeps Alibaba Cloud CDN HTTPS certificates in step with the certificates an ACME client
 /// (certbot, acme.sh, lego, cert-manager) renews on disk.
@@ -52,6 +52,10 @@ enum Command {
     Emulate(EmulateCli),
     /// Show certrotd's whole job on a local emulator and a temporary certificate tree
     Demo,
+    /// Write a shell completion script to stdout (bash, zsh, fish, elvish, powershell)
+    Completions(cmd::docs::CompletionsArgs),
+    /// Write the man pages (certrotd.1, certrotd-<command>.1) into a folder
+    Man(cmd::docs::ManArgs),
 }
 
 /// `-c` for the commands that read the configuration.
@@ -87,6 +91,8 @@ fn main() -> ExitCode {
         Command::Run(c) => cmd::run::run(&config_path(&cli, c)),
         Command::Emulate(e) => cmd::emulate::run(&e.args),
         Command::Demo => cmd::demo::run(),
+        Command::Completions(args) => cmd::docs::completions(Cli::command(), args),
+        Command::Man(args) => cmd::docs::man(Cli::command(), args),
     };
     match result {
         Ok(exit) => ExitCode::from(exit.code()),

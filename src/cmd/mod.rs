@@ -41,6 +41,7 @@ use crate::reconcile::Verdict;
 
 pub mod check;
 pub mod demo;
+pub mod docs;
 pub mod emulate;
 pub(crate) mod handoff;
 pub mod run;

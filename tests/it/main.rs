@@ -7,6 +7,7 @@ mod check;
 mod cli;
 mod daemon;
 mod deploy_hook;
+mod docs;
 mod emulate;
 mod files;
 mod harness;
