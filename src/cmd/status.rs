@@ -88,7 +88,7 @@ pub(crate) fn rows<'a>(
                 deployed,
                 days_left: deployed.map(|d| (d.not_after - now).whole_days()),
                 expired: deployed.is_some_and(|d| d.not_after < now),
-                last_error: entry.and_then(|e| e.last_error.as_ref()),
+                last_error: entry.and_then(|e| e.last_error.as_deref()),
             }
         })
         .collect()
@@ -145,7 +145,7 @@ fn row_cells(row: &Row<'_>) -> Vec<String> {
     };
     vec![
         domain,
-        d.cert_name.clone(),
+        d.cert_name.to_string(),
         d.fingerprint.short(),
         validity,
         timestamp(d.deployed_at),

@@ -81,7 +81,7 @@ fn round_trip_through_the_file() {
 
     let a = &expected.domains["a.example.com"];
     let d = a.deployed.as_ref().unwrap();
-    assert_eq!((d.fingerprint, d.request_id.as_str()), (fp(1), "REQ-1"));
+    assert_eq!((d.fingerprint, &*d.request_id), (fp(1), "REQ-1"));
     assert_eq!(d.verification, Verification::Verified);
     assert_eq!(d.checked_at, Some(T0 + time::Duration::seconds(5)));
     assert_eq!(
