@@ -511,6 +511,12 @@ impl StateStore {
         }
     }
 
+    /// Frees the store connection's caches (pages, prepared statements), for an idle
+    /// daemon between passes; the next save reads back the few pages it appends to.
+    pub(crate) fn release_memory(&self) {
+        self.writer().release_memory();
+    }
+
     /// Writes what changed since the last save to the store, in one transaction (creating
     /// the store if there is none yet). On an error nothing of it is written and the
     /// in-memory state keeps everything: the next save writes it.

@@ -349,6 +349,7 @@ impl Reconciler for Service {
             let now = OffsetDateTime::now_utc();
             (report, store) = self.reconcile(store, ctx, now).await;
         }
+        store.release_memory();
         self.store = Some(store);
         report.outcome.failed |= !saved;
         release_freed_memory();

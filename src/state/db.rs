@@ -387,8 +387,10 @@ pub(super) struct Writer {
 
 #[derive(Debug)]
 struct Open {
-    conn: Connection,
-    /// `(dev, ino)` of the file the connection has open.
+    /// `None` between passes of an idle daemon ([`Writer::release_memory`]): reopened by
+    /// the next save that writes, on the same file.
+    conn: Option<Connection>,
+    /// `(dev, ino)` of the file the connection has (or had) open.
     id: (u64, u64),
 }
 
@@ -448,7 +450,20 @@ impl Writer {
         let Some(open) = self.open.as_mut() else {
             return Ok(());
         };
-        let tx = open.conn.transaction().map_err(io::Error::other)?;
+        if open.conn.is_none() {
+            let reopened = open_write(path).map_err(io::Error::other)?;
+            if reopened.id != open.id {
+                return Err(io::Error::other(
+                    "it was replaced by another file while certrotd had it open; certrotd \
+                     does not write over it: stop certrotd, move one of them aside",
+                ));
+            }
+            open.conn = reopened.conn;
+        }
+        let Some(conn) = open.conn.as_mut() else {
+            return Ok(());
+        };
+        let tx = conn.transaction().map_err(io::Error::other)?;
         let mut n = 0;
         for domain in &self.dirty {
             n += put_domain(&tx, domain, state.domains.get(domain)).map_err(io::Error::other)?;
@@ -481,12 +496,23 @@ impl Writer {
         Ok(())
     }
 
+    /// Closes the connection (its page cache, schema and statements; the next save that
+    /// writes reopens it on the same file). Closing the last connection checkpoints the
+    /// WAL into the store and removes its side files.
+    pub(super) fn release_memory(&mut self) {
+        if let Some(open) = self.open.as_mut()
+            && let Some(conn) = open.conn.take()
+            && let Err((_, e)) = conn.close()
+        {
+            tracing::debug!(error = %e, "the state store's connection did not close cleanly");
+        }
+    }
+
     /// `PRAGMA wal_checkpoint(TRUNCATE)`, for tests that measure writes.
     #[cfg(test)]
     pub(super) fn checkpoint(&self) {
-        if let Some(open) = &self.open {
-            open.conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        if let Some(conn) = self.open.as_ref().and_then(|o| o.conn.as_ref()) {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
                 .expect("checkpoint");
         }
     }
@@ -494,9 +520,8 @@ impl Writer {
     /// Makes every write statement fail (`PRAGMA query_only`), for tests of failed saves.
     #[cfg(test)]
     pub(super) fn set_query_only(&mut self, on: bool) {
-        if let Some(open) = &self.open {
-            open.conn
-                .pragma_update(None, "query_only", on)
+        if let Some(conn) = self.open.as_ref().and_then(|o| o.conn.as_ref()) {
+            conn.pragma_update(None, "query_only", on)
                 .expect("query_only is a settable pragma");
         }
     }
@@ -521,7 +546,7 @@ fn open_write(path: &Path) -> rusqlite::Result<Open> {
     migrate(&mut conn)?;
     let meta = fs::metadata(path).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
     Ok(Open {
-        conn,
+        conn: Some(conn),
         id: (meta.dev(), meta.ino()),
     })
 }
