@@ -29,6 +29,10 @@
 //! - Writes proportional to the change: the in-memory [`State`] is the model; the store
 //!   appends one record per domain a `note_*`/`record_*` call changed since the last save
 //!   and writes the `meta` rows whose JSON changed, nothing else.
+//! - Memory: a call's cert name and request id are one shared allocation for all its
+//!   domains (interned again when the store is read); an idle daemon closes the store's
+//!   connection after each pass ([`StateStore::release_memory`]), the next save that writes
+//!   reopens it after checking it is still the same file.
 //! - One writer per folder: [`StateStore`] holds an exclusive lock on `certrotd.lock`
 //!   (`flock`) for its whole life; the kernel releases it when the process dies. Readers
 //!   ([`load`], `certrotd status`) take no lock: they open the store read-only, which WAL
