@@ -591,6 +591,8 @@ fn a_released_connection_is_reopened_by_the_next_save() {
         !wal.exists(),
         "closing the connection checkpointed and removed the WAL"
     );
+    // `certrotd status` reads the store while the daemon idles.
+    assert!(load(dir.path()).unwrap().domains.contains_key("a"));
     s.record_deployed(&ds(&["b"]), &push(2, "R2")).unwrap();
     let back = load(dir.path()).unwrap();
     assert_eq!(back.domains.len(), 2);
