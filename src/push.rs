@@ -263,10 +263,11 @@ impl<E> Clone for Verification<E> {
 /// The end state of one domain after a run.
 #[derive(Debug)]
 pub enum Outcome<E> {
-    /// A call including this domain succeeded (through `target`).
+    /// A call including this domain succeeded (through `target`); the request id is shared
+    /// by the call's domains.
     Deployed {
         target: TargetIndex,
-        request_id: String,
+        request_id: Arc<str>,
         fingerprint: Fingerprint,
         verification: Verification<E>,
     },

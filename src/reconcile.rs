@@ -153,7 +153,7 @@ fn pending_calls(
             .get(domain)
             .and_then(|s| s.deployed.as_ref());
         if let Some(d) = deployed.filter(|d| d.verification == state::Verification::Pending) {
-            let key = (d.request_id.clone(), d.fingerprint);
+            let key = (d.request_id.to_string(), d.fingerprint);
             calls.entry(key).or_default().push(domain.clone());
         }
     }
@@ -349,6 +349,9 @@ impl Pass<'_> {
             return Passed { summary, store };
         }
         let jobs = jobs(&plan, &valid);
+        // The jobs carry what the calls need: the batches and the parsed lineages are not
+        // needed again, and held through the push they would double its memory.
+        drop((plan, valid));
         let executed = execute(executor, jobs, store, progress, halt).await;
         summary.add_report(&executed.report);
         summary.state_errors = executed

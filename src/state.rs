@@ -31,6 +31,10 @@
 //! - Writes proportional to the change: the in-memory [`State`] is the model; the store
 //!   appends one record per domain a `note_*`/`record_*` call changed since the last save
 //!   and writes the `meta` rows whose JSON changed, nothing else.
+//! - Memory: a call's cert name and request id are one shared allocation for all its
+//!   domains (interned again when the store is read); an idle daemon closes the store's
+//!   connection after each pass ([`StateStore::release_memory`]), the next save that writes
+//!   reopens it after checking it is still the same file.
 //! - One writer per folder: [`StateStore`] holds an exclusive lock on `certrotd.lock`
 //!   (`flock`) for its whole life; the kernel releases it when the process dies. Readers
 //!   ([`load`], `certrotd status`) take no lock: they open the store read-only, which WAL
@@ -61,7 +65,7 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -189,20 +193,23 @@ pub struct DomainState {
     #[serde(default)]
     pub deployed: Option<Deployment>,
     /// The last error for this domain; cleared by a later successful push or read-back.
+    /// Boxed: most domains have none, and the record is kept for every domain.
     #[serde(default)]
-    pub last_error: Option<LastError>,
+    pub last_error: Option<Box<LastError>>,
 }
 
-/// One accepted `BatchSetCdnDomainServerCertificate` for a domain.
+/// One accepted `BatchSetCdnDomainServerCertificate` for a domain. The texts of a call
+/// are shared by the domains it named (one allocation per call, not per domain; serialized
+/// as plain strings).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deployment {
     pub fingerprint: Fingerprint,
-    pub cert_name: String,
+    pub cert_name: Arc<str>,
     #[serde(with = "time::serde::rfc3339")]
     pub(crate) not_after: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub(crate) deployed_at: OffsetDateTime,
-    pub request_id: String,
+    pub request_id: Arc<str>,
     pub verification: Verification,
     /// When the read-back concluded (verified or failed).
     #[serde(default, with = "time::serde::rfc3339::option")]
@@ -402,14 +409,16 @@ impl StateStore {
     /// before it treats the record as kept (used to save a queue of events once).
     pub(crate) fn note_deployed(&mut self, domains: &[String], push: &Push<'_>) {
         self.touch(domains);
+        let cert_name: Arc<str> = scrub(push.cert_name).into();
+        let request_id: Arc<str> = scrub(push.request_id).into();
         for domain in domains {
             let entry = self.state.domains.entry(domain.clone()).or_default();
             entry.deployed = Some(Deployment {
                 fingerprint: push.fingerprint,
-                cert_name: scrub(push.cert_name),
+                cert_name: Arc::clone(&cert_name),
                 not_after: push.not_after,
                 deployed_at: push.at,
-                request_id: scrub(push.request_id),
+                request_id: Arc::clone(&request_id),
                 verification: Verification::Pending,
                 checked_at: None,
             });
@@ -541,14 +550,21 @@ impl StateStore {
 
     fn set_error(&mut self, domains: &[String], kind: &str, message: &str, at: OffsetDateTime) {
         self.touch(domains);
+        let error = LastError {
+            at,
+            kind: scrub(kind),
+            message: scrub(message),
+        };
         for domain in domains {
             let entry = self.state.domains.entry(domain.clone()).or_default();
-            entry.last_error = Some(LastError {
-                at,
-                kind: scrub(kind),
-                message: scrub(message),
-            });
+            entry.last_error = Some(Box::new(error.clone()));
         }
+    }
+
+    /// Frees the store connection's caches (pages, prepared statements), for an idle
+    /// daemon between passes; the next save reads back the few pages it appends to.
+    pub(crate) fn release_memory(&self) {
+        self.writer().release_memory();
     }
 
     /// Writes what changed since the last save to the store, in one transaction (creating

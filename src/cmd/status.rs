@@ -258,7 +258,7 @@ pub(crate) fn rows<'a>(
             let entry: Option<&DomainState> = state.domains.get(domain);
             let deployed = entry.and_then(|e| e.deployed.as_ref());
             let managed = managed_set.contains(domain);
-            let last_error = entry.and_then(|e| e.last_error.as_ref());
+            let last_error = entry.and_then(|e| e.last_error.as_deref());
             Row {
                 domain,
                 managed,
@@ -341,7 +341,7 @@ fn row_cells(row: &Row<'_>) -> Vec<String> {
     vec![
         domain,
         state,
-        d.cert_name.clone(),
+        d.cert_name.to_string(),
         d.fingerprint.short(),
         validity,
         timestamp(d.deployed_at),

@@ -182,6 +182,8 @@ pub(crate) async fn sync(
     let executor = Executor::new(target, Options::new(aliyun.max_attempts, aliyun.verify));
     let planned = pass.plan(&lineages, &mut NoHolds, store.state(), now);
     store.clear_stale_errors(&planned.plan.up_to_date);
+    // The plan holds the lineages it uses; the scan's copies are not needed again.
+    drop(lineages);
     let total = planned.plan.pending();
     let never = std::future::pending();
     let passed = pass

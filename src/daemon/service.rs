@@ -495,6 +495,7 @@ impl Service {
             let now = OffsetDateTime::now_utc();
             (report, store) = self.reconcile(store, ctx, now).await;
         }
+        store.release_memory();
         self.store = Some(store);
         report.outcome.failed |= !saved;
         self.complete &= saved && !self.unsaved;

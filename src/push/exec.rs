@@ -505,12 +505,13 @@ impl<'x, T: Target> Run<'x, T> {
         } else {
             Verification::NotChecked
         };
+        let shared: Arc<str> = request_id.as_str().into();
         for d in &work.domains {
             self.outcomes.insert(
                 d.clone(),
                 Outcome::Deployed {
                     target: work.lane,
-                    request_id: request_id.clone(),
+                    request_id: Arc::clone(&shared),
                     fingerprint: upload.fingerprint,
                     verification: verification.clone(),
                 },

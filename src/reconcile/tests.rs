@@ -211,7 +211,7 @@ fn events_are_recorded_and_saved_as_they_arrive() {
     assert_eq!(&on_disk, store.state());
     let get = |d: &str| on_disk.domains[d].clone();
     let a = get("a.example").deployed.expect("deployed");
-    assert_eq!((a.fingerprint, a.request_id.as_str()), (fp, "R1"));
+    assert_eq!((a.fingerprint, &*a.request_id), (fp, "R1"));
     assert_eq!(a.verification, Recorded::Verified);
     let c = get("c.example");
     assert_eq!(c.deployed.expect("deployed").verification, Recorded::Failed);

@@ -11,11 +11,12 @@
 //! bytes of its rows (a B-tree keyed by domain would rewrite one page per changed domain);
 //! the log is compacted at open once it holds more than twice the live domains.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, Row, Transaction, params};
 use time::OffsetDateTime;
@@ -198,6 +199,7 @@ fn read_all(conn: &Connection, path: &Path) -> Result<(State, u64), StateError> 
     let mut stmt = conn.prepare(SELECT).map_err(sql_error)?;
     let mut rows = stmt.query([]).map_err(sql_error)?;
     let mut records = 0;
+    let mut texts = Interner::default();
     while let Some(row) = rows.next().map_err(sql_error)? {
         records += 1;
         let removed: bool = row.get(11).map_err(sql_error)?;
@@ -208,7 +210,7 @@ fn read_all(conn: &Connection, path: &Path) -> Result<(State, u64), StateError> 
             continue;
         }
         let entry = raw
-            .into_state()
+            .into_state(&mut texts)
             .map_err(|detail| corrupt(path, format!("the row of {domain:?}: {detail}")))?;
         state.domains.insert(domain, entry);
     }
@@ -238,6 +240,22 @@ fn read_meta(conn: &Connection, path: &Path) -> Result<State, StateError> {
     );
     serde_json::from_value(serde_json::Value::Object(map))
         .map_err(|e| corrupt(path, format!("the meta rows: {e}")))
+}
+
+/// One shared copy of each cert name and request id read: the domains of one call share
+/// them, as they did when the call was recorded.
+#[derive(Default)]
+struct Interner(HashSet<Arc<str>>);
+
+impl Interner {
+    fn get(&mut self, text: String) -> Arc<str> {
+        if let Some(shared) = self.0.get(text.as_str()) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = text.into();
+        self.0.insert(Arc::clone(&shared));
+        shared
+    }
 }
 
 /// One `domains` row as stored.
@@ -273,16 +291,16 @@ impl RawRow {
     }
 
     /// A deployment when `fingerprint` is set, an error when `error_kind` is.
-    fn into_state(self) -> Result<DomainState, String> {
+    fn into_state(self, texts: &mut Interner) -> Result<DomainState, String> {
         let deployed = match self.fingerprint {
             None => None,
             Some(fp) => Some(Deployment {
                 fingerprint: Fingerprint::from_hex(&fp)
                     .ok_or("fingerprint is not 64 hex digits")?,
-                cert_name: required(self.cert_name, "cert_name")?,
+                cert_name: texts.get(required(self.cert_name, "cert_name")?),
                 not_after: time_of(&required(self.not_after, "not_after")?, "not_after")?,
                 deployed_at: time_of(&required(self.deployed_at, "deployed_at")?, "deployed_at")?,
-                request_id: required(self.request_id, "request_id")?,
+                request_id: texts.get(required(self.request_id, "request_id")?),
                 verification: verification_of(&required(self.verification, "verification")?)?,
                 checked_at: self
                     .checked_at
@@ -292,11 +310,11 @@ impl RawRow {
         };
         let last_error = match self.error_kind {
             None => None,
-            Some(kind) => Some(LastError {
+            Some(kind) => Some(Box::new(LastError {
                 kind,
                 message: required(self.error_message, "error_message")?,
                 at: time_of(&required(self.error_at, "error_at")?, "error_at")?,
-            }),
+            })),
         };
         Ok(DomainState {
             deployed,
@@ -369,8 +387,10 @@ pub(super) struct Writer {
 
 #[derive(Debug)]
 struct Open {
-    conn: Connection,
-    /// `(dev, ino)` of the file the connection has open.
+    /// `None` between passes of an idle daemon ([`Writer::release_memory`]): reopened by
+    /// the next save that writes, on the same file.
+    conn: Option<Connection>,
+    /// `(dev, ino)` of the file the connection has (or had) open.
     id: (u64, u64),
 }
 
@@ -430,7 +450,20 @@ impl Writer {
         let Some(open) = self.open.as_mut() else {
             return Ok(());
         };
-        let tx = open.conn.transaction().map_err(io::Error::other)?;
+        if open.conn.is_none() {
+            let reopened = open_write(path).map_err(io::Error::other)?;
+            if reopened.id != open.id {
+                return Err(io::Error::other(
+                    "it was replaced by another file while certrotd had it open; certrotd \
+                     does not write over it: stop certrotd, move one of them aside",
+                ));
+            }
+            open.conn = reopened.conn;
+        }
+        let Some(conn) = open.conn.as_mut() else {
+            return Ok(());
+        };
+        let tx = conn.transaction().map_err(io::Error::other)?;
         let mut n = 0;
         for domain in &self.dirty {
             n += put_domain(&tx, domain, state.domains.get(domain)).map_err(io::Error::other)?;
@@ -463,12 +496,23 @@ impl Writer {
         Ok(())
     }
 
+    /// Closes the connection (its page cache, schema and statements; the next save that
+    /// writes reopens it on the same file). Closing the last connection checkpoints the
+    /// WAL into the store and removes its side files.
+    pub(super) fn release_memory(&mut self) {
+        if let Some(open) = self.open.as_mut()
+            && let Some(conn) = open.conn.take()
+            && let Err((_, e)) = conn.close()
+        {
+            tracing::debug!(error = %e, "the state store's connection did not close cleanly");
+        }
+    }
+
     /// `PRAGMA wal_checkpoint(TRUNCATE)`, for tests that measure writes.
     #[cfg(test)]
     pub(super) fn checkpoint(&self) {
-        if let Some(open) = &self.open {
-            open.conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        if let Some(conn) = self.open.as_ref().and_then(|o| o.conn.as_ref()) {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
                 .expect("checkpoint");
         }
     }
@@ -476,9 +520,8 @@ impl Writer {
     /// Makes every write statement fail (`PRAGMA query_only`), for tests of failed saves.
     #[cfg(test)]
     pub(super) fn set_query_only(&mut self, on: bool) {
-        if let Some(open) = &self.open {
-            open.conn
-                .pragma_update(None, "query_only", on)
+        if let Some(conn) = self.open.as_ref().and_then(|o| o.conn.as_ref()) {
+            conn.pragma_update(None, "query_only", on)
                 .expect("query_only is a settable pragma");
         }
     }
@@ -503,7 +546,7 @@ fn open_write(path: &Path) -> rusqlite::Result<Open> {
     migrate(&mut conn)?;
     let meta = fs::metadata(path).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
     Ok(Open {
-        conn,
+        conn: Some(conn),
         id: (meta.dev(), meta.ino()),
     })
 }
@@ -609,10 +652,10 @@ fn put_domain(
     tx.prepare_cached(APPEND)?.execute(params![
         domain,
         d.map(|d| d.fingerprint.hex()),
-        d.map(|d| d.cert_name.as_str()),
+        d.map(|d| &*d.cert_name),
         time(d.map(|d| d.not_after))?,
         time(d.map(|d| d.deployed_at))?,
-        d.map(|d| d.request_id.as_str()),
+        d.map(|d| &*d.request_id),
         d.map(|d| verification_label(d.verification)),
         time(d.and_then(|d| d.checked_at))?,
         e.map(|e| e.kind.as_str()),

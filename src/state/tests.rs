@@ -81,7 +81,7 @@ fn round_trip_through_the_file() {
 
     let a = &expected.domains["a.example.com"];
     let d = a.deployed.as_ref().unwrap();
-    assert_eq!((d.fingerprint, d.request_id.as_str()), (fp(1), "REQ-1"));
+    assert_eq!((d.fingerprint, &*d.request_id), (fp(1), "REQ-1"));
     assert_eq!(d.verification, Verification::Verified);
     assert_eq!(d.checked_at, Some(T0 + time::Duration::seconds(5)));
     assert_eq!(
@@ -577,6 +577,76 @@ fn a_store_replaced_under_a_running_process_is_not_written_over() {
         "{err}"
     );
     assert_eq!(fs::read(&path).unwrap(), b"someone else's");
+}
+
+#[test]
+fn a_released_connection_is_reopened_by_the_next_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = StateStore::open(dir.path()).unwrap();
+    s.record_deployed(&ds(&["a"]), &push(1, "R1")).unwrap();
+    let [wal, _] = db::side_files(s.path());
+    assert!(wal.exists(), "the open connection has a WAL");
+    s.release_memory();
+    assert!(
+        !wal.exists(),
+        "closing the connection checkpointed and removed the WAL"
+    );
+    // `certrotd status` reads the store while the daemon idles.
+    assert!(load(dir.path()).unwrap().domains.contains_key("a"));
+    s.record_deployed(&ds(&["b"]), &push(2, "R2")).unwrap();
+    let back = load(dir.path()).unwrap();
+    assert_eq!(back.domains.len(), 2);
+    assert_eq!(
+        &*back.domains["b"].deployed.as_ref().unwrap().request_id,
+        "R2"
+    );
+}
+
+#[test]
+fn a_store_replaced_while_its_connection_is_released_is_not_written_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = StateStore::open(dir.path()).unwrap();
+    s.record_deployed(&ds(&["a"]), &push(1, "R1")).unwrap();
+    s.release_memory();
+    let path = dir.path().join(STATE_FILE);
+    fs::rename(&path, dir.path().join("aside.db")).unwrap();
+    fs::write(&path, b"someone else's").unwrap();
+    let err = s.record_deployed(&ds(&["b"]), &push(1, "R2")).unwrap_err();
+    assert_eq!(err.kind(), "state-write");
+    assert!(
+        err.to_string().contains("replaced by another file"),
+        "{err}"
+    );
+    assert_eq!(fs::read(&path).unwrap(), b"someone else's");
+}
+
+#[test]
+fn the_domains_of_one_call_share_its_texts_in_memory_and_after_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = StateStore::open(dir.path()).unwrap();
+    s.record_deployed(&ds(&["a", "b"]), &push(1, "R1")).unwrap();
+    s.record_deployed(&ds(&["c"]), &push(2, "R2")).unwrap();
+    let shared = |st: &State, x: &str, y: &str| {
+        let (x, y) = (
+            st.domains[x].deployed.as_ref().unwrap(),
+            st.domains[y].deployed.as_ref().unwrap(),
+        );
+        Arc::ptr_eq(&x.request_id, &y.request_id) && Arc::ptr_eq(&x.cert_name, &y.cert_name)
+    };
+    assert!(shared(s.state(), "a", "b"));
+    assert!(!shared(s.state(), "a", "c"));
+    drop(s);
+    let back = StateStore::open(dir.path()).unwrap();
+    assert!(shared(back.state(), "a", "b"));
+    assert!(!shared(back.state(), "a", "c"));
+    assert_eq!(
+        &*back.state().domains["c"]
+            .deployed
+            .as_ref()
+            .unwrap()
+            .request_id,
+        "R2"
+    );
 }
 
 #[test]

@@ -508,7 +508,7 @@ async fn sigkill_at_any_point_then_rerun_converges() {
             let ids: BTreeSet<String> = st
                 .domains
                 .values()
-                .filter_map(|d| Some(d.deployed.as_ref()?.request_id.clone()))
+                .filter_map(|d| Some(d.deployed.as_ref()?.request_id.to_string()))
                 .collect();
             (st.domains.len(), ids)
         } else {
@@ -727,7 +727,7 @@ async fn status_shows_what_sync_recorded_even_while_locked() {
         .as_ref()
         .expect("deployed")
         .cert_name
-        .clone();
+        .to_string();
     // never.example.net is managed but never deployed: status exits 1 for it.
     let out = w.run(&["status"]).await;
     out.expect_status(1);

@@ -44,7 +44,7 @@ fn state(entries: Vec<(&str, Option<Deployment>, Option<LastError>)>) -> State {
                 d.to_string(),
                 DomainState {
                     deployed,
-                    last_error,
+                    last_error: last_error.map(Box::new),
                 },
             )
         })
