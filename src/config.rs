@@ -14,6 +14,7 @@
 //! resolved against the folder holding the file. Warnings (valid but unwise settings) are
 //! returned as values in [`Loaded`]; this module prints and logs nothing.
 
+mod dcdn;
 mod domain;
 mod endpoint;
 mod files;
@@ -41,6 +42,8 @@ pub(crate) struct Settings {
     pub(crate) watch: WatchSettings,
     pub(crate) state: StateSettings,
     pub(crate) cdn: CdnSettings,
+    /// `[dcdn]`: DCDN domains (none when the section is absent).
+    pub(crate) dcdn: DcdnSettings,
 }
 
 /// Which CDN call deploys certificates (`[aliyun] api`).
@@ -116,6 +119,51 @@ pub(crate) struct CdnSettings {
     /// Managed domains from `domains` and `domains_file`, lowercased, deduplicated, sorted.
     pub(crate) domains: Vec<String>,
     pub(crate) domains_file: Option<PathBuf>,
+}
+
+/// `[dcdn]`: the DCDN API's endpoint and the managed DCDN domains (same rules as `[cdn]`;
+/// never a domain `[cdn]` also lists).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct DcdnSettings {
+    pub(crate) endpoint: String,
+    /// Lowercased, deduplicated, sorted.
+    pub(crate) domains: Vec<String>,
+    pub(crate) domains_file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Every managed domain with its product, sorted by domain.
+    pub(crate) fn managed(&self) -> Vec<(String, Product)> {
+        let cdn = self.cdn.domains.iter().map(|d| (d.clone(), Product::Cdn));
+        let dcdn = self.dcdn.domains.iter().map(|d| (d.clone(), Product::Dcdn));
+        let mut all: Vec<(String, Product)> = cdn.chain(dcdn).collect();
+        all.sort();
+        all
+    }
+
+    /// Every managed domain, sorted (both products).
+    pub(crate) fn all_domains(&self) -> Vec<String> {
+        self.managed().into_iter().map(|(d, _)| d).collect()
+    }
+}
+
+/// The Alibaba product a managed domain belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Product {
+    /// CDN (`[cdn]`, `cdn.aliyuncs.com`, Version 2018-05-10).
+    Cdn,
+    /// DCDN / Edge Security Acceleration (`[dcdn]`, `dcdn.aliyuncs.com`, 2018-01-15).
+    Dcdn,
+}
+
+impl Product {
+    /// `cdn` or `dcdn`: the label in `check`, `status` and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Product::Cdn => "cdn",
+            Product::Dcdn => "dcdn",
+        }
+    }
 }
 
 /// A successfully loaded configuration and the warnings it deserves.

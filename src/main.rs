@@ -24,8 +24,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Validate the configuration and every certificate lineage (no network)
-    Check,
+    /// Validate the configuration and every certificate lineage (no network; with
+    /// --online, also one read-only look at the account)
+    Check(cmd::check::CheckArgs),
     /// One reconciliation pass: scan, validate, plan, push, record
     Sync(cmd::sync::SyncArgs),
     /// Show the deployed state (no network)
@@ -33,7 +34,7 @@ enum Command {
     /// Run as a daemon: watch the certificate folders and keep the CDN in step
     Run,
     /// Run a local emulator of the CDN certificate API
-    Emulate(EmulateCli),
+    Emulate(Box<EmulateCli>),
     /// Show certrotd's whole job on a local emulator and a temporary certificate tree
     Demo,
 }
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
     cmd::init_logging(cli.log_format);
     let config = config_path(&cli);
     let result = match &cli.command {
-        Command::Check => cmd::check::run(&config),
+        Command::Check(args) => cmd::check::run(&config, args),
         Command::Sync(args) => cmd::sync::run(&config, args),
         Command::Status(args) => cmd::status::run(&config, args),
         Command::Run => cmd::run::run(&config),

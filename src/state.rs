@@ -127,6 +127,10 @@ pub struct State {
     pub(crate) version: u32,
     #[serde(default)]
     pub domains: BTreeMap<String, DomainState>,
+    /// The CDN batch call answered that it does not exist: later runs start on the
+    /// per-domain call (see `aliyun::fallback`). Absent while the batch call works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_gone: Option<BatchGone>,
 }
 
 impl Default for State {
@@ -134,8 +138,18 @@ impl Default for State {
         State {
             version: STATE_VERSION,
             domains: BTreeMap::new(),
+            batch_gone: None,
         }
     }
+}
+
+/// When the CDN batch call was last tried and found gone, and a digest of the `[aliyun]`
+/// settings then in force (a change of them allows one new try a day).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchGone {
+    #[serde(with = "time::serde::rfc3339")]
+    pub(crate) probed_at: OffsetDateTime,
+    pub(crate) config_digest: String,
 }
 
 /// What is known about one CDN domain.
@@ -296,6 +310,15 @@ impl StateStore {
 
     pub(crate) fn state(&self) -> &State {
         &self.state
+    }
+
+    /// Records (or with `None` clears) that the CDN batch call is gone, and saves.
+    pub(crate) fn record_batch_gone(&mut self, gone: Option<BatchGone>) -> Result<(), StateError> {
+        if self.state.batch_gone == gone {
+            return Ok(());
+        }
+        self.state.batch_gone = gone;
+        self.save()
     }
 
     /// The state file's path.

@@ -1,22 +1,42 @@
-//! The CDN as a [`Target`] of the executor, in one of two ways chosen by `[aliyun] api`:
+//! The CDN and DCDN as [`Target`]s of the executor. The CDN in one of two ways chosen by
+//! `[aliyun] api` (and the batch call's fallback, [`super::fallback`]):
 //! `BatchSetCdnDomainServerCertificate` (`cdn-batch`: up to `max_domains_per_call` domains a
 //! call at `requests_per_second`) or `SetCdnDomainSSLCertificate` (`cdn-per-domain`: one
 //! domain a call at `per_domain_requests_per_second`); both read back with
-//! `DescribeDomainCertificateInfo` at `read_requests_per_second`. And [`Failure`] for
-//! [`ApiError`], shared by both ways.
+//! `DescribeDomainCertificateInfo` at `read_requests_per_second`. DCDN (`[dcdn]`) in one way:
+//! `SetDcdnDomainSSLCertificate` (`dcdn-per-domain`), read back with
+//! `DescribeDcdnDomainCertificateInfo`, with the per-domain limits on its own limiters.
+//! [`connect_all`] builds the three targets of one executor ([`CDN_BATCH`] falling back to
+//! [`CDN_PER_DOMAIN`]; [`DCDN`]) and [`routes`] says which one each managed domain's jobs
+//! go to. And [`Failure`] for [`ApiError`], shared by every way.
 //!
 //! Owns the mapping from the client's error classes to the executor's handling (including
 //! the limit a size refusal names), and the target's limits from the `[aliyun]` settings;
 //! every call here is one client call, so one freshly signed attempt.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use super::credentials::{self, CredentialsError, Environment};
+use super::fallback::{self, Start};
 use super::{ApiError, BatchSetRequest, Class, Client, ClientError, SetSslRequest};
 use crate::cert::Fingerprint;
-use crate::config::{AliyunSettings, Api};
-use crate::push::{Deploy, Failure, Handling, Limits, RATE_WINDOW, Rate, Target};
+use crate::config::{AliyunSettings, Api, Product, Settings};
+use crate::push::{
+    Deploy, Failure, Handling, Limits, Options, RATE_WINDOW, Rate, Target, TargetIndex, TargetSpec,
+};
+use crate::state::{State, StateStore};
+
+/// The executor's targets as [`connect_all`] builds them (indices into its list).
+pub(crate) const CDN_BATCH: TargetIndex = 0;
+pub(crate) const CDN_PER_DOMAIN: TargetIndex = 1;
+pub(crate) const DCDN: TargetIndex = 2;
 
 impl Failure for ApiError {
     fn handling(&self) -> Handling<'_> {
+        if self.action_gone() {
+            return Handling::Gone;
+        }
         match self.class() {
             Class::Retryable => Handling::Retry {
                 after: self.retry_after(),
@@ -94,14 +114,15 @@ impl ConnectError {
     }
 }
 
-/// The CDN API through [`Client`], deploying with the call `api` names; the batch call
-/// sends `Region` when the configuration names one (the per-domain call has none).
+/// The CDN (or DCDN) API through [`Client`], deploying with the call `api` names; the batch
+/// call sends `Region` when the configuration names one (the per-domain call has none).
 #[derive(Debug, Clone)]
 pub struct AliyunCdn {
     client: Client,
     region: Option<String>,
     limits: Limits,
     api: Api,
+    product: Product,
 }
 
 impl AliyunCdn {
@@ -112,6 +133,7 @@ impl AliyunCdn {
             region,
             limits,
             api: Api::Batch,
+            product: Product::Cdn,
         }
     }
 
@@ -122,19 +144,25 @@ impl AliyunCdn {
             region: None,
             limits,
             api: Api::PerDomain,
+            product: Product::Cdn,
         }
     }
 
-    /// The credential chain (from the process environment) and the client for these
-    /// settings: the target `settings.api` chooses, with its [`limits`].
-    pub(crate) fn connect(settings: &AliyunSettings) -> Result<AliyunCdn, ConnectError> {
-        let creds = credentials::load(settings, &Environment::from_process())?;
-        tracing::info!(source = creds.source(), "using Alibaba Cloud credentials");
-        let client = Client::new(settings, creds)?;
-        Ok(match settings.api {
-            Api::Batch => AliyunCdn::new(client, settings.region.clone(), limits(settings)),
-            Api::PerDomain => AliyunCdn::per_domain(client, limits(settings)),
-        })
+    /// The DCDN target (`dcdn-per-domain`): `client` is made to speak the DCDN API (its
+    /// endpoint must be DCDN's); `limits.domains_per_call` should be 1.
+    pub fn dcdn(client: Client, limits: Limits) -> AliyunCdn {
+        AliyunCdn {
+            client: client.for_product(Product::Dcdn),
+            region: None,
+            limits,
+            api: Api::PerDomain,
+            product: Product::Dcdn,
+        }
+    }
+
+    /// The client this target calls through (read-only checks share it).
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
     }
 
     /// The same API with other limits (the daemon spaces its write starts).
@@ -165,14 +193,15 @@ impl Target for AliyunCdn {
     type Error = ApiError;
 
     fn name(&self) -> &'static str {
-        match self.api {
-            Api::Batch => "cdn-batch",
-            Api::PerDomain => "cdn-per-domain",
+        match (self.product, self.api) {
+            (Product::Cdn, Api::Batch) => "cdn-batch",
+            (Product::Cdn, Api::PerDomain) => "cdn-per-domain",
+            (Product::Dcdn, _) => "dcdn-per-domain",
         }
     }
 
     fn product(&self) -> &'static str {
-        "cdn"
+        self.product.label()
     }
 
     fn limits(&self) -> Limits {
@@ -197,6 +226,99 @@ impl Target for AliyunCdn {
         let served = self.client.describe_domain_certificate(domain).await?;
         Ok(served.and_then(|s| s.leaf_fingerprint()))
     }
+}
+
+/// The three targets of one executor, in index order ([`CDN_BATCH`], [`CDN_PER_DOMAIN`],
+/// [`DCDN`]): one credential chain, a CDN client on `[aliyun] endpoint` and a DCDN client on
+/// `[dcdn] endpoint`, each target with its own limits (so its own limiters).
+pub(crate) fn connect_all(settings: &Settings) -> Result<[AliyunCdn; 3], ConnectError> {
+    let a = &settings.aliyun;
+    let creds = credentials::load(a, &Environment::from_process())?;
+    tracing::info!(source = creds.source(), "using Alibaba Cloud credentials");
+    let cdn = Client::new(a, creds.clone())?;
+    let dcdn_settings = AliyunSettings {
+        endpoint: settings.dcdn.endpoint.clone(),
+        ..a.clone()
+    };
+    let dcdn = Client::new(&dcdn_settings, creds)?;
+    Ok([
+        AliyunCdn::new(cdn.clone(), a.region.clone(), batch_limits(a)),
+        AliyunCdn::per_domain(cdn, per_domain_limits(a)),
+        AliyunCdn::dcdn(dcdn, per_domain_limits(a)),
+    ])
+}
+
+/// The executor's target list for [`connect_all`]'s targets: the batch call falls back to
+/// the per-domain call.
+pub(crate) fn specs(targets: [AliyunCdn; 3]) -> Vec<TargetSpec<AliyunCdn>> {
+    targets
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| TargetSpec {
+            target: Arc::new(t),
+            fallback: (i == CDN_BATCH).then_some(CDN_PER_DOMAIN),
+        })
+        .collect()
+}
+
+/// An executor over [`connect_all`]'s targets.
+pub(crate) fn executor(
+    targets: [AliyunCdn; 3],
+    options: Options,
+) -> crate::push::Executor<AliyunCdn> {
+    crate::push::Executor::with_targets(specs(targets), options)
+}
+
+/// The target each managed domain's jobs go to: CDN domains to the call the run starts on,
+/// DCDN domains to [`DCDN`].
+pub(crate) fn routes(settings: &Settings, start: Start) -> BTreeMap<String, TargetIndex> {
+    let cdn = match start {
+        Start::Batch => CDN_BATCH,
+        Start::PerDomain => CDN_PER_DOMAIN,
+    };
+    settings
+        .managed()
+        .into_iter()
+        .map(|(d, p)| {
+            let t = match p {
+                Product::Cdn => cdn,
+                Product::Dcdn => DCDN,
+            };
+            (d, t)
+        })
+        .collect()
+}
+
+/// After a pass that started on `start`: records in `store` what the batch call's fate
+/// says ([`fallback::after_run`]) — `gone`: the batch target answered that its call does not
+/// exist; `batch_worked`: it deployed something — and logs the switch warning once, when the
+/// batch call is newly found gone. A save error is logged (the next save writes it).
+pub(crate) fn settle_fallback(
+    store: &mut StateStore,
+    settings: &AliyunSettings,
+    start: Start,
+    gone: bool,
+    batch_worked: bool,
+) {
+    let now = time::OffsetDateTime::now_utc();
+    let digest = fallback::digest(settings);
+    let before = store.state().batch_gone.clone();
+    let after = fallback::after_run(start, before.as_ref(), gone, batch_worked, &digest, now);
+    if gone && start == Start::Batch {
+        tracing::warn!("{}", fallback::switch_warning());
+    } else if before.is_some() && after.is_none() {
+        tracing::info!("the CDN batch call works again; later runs start on it");
+    }
+    if let Err(e) = store.record_batch_gone(after) {
+        tracing::error!(kind = e.kind(), "{e}");
+    }
+}
+
+/// The call a run starts on, from the configuration and the state's record.
+pub(crate) fn start_for(settings: &AliyunSettings, state: &State, force: bool) -> Start {
+    let digest = fallback::digest(settings);
+    let now = time::OffsetDateTime::now_utc();
+    fallback::start(settings.api, state.batch_gone.as_ref(), &digest, force, now)
 }
 
 #[cfg(test)]

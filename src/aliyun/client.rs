@@ -43,18 +43,15 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::credentials::Credentials;
+use super::dcdn::{self, Actions};
 use super::error::{
     ApiError, Class, ResponseMeta, describe_offset, parse_http_date, parse_retry_after,
 };
 use super::sign;
 use crate::cert::{Fingerprint, PrivateKey};
-use crate::config::{AliyunSettings, Signature};
+use crate::config::{AliyunSettings, Product, Signature};
 use crate::untrusted;
 
-pub(crate) const ACTION_BATCH_SET: &str = "BatchSetCdnDomainServerCertificate";
-pub(crate) const ACTION_SET_SSL: &str = "SetCdnDomainSSLCertificate";
-pub(crate) const ACTION_DESCRIBE_CERT: &str = "DescribeDomainCertificateInfo";
-pub(crate) const ACTION_USER_DOMAINS: &str = "DescribeUserDomains";
 /// Largest page `DescribeUserDomains` serves.
 pub(crate) const MAX_PAGE_SIZE: u64 = 500;
 /// Largest response body read (a page of 500 domains or a long chain is far below this).
@@ -278,6 +275,8 @@ pub struct Client {
     credentials: Arc<Credentials>,
     clock: WallClock,
     signature: Signature,
+    /// The product's version and action names (CDN unless [`Client::for_product`]).
+    actions: Actions,
 }
 
 /// One attempt's signed request: the form body and the headers the signature adds (none
@@ -330,7 +329,15 @@ impl Client {
             credentials: Arc::new(credentials),
             clock: Arc::new(OffsetDateTime::now_utc),
             signature: settings.signature,
+            actions: dcdn::CDN,
         })
+    }
+
+    /// The same client speaking `product`'s API (its version and action names); the
+    /// endpoint stays the one it was built for.
+    pub(crate) fn for_product(mut self, product: Product) -> Client {
+        self.actions = dcdn::actions(product);
+        self
     }
 
     /// Replaces the wall clock that stamps `Timestamp` (tests of clock skew).
@@ -341,10 +348,9 @@ impl Client {
 
     /// One `BatchSetCdnDomainServerCertificate` attempt; returns the `RequestId`.
     pub async fn batch_set(&self, req: &BatchSetRequest<'_>) -> Result<String, ApiError> {
-        let reply = self
-            .call(ACTION_BATCH_SET, req.params(), req.domains)
-            .await?;
-        let parsed: SetReply = decode(ACTION_BATCH_SET, &reply)?;
+        let action = self.actions.batch_set;
+        let reply = self.call(action, req.params(), req.domains).await?;
+        let parsed: SetReply = decode(action, &reply)?;
         // Untrusted: it goes on to the log, the state file and `status`.
         Ok(untrusted::request_id(&parsed.request_id))
     }
@@ -352,8 +358,9 @@ impl Client {
     /// One `SetCdnDomainSSLCertificate` attempt; returns the `RequestId`.
     pub async fn set_domain_ssl(&self, req: &SetSslRequest<'_>) -> Result<String, ApiError> {
         let domains = [req.domain.to_string()];
-        let reply = self.call(ACTION_SET_SSL, req.params(), &domains).await?;
-        let parsed: SetReply = decode(ACTION_SET_SSL, &reply)?;
+        let action = self.actions.set_ssl;
+        let reply = self.call(action, req.params(), &domains).await?;
+        let parsed: SetReply = decode(action, &reply)?;
         // Untrusted: it goes on to the log, the state file and `status`.
         Ok(untrusted::request_id(&parsed.request_id))
     }
@@ -365,10 +372,11 @@ impl Client {
         domain: &str,
     ) -> Result<Option<ServedCert>, ApiError> {
         let req = DescribeCertRequest { domain };
+        let action = self.actions.describe_cert;
         let reply = self
-            .call(ACTION_DESCRIBE_CERT, req.params(), &[domain.to_string()])
+            .call(action, req.params(), &[domain.to_string()])
             .await?;
-        let parsed: CertReply = decode(ACTION_DESCRIBE_CERT, &reply)?;
+        let parsed: CertReply = decode(action, &reply)?;
         Ok(served_for(domain, parsed))
     }
 
@@ -377,8 +385,9 @@ impl Client {
         &self,
         req: UserDomainsRequest,
     ) -> Result<DomainsPage, ApiError> {
-        let reply = self.call(ACTION_USER_DOMAINS, req.params(), &[]).await?;
-        let parsed: PageReply = decode(ACTION_USER_DOMAINS, &reply)?;
+        let action = self.actions.user_domains;
+        let reply = self.call(action, req.params(), &[]).await?;
+        let parsed: PageReply = decode(action, &reply)?;
         Ok(parsed.into_page(req))
     }
 
@@ -477,6 +486,11 @@ impl Client {
             &new_nonce(),
             token,
         ));
+        for (name, value) in params.iter_mut() {
+            if name == "Version" {
+                self.actions.version.clone_into(value);
+            }
+        }
         params.push(("Action".to_string(), action.to_string()));
         params.extend(action_params.iter().cloned());
         let signature = sign::sign("POST", creds.secret().expose(), &params);
@@ -497,7 +511,7 @@ impl Client {
             query: &[],
             body: body.as_bytes(),
             action,
-            version: sign::API_VERSION,
+            version: self.actions.version,
             date: (self.clock)(),
             nonce: &nonce,
         };
@@ -734,6 +748,12 @@ struct CertInfo {
     server_certificate_status: Option<String>,
     #[serde(default)]
     server_certificate: Option<String>,
+    /// DCDN's name for `ServerCertificateStatus`.
+    #[serde(rename = "SSLProtocol", default)]
+    ssl_protocol: Option<String>,
+    /// DCDN's name for `ServerCertificate`.
+    #[serde(rename = "SSLPub", default)]
+    ssl_pub: Option<String>,
     #[serde(default)]
     cert_expire_time: Option<String>,
     #[serde(default)]
@@ -750,8 +770,11 @@ fn served_for(domain: &str, reply: CertReply) -> Option<ServedCert> {
             .as_deref()
             .is_some_and(|d| d.trim().eq_ignore_ascii_case(domain.trim()))
     })?;
-    let status = info.server_certificate_status.unwrap_or_default();
-    let pem = info.server_certificate.unwrap_or_default();
+    let status = info
+        .server_certificate_status
+        .or(info.ssl_protocol)
+        .unwrap_or_default();
+    let pem = info.server_certificate.or(info.ssl_pub).unwrap_or_default();
     if status.eq_ignore_ascii_case("off") || (status.is_empty() && pem.trim().is_empty()) {
         return None;
     }
@@ -797,7 +820,8 @@ struct PageDomain {
     domain_name: String,
     #[serde(default)]
     domain_status: Option<String>,
-    #[serde(default)]
+    /// `SslProtocol` (CDN) or `SSLProtocol` (DCDN).
+    #[serde(default, alias = "SSLProtocol")]
     ssl_protocol: Option<String>,
 }
 

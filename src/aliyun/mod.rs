@@ -12,7 +12,9 @@
 pub mod cdn;
 pub mod client;
 pub mod credentials;
+pub(crate) mod dcdn;
 pub mod error;
+pub(crate) mod fallback;
 pub mod sign;
 
 pub use cdn::AliyunCdn;

@@ -1,6 +1,8 @@
 //! `certrotd demo`: certrotd's whole job with no configuration and no network. Starts the
 //! emulator on a free loopback port, lays out a temporary certbot-style tree with freshly
-//! issued certificates, syncs, renews one certificate the way certbot does (new files in
+//! issued certificates, syncs (the emulator answers like an account whose batch call Alibaba
+//! has retired, so the first sync shows certrotd falling back to the per-domain call by
+//! itself), renews one certificate the way certbot does (new files in
 //! `archive/`, then each `live/` link re-pointed), syncs again, and prints each step. The
 //! temporary folder is removed at the end, whatever happens.
 
@@ -52,11 +54,11 @@ pub fn run() -> CmdResult {
 }
 
 async fn demo(dir: &Path) -> CmdResult {
-    let emulator = Emulator::start(
-        "127.0.0.1:0".parse()?,
-        EmulatorConfig::with_domains(DOMAINS),
-    )
-    .await?;
+    let config = EmulatorConfig {
+        batch_gone: true,
+        ..EmulatorConfig::with_domains(DOMAINS)
+    };
+    let emulator = Emulator::start("127.0.0.1:0".parse()?, config).await?;
     let result = steps(dir, &emulator).await;
     emulator.shutdown().await;
     result
@@ -70,6 +72,10 @@ async fn steps(dir: &Path, emulator: &Emulator) -> CmdResult {
         DOMAINS.len(),
         DOMAINS.join(" ")
     ));
+    say(
+        "      it answers the batch call as Alibaba will once it is retired (404 InvalidAction.NotFound), \
+         so watch certrotd switch to the per-domain call SetCdnDomainSSLCertificate by itself",
+    );
     let ca = TestCa::new("certrotd demo")?;
     let letsencrypt = dir.join("letsencrypt");
     for (name, names) in LINEAGES {
@@ -85,7 +91,10 @@ async fn steps(dir: &Path, emulator: &Emulator) -> CmdResult {
     ));
     let settings = config::load(&config_path)?.settings;
 
-    say("\n[3/5] certrotd sync (first pass: every domain needs its certificate)");
+    say(
+        "\n[3/5] certrotd sync (first pass: every domain needs its certificate; one batch call, \
+         answered \"gone\", then one call per domain)",
+    );
     let first = sync_step(&settings, emulator, 0).await?;
 
     let renewed = LINEAGES[0];
@@ -124,11 +133,10 @@ async fn sync_step(
     }
     let state = state::load(&settings.state.dir)?;
     let now = OffsetDateTime::now_utc();
-    say(&status::render(&status::rows(
-        &settings.cdn.domains,
-        &state,
-        now,
-    )));
+    let domains = settings.all_domains();
+    let mut rows = status::rows(&domains, &state, now);
+    status::set_products(&mut rows, settings);
+    say(&status::render(&rows));
     Ok(writes)
 }
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{CmdResult, Exit};
-use crate::emulator::{self, Emulator, EmulatorConfig, EmulatorError, Faults};
+use crate::emulator::{self, Emulator, EmulatorConfig, EmulatorError, Faults, Product};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct EmulateArgs {
@@ -58,6 +58,24 @@ pub struct EmulateArgs {
     /// after every request and on exit)
     #[arg(long, value_name = "FILE")]
     pub(crate) state_dump: Option<PathBuf>,
+    /// The product to emulate: cdn (cdn.aliyuncs.com, 2018-05-10) or dcdn
+    /// (dcdn.aliyuncs.com, 2018-01-15; run one emulator per product)
+    #[arg(long, value_enum, default_value = "cdn")]
+    pub(crate) product: ProductArg,
+    /// Answer the CDN batch call BatchSetCdnDomainServerCertificate with 404
+    /// InvalidAction.NotFound, as once Alibaba retires it
+    #[arg(long)]
+    pub(crate) batch_gone: bool,
+    /// A known domain to list as offline (writes to it are refused); repeatable
+    #[arg(long, value_name = "DOMAIN")]
+    pub(crate) offline_domain: Vec<String>,
+}
+
+/// `--product`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ProductArg {
+    Cdn,
+    Dcdn,
 }
 
 impl EmulateArgs {
@@ -79,6 +97,12 @@ impl EmulateArgs {
             latency: Duration::from_millis(self.latency_ms),
             seed: self.seed,
             state_dump: self.state_dump.clone(),
+            product: match self.product {
+                ProductArg::Cdn => Product::Cdn,
+                ProductArg::Dcdn => Product::Dcdn,
+            },
+            batch_gone: self.batch_gone,
+            offline: self.offline_domain.clone(),
         })
     }
 }

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use super::sync::load_settings;
 use super::text::table;
 use super::{CmdResult, Exit};
+use crate::config::{Product, Settings};
 use crate::state::{self, Deployment, DomainState, LastError, State, Verification};
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -33,7 +34,9 @@ pub fn run(config: &Path, args: &StatusArgs) -> CmdResult {
         }
     };
     let now = OffsetDateTime::now_utc();
-    let rows = rows(&settings.cdn.domains, &state, now);
+    let domains = settings.all_domains();
+    let mut rows = rows(&domains, &state, now);
+    set_products(&mut rows, &settings);
     let text = if args.json {
         let mut json = serde_json::to_string_pretty(&Report { domains: rows })?;
         json.push('\n');
@@ -56,6 +59,9 @@ struct Report<'a> {
 #[derive(Debug, Serialize)]
 pub(crate) struct Row<'a> {
     pub(crate) domain: &'a str,
+    /// The product (`cdn`, `dcdn`) the configuration manages it under; `None` when not
+    /// managed (added after the first release: readers of `--json` may not expect it).
+    pub(crate) product: Option<&'static str>,
     /// In the configuration's managed domains (else: only in the state file).
     pub(crate) managed: bool,
     pub(crate) deployed: Option<&'a Deployment>,
@@ -82,9 +88,11 @@ pub(crate) fn rows<'a>(
         .map(|domain| {
             let entry: Option<&DomainState> = state.domains.get(domain);
             let deployed = entry.and_then(|e| e.deployed.as_ref());
+            let managed = managed_set.contains(domain);
             Row {
                 domain,
-                managed: managed_set.contains(domain),
+                product: managed.then_some(Product::Cdn.label()),
+                managed,
                 deployed,
                 days_left: deployed.map(|d| (d.not_after - now).whole_days()),
                 expired: deployed.is_some_and(|d| d.not_after < now),
@@ -94,12 +102,28 @@ pub(crate) fn rows<'a>(
         .collect()
 }
 
+/// Sets each managed row's product from the configuration (`rows` calls every managed
+/// domain a CDN domain).
+pub(crate) fn set_products(rows: &mut [Row<'_>], settings: &Settings) {
+    for row in rows.iter_mut().filter(|r| r.managed) {
+        if settings
+            .dcdn
+            .domains
+            .binary_search_by(|d| d.as_str().cmp(row.domain))
+            .is_ok()
+        {
+            row.product = Some(Product::Dcdn.label());
+        }
+    }
+}
+
 /// The table a person reads.
 pub(crate) fn render(rows: &[Row<'_>]) -> String {
     let cells: Vec<Vec<String>> = rows.iter().map(row_cells).collect();
     table(
         &[
             "DOMAIN",
+            "PRODUCT",
             "CERTIFICATE",
             "FINGERPRINT",
             "VALIDITY",
@@ -120,10 +144,12 @@ fn row_cells(row: &Row<'_>) -> Vec<String> {
         .last_error
         .map(|e| format!("{} {}: {}", timestamp(e.at), e.kind, e.message))
         .unwrap_or_else(|| "-".to_string());
+    let product = row.product.unwrap_or("-").to_string();
     let Some(d) = row.deployed else {
         let dash = || "-".to_string();
         return vec![
             domain,
+            product,
             "never deployed".into(),
             dash(),
             dash(),
@@ -145,6 +171,7 @@ fn row_cells(row: &Row<'_>) -> Vec<String> {
     };
     vec![
         domain,
+        product,
         d.cert_name.clone(),
         d.fingerprint.short(),
         validity,

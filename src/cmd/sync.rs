@@ -10,16 +10,17 @@
 //! would push again; 75 another certrotd holds the state lock; 78 bad configuration.
 //! A `certrotd run` holding the lock gets the work instead (`handoff`): exit 0.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
-use std::sync::Arc;
 
 use time::OffsetDateTime;
 
 use super::{CmdResult, Exit};
-use crate::aliyun::cdn::{AliyunCdn, ConnectError};
-use crate::config::{self, Settings};
-use crate::push::{Executor, Options};
+use crate::aliyun::cdn::{self, CDN_BATCH, CDN_PER_DOMAIN, ConnectError, DCDN};
+use crate::aliyun::fallback::Start;
+use crate::config::{self, Product, Settings};
+use crate::push::{Options, TargetIndex};
 use crate::reconcile::{self, NoHolds, Pass};
 use crate::source::{Lineage, Scanner};
 use crate::state::{self, StateError};
@@ -106,10 +107,17 @@ pub(crate) fn load_settings(path: &Path) -> Option<Settings> {
     }
 }
 
-/// The pass these settings ask for.
-fn pass(settings: &Settings, force: bool) -> Pass<'_> {
+/// The pass these settings ask for: every managed domain, each routed to its product's
+/// target (`routes`, from [`cdn::routes`]).
+fn pass<'a>(
+    settings: &'a Settings,
+    domains: &'a [String],
+    routes: &'a BTreeMap<String, TargetIndex>,
+    force: bool,
+) -> Pass<'a> {
     Pass {
-        domains: &settings.cdn.domains,
+        domains,
+        routes,
         batch: settings.aliyun.domains_per_call(),
         verify: settings.aliyun.verify,
         force,
@@ -125,23 +133,31 @@ pub(crate) async fn sync(
 ) -> Result<Exit, SyncError> {
     let now = OffsetDateTime::now_utc();
     let lineages = Scanner::new().scan(&settings.watch.paths);
-    let pass = pass(settings, args.force);
+    let domains = settings.all_domains();
     if args.dry_run {
-        return dry_run(settings, &pass, &lineages, now, out);
+        return dry_run(settings, &domains, args.force, &lineages, now, out);
     }
     let Some(mut store) = super::handoff::open_or_hand_off(&settings.state.dir, args.force, out)?
     else {
         return Ok(Exit::Ok);
     };
     let aliyun = &settings.aliyun;
-    let target = Arc::new(AliyunCdn::connect(aliyun)?);
+    let start = cdn::start_for(aliyun, store.state(), args.force);
+    let routes = cdn::routes(settings, start);
+    let pass = pass(settings, &domains, &routes, args.force);
+    let targets = cdn::connect_all(settings)?;
     if aliyun.verify {
         // A run killed between a call and its read-back left it Pending: confirm it
         // rather than push the same batch again.
-        let (rate, domains) = (aliyun.read_requests_per_second, &settings.cdn.domains);
-        reconcile::confirm_pending(&*target, &mut store, domains, rate, || false).await;
+        let rate = aliyun.read_requests_per_second;
+        for (target, domains) in [
+            (&targets[CDN_PER_DOMAIN], &settings.cdn.domains),
+            (&targets[DCDN], &settings.dcdn.domains),
+        ] {
+            reconcile::confirm_pending(target, &mut store, domains, rate, || false).await;
+        }
     }
-    let executor = Executor::new(target, Options::new(aliyun.max_attempts, aliyun.verify));
+    let executor = cdn::executor(targets, Options::new(aliyun.max_attempts, aliyun.verify));
     let planned = pass.plan(&lineages, &mut NoHolds, store.state(), now);
     let total = planned.plan.pending();
     let never = std::future::pending();
@@ -157,8 +173,50 @@ pub(crate) async fn sync(
     if progress && total > 0 {
         eprintln!();
     }
-    out.write_all(passed.summary.render().as_bytes())?;
-    Ok(passed.summary.verdict().into())
+    let summary = passed.summary;
+    let mut store = passed.store;
+    let gone = summary.gone.contains(&"cdn-batch");
+    let batch_worked = summary.deployed_by.get(&CDN_BATCH).is_some_and(|n| *n > 0);
+    cdn::settle_fallback(&mut store, aliyun, start, gone, batch_worked);
+    if start == Start::PerDomain && aliyun.api == config::Api::Batch {
+        tracing::info!(
+            "the batch call was found retired earlier (see the state file); using the per-domain call"
+        );
+    }
+    out.write_all(summary.render().as_bytes())?;
+    Ok(summary.verdict().into())
+}
+
+/// Which product (and call) each planned domain goes to, one line per product.
+fn write_products(
+    settings: &Settings,
+    start: Start,
+    plan: &crate::plan::Plan,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let products: BTreeMap<String, Product> = settings.managed().into_iter().collect();
+    let mut by: BTreeMap<Product, Vec<&str>> = BTreeMap::new();
+    for batch in &plan.batches {
+        for d in &batch.domains {
+            let p = products.get(d).copied().unwrap_or(Product::Cdn);
+            by.entry(p).or_default().push(d);
+        }
+    }
+    for (product, domains) in by {
+        let call = match (product, start) {
+            (Product::Cdn, Start::Batch) => "BatchSetCdnDomainServerCertificate",
+            (Product::Cdn, Start::PerDomain) => "SetCdnDomainSSLCertificate",
+            (Product::Dcdn, _) => "SetDcdnDomainSSLCertificate",
+        };
+        writeln!(
+            out,
+            "product {}: {} domain(s) via {call}: {}",
+            product.label(),
+            domains.len(),
+            domains.join(", ")
+        )?;
+    }
+    Ok(())
 }
 
 /// A `\r`-rewritten progress line on stderr when it is a terminal.
@@ -172,14 +230,19 @@ fn progress_line(enabled: bool, total: usize) -> Box<dyn FnMut(usize) + Send> {
 
 fn dry_run(
     settings: &Settings,
-    pass: &Pass<'_>,
+    domains: &[String],
+    force: bool,
     lineages: &[Lineage],
     now: OffsetDateTime,
     out: &mut dyn Write,
 ) -> Result<Exit, SyncError> {
     let state = state::load(&settings.state.dir)?;
+    let start = cdn::start_for(&settings.aliyun, &state, force);
+    let routes = cdn::routes(settings, start);
+    let pass = pass(settings, domains, &routes, force);
     let planned = pass.plan(lineages, &mut NoHolds, &state, now);
     writeln!(out, "dry run: nothing is sent")?;
+    write_products(settings, start, &planned.plan, out)?;
     let described = planned
         .plan
         .describe(&reconcile::plan_lineages(&planned.valid));

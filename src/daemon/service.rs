@@ -38,7 +38,8 @@ use super::notify::StatusCounts;
 use super::runner::{LoopSettings, PassCtx, PassReport, Reconciler};
 use super::schedule::{PassOutcome, Trigger, Validity};
 use super::torn::{Decision, Observed, TornTracker, renewal_in_progress};
-use crate::aliyun::cdn::{AliyunCdn, ConnectError, limits as cdn_limits};
+use crate::aliyun::cdn::{self as cdn_api, AliyunCdn, CDN_BATCH, ConnectError, batch_limits};
+use crate::aliyun::fallback::Start;
 use crate::cert::{self, Certificate, Fingerprint};
 use crate::config::{self, Settings};
 use crate::push::{self, Executor, Limits, Options, Rate, RateLimiter};
@@ -51,10 +52,14 @@ pub(crate) struct Service {
     config_path: PathBuf,
     settings: Settings,
     scanner: Scanner,
-    /// The API for read-backs (confirmation, audit); the executor's target shares its
-    /// client.
-    api: Arc<AliyunCdn>,
+    /// The APIs for read-backs (confirmation, audit), per product; the executor's targets
+    /// share their clients.
+    cdn: Arc<AliyunCdn>,
+    dcdn: Arc<AliyunCdn>,
     executor: Executor<AliyunCdn>,
+    /// The CDN call passes start on (the batch call, unless found retired; see
+    /// `aliyun::fallback`), decided at start and after each pass.
+    start: Start,
     /// `None` only while a pass holds it.
     store: Option<StateStore>,
     torn: TornTracker<String, Arc<Certificate>>,
@@ -145,15 +150,18 @@ impl Service {
         settings: Settings,
         store: StateStore,
     ) -> Result<Service, ConnectError> {
-        let (api, executor) = connect(&settings)?;
+        let (readers, executor) = connect(&settings)?;
+        let start = cdn_api::start_for(&settings.aliyun, store.state(), false);
         Ok(Service {
+            start,
             audit: audit_limiter(&settings),
             audit_queue: VecDeque::new(),
             file_events: Arc::new(AtomicU64::new(0)),
             config_path,
             settings,
             scanner: Scanner::new(),
-            api,
+            cdn: readers.0,
+            dcdn: readers.1,
             executor,
             store: Some(store),
             torn: TornTracker::new(),
@@ -216,14 +224,18 @@ impl Service {
             return;
         }
         let rate = self.settings.aliyun.read_requests_per_second;
-        let domains = &self.settings.cdn.domains;
-        reconcile::confirm_pending(&*self.api, store, domains, rate, || ctx.stop_requested()).await;
+        for (api, domains) in [
+            (&self.cdn, &self.settings.cdn.domains),
+            (&self.dcdn, &self.settings.dcdn.domains),
+        ] {
+            reconcile::confirm_pending(&**api, store, domains, rate, || ctx.stop_requested()).await;
+        }
     }
 
     /// Starts a drift audit of every managed domain (at a periodic rescan); an audit still
     /// under way starts over.
     fn queue_audit(&mut self) {
-        self.audit_queue = self.settings.cdn.domains.iter().cloned().collect();
+        self.audit_queue = self.settings.all_domains().into();
         info!(
             domains = self.audit_queue.len(),
             "drift audit: reading back what each domain serves"
@@ -252,8 +264,13 @@ impl Service {
             };
             self.audit.acquire().await;
             let one = std::slice::from_ref(&domain);
+            let api = if self.settings.dcdn.domains.binary_search(&domain).is_ok() {
+                &self.dcdn
+            } else {
+                &self.cdn
+            };
             let seen =
-                reconcile::read_back(&*self.api, store, &domain, one, fingerprint, "audit").await;
+                reconcile::read_back(&**api, store, &domain, one, fingerprint, "audit").await;
             drift |= seen == ReadBack::Other;
         }
         info!(drift, "drift audit done");
@@ -268,8 +285,11 @@ impl Service {
         now: OffsetDateTime,
     ) -> (PassReport, StateStore) {
         let lineages = self.scanner.scan(&self.settings.watch.paths);
+        let domains = self.settings.all_domains();
+        let routes = cdn_api::routes(&self.settings, self.start);
         let pass = Pass {
-            domains: &self.settings.cdn.domains,
+            domains: &domains,
+            routes: &routes,
             batch: self.settings.aliyun.domains_per_call(),
             verify: self.settings.aliyun.verify,
             force: false,
@@ -301,7 +321,8 @@ impl Service {
         let passed = pass
             .push(planned, &self.executor, store, no_progress, ctx.stopped())
             .await;
-        let (summary, store) = (passed.summary, passed.store);
+        let (summary, mut store) = (passed.summary, passed.store);
+        self.settle_fallback(&mut store, &summary);
         for (domain, why) in &summary.failed {
             warn!(domain = %domain, "push failed: {why}");
         }
@@ -319,6 +340,19 @@ impl Service {
             !summary.failed.is_empty() || summary.stopped.is_some() || summary.unrecorded.is_some();
         counts = final_counts(&summary, &store, &self.settings, now);
         (report(outcome, counts), store)
+    }
+}
+
+impl Service {
+    /// Records the batch call's fate after a pass (see `aliyun::fallback`); once it is found
+    /// gone, later passes start on the per-domain call.
+    fn settle_fallback(&mut self, store: &mut StateStore, summary: &Summary) {
+        let gone = summary.gone.contains(&"cdn-batch");
+        let batch_worked = summary.deployed_by.get(&CDN_BATCH).is_some_and(|n| *n > 0);
+        cdn_api::settle_fallback(store, &self.settings.aliyun, self.start, gone, batch_worked);
+        if gone {
+            self.start = Start::PerDomain;
+        }
     }
 }
 
@@ -378,9 +412,12 @@ impl Reconciler for Service {
         }
         if new.aliyun != self.settings.aliyun {
             match connect(&new) {
-                Ok((api, executor)) => {
+                Ok((readers, executor)) => {
                     self.executor = executor;
-                    self.api = api;
+                    (self.cdn, self.dcdn) = readers;
+                    if let Some(store) = &self.store {
+                        self.start = cdn_api::start_for(&new.aliyun, store.state(), false);
+                    }
                     self.audit = audit_limiter(&new);
                 }
                 Err(e) => {
@@ -452,16 +489,24 @@ fn log_problems(reported: &mut HashMap<String, String>, summary: &Summary) {
     *reported = now;
 }
 
-/// The API and the executor for these settings (one client, shared).
-fn connect(settings: &Settings) -> Result<(Arc<AliyunCdn>, Executor<AliyunCdn>), ConnectError> {
-    let api = AliyunCdn::connect(&settings.aliyun)?;
-    let target = api.clone().with_limits(spread_limits(settings));
+/// The CDN and DCDN read APIs and the executor for these settings (one client per
+/// product, shared); the batch call's writes spread ([`spread_limits`]).
+fn connect(settings: &Settings) -> Result<(Readers, Executor<AliyunCdn>), ConnectError> {
+    let [batch, per_domain, dcdn] = cdn_api::connect_all(settings)?;
+    let readers = (Arc::new(per_domain.clone()), Arc::new(dcdn.clone()));
+    let batch = batch.with_limits(spread_limits(settings));
     let a = &settings.aliyun;
-    let executor = Executor::new(Arc::new(target), Options::new(a.max_attempts, a.verify));
-    Ok((Arc::new(api), executor))
+    let options = Options::new(a.max_attempts, a.verify);
+    Ok((
+        readers,
+        cdn_api::executor([batch, per_domain, dcdn], options),
+    ))
 }
 
-/// The chosen call's limits, with write starts spread evenly (one every `window / rate`)
+/// The per-product APIs read-backs go through: (CDN, DCDN).
+type Readers = (Arc<AliyunCdn>, Arc<AliyunCdn>);
+
+/// The batch call's limits, with write starts spread evenly (one every `window / rate`)
 /// instead of a burst of `rate` at the start of each window: the same throughput and never
 /// more than `rate` starts in any rolling window, but against a fast API at most one call is
 /// in flight at a time, so a process killed at any instant loses the record of at most one
@@ -469,7 +514,7 @@ fn connect(settings: &Settings) -> Result<(Arc<AliyunCdn>, Executor<AliyunCdn>),
 /// read rate is lower than the write rate (the two limiters share one window). Limits that
 /// are spread already (one write a window: the per-domain call's) are kept as they are.
 fn spread_limits(settings: &Settings) -> Limits {
-    let mut limits = cdn_limits(&settings.aliyun);
+    let mut limits = batch_limits(&settings.aliyun);
     let (w, r) = (limits.writes.calls.max(1), limits.reads.calls.max(1));
     if w > 1 && r >= w {
         let per = limits.writes.per / w;
@@ -567,16 +612,15 @@ mod tests {
     }
 
     #[test]
-    fn batch_writes_are_spread_and_per_domain_limits_kept_as_they_are() {
+    fn batch_writes_are_spread_whatever_the_api() {
         let batch = spread_limits(&settings(""));
         let per = push::RATE_WINDOW / 10;
         assert_eq!(batch.writes, Rate { calls: 1, per });
         assert_eq!(batch.reads, Rate { calls: 5, per });
-
+        assert_eq!(batch.domains_per_call, 10);
+        // The per-domain lanes keep their own (already spread) limits; the batch lane,
+        // unused with api = "per-domain", is spread the same way.
         let s = settings("[aliyun]\napi = \"per-domain\"\n");
-        let limits = spread_limits(&s);
-        assert_eq!(limits, cdn_limits(&s.aliyun));
-        assert_eq!(limits.writes.calls, 1);
-        assert_eq!(limits.reads, Rate::per_second(50));
+        assert_eq!(spread_limits(&s), batch);
     }
 }

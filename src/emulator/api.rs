@@ -35,10 +35,12 @@ use time::macros::format_description;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
+use super::dcdn::{self, Op};
 use super::record::{LogEntry, LogJson, Served};
 use super::{EmulatorConfig, Faults};
 use crate::aliyun::sign::{self, V3Authorization};
 use crate::cert::Fingerprint;
+use crate::config::Product;
 
 pub(crate) const ACTION_SET: &str = "BatchSetCdnDomainServerCertificate";
 /// The per-domain write: one domain, no `ForceSet`, on its own rate budget.
@@ -53,7 +55,6 @@ pub(crate) const TIMESTAMP_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// for the jitter between a client starting a call and the emulator reading it, so a client
 /// that keeps the rule exactly is not throttled for transit noise.
 pub(crate) const RATE_WINDOW: Duration = Duration::from_millis(950);
-const HOST_ID: &str = "cdn.aliyuncs.com";
 const MAX_CERT_NAME: usize = 128;
 const MAX_PAGE_SIZE: u64 = 500;
 /// Longest URL query accepted; Alibaba's gateway answers a longer URL (certificates sent as
@@ -276,6 +277,12 @@ impl Window {
 
 /// The emulator's whole mutable state.
 pub(super) struct State {
+    /// The product this emulator is (its version, actions and answer shapes).
+    product: Product,
+    /// The batch call answers `InvalidAction.NotFound`, as once Alibaba retires it.
+    batch_gone: bool,
+    /// Known domains that are offline (listed so; writes refused).
+    offline: BTreeSet<String>,
     access_key_id: String,
     access_key_secret: Zeroizing<String>,
     domains: BTreeSet<String>,
@@ -304,6 +311,9 @@ pub(super) struct State {
 impl State {
     pub(super) fn new(cfg: &EmulatorConfig, started: Instant) -> State {
         State {
+            product: cfg.product,
+            batch_gone: cfg.batch_gone,
+            offline: cfg.offline.iter().map(|d| d.to_ascii_lowercase()).collect(),
             access_key_id: cfg.access_key_id.clone(),
             access_key_secret: Zeroizing::new(cfg.access_key_secret.clone()),
             domains: cfg.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
@@ -385,6 +395,7 @@ impl State {
         let at = Duration::from_micros(u64::try_from(since_start.as_micros()).unwrap_or(u64::MAX));
         let envelope = Envelope::of(req, &params);
         let mut entry = new_entry(&params, &envelope, req, at);
+        entry.param_names = param_names(&params);
         entry.request_id.clone_from(&request_id);
         let too_long = req.query.as_ref().is_some_and(|q| q.len() > MAX_QUERY);
         let outcome = match self.faults.pick(draw) {
@@ -419,7 +430,7 @@ impl State {
             Outcome::Err(e) => {
                 entry.status = Some(e.status);
                 entry.code = Some(e.code.to_string());
-                failure(&e, &request_id)
+                failure(self.product, &e, &request_id)
             }
         };
         tracing::debug!(
@@ -480,33 +491,37 @@ impl State {
             }
             Some(auth) => self.authenticate_v3(req, auth, wall)?,
         };
-        let class = match action.as_str() {
-            ACTION_SET => Class::Write,
-            ACTION_SET_SSL => Class::PerDomainWrite,
-            ACTION_DESCRIBE_CERT | ACTION_USER_DOMAINS => Class::Read,
-            other => {
-                return Err(refuse(
-                    404,
-                    "InvalidAction.NotFound",
-                    format!(
-                        "Specified api is not found, please check your url and method: {other}"
-                    ),
-                ));
-            }
+        let op = match dcdn::op(self.product, &action) {
+            Some(Op::BatchSet) if self.batch_gone => None,
+            op => op,
+        };
+        let Some(op) = op else {
+            return Err(refuse(
+                404,
+                "InvalidAction.NotFound",
+                format!("Specified api is not found, please check your url and method: {action}"),
+            ));
+        };
+        let class = match op {
+            Op::BatchSet => Class::Write,
+            Op::SetSsl => Class::PerDomainWrite,
+            Op::DescribeCert | Op::UserDomains => Class::Read,
         };
         self.throttle(class, now)?;
-        match action.as_str() {
-            ACTION_SET => {
+        match op {
+            Op::BatchSet => {
                 let domains = self.domain_list(p)?;
+                self.check_online(&domains)?;
                 let force = p.get("ForceSet") == Some("1");
                 self.set_certificate(p, &domains, force, wall, request_id)
             }
-            ACTION_SET_SSL => {
-                let domain = self.one_domain(p)?;
+            Op::SetSsl => {
+                let domain = self.one_domain(p, &action)?;
+                self.check_online(std::slice::from_ref(&domain))?;
                 self.set_certificate(p, &[domain], false, wall, request_id)
             }
-            ACTION_DESCRIBE_CERT => self.describe_certificate(p),
-            _ => self.user_domains(p),
+            Op::DescribeCert => self.describe_certificate(p, &action),
+            Op::UserDomains => self.user_domains(p),
         }
     }
 
@@ -517,7 +532,7 @@ impl State {
         p: &Params,
         wall: OffsetDateTime,
     ) -> Result<(), ApiError> {
-        check_common_params(p)?;
+        check_common_params(p, dcdn::version(self.product))?;
         if p.get("AccessKeyId") != Some(self.access_key_id.as_str()) {
             return Err(unknown_access_key());
         }
@@ -545,8 +560,9 @@ impl State {
                 _ => return Err(missing(name)),
             }
         }
-        if req.header("x-acs-version") != Some(VERSION) {
-            return Err(invalid_version());
+        let version = dcdn::version(self.product);
+        if req.header("x-acs-version") != Some(version) {
+            return Err(invalid_version(version));
         }
         check_v3_signed_headers(req, &auth)?;
         if auth.access_key_id != self.access_key_id {
@@ -677,8 +693,21 @@ impl State {
         Ok(())
     }
 
+    /// Writes to an offline domain are refused as the API refuses an operation the domain's
+    /// state does not permit (`IllegalOperation`, 403).
+    fn check_online(&self, domains: &[String]) -> Result<(), ApiError> {
+        match domains.iter().find(|d| self.offline.contains(*d)) {
+            None => Ok(()),
+            Some(d) => Err(refuse(
+                403,
+                "IllegalOperation",
+                format!("Illegal domain operate is not permitted: {d} is offline."),
+            )),
+        }
+    }
+
     /// `DomainName` of a per-domain write: present, exactly one domain, known.
-    fn one_domain(&self, p: &Params) -> Result<String, ApiError> {
+    fn one_domain(&self, p: &Params, action: &str) -> Result<String, ApiError> {
         p.require("DomainName")?;
         let domains = p.domains();
         let [domain] = domains.as_slice() else {
@@ -686,7 +715,7 @@ impl State {
                 400,
                 "InvalidParameter.DomainName",
                 format!(
-                    "SetCdnDomainSSLCertificate takes exactly one DomainName; the call names {}.",
+                    "{action} takes exactly one DomainName; the call names {}.",
                     domains.len()
                 ),
             ));
@@ -732,42 +761,19 @@ impl State {
         Ok(domains)
     }
 
-    fn describe_certificate(&self, p: &Params) -> Result<Value, ApiError> {
+    fn describe_certificate(&self, p: &Params, action: &str) -> Result<Value, ApiError> {
         let domain = p.require("DomainName")?.trim().to_ascii_lowercase();
         if domain.contains(',') {
             return Err(refuse(
                 400,
                 "InvalidParameter.DomainName",
-                "DescribeDomainCertificateInfo takes one domain name.",
+                format!("{action} takes one domain name."),
             ));
         }
         if !self.domains.contains(&domain) {
             return Err(domain_not_found(&domain));
         }
-        let info = match self.served.get(&domain) {
-            Some(s) => json!({
-                "DomainName": domain,
-                "CertName": s.cert_name,
-                "CertType": "upload",
-                "ServerCertificateStatus": "on",
-                "ServerCertificate": s.chain_pem,
-                "CertExpireTime": api_time(s.not_after),
-                "CertStartTime": api_time(s.not_before),
-                "CertUpdateTime": api_time(s.updated_at),
-                "CertDomainName": s.names.join(","),
-                "Status": "success",
-            }),
-            None => json!({
-                "DomainName": domain,
-                "CertName": "",
-                "CertType": "",
-                "ServerCertificateStatus": "off",
-                "ServerCertificate": "",
-                "CertExpireTime": "",
-                "CertStartTime": "",
-                "CertDomainName": "",
-            }),
-        };
+        let info = dcdn::cert_info(self.product, &domain, self.served.get(&domain));
         Ok(json!({ "CertInfos": { "CertInfo": [info] } }))
     }
 
@@ -781,8 +787,8 @@ impl State {
             .skip(usize::try_from(skip).unwrap_or(usize::MAX))
             .take(usize::try_from(page_size).unwrap_or(usize::MAX))
             .map(|d| {
-                let ssl = if self.served.contains_key(d) { "on" } else { "off" };
-                json!({ "DomainName": d, "DomainStatus": "online", "SslProtocol": ssl, "CdnType": "web" })
+                let online = !self.offline.contains(d);
+                dcdn::page_entry(self.product, d, online, self.served.contains_key(d))
             })
             .collect();
         Ok(json!({
@@ -794,8 +800,32 @@ impl State {
     }
 }
 
+/// The names of the request's parameters (query and form body; never their values),
+/// sorted, without the envelope's common ones and the signature.
+fn param_names(p: &Params) -> Vec<String> {
+    const COMMON: [&str; 10] = [
+        "Action",
+        "Version",
+        "Format",
+        "AccessKeyId",
+        "Signature",
+        "SignatureMethod",
+        "SignatureVersion",
+        "SignatureNonce",
+        "Timestamp",
+        "SecurityToken",
+    ];
+    let names: BTreeSet<&str> = p
+        .all
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| !COMMON.contains(k))
+        .collect();
+    names.into_iter().map(str::to_string).collect()
+}
+
 fn new_entry(p: &Params, envelope: &Envelope, req: &Incoming, at: Duration) -> LogEntry {
-    let is_write = envelope.action == ACTION_SET || envelope.action == ACTION_SET_SSL;
+    let is_write = dcdn::is_write(&envelope.action);
     LogEntry {
         at,
         method: req.method.clone(),
@@ -825,6 +855,7 @@ fn new_entry(p: &Params, envelope: &Envelope, req: &Incoming, at: Duration) -> L
         } else {
             None
         },
+        param_names: Vec::new(),
     }
 }
 
@@ -842,11 +873,11 @@ fn leaf_fingerprint(pem: &str) -> Option<Fingerprint> {
 
 const URI_TOO_LONG_PAGE: &str = "<html>\r\n<head><title>414 Request-URI Too Large</title></head>\r\n<body>\r\n<center><h1>414 Request-URI Too Large</h1></center>\r\n<hr><center>Tengine</center>\r\n</body>\r\n</html>\r\n";
 
-fn invalid_version() -> ApiError {
+fn invalid_version(version: &str) -> ApiError {
     refuse(
         400,
         "InvalidVersion",
-        format!("Specified parameter Version is not valid: this API speaks {VERSION}."),
+        format!("Specified parameter Version is not valid: this API speaks {version}."),
     )
 }
 
@@ -903,7 +934,7 @@ fn domain_not_found(domain: &str) -> ApiError {
 }
 
 /// Every common parameter present, with the values this API version accepts.
-fn check_common_params(p: &Params) -> Result<(), ApiError> {
+fn check_common_params(p: &Params, version: &str) -> Result<(), ApiError> {
     for name in [
         "Action",
         "Version",
@@ -916,8 +947,8 @@ fn check_common_params(p: &Params) -> Result<(), ApiError> {
     ] {
         p.require(name)?;
     }
-    if p.get("Version") != Some(VERSION) {
-        return Err(invalid_version());
+    if p.get("Version") != Some(version) {
+        return Err(invalid_version(version));
     }
     if let Some(f) = p.get("Format")
         && !f.eq_ignore_ascii_case("JSON")
@@ -1090,13 +1121,17 @@ fn success(mut body: Value, request_id: &str) -> Reply {
     }
 }
 
-fn failure(e: &ApiError, request_id: &str) -> Reply {
+fn failure(product: Product, e: &ApiError, request_id: &str) -> Reply {
     let body = json!({
         "RequestId": request_id,
-        "HostId": HOST_ID,
+        "HostId": dcdn::host_id(product),
         "Code": e.code,
         "Message": e.message,
-        "Recommend": format!("https://api.aliyun.com/troubleshoot?q={}&product=Cdn&requestId={request_id}", e.code),
+        "Recommend": format!(
+            "https://api.aliyun.com/troubleshoot?q={}&product={}&requestId={request_id}",
+            e.code,
+            dcdn::recommend_product(product)
+        ),
     });
     Reply::Json {
         status: e.status,

@@ -19,6 +19,7 @@
 //! on disk reflects a request before that request is answered.
 
 mod api;
+mod dcdn;
 mod record;
 #[cfg(test)]
 mod tests;
@@ -55,6 +56,7 @@ use api::{Incoming, Reply, State};
 use record::write_atomically;
 
 use crate::cert::Certificate;
+pub use crate::config::Product;
 
 /// Default AccessKeyId the emulator accepts.
 pub const DEFAULT_ACCESS_KEY_ID: &str = "emulator";
@@ -126,6 +128,14 @@ pub struct EmulatorConfig {
     pub seed: u64,
     /// Where to keep the JSON state dump, if anywhere.
     pub(crate) state_dump: Option<PathBuf>,
+    /// The product this emulator is: CDN (default) or DCDN (its version, actions and
+    /// answer shapes; see `dcdn`).
+    pub product: Product,
+    /// The CDN batch call answers `404 InvalidAction.NotFound`, as once Alibaba retires it.
+    pub batch_gone: bool,
+    /// Known domains that are offline: listed with `DomainStatus` `offline`, writes to
+    /// them refused (`IllegalOperation`).
+    pub offline: Vec<String>,
 }
 
 impl Default for EmulatorConfig {
@@ -142,6 +152,9 @@ impl Default for EmulatorConfig {
             latency: Duration::ZERO,
             seed: 0,
             state_dump: None,
+            product: Product::Cdn,
+            batch_gone: false,
+            offline: Vec::new(),
         }
     }
 }
@@ -176,6 +189,15 @@ impl EmulatorConfig {
                 "the write and read rates must be at least 1 call per second".to_string(),
             ));
         }
+        let known = |d: &String| {
+            let d = d.to_ascii_lowercase();
+            self.domains.iter().any(|k| k.eq_ignore_ascii_case(&d))
+        };
+        if let Some(d) = self.offline.iter().find(|d| !known(d)) {
+            return Err(EmulatorError::Config(format!(
+                "--offline-domain {d} is not one of the emulator's domains; add it to the domains file"
+            )));
+        }
         if self.access_key_id.is_empty() || self.access_key_secret.is_empty() {
             return Err(EmulatorError::Config(
                 "the AccessKeyId and secret must not be empty".to_string(),
@@ -202,6 +224,9 @@ impl fmt::Debug for EmulatorConfig {
             .field("latency", &self.latency)
             .field("seed", &self.seed)
             .field("state_dump", &self.state_dump)
+            .field("product", &self.product)
+            .field("batch_gone", &self.batch_gone)
+            .field("offline", &self.offline)
             .finish()
     }
 }

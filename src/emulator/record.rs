@@ -94,13 +94,18 @@ pub struct LogEntry {
     pub(crate) cert_name: Option<String>,
     /// Fingerprint of the first certificate in a write call's `SSLPub`, when it decodes.
     pub fingerprint: Option<Fingerprint>,
+    /// The names (never the values) of the action's parameters, query and body together,
+    /// sorted; the common envelope parameters left out (dumps written before this field
+    /// read as empty).
+    #[serde(default)]
+    pub param_names: Vec<String>,
 }
 
 impl LogEntry {
-    /// Is this a write call (`BatchSetCdnDomainServerCertificate` or
-    /// `SetCdnDomainSSLCertificate`)?
+    /// Is this a write call (`BatchSetCdnDomainServerCertificate`,
+    /// `SetCdnDomainSSLCertificate` or `SetDcdnDomainSSLCertificate`)?
     pub fn is_write(&self) -> bool {
-        self.action == super::api::ACTION_SET || self.action == super::api::ACTION_SET_SSL
+        super::dcdn::is_write(&self.action)
     }
     /// Did the call succeed (HTTP 200)?
     pub fn succeeded(&self) -> bool {

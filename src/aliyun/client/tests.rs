@@ -992,7 +992,7 @@ async fn v3_puts_the_envelope_in_headers_and_only_action_parameters_in_the_body(
         "the body holds the action's parameters alone"
     );
     let h = |n: &str| first.header(n).unwrap_or_default().to_string();
-    assert_eq!(h("x-acs-action"), ACTION_BATCH_SET);
+    assert_eq!(h("x-acs-action"), crate::aliyun::dcdn::CDN.batch_set);
     assert_eq!(h("x-acs-version"), "2018-05-10");
     assert_eq!(h("x-acs-date"), "2026-12-01T10:22:32Z");
     assert_eq!(h("x-acs-security-token"), "token-value-Xy7");
@@ -1019,7 +1019,7 @@ async fn v3_puts_the_envelope_in_headers_and_only_action_parameters_in_the_body(
         host: &host,
         query: &[],
         body: &first.body,
-        action: ACTION_BATCH_SET,
+        action: crate::aliyun::dcdn::CDN.batch_set,
         version: sign::API_VERSION,
         date: at,
         nonce: &nonce,
