@@ -4,9 +4,12 @@
 mod acme;
 mod aliyun_client;
 mod check;
+mod check_online;
 mod daemon;
+mod dcdn;
 mod deploy_hook;
 mod emulate;
+mod fallback;
 mod files;
 mod harness;
 mod hostile;

@@ -1,0 +1,121 @@
+//! The automatic fallback: the emulator answers the batch call as retired (`--batch-gone`:
+//! 404 `InvalidAction.NotFound`); the real binary switches to `SetCdnDomainSSLCertificate`,
+//! warns once, records it in the state file and does not try the batch call again.
+
+use certrotd::emulator::{Emulator, EmulatorConfig, LogEntry};
+
+use crate::harness::{
+    Certbot, Env, emulator_credentials, emulator_serves, fingerprint_of, issue, run_with,
+};
+
+const BATCH: &str = "BatchSetCdnDomainServerCertificate";
+const PER_DOMAIN: &str = "SetCdnDomainSSLCertificate";
+const ADVICE: &str = "set [aliyun] api = \"per-domain\"";
+
+fn calls(emu: &Emulator, action: &str) -> Vec<LogEntry> {
+    emu.log()
+        .into_iter()
+        .filter(|e| e.action == action)
+        .collect()
+}
+
+async fn run(env: &Env, args: &[&str]) -> crate::harness::Output {
+    let cmd = env.command(args);
+    tokio::task::spawn_blocking(move || run_with(cmd))
+        .await
+        .expect("runner thread")
+}
+
+/// 12 domains over 2 lineages: the first sync converges through the per-domain call after
+/// one refused batch call, with one warning that says how to make it permanent; a second sync
+/// after a renewal (and a `--force` sync the same day) sends no batch call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_batch_call_falls_back_to_per_domain_and_is_not_tried_again() {
+    let env = Env::new();
+    let certbot = Certbot::new(env.join("letsencrypt"));
+    let mut domains = Vec::new();
+    for parent in ["a.example.com", "b.example.com"] {
+        certbot.add(parent, &issue(&[parent, &format!("*.{parent}")]));
+        for d in 0..6 {
+            domains.push(format!("d{d}.{parent}"));
+        }
+    }
+    let mut config = EmulatorConfig::with_domains(domains.iter().cloned());
+    config.batch_gone = true;
+    let emu = Emulator::start("127.0.0.1:0".parse().expect("addr"), config)
+        .await
+        .expect("emulator starts");
+    let refs: Vec<&str> = domains.iter().map(String::as_str).collect();
+    emulator_credentials(&env, &emu.endpoint(), &refs)
+        .watch(certbot.live())
+        .write(&env);
+
+    let first = run(&env, &["sync"]).await;
+    first
+        .expect_status(0)
+        .expect_contains("12 domain(s) deployed")
+        .expect_contains("note: the API answered that cdn-batch's call does not exist");
+    assert_eq!(first.stderr.matches(ADVICE).count(), 1, "{}", first.all());
+    let batch = calls(&emu, BATCH);
+    assert_eq!(batch.len(), 1, "at most one batch attempt");
+    assert_eq!(batch[0].status, Some(404));
+    assert_eq!(batch[0].code.as_deref(), Some("InvalidAction.NotFound"));
+    let per_domain = calls(&emu, PER_DOMAIN);
+    assert_eq!(per_domain.len(), 12);
+    assert!(per_domain.iter().all(LogEntry::succeeded));
+    let state = std::fs::read_to_string(env.join("state/state.json")).expect("state file");
+    assert!(state.contains("\"batch_gone\""), "{state}");
+    assert!(state.contains("\"config_digest\""), "{state}");
+
+    let renewed = issue(&["a.example.com", "*.a.example.com"]);
+    certbot.renew("a.example.com", &renewed);
+    let second = run(&env, &["sync"]).await;
+    second
+        .expect_status(0)
+        .expect_contains("6 domain(s) deployed");
+    assert!(!second.all().contains(ADVICE), "{}", second.all());
+    assert_eq!(
+        calls(&emu, BATCH).len(),
+        1,
+        "the second sync tried the batch call"
+    );
+    assert_eq!(calls(&emu, PER_DOMAIN).len(), 18);
+    let fp = fingerprint_of(renewed.fullchain_pem.as_bytes(), renewed.key_pem.as_bytes());
+    for d in 0..6 {
+        assert!(emulator_serves(&emu, &format!("d{d}.a.example.com"), fp));
+    }
+
+    // --force re-probes the batch call at most once a day: the last probe was just now.
+    run(&env, &["sync", "--force"]).await.expect_status(0);
+    assert_eq!(
+        calls(&emu, BATCH).len(),
+        1,
+        "--force re-probed within a day"
+    );
+    assert_eq!(calls(&emu, PER_DOMAIN).len(), 30);
+    emu.shutdown().await;
+}
+
+/// With `api = "per-domain"` the batch call is never sent, even against an emulator that
+/// still has it, and nothing is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_domain_by_configuration_records_nothing() {
+    let env = Env::new();
+    let certbot = Certbot::new(env.join("letsencrypt"));
+    certbot.add("a.example.com", &issue(&["a.example.com"]));
+    let emu = Emulator::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        EmulatorConfig::with_domains(["a.example.com"]),
+    )
+    .await
+    .expect("emulator starts");
+    emulator_credentials(&env, &emu.endpoint(), &["a.example.com"])
+        .watch(certbot.live())
+        .set("aliyun", "api = \"per-domain\"")
+        .write(&env);
+    run(&env, &["sync"]).await.expect_status(0);
+    assert!(calls(&emu, BATCH).is_empty());
+    let state = std::fs::read_to_string(env.join("state/state.json")).expect("state file");
+    assert!(!state.contains("batch_gone"), "{state}");
+    emu.shutdown().await;
+}
