@@ -128,8 +128,12 @@ async fn serve(
     let mut term = signal(SignalKind::terminate()).map_err(EmulatorError::Runtime)?;
     let mut int = signal(SignalKind::interrupt()).map_err(EmulatorError::Runtime)?;
     let access_key_id = cfg.access_key_id.clone();
+    let section = match cfg.product {
+        Product::Cdn => "[aliyun]",
+        Product::Dcdn => "[dcdn]",
+    };
     let emu = Emulator::start(listen, cfg).await?;
-    announce(&emu, domains, &access_key_id)?;
+    announce(&emu, domains, &access_key_id, section)?;
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
@@ -140,13 +144,18 @@ async fn serve(
 }
 
 /// The `listening on ADDR` line (stdout, flushed) and a hint for the configuration (stderr).
-fn announce(emu: &Emulator, domains: usize, access_key_id: &str) -> Result<(), EmulatorError> {
+fn announce(
+    emu: &Emulator,
+    domains: usize,
+    access_key_id: &str,
+    section: &str,
+) -> Result<(), EmulatorError> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on {}", emu.addr())
         .and_then(|()| out.flush())
         .map_err(EmulatorError::Runtime)?;
     eprintln!(
-        "certrotd emulate: {domains} domains; point certrotd at it with [aliyun] endpoint = \"{}\" and AccessKeyId {access_key_id:?}; Ctrl-C stops it",
+        "certrotd emulate: {domains} domains; point certrotd at it with {section} endpoint = \"{}\" and AccessKeyId {access_key_id:?}; Ctrl-C stops it",
         emu.endpoint()
     );
     Ok(())

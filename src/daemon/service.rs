@@ -557,6 +557,7 @@ fn planned_counts(
         failed: 0,
         uncovered: summary.uncovered.len(),
         next_expiry: next_expiry(store, settings, now),
+        dcdn: settings.dcdn.domains.len(),
     }
 }
 
@@ -579,6 +580,7 @@ fn final_counts(
         failed,
         uncovered: summary.uncovered.len(),
         next_expiry: next_expiry(store, settings, now),
+        dcdn: settings.dcdn.domains.len(),
     }
 }
 
@@ -589,8 +591,7 @@ fn next_expiry(
     now: OffsetDateTime,
 ) -> Option<time::Duration> {
     settings
-        .cdn
-        .domains
+        .all_domains()
         .iter()
         .filter_map(|d| store.state().domains.get(d)?.deployed.as_ref())
         .map(|d| d.not_after)
