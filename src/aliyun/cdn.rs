@@ -424,6 +424,33 @@ mod tests {
     }
 
     #[test]
+    fn an_action_that_does_not_exist_is_gone() {
+        let one = vec!["a.example.com".to_string()];
+        for code in ["InvalidAction.NotFound", "InvalidAction"] {
+            let e = refusal(404, code, "Specified api is not found", &one);
+            assert_eq!(e.handling(), Handling::Gone, "{code}");
+        }
+        // A missing domain is not a missing action.
+        let e = refusal(404, "InvalidDomain.NotFound", "no such domain", &one);
+        assert_eq!(e.handling(), Handling::Domain(Some("a.example.com")));
+    }
+
+    #[test]
+    fn routes_send_each_product_to_its_target() {
+        let dir = std::path::Path::new("/etc/certrotd");
+        let text = "[cdn]\ndomains = [\"a.example.com\"]\n[dcdn]\ndomains = [\"e.example.com\"]\n";
+        let s = crate::config::parse(&dir.join("certrotd.toml"), text, dir)
+            .expect("valid")
+            .settings;
+        let r = routes(&s, Start::Batch);
+        assert_eq!(r["a.example.com"], CDN_BATCH);
+        assert_eq!(r["e.example.com"], DCDN);
+        let r = routes(&s, Start::PerDomain);
+        assert_eq!(r["a.example.com"], CDN_PER_DOMAIN);
+        assert_eq!(r["e.example.com"], DCDN);
+    }
+
+    #[test]
     fn transport_errors_are_retried() {
         let e = ApiError::transport(
             "BatchSetCdnDomainServerCertificate",

@@ -1137,3 +1137,93 @@ async fn v3_with_a_wrong_secret_is_a_credentials_error() {
     assert_eq!(log[0].signature, "v3");
     emu.shutdown().await;
 }
+
+// ---------------------------------------------------------------- DCDN
+
+#[tokio::test]
+async fn a_dcdn_client_sends_the_dcdn_action_and_version_in_v1_and_v3() {
+    let ok = r#"{"RequestId":"REQ-D"}"#;
+    for signature in [crate::config::Signature::V1, crate::config::Signature::V3] {
+        let (endpoint, log) = server(vec![json(200, ok)]).await;
+        let mut s = settings(&endpoint, Duration::from_secs(5));
+        s.signature = signature;
+        let c = Client::new(&s, creds())
+            .expect("test client")
+            .for_product(Product::Dcdn);
+        let key = key();
+        let req = SetSslRequest {
+            domain: "edge.example.com",
+            cert_name: "cert-1",
+            ssl_pub: "-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n",
+            ssl_pri: &key,
+        };
+        assert_eq!(c.set_domain_ssl(&req).await.unwrap(), "REQ-D");
+        let seen = seen(&log);
+        let p = seen[0].params();
+        match signature {
+            crate::config::Signature::V1 => {
+                assert_eq!(p["Action"], "SetDcdnDomainSSLCertificate");
+                assert_eq!(p["Version"], "2018-01-15");
+                let pairs: Vec<(String, String)> =
+                    form_urlencoded::parse(&seen[0].body).into_owned().collect();
+                assert_eq!(
+                    p.get("Signature"),
+                    Some(&sign::sign("POST", SECRET, &pairs))
+                );
+            }
+            crate::config::Signature::V3 => {
+                assert_eq!(
+                    seen[0].header("x-acs-action"),
+                    Some("SetDcdnDomainSSLCertificate")
+                );
+                assert_eq!(seen[0].header("x-acs-version"), Some("2018-01-15"));
+            }
+        }
+        assert_eq!(p["DomainName"], "edge.example.com");
+    }
+}
+
+#[tokio::test]
+async fn dcdn_read_answers_are_decoded() {
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let body = format!(
+        r#"{{"RequestId":"R","CertInfos":{{"CertInfo":[{{"DomainName":"edge.example.com","CertName":"n","CertType":"upload","SSLProtocol":"on","SSLPub":{pem:?},"Status":"success"}}]}}}}"#
+    );
+    let (endpoint, log) = server(vec![json(200, &body)]).await;
+    let c = client(&endpoint).for_product(Product::Dcdn);
+    let served = c
+        .describe_domain_certificate("edge.example.com")
+        .await
+        .unwrap()
+        .expect("a served certificate");
+    assert_eq!(served.status, "on");
+    assert_eq!(served.certificate_pem, pem);
+    assert_eq!(
+        seen(&log)[0].params()["Action"],
+        "DescribeDcdnDomainCertificateInfo"
+    );
+
+    let off = r#"{"RequestId":"R","CertInfos":{"CertInfo":[{"DomainName":"edge.example.com","SSLProtocol":"off","SSLPub":""}]}}"#;
+    let (endpoint, _) = server(vec![json(200, off)]).await;
+    let c = client(&endpoint).for_product(Product::Dcdn);
+    assert_eq!(
+        c.describe_domain_certificate("edge.example.com")
+            .await
+            .unwrap(),
+        None
+    );
+
+    let page = r#"{"RequestId":"R","TotalCount":1,"PageNumber":1,"PageSize":500,"Domains":{"PageData":[{"DomainName":"edge.example.com","DomainStatus":"offline","SSLProtocol":"on"}]}}"#;
+    let (endpoint, log) = server(vec![json(200, page)]).await;
+    let c = client(&endpoint).for_product(Product::Dcdn);
+    let got = c
+        .describe_user_domains_page(UserDomainsRequest {
+            page_size: 500,
+            page_number: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen(&log)[0].params()["Action"], "DescribeDcdnUserDomains");
+    assert_eq!(got.domains[0].status, "offline");
+    assert_eq!(got.domains[0].ssl_protocol, "on");
+}
