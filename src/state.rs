@@ -14,6 +14,8 @@
 //!       "last_error": null | { "at": "2026-…Z", "kind": "throttling", "message": "…" } } } }
 //! ```
 //! `deployed` is null for a domain that only has an error on record.
+//! A top-level `"batch_gone": { "probed_at": "2026-…Z", "config_digest": "<16 hex>" }` says
+//! the CDN batch call was found retired (see `aliyun::fallback`); absent otherwise.
 //!
 //! Invariants:
 //! - Writes are atomic ([`crate::fsio::AtomicWrite`]): temp file in the same folder, write,
