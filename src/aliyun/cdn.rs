@@ -314,6 +314,14 @@ pub(crate) fn settle_fallback(
     }
 }
 
+/// Domains per call the planner cuts batches to when a run starts on `start`.
+pub(crate) fn batch_for(settings: &AliyunSettings, start: Start) -> usize {
+    match start {
+        Start::Batch => settings.domains_per_call(),
+        Start::PerDomain => 1,
+    }
+}
+
 /// The call a run starts on, from the configuration and the state's record.
 pub(crate) fn start_for(settings: &AliyunSettings, state: &State, force: bool) -> Start {
     let digest = fallback::digest(settings);

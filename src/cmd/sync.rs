@@ -113,12 +113,13 @@ fn pass<'a>(
     settings: &'a Settings,
     domains: &'a [String],
     routes: &'a BTreeMap<String, TargetIndex>,
+    start: Start,
     force: bool,
 ) -> Pass<'a> {
     Pass {
         domains,
         routes,
-        batch: settings.aliyun.domains_per_call(),
+        batch: cdn::batch_for(&settings.aliyun, start),
         verify: settings.aliyun.verify,
         force,
     }
@@ -144,7 +145,7 @@ pub(crate) async fn sync(
     let aliyun = &settings.aliyun;
     let start = cdn::start_for(aliyun, store.state(), args.force);
     let routes = cdn::routes(settings, start);
-    let pass = pass(settings, &domains, &routes, args.force);
+    let pass = pass(settings, &domains, &routes, start, args.force);
     let targets = cdn::connect_all(settings)?;
     if aliyun.verify {
         // A run killed between a call and its read-back left it Pending: confirm it
@@ -239,7 +240,7 @@ fn dry_run(
     let state = state::load(&settings.state.dir)?;
     let start = cdn::start_for(&settings.aliyun, &state, force);
     let routes = cdn::routes(settings, start);
-    let pass = pass(settings, domains, &routes, force);
+    let pass = pass(settings, domains, &routes, start, force);
     let planned = pass.plan(lineages, &mut NoHolds, &state, now);
     writeln!(out, "dry run: nothing is sent")?;
     write_products(settings, start, &planned.plan, out)?;

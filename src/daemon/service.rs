@@ -290,7 +290,7 @@ impl Service {
         let pass = Pass {
             domains: &domains,
             routes: &routes,
-            batch: self.settings.aliyun.domains_per_call(),
+            batch: cdn_api::batch_for(&self.settings.aliyun, self.start),
             verify: self.settings.aliyun.verify,
             force: false,
         };
@@ -410,7 +410,7 @@ impl Reconciler for Service {
             );
             new.state.dir = self.settings.state.dir.clone();
         }
-        if new.aliyun != self.settings.aliyun {
+        if new.aliyun != self.settings.aliyun || new.dcdn.endpoint != self.settings.dcdn.endpoint {
             match connect(&new) {
                 Ok((readers, executor)) => {
                     self.executor = executor;

@@ -72,6 +72,7 @@ async fn a_retired_batch_call_falls_back_to_per_domain_and_is_not_tried_again() 
     let second = run(&env, &["sync"]).await;
     second
         .expect_status(0)
+        .expect_contains("6 domain(s) to update in 6 call(s)")
         .expect_contains("6 domain(s) deployed");
     assert!(!second.all().contains(ADVICE), "{}", second.all());
     assert_eq!(
