@@ -298,6 +298,9 @@ pub(crate) struct Pass<'a> {
     pub(crate) domains: &'a [String],
     /// The executor target each domain's jobs go to (absent: the first).
     pub(crate) routes: &'a BTreeMap<String, TargetIndex>,
+    /// Domains per call of targets that carry fewer than `batch` (per-domain targets):
+    /// the plan is cut to them, so its call count is the calls made.
+    pub(crate) per_call: &'a BTreeMap<TargetIndex, usize>,
     /// Domains per call the planner cuts batches to.
     pub(crate) batch: usize,
     /// Read-back is on: only verified deployments count as up to date.
@@ -339,7 +342,14 @@ impl Pass<'_> {
             batch: self.batch,
             force: self.force,
         };
-        let plan = make_plan(&valid, &params);
+        let mut plan = make_plan(&valid, &params);
+        if !self.per_call.is_empty() {
+            plan.rebatch(|d| {
+                let target = self.routes.get(d).copied().unwrap_or(0);
+                let size = self.per_call.get(&target).copied().unwrap_or(self.batch);
+                (target, size)
+            });
+        }
         let summary = Summary::planned(lineages, invalid, &plan);
         Planned {
             plan,

@@ -314,6 +314,11 @@ pub(crate) fn settle_fallback(
     }
 }
 
+/// Domains per call of the per-domain targets (one each), for `reconcile::Pass::per_call`.
+pub(crate) fn per_call() -> BTreeMap<TargetIndex, usize> {
+    [(CDN_PER_DOMAIN, 1), (DCDN, 1)].into()
+}
+
 /// Domains per call the planner cuts batches to when a run starts on `start`.
 pub(crate) fn batch_for(settings: &AliyunSettings, start: Start) -> usize {
     match start {

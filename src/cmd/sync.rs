@@ -113,12 +113,14 @@ fn pass<'a>(
     settings: &'a Settings,
     domains: &'a [String],
     routes: &'a BTreeMap<String, TargetIndex>,
+    per_call: &'a BTreeMap<TargetIndex, usize>,
     start: Start,
     force: bool,
 ) -> Pass<'a> {
     Pass {
         domains,
         routes,
+        per_call,
         batch: cdn::batch_for(&settings.aliyun, start),
         verify: settings.aliyun.verify,
         force,
@@ -145,7 +147,8 @@ pub(crate) async fn sync(
     let aliyun = &settings.aliyun;
     let start = cdn::start_for(aliyun, store.state(), args.force);
     let routes = cdn::routes(settings, start);
-    let pass = pass(settings, &domains, &routes, start, args.force);
+    let per_call = cdn::per_call();
+    let pass = pass(settings, &domains, &routes, &per_call, start, args.force);
     let targets = cdn::connect_all(settings)?;
     if aliyun.verify {
         // A run killed between a call and its read-back left it Pending: confirm it
@@ -240,7 +243,8 @@ fn dry_run(
     let state = state::load(&settings.state.dir)?;
     let start = cdn::start_for(&settings.aliyun, &state, force);
     let routes = cdn::routes(settings, start);
-    let pass = pass(settings, domains, &routes, start, force);
+    let per_call = cdn::per_call();
+    let pass = pass(settings, domains, &routes, &per_call, start, force);
     let planned = pass.plan(lineages, &mut NoHolds, &state, now);
     writeln!(out, "dry run: nothing is sent")?;
     write_products(settings, start, &planned.plan, out)?;

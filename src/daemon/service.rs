@@ -287,9 +287,11 @@ impl Service {
         let lineages = self.scanner.scan(&self.settings.watch.paths);
         let domains = self.settings.all_domains();
         let routes = cdn_api::routes(&self.settings, self.start);
+        let per_call = cdn_api::per_call();
         let pass = Pass {
             domains: &domains,
             routes: &routes,
+            per_call: &per_call,
             batch: cdn_api::batch_for(&self.settings.aliyun, self.start),
             verify: self.settings.aliyun.verify,
             force: false,

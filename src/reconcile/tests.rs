@@ -553,9 +553,11 @@ async fn push_all(store: StateStore, domains: &[String]) -> Passed {
         cert: certificate(&["*.a.example"], -1, 60),
     }];
     let routes = BTreeMap::new();
+    let per_call = BTreeMap::new();
     let pass = Pass {
         domains,
         routes: &routes,
+        per_call: &per_call,
         batch: 2,
         verify: false,
         force: false,

@@ -69,10 +69,12 @@ async fn cdn_and_dcdn_domains_are_each_served_through_their_own_api() {
         "a dry run sent a call"
     );
 
+    // One batch call for the CDN's three, one call per DCDN domain.
     run(&env, &["sync"])
         .await
         .expect_status(0)
-        .expect_contains("5 domain(s) deployed (5 confirmed by read-back)");
+        .expect_contains("5 domain(s) to update in 3 call(s)")
+        .expect_contains("5 domain(s) deployed (5 confirmed by read-back) in 3 write call(s)");
     for d in CDN_DOMAINS {
         assert!(emulator_serves(&cdn, d, fp), "{d}");
     }
