@@ -368,6 +368,11 @@ impl State {
         self.faults = faults;
     }
 
+    pub(super) fn set_batch_gone(&mut self, gone: bool) {
+        self.batch_gone = gone;
+        self.generation += 1;
+    }
+
     /// Sets (or with `None` clears) what `domain` serves, as a change in the console would.
     /// `false` when the domain is unknown.
     pub(super) fn set_served(&mut self, domain: &str, served: Option<Served>) -> bool {

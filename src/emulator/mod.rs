@@ -515,6 +515,12 @@ impl Emulator {
         self.shared.lock().set_max_domains_per_call(n.max(1));
     }
 
+    /// From now on the CDN batch call answers `InvalidAction.NotFound` (`true`), or works
+    /// again (`false`): Alibaba retiring it, or an account where it comes back.
+    pub fn set_batch_gone(&self, gone: bool) {
+        self.shared.lock().set_batch_gone(gone);
+    }
+
     /// Changes the injected faults from now on.
     pub fn set_faults(&self, faults: Faults) -> Result<(), EmulatorError> {
         faults.validate()?;

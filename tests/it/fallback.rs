@@ -94,7 +94,38 @@ async fn a_retired_batch_call_falls_back_to_per_domain_and_is_not_tried_again() 
         "--force re-probed within a day"
     );
     assert_eq!(calls(&emu, PER_DOMAIN).len(), 30);
+
+    // Two days later (the record's time moved back): a plain sync still does not probe …
+    let path = env.join("state/state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("state")).expect("JSON");
+    state["batch_gone"]["probed_at"] = "2020-01-01T00:00:00Z".into();
+    std::fs::write(&path, serde_json::to_vec_pretty(&state).expect("JSON")).expect("write");
+    renew_and_sync(&env, &certbot, "b.example.com").await;
+    assert_eq!(calls(&emu, BATCH).len(), 1, "a plain sync re-probed");
+    // … but --force does, once: answered gone again, the record is renewed.
+    let forced = run(&env, &["sync", "--force"]).await;
+    forced.expect_status(0);
+    assert_eq!(forced.stderr.matches(ADVICE).count(), 1, "{}", forced.all());
+    assert_eq!(
+        calls(&emu, BATCH).len(),
+        2,
+        "--force after a day made one probe"
+    );
+    state = serde_json::from_str(&std::fs::read_to_string(&path).expect("state")).expect("JSON");
+    let probed = state["batch_gone"]["probed_at"]
+        .as_str()
+        .expect("probed_at");
+    assert!(
+        !probed.starts_with("2020"),
+        "the record was not renewed: {probed}"
+    );
     emu.shutdown().await;
+}
+
+async fn renew_and_sync(env: &Env, certbot: &Certbot, parent: &str) {
+    certbot.renew(parent, &issue(&[parent, &format!("*.{parent}")]));
+    run(env, &["sync"]).await.expect_status(0);
 }
 
 /// With `api = "per-domain"` the batch call is never sent, even against an emulator that
