@@ -151,3 +151,47 @@ async fn per_domain_by_configuration_records_nothing() {
     assert!(!state.contains("batch_gone"), "{state}");
     emu.shutdown().await;
 }
+
+/// Under `run`: the first pass falls back, warns once and records it; a renewal later is
+/// pushed per-domain with no further batch call, and no second warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_falls_back_once_and_stays_on_per_domain() {
+    use crate::harness::{RunningDaemon, emulator_config, wait_for};
+    let env = Env::new();
+    let certbot = Certbot::new(env.join("letsencrypt"));
+    let first = issue(&["a.example.com", "*.a.example.com"]);
+    certbot.add("a.example.com", &first);
+    let domains = ["a.example.com", "x.a.example.com", "y.a.example.com"];
+    let mut config = EmulatorConfig::with_domains(domains);
+    config.batch_gone = true;
+    let emu = Emulator::start("127.0.0.1:0".parse().expect("addr"), config)
+        .await
+        .expect("emulator starts");
+    emulator_config(&env, &emu.endpoint(), &domains)
+        .watch(certbot.live())
+        .write(&env);
+    let mut daemon = RunningDaemon::start(&env);
+    let serve_all = |issued: &certrotd::testca::Issued| {
+        let fp = fingerprint_of(issued.fullchain_pem.as_bytes(), issued.key_pem.as_bytes());
+        move |emu: &Emulator| domains.iter().all(|d| emulator_serves(emu, d, fp))
+    };
+    let ok1 = serve_all(&first);
+    wait_for("the first pass", 30, || ok1(&emu), || daemon.log()).await;
+    assert_eq!(calls(&emu, BATCH).len(), 1);
+
+    let renewed = issue(&["a.example.com", "*.a.example.com"]);
+    certbot.renew("a.example.com", &renewed);
+    let ok2 = serve_all(&renewed);
+    wait_for("the renewal", 30, || ok2(&emu), || daemon.log()).await;
+    assert_eq!(daemon.terminate(20).await, 0, "{}", daemon.log());
+    assert_eq!(
+        calls(&emu, BATCH).len(),
+        1,
+        "the daemon tried the batch call again"
+    );
+    assert_eq!(calls(&emu, PER_DOMAIN).len(), 6);
+    assert_eq!(daemon.log().matches(ADVICE).count(), 1, "{}", daemon.log());
+    let state = std::fs::read_to_string(env.join("state/state.json")).expect("state file");
+    assert!(state.contains("\"batch_gone\""), "{state}");
+    emu.shutdown().await;
+}
