@@ -85,3 +85,44 @@ async fn online_check_reports_a_wrong_access_key() {
     assert_eq!(emu.log().len(), 1, "one call, then stop");
     emu.shutdown().await;
 }
+
+/// DCDN domains are looked up in the DCDN account through `DescribeDcdnUserDomains`, and only
+/// there; a CDN domain is not found in DCDN's list nor the other way round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_check_looks_up_each_product_in_its_own_api() {
+    use certrotd::emulator::Product;
+    let env = Env::new();
+    let certbot = Certbot::new(env.join("letsencrypt"));
+    certbot.add("example.com", &issue(&["example.com", "*.example.com"]));
+    let cdn = emulator().await;
+    let mut dcdn = EmulatorConfig::with_domains(["edge.example.com", "www.example.com"]);
+    dcdn.product = Product::Dcdn;
+    let dcdn = Emulator::start("127.0.0.1:0".parse().expect("addr"), dcdn)
+        .await
+        .expect("dcdn emulator");
+    emulator_credentials(&env, &cdn.endpoint(), &["spare.example.com"])
+        .watch(certbot.live())
+        .set("dcdn", &format!("endpoint = {:?}", dcdn.endpoint()))
+        .set(
+            "dcdn",
+            "domains = [\"edge.example.com\", \"down.example.com\"]",
+        )
+        .write(&env);
+    let out = run(&env, &["check", "--online"]).await;
+    out.expect_status(1)
+        .expect_contains("dcdn: the account has 2 domain(s)")
+        .expect_contains("ok edge.example.com (dcdn): online, HTTPS off")
+        // down.example.com is a CDN domain of the account, not a DCDN one.
+        .expect_contains("MISSING down.example.com (dcdn)")
+        .expect_contains("ok spare.example.com (cdn)")
+        .expect_contains("hint: www.example.com (dcdn) is covered by");
+    assert!(cdn.log().iter().all(|e| e.action == "DescribeUserDomains"));
+    assert!(
+        dcdn.log()
+            .iter()
+            .all(|e| e.action == "DescribeDcdnUserDomains")
+    );
+    assert!(!dcdn.log().is_empty());
+    cdn.shutdown().await;
+    dcdn.shutdown().await;
+}
