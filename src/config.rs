@@ -14,6 +14,7 @@
 //! resolved against the folder holding the file. Warnings (valid but unwise settings) are
 //! returned as values in [`Loaded`]; this module prints and logs nothing.
 
+mod cas;
 mod domain;
 mod endpoint;
 mod files;
@@ -23,6 +24,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use cas::{CasSettings, Store};
 pub(crate) use files::Files;
 
 use crate::fsio::{self, FsError};
@@ -41,6 +43,8 @@ pub(crate) struct Settings {
     pub(crate) watch: WatchSettings,
     pub(crate) state: StateSettings,
     pub(crate) cdn: CdnSettings,
+    /// `[aliyun] store` and `[cas]`.
+    pub(crate) cas: CasSettings,
 }
 
 /// Which CDN call deploys certificates (`[aliyun] api`).

@@ -36,6 +36,8 @@
 //! not deployed; one not yet read back counts only when read-back is off (`verify = false`),
 //! so with `verify = true` a batch interrupted before its read-back is pushed again.
 
+pub mod cas;
+
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
@@ -127,6 +129,10 @@ pub struct State {
     pub(crate) version: u32,
     #[serde(default)]
     pub domains: BTreeMap<String, DomainState>,
+    /// CAS certificates certrotd uploaded or found (`[aliyun] store = "cas"`), by leaf
+    /// fingerprint; see [`cas`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cas: cas::CasRecords,
 }
 
 impl Default for State {
@@ -134,6 +140,7 @@ impl Default for State {
         State {
             version: STATE_VERSION,
             domains: BTreeMap::new(),
+            cas: BTreeMap::new(),
         }
     }
 }
@@ -296,6 +303,11 @@ impl StateStore {
 
     pub(crate) fn state(&self) -> &State {
         &self.state
+    }
+
+    /// The CAS records, to change in memory (the caller saves).
+    pub(crate) fn cas_mut(&mut self) -> &mut cas::CasRecords {
+        &mut self.state.cas
     }
 
     /// The state file's path.

@@ -9,11 +9,16 @@
 //! the limit a size refusal names), and the target's limits from the `[aliyun]` settings;
 //! every call here is one client call, so one freshly signed attempt.
 
+use std::sync::Arc;
+
 use super::credentials::{self, CredentialsError, Environment};
+use super::cas::{CasStore, SharedCas};
+use super::client::CasBinding;
 use super::{ApiError, BatchSetRequest, Class, Client, ClientError, SetSslRequest};
 use crate::cert::Fingerprint;
-use crate::config::{AliyunSettings, Api};
-use crate::push::{Deploy, Failure, Handling, Limits, RATE_WINDOW, Rate, Target};
+use crate::config::{AliyunSettings, Api, CasSettings, Store};
+use crate::push::{Deploy, Failure, Handling, Limits, RATE_WINDOW, Rate, Target, Upload};
+use crate::state::cas::CasRef;
 
 impl Failure for ApiError {
     fn handling(&self) -> Handling<'_> {
@@ -95,13 +100,16 @@ impl ConnectError {
 }
 
 /// The CDN API through [`Client`], deploying with the call `api` names; the batch call
-/// sends `Region` when the configuration names one (the per-domain call has none).
+/// sends `Region` when the configuration names one (the per-domain call has none). With a
+/// CAS store ([`AliyunCdn::with_cas`]) each certificate is first found or uploaded in CAS
+/// (the prepare step) and the write calls bind by reference.
 #[derive(Debug, Clone)]
 pub struct AliyunCdn {
     client: Client,
     region: Option<String>,
     limits: Limits,
     api: Api,
+    cas: Option<SharedCas>,
 }
 
 impl AliyunCdn {
@@ -112,6 +120,7 @@ impl AliyunCdn {
             region,
             limits,
             api: Api::Batch,
+            cas: None,
         }
     }
 
@@ -122,23 +131,72 @@ impl AliyunCdn {
             region: None,
             limits,
             api: Api::PerDomain,
+            cas: None,
         }
     }
 
     /// The credential chain (from the process environment) and the client for these
     /// settings: the target `settings.api` chooses, with its [`limits`].
     pub(crate) fn connect(settings: &AliyunSettings) -> Result<AliyunCdn, ConnectError> {
+        AliyunCdn::connect_with(settings, &CasSettings::default())
+    }
+
+    /// [`AliyunCdn::connect`], binding through CAS when `cas.store` says so (a CAS client
+    /// on `cas.endpoint` with the same credentials and signature).
+    pub(crate) fn connect_with(
+        settings: &AliyunSettings,
+        cas: &CasSettings,
+    ) -> Result<AliyunCdn, ConnectError> {
         let creds = credentials::load(settings, &Environment::from_process())?;
         tracing::info!(source = creds.source(), "using Alibaba Cloud credentials");
+        let store = match cas.store {
+            Store::Upload => None,
+            Store::Cas => {
+                let cas_settings = AliyunSettings {
+                    endpoint: cas.endpoint.clone(),
+                    ..settings.clone()
+                };
+                let client = Client::new(&cas_settings, creds.clone())?;
+                Some(Arc::new(CasStore::new(client, &cas.region)))
+            }
+        };
         let client = Client::new(settings, creds)?;
-        Ok(match settings.api {
+        let target = match settings.api {
             Api::Batch => AliyunCdn::new(client, settings.region.clone(), limits(settings)),
             Api::PerDomain => AliyunCdn::per_domain(client, limits(settings)),
+        };
+        Ok(match store {
+            Some(store) => target.with_cas(store),
+            None => target,
         })
     }
 
+    /// The same API binding by reference to certificates in `cas` (uploaded once each, in
+    /// the prepare step, on the prepare budget of CAS's list rate).
+    pub fn with_cas(self, cas: Arc<CasStore>) -> AliyunCdn {
+        let limits = Limits {
+            prepares: Some(Rate::per_second(super::cas::LISTS_PER_SECOND)),
+            ..self.limits
+        };
+        AliyunCdn {
+            cas: Some(cas),
+            limits,
+            ..self
+        }
+    }
+
+    /// The CAS store this target binds through, if any.
+    pub(crate) fn cas(&self) -> Option<&SharedCas> {
+        self.cas.as_ref()
+    }
+
     /// The same API with other limits (the daemon spaces its write starts).
+    /// A CAS store's prepare budget stays.
     pub(crate) fn with_limits(self, limits: Limits) -> AliyunCdn {
+        let limits = Limits {
+            prepares: limits.prepares.or(self.limits.prepares),
+            ..limits
+        };
         AliyunCdn { limits, ..self }
     }
 }
@@ -147,9 +205,13 @@ impl AliyunCdn {
     /// `SetCdnDomainSSLCertificate` for the call's domain: the executor never hands a call
     /// more than `domains_per_call` (1) domains, so this is one client call.
     async fn deploy_one(&self, call: &Deploy<'_>) -> Result<String, ApiError> {
+        let reference = self.reference(call)?;
+        let cert_id = reference.as_ref().map(|r| r.cert_id.to_string());
+        let cas = binding(reference.as_ref(), cert_id.as_deref());
         let mut request_id = String::new();
         for domain in call.domains {
             let req = SetSslRequest {
+                cas,
                 domain,
                 cert_name: &call.upload.cert_name,
                 ssl_pub: &call.upload.chain_pem,
@@ -161,8 +223,47 @@ impl AliyunCdn {
     }
 }
 
+impl AliyunCdn {
+    /// The CAS certificate a call binds: `None` without a CAS store; with one, the
+    /// reference the prepare step gave (a call without it is refused here, so no write
+    /// call falls back to carrying the key).
+    fn reference(&self, call: &Deploy<'_>) -> Result<Option<CasRef>, ApiError> {
+        if self.cas.is_none() {
+            return Ok(None);
+        }
+        match call.prepared.and_then(CasRef::from_reference) {
+            Some(r) => Ok(Some(r)),
+            None => Err(ApiError::bad_response(
+                "UploadUserCertificate",
+                0,
+                "no CAS certificate was prepared for this write call",
+            )),
+        }
+    }
+}
+
+/// The binding parameters of a CAS reference (`cert_id` is its id as text).
+fn binding<'a>(reference: Option<&'a CasRef>, cert_id: Option<&'a str>) -> Option<CasBinding<'a>> {
+    Some(CasBinding {
+        cert_id: cert_id?,
+        region: &reference?.region,
+        name: &reference?.name,
+    })
+}
+
 impl Target for AliyunCdn {
     type Error = ApiError;
+
+    fn prepares(&self) -> bool {
+        self.cas.is_some()
+    }
+
+    async fn prepare(&self, upload: &Upload) -> Result<Option<String>, ApiError> {
+        let Some(cas) = &self.cas else {
+            return Ok(None);
+        };
+        Ok(Some(cas.find_or_upload(upload).await?.to_reference()))
+    }
 
     fn name(&self) -> &'static str {
         match self.api {
@@ -183,7 +284,10 @@ impl Target for AliyunCdn {
         if self.api == Api::PerDomain {
             return self.deploy_one(call).await;
         }
+        let reference = self.reference(call)?;
+        let cert_id = reference.as_ref().map(|r| r.cert_id.to_string());
         let req = BatchSetRequest {
+            cas: binding(reference.as_ref(), cert_id.as_deref()),
             domains: call.domains,
             cert_name: &call.upload.cert_name,
             ssl_pub: &call.upload.chain_pem,

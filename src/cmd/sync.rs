@@ -17,10 +17,12 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::{CmdResult, Exit};
+use crate::aliyun::cas::cleanup;
 use crate::aliyun::cdn::{AliyunCdn, ConnectError};
+use crate::config::Store;
 use crate::config::{self, Settings};
 use crate::push::{Executor, Options};
-use crate::reconcile::{self, NoHolds, Pass};
+use crate::reconcile::{self, NoHolds, Pass, Verdict};
 use crate::source::{Lineage, Scanner};
 use crate::state::{self, StateError};
 
@@ -134,18 +136,24 @@ pub(crate) async fn sync(
         return Ok(Exit::Ok);
     };
     let aliyun = &settings.aliyun;
-    let target = Arc::new(AliyunCdn::connect(aliyun)?);
+    let target = Arc::new(AliyunCdn::connect_with(aliyun, &settings.cas)?);
+    if let Some(cas) = target.cas() {
+        cas.remember(&store.state().cas);
+    }
     if aliyun.verify {
         // A run killed between a call and its read-back left it Pending: confirm it
         // rather than push the same batch again.
         let (rate, domains) = (aliyun.read_requests_per_second, &settings.cdn.domains);
         reconcile::confirm_pending(&*target, &mut store, domains, rate, || false).await;
     }
-    let executor = Executor::new(target, Options::new(aliyun.max_attempts, aliyun.verify));
+    let executor = Executor::new(
+        Arc::clone(&target),
+        Options::new(aliyun.max_attempts, aliyun.verify),
+    );
     let planned = pass.plan(&lineages, &mut NoHolds, store.state(), now);
     let total = planned.plan.pending();
     let never = std::future::pending();
-    let passed = pass
+    let mut passed = pass
         .push(
             planned,
             &executor,
@@ -158,7 +166,20 @@ pub(crate) async fn sync(
         eprintln!();
     }
     out.write_all(passed.summary.render().as_bytes())?;
-    Ok(passed.summary.verdict().into())
+    let verdict = passed.summary.verdict();
+    if let Some(cas) = target.cas()
+        && settings.cas.delete_superseded
+        && verdict == Verdict::Clean
+    {
+        let managed = &settings.cdn.domains;
+        let (now, grace) = (OffsetDateTime::now_utc(), settings.cas.delete_after);
+        let done = cleanup::run(cas, &[&*target], managed, &mut passed.store, now, grace).await;
+        out.write_all(done.render(false).as_bytes())?;
+        if !done.errors.is_empty() {
+            return Ok(Exit::Problems);
+        }
+    }
+    Ok(verdict.into())
 }
 
 /// A `\r`-rewritten progress line on stderr when it is a terminal.
@@ -185,5 +206,10 @@ fn dry_run(
         .describe(&reconcile::plan_lineages(&planned.valid));
     out.write_all(described.as_bytes())?;
     out.write_all(planned.summary.render().as_bytes())?;
+    if settings.cas.store == Store::Cas && settings.cas.delete_superseded {
+        let (managed, grace) = (&settings.cdn.domains, settings.cas.delete_after);
+        let listed = cleanup::dry_run(&state, managed, now, grace);
+        out.write_all(listed.render(true).as_bytes())?;
+    }
     Ok(planned.summary.verdict().into())
 }

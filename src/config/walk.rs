@@ -12,6 +12,8 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+mod cas;
+
 use super::files::{Files, Named};
 use super::{
     AliyunSettings, Api, CdnSettings, Diagnostic, Settings, Signature, StateSettings,
@@ -99,7 +101,7 @@ struct Section<'t, 'i> {
     table: Option<&'t DeTable<'i>>,
 }
 
-const ROOT_KEYS: &[&str] = &["aliyun", "watch", "state", "cdn"];
+const ROOT_KEYS: &[&str] = &["aliyun", "watch", "state", "cdn", "cas"];
 const ALIYUN_KEYS: &[&str] = &[
     "endpoint",
     "region",
@@ -114,6 +116,7 @@ const ALIYUN_KEYS: &[&str] = &[
     "timeout_secs",
     "verify",
     "signature",
+    "store",
 ];
 const WATCH_KEYS: &[&str] = &["paths", "debounce_ms", "rescan_secs"];
 const STATE_KEYS: &[&str] = &["dir"];
@@ -174,18 +177,21 @@ fn walk_root(ctx: &mut Ctx<'_>, root: &DeTable<'_>) -> Option<Settings> {
         section(ctx, root, "watch", WATCH_KEYS),
         section(ctx, root, "state", STATE_KEYS),
         section(ctx, root, "cdn", CDN_KEYS),
+        section(ctx, root, "cas", cas::CAS_KEYS),
     ];
-    let [s_aliyun, s_watch, s_state, s_cdn] = &sections;
+    let [s_aliyun, s_watch, s_state, s_cdn, s_cas] = &sections;
     let aliyun = aliyun(ctx, s_aliyun);
     let watch = watch(ctx, s_watch);
     let state = state(ctx, s_state);
     let cdn = cdn(ctx, s_cdn);
+    let cas = cas::cas(ctx, s_aliyun, s_cas);
     Some(Settings {
         path: ctx.file.to_path_buf(),
         aliyun: aliyun?,
         watch: watch?,
         state: state?,
         cdn: cdn?,
+        cas: cas?,
     })
 }
 

@@ -454,7 +454,7 @@ fn log_problems(reported: &mut HashMap<String, String>, summary: &Summary) {
 
 /// The API and the executor for these settings (one client, shared).
 fn connect(settings: &Settings) -> Result<(Arc<AliyunCdn>, Executor<AliyunCdn>), ConnectError> {
-    let api = AliyunCdn::connect(&settings.aliyun)?;
+    let api = AliyunCdn::connect_with(&settings.aliyun, &settings.cas)?;
     let target = api.clone().with_limits(spread_limits(settings));
     let a = &settings.aliyun;
     let executor = Executor::new(Arc::new(target), Options::new(a.max_attempts, a.verify));

@@ -407,6 +407,7 @@ fn a_fault_at_any_step_leaves_the_old_or_the_new_file_and_no_temp() {
     let new = encode(&State {
         version: 1,
         domains: [("a".to_string(), DomainState::default())].into(),
+        cas: Default::default(),
     })
     .unwrap();
     for step in [Step::Created, Step::Written, Step::Synced, Step::Renamed] {

@@ -52,6 +52,7 @@ fn state(entries: Vec<(&str, Option<Deployment>, Option<LastError>)>) -> State {
     State {
         version: crate::state::STATE_VERSION,
         domains,
+        cas: Default::default(),
     }
 }
 
