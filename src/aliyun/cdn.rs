@@ -80,7 +80,7 @@ pub fn limits(s: &AliyunSettings) -> Limits {
     }
 }
 
-/// Why [`AliyunCdn::connect`] could not build the target.
+/// Why [`AliyunCdn::connect_with`] could not build the target.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnectError {
     #[error(transparent)]
@@ -137,12 +137,8 @@ impl AliyunCdn {
 
     /// The credential chain (from the process environment) and the client for these
     /// settings: the target `settings.api` chooses, with its [`limits`].
-    pub(crate) fn connect(settings: &AliyunSettings) -> Result<AliyunCdn, ConnectError> {
-        AliyunCdn::connect_with(settings, &CasSettings::default())
-    }
-
-    /// [`AliyunCdn::connect`], binding through CAS when `cas.store` says so (a CAS client
-    /// on `cas.endpoint` with the same credentials and signature).
+    /// With `cas.store = "cas"` the target binds through CAS (a CAS client on
+    /// `cas.endpoint` with the same credentials and signature).
     pub(crate) fn connect_with(
         settings: &AliyunSettings,
         cas: &CasSettings,

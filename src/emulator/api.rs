@@ -35,6 +35,7 @@ use time::macros::format_description;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
+use super::cas::{self, Cas};
 use super::record::{LogEntry, LogJson, Served};
 use super::{EmulatorConfig, Faults};
 use crate::aliyun::sign::{self, V3Authorization};
@@ -146,13 +147,13 @@ const V3_REQUIRED: [&str; 6] = [
 
 /// A refusal: HTTP status, `Code`, `Message`.
 #[derive(Debug)]
-struct ApiError {
-    status: u16,
-    code: &'static str,
-    message: String,
+pub(super) struct ApiError {
+    pub(super) status: u16,
+    pub(super) code: &'static str,
+    pub(super) message: String,
 }
 
-fn refuse(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+pub(super) fn refuse(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError {
         status,
         code,
@@ -160,7 +161,7 @@ fn refuse(status: u16, code: &'static str, message: impl Into<String>) -> ApiErr
     }
 }
 
-fn missing(name: &str) -> ApiError {
+pub(super) fn missing(name: &str) -> ApiError {
     refuse(
         400,
         "MissingParameter",
@@ -186,7 +187,7 @@ enum Class {
 }
 
 /// Query and form-body parameters together, in arrival order.
-struct Params {
+pub(super) struct Params {
     all: Vec<(String, String)>,
     in_query: bool,
 }
@@ -204,7 +205,7 @@ impl Params {
         Params { all, in_query }
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.all
             .iter()
             .find(|(k, _)| k == name)
@@ -215,7 +216,7 @@ impl Params {
         self.get(name).unwrap_or_default().to_string()
     }
 
-    fn require(&self, name: &str) -> Result<&str, ApiError> {
+    pub(super) fn require(&self, name: &str) -> Result<&str, ApiError> {
         match self.get(name) {
             Some(v) if !v.is_empty() => Ok(v),
             _ => Err(missing(name)),
@@ -252,13 +253,13 @@ impl Params {
 
 /// Calls that arrived in the last [`RATE_WINDOW`].
 #[derive(Default)]
-struct Window {
+pub(super) struct Window {
     arrivals: VecDeque<Instant>,
 }
 
 impl Window {
     /// Admits a call at `now` unless `limit` calls are already in the window.
-    fn admit(&mut self, now: Instant, limit: u32) -> bool {
+    pub(super) fn admit(&mut self, now: Instant, limit: u32) -> bool {
         while let Some(first) = self.arrivals.front() {
             if now.saturating_duration_since(*first) >= RATE_WINDOW {
                 self.arrivals.pop_front();
@@ -299,6 +300,8 @@ pub(super) struct State {
     id_rng: StdRng,
     started: Instant,
     generation: u64,
+    /// The account's SSL Certificates Service.
+    cas: Cas,
 }
 
 impl State {
@@ -325,6 +328,7 @@ impl State {
             id_rng: StdRng::seed_from_u64(cfg.seed ^ 0x5eed_0f1d_5eed_0f1d),
             started,
             generation: 0,
+            cas: Cas::new(&cfg.cas_region),
         }
     }
 
@@ -341,12 +345,41 @@ impl State {
         &self.served
     }
 
+    pub(super) fn cas(&self) -> &Cas {
+        &self.cas
+    }
+
+    /// Adds a user's upload to CAS (a seed), as the console would; its `CertId`.
+    pub(super) fn seed_cas(
+        &mut self,
+        name: &str,
+        chain: &str,
+        key: &str,
+        wall: OffsetDateTime,
+    ) -> Result<u64, String> {
+        let id = self.cas.seed(name, chain, key, wall)?;
+        self.served_json = None;
+        self.generation += 1;
+        Ok(id)
+    }
+
     /// The state dump's bytes; the served map is re-encoded only after it changed.
     pub(super) fn dump_json(&mut self) -> Vec<u8> {
         let served = self.served_json.get_or_insert_with(|| {
             serde_json::to_vec(&self.served).unwrap_or_else(|_| b"{}".to_vec())
         });
-        self.log_json.dump(served)
+        let cas: Vec<super::record::DumpedCas> = self
+            .cas
+            .certs()
+            .map(|c| super::record::DumpedCas {
+                cert_id: c.cert_id,
+                name: c.name.clone(),
+                fingerprint: c.fingerprint,
+                by_user: c.by_user,
+            })
+            .collect();
+        let cas = serde_json::to_vec(&cas).unwrap_or_else(|_| b"[]".to_vec());
+        self.log_json.dump(served, &cas)
     }
 
     #[cfg(test)]
@@ -480,6 +513,20 @@ impl State {
             }
             Some(auth) => self.authenticate_v3(req, auth, wall)?,
         };
+        let cas_action = cas::ACTIONS.contains(&action.as_str());
+        let version = match req.authorization() {
+            None => p.get("Version"),
+            Some(_) => req.header("x-acs-version"),
+        };
+        let known = cas_action
+            || [ACTION_SET, ACTION_SET_SSL, ACTION_DESCRIBE_CERT, ACTION_USER_DOMAINS]
+                .contains(&action.as_str());
+        if known && version != Some(if cas_action { cas::VERSION } else { VERSION }) {
+            return Err(invalid_version());
+        }
+        if cas_action {
+            return self.cas.answer(&action, p, now, wall, &self.served);
+        }
         let class = match action.as_str() {
             ACTION_SET => Class::Write,
             ACTION_SET_SSL => Class::PerDomainWrite,
@@ -499,11 +546,11 @@ impl State {
             ACTION_SET => {
                 let domains = self.domain_list(p)?;
                 let force = p.get("ForceSet") == Some("1");
-                self.set_certificate(p, &domains, force, wall, request_id)
+                self.set_certificate(p, &domains, force, false, wall, request_id)
             }
             ACTION_SET_SSL => {
                 let domain = self.one_domain(p)?;
-                self.set_certificate(p, &[domain], false, wall, request_id)
+                self.set_certificate(p, &[domain], false, true, wall, request_id)
             }
             ACTION_DESCRIBE_CERT => self.describe_certificate(p),
             _ => self.user_domains(p),
@@ -545,7 +592,7 @@ impl State {
                 _ => return Err(missing(name)),
             }
         }
-        if req.header("x-acs-version") != Some(VERSION) {
+        if !matches!(req.header("x-acs-version"), Some(VERSION | cas::VERSION)) {
             return Err(invalid_version());
         }
         check_v3_signed_headers(req, &auth)?;
@@ -628,16 +675,22 @@ impl State {
 
     /// The checks both write calls share (certificate, key, `CertName`, `SSLProtocol`,
     /// `CertType`, coverage of `domains`), then `domains` serve the certificate. `force`:
-    /// the call may take a `CertName` over from other content (`ForceSet=1`).
-    fn set_certificate(
+    /// the call may take a `CertName` over from other content (`ForceSet=1`). With
+    /// `CertType=cas` the call binds a CAS certificate instead ([`State::bind_cas`]): by
+    /// `CertId` when `by_id` (the per-domain calls), else by `CertName`.
+    pub(super) fn set_certificate(
         &mut self,
         p: &Params,
         domains: &[String],
         force: bool,
+        by_id: bool,
         wall: OffsetDateTime,
         request_id: &str,
     ) -> Result<Value, ApiError> {
         check_ssl_protocol(p.get("SSLProtocol"))?;
+        if p.get("CertType") == Some("cas") {
+            return self.bind_cas(p, domains, by_id, wall, request_id);
+        }
         check_cert_type(p.get("CertType"))?;
         let cert_name = check_cert_name(p.get("CertName"))?;
         let chain = required_pem(p, "SSLPub")?;
@@ -647,6 +700,32 @@ impl State {
         self.claim_cert_name(cert_name, cert.fingerprint, force)?;
         let mut served = Served::new(&cert, cert_name, request_id, wall);
         chain.clone_into(&mut served.chain_pem);
+        for d in domains {
+            self.served.insert(d.clone(), served.clone());
+        }
+        self.served_json = None;
+        Ok(json!({}))
+    }
+
+    /// A `CertType=cas` write: `domains` bind the CAS certificate the call names (by
+    /// `CertName` in the batch call, by `CertId` and `CertRegion` in a per-domain call),
+    /// which must cover each of them.
+    fn bind_cas(
+        &mut self,
+        p: &Params,
+        domains: &[String],
+        by_id: bool,
+        wall: OffsetDateTime,
+        request_id: &str,
+    ) -> Result<Value, ApiError> {
+        let (served, _, names) = self.cas.binding(p, by_id, request_id, wall)?;
+        if let Some(d) = domains.iter().find(|d| crate::cert::covers(&names, d).is_none()) {
+            return Err(refuse(
+                400,
+                "Certificate.MissMatch",
+                format!("The certificate does not cover the domain {d}."),
+            ));
+        }
         for d in domains {
             self.served.insert(d.clone(), served.clone());
         }
@@ -748,7 +827,8 @@ impl State {
             Some(s) => json!({
                 "DomainName": domain,
                 "CertName": s.cert_name,
-                "CertType": "upload",
+                "CertType": if s.cas_cert_id.is_some() { "cas" } else { "upload" },
+                "CertId": s.cas_cert_id.map(|id| id.to_string()).unwrap_or_default(),
                 "ServerCertificateStatus": "on",
                 "ServerCertificate": s.chain_pem,
                 "CertExpireTime": api_time(s.not_after),
@@ -796,6 +876,11 @@ impl State {
 
 fn new_entry(p: &Params, envelope: &Envelope, req: &Incoming, at: Duration) -> LogEntry {
     let is_write = envelope.action == ACTION_SET || envelope.action == ACTION_SET_SSL;
+    let is_upload = envelope.action == cas::ACTION_UPLOAD;
+    let mut params: Vec<String> = p.all.iter().map(|(k, _)| k.clone()).collect();
+    if req.authorization().is_some() {
+        params.push("Action".to_string());
+    }
     LogEntry {
         at,
         method: req.method.clone(),
@@ -817,14 +902,19 @@ fn new_entry(p: &Params, envelope: &Envelope, req: &Incoming, at: Duration) -> L
         request_id: String::new(),
         cert_name: if is_write {
             p.get("CertName").map(str::to_string)
+        } else if is_upload {
+            p.get("Name").map(str::to_string)
         } else {
             None
         },
         fingerprint: if is_write {
             p.get("SSLPub").and_then(leaf_fingerprint)
+        } else if is_upload {
+            p.get("Cert").and_then(leaf_fingerprint)
         } else {
             None
         },
+        params,
     }
 }
 
@@ -846,7 +936,10 @@ fn invalid_version() -> ApiError {
     refuse(
         400,
         "InvalidVersion",
-        format!("Specified parameter Version is not valid: this API speaks {VERSION}."),
+        format!(
+            "Specified parameter Version is not valid: the CDN actions speak {VERSION}, the CAS actions {}.",
+            cas::VERSION
+        ),
     )
 }
 
@@ -886,7 +979,7 @@ fn check_v3_signed_headers(req: &Incoming, auth: &V3Authorization<'_>) -> Result
     }
 }
 
-fn throttled() -> ApiError {
+pub(super) fn throttled() -> ApiError {
     refuse(
         400,
         "Throttling.User",
@@ -916,7 +1009,7 @@ fn check_common_params(p: &Params) -> Result<(), ApiError> {
     ] {
         p.require(name)?;
     }
-    if p.get("Version") != Some(VERSION) {
+    if !matches!(p.get("Version"), Some(VERSION | cas::VERSION)) {
         return Err(invalid_version());
     }
     if let Some(f) = p.get("Format")
@@ -1195,7 +1288,7 @@ pub(super) fn expected_signature_v3(
 
 /// Parses the pair with certrotd's own validation (`cert::parse`, `cert::check_time`) and
 /// maps each defect to the code Alibaba answers with. `Invalid` messages hold no key text.
-fn check_certificate(
+pub(super) fn check_certificate(
     chain: &str,
     key: &str,
     wall: OffsetDateTime,

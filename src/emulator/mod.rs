@@ -19,6 +19,7 @@
 //! on disk reflects a request before that request is answered.
 
 mod api;
+mod cas;
 mod record;
 #[cfg(test)]
 mod tests;
@@ -44,7 +45,8 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-pub use record::{Dump, LogEntry, Served};
+pub use cas::CasCert;
+pub use record::{Dump, DumpedCas, LogEntry, Served};
 
 #[cfg(test)]
 use api::{
@@ -53,6 +55,8 @@ use api::{
 };
 use api::{Incoming, Reply, State};
 use record::write_atomically;
+
+use zeroize::Zeroizing;
 
 use crate::cert::Certificate;
 
@@ -126,6 +130,12 @@ pub struct EmulatorConfig {
     pub seed: u64,
     /// Where to keep the JSON state dump, if anywhere.
     pub(crate) state_dump: Option<PathBuf>,
+    /// The region of the emulated CAS (bindings by `CertId` must name it).
+    pub cas_region: String,
+    /// Certificates in CAS from the start, as a user's uploads: (name, chain PEM, key PEM).
+    pub cas_user_certs: Vec<(String, String, Zeroizing<String>)>,
+    /// Extra delay before the answer of every CDN write call (on top of `latency`).
+    pub write_latency: Duration,
 }
 
 impl Default for EmulatorConfig {
@@ -142,6 +152,9 @@ impl Default for EmulatorConfig {
             latency: Duration::ZERO,
             seed: 0,
             state_dump: None,
+            cas_region: "cn-hangzhou".to_string(),
+            cas_user_certs: Vec::new(),
+            write_latency: Duration::ZERO,
         }
     }
 }
@@ -202,6 +215,9 @@ impl fmt::Debug for EmulatorConfig {
             .field("latency", &self.latency)
             .field("seed", &self.seed)
             .field("state_dump", &self.state_dump)
+            .field("cas_region", &self.cas_region)
+            .field("cas_user_certs", &self.cas_user_certs.len())
+            .field("write_latency", &self.write_latency)
             .finish()
     }
 }
@@ -331,6 +347,7 @@ fn check_domain(d: &str) -> Result<(), String> {
 struct Shared {
     state: Mutex<State>,
     latency: Duration,
+    write_latency: Duration,
     dump: Option<Dumper>,
 }
 
@@ -409,9 +426,18 @@ impl Emulator {
                 addr: listen,
                 source,
             })?;
+        let mut state = State::new(&cfg, Instant::now());
+        for (name, chain, key) in &cfg.cas_user_certs {
+            state
+                .seed_cas(name, chain, key, OffsetDateTime::now_utc())
+                .map_err(|why| {
+                    EmulatorError::Config(format!("--cas-user-cert {name}: {why}"))
+                })?;
+        }
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(&cfg, Instant::now())),
+            state: Mutex::new(state),
             latency: cfg.latency,
+            write_latency: cfg.write_latency,
             dump: cfg.state_dump.map(|path| Dumper {
                 path,
                 written: tokio::sync::Mutex::new(0),
@@ -447,6 +473,11 @@ impl Emulator {
     }
 
     /// What each domain serves (domains serving nothing are absent).
+    /// The certificates in the emulated CAS.
+    pub fn cas_certs(&self) -> Vec<CasCert> {
+        self.shared.lock().cas().certs().cloned().collect()
+    }
+
     pub fn served(&self) -> BTreeMap<String, Served> {
         self.shared.lock().served().clone()
     }
@@ -588,14 +619,16 @@ async fn handle(shared: Arc<Shared>, req: Request<Body>) -> Result<Response<Full
         body,
         too_large,
     };
-    let (reply, generation) = {
+    let (reply, generation, write) = {
         let mut st = shared.lock();
         let reply = st.process(&incoming, Instant::now(), OffsetDateTime::now_utc());
-        (reply, st.generation())
+        let write = st.log().last().is_some_and(LogEntry::is_write);
+        (reply, st.generation(), write)
     };
     shared.write_dump_logged(generation).await;
-    if !shared.latency.is_zero() {
-        tokio::time::sleep(shared.latency).await;
+    let delay = shared.latency + if write { shared.write_latency } else { Duration::ZERO };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     match reply {
         Reply::Reset => Err(Reset),

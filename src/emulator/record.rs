@@ -39,6 +39,9 @@ pub struct Served {
     /// The chain as uploaded (`SSLPub`). Left out of the state dump to keep it small.
     #[serde(skip_serializing, default)]
     pub(crate) chain_pem: String,
+    /// The CAS `CertId` the domain is bound to (`CertType=cas`), if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cas_cert_id: Option<u64>,
 }
 
 impl Served {
@@ -58,6 +61,7 @@ impl Served {
             updated_at: now,
             request_id: request_id.to_string(),
             chain_pem: cert.chain_pem.clone(),
+            cas_cert_id: None,
         }
     }
 }
@@ -92,8 +96,13 @@ pub struct LogEntry {
     pub request_id: String,
     /// `CertName` of a write call.
     pub(crate) cert_name: Option<String>,
-    /// Fingerprint of the first certificate in a write call's `SSLPub`, when it decodes.
+    /// Fingerprint of the first certificate in a write call's `SSLPub` (an upload's
+    /// `Cert`), when it decodes.
     pub fingerprint: Option<Fingerprint>,
+    /// The names of the parameters the request carried (query, body and for V3 the action
+    /// in its header), in arrival order; never their values.
+    #[serde(default)]
+    pub params: Vec<String>,
 }
 
 impl LogEntry {
@@ -102,6 +111,16 @@ impl LogEntry {
     pub fn is_write(&self) -> bool {
         self.action == super::api::ACTION_SET || self.action == super::api::ACTION_SET_SSL
     }
+    /// Is this a CAS `UploadUserCertificate`?
+    pub fn is_cas_upload(&self) -> bool {
+        self.action == super::cas::ACTION_UPLOAD
+    }
+
+    /// Did the request carry a parameter named `name`?
+    pub fn has_param(&self, name: &str) -> bool {
+        self.params.iter().any(|p| p == name)
+    }
+
     /// Did the call succeed (HTTP 200)?
     pub fn succeeded(&self) -> bool {
         self.status == Some(200)
@@ -135,6 +154,19 @@ pub struct Dump {
     pub served: BTreeMap<String, Served>,
     /// Every request so far, in arrival order.
     pub log: Vec<LogEntry>,
+    /// The certificates in the emulated CAS (without PEM text).
+    #[serde(default)]
+    pub cas: Vec<DumpedCas>,
+}
+
+/// One CAS certificate in the state dump.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DumpedCas {
+    pub cert_id: u64,
+    pub name: String,
+    pub fingerprint: Fingerprint,
+    /// Seeded as a user's upload (`--cas-user-cert`).
+    pub by_user: bool,
 }
 
 impl Dump {
@@ -172,11 +204,14 @@ impl LogJson {
         }
     }
 
-    /// The whole dump, `{"version":1,"served":{…},"log":[…]}`, around the encoded served map.
-    pub(super) fn dump(&self, served: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(served.len() + self.entries.len() + 64);
+    /// The whole dump, `{"version":1,"served":{…},"cas":[…],"log":[…]}`, around the
+    /// encoded served map and CAS list.
+    pub(super) fn dump(&self, served: &[u8], cas: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(served.len() + cas.len() + self.entries.len() + 64);
         out.extend_from_slice(format!("{{\"version\":{},\"served\":", Dump::VERSION).as_bytes());
         out.extend_from_slice(served);
+        out.extend_from_slice(b",\"cas\":");
+        out.extend_from_slice(cas);
         out.extend_from_slice(b",\"log\":[");
         out.extend_from_slice(&self.entries);
         out.extend_from_slice(b"]}\n");
