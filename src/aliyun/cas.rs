@@ -195,7 +195,10 @@ impl CasStore {
             self.others.acquire().await;
             let params = Zeroizing::new(vec![
                 ("OrderType".to_string(), "UPLOAD".to_string()),
-                ("Keyword".to_string(), keyword.trim_start_matches("*.").to_string()),
+                (
+                    "Keyword".to_string(),
+                    keyword.trim_start_matches("*.").to_string(),
+                ),
                 ("CurrentPage".to_string(), page.to_string()),
                 ("ShowSize".to_string(), SHOW_SIZE.to_string()),
             ]);
@@ -203,7 +206,12 @@ impl CasStore {
             let got = reply.certificate_order_list.len() as u64;
             for entry in reply.certificate_order_list {
                 if self.same_content(&entry, &upload.fingerprint).await? {
-                    return Ok(Some(leaf.cas_ref(entry.certificate_id, &self.region, entry.name, &upload.fingerprint)));
+                    return Ok(Some(leaf.cas_ref(
+                        entry.certificate_id,
+                        &self.region,
+                        entry.name,
+                        &upload.fingerprint,
+                    )));
                 }
             }
             seen += got;
@@ -231,10 +239,14 @@ impl CasStore {
         let params = Zeroizing::new(vec![
             ("Name".to_string(), name.clone()),
             ("Cert".to_string(), upload.chain_pem.clone()),
-            ("Key".to_string(), upload.key.expose_upload_pem().to_string()),
+            (
+                "Key".to_string(),
+                upload.key.expose_upload_pem().to_string(),
+            ),
             ("ClientToken".to_string(), client_token()),
         ]);
-        let reply: Result<UploadReply, ApiError> = self.client.rpc(ACTION_UPLOAD, params, &[]).await;
+        let reply: Result<UploadReply, ApiError> =
+            self.client.rpc(ACTION_UPLOAD, params, &[]).await;
         let reply = reply.inspect_err(|e| {
             if e.code() == Some("NameRepeat") {
                 tracing::error!(
@@ -289,9 +301,12 @@ struct Leaf {
 
 impl Leaf {
     fn of(upload: &Upload) -> Leaf {
-        let names = crate::cert::parse(upload.chain_pem.as_bytes(), upload.key.expose_upload_pem().as_bytes())
-            .map(|c| c.names)
-            .unwrap_or_default();
+        let names = crate::cert::parse(
+            upload.chain_pem.as_bytes(),
+            upload.key.expose_upload_pem().as_bytes(),
+        )
+        .map(|c| c.names)
+        .unwrap_or_default();
         Leaf {
             names,
             not_after: upload.not_after,

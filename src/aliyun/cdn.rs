@@ -11,9 +11,9 @@
 
 use std::sync::Arc;
 
-use super::credentials::{self, CredentialsError, Environment};
 use super::cas::{CasStore, SharedCas};
 use super::client::CasBinding;
+use super::credentials::{self, CredentialsError, Environment};
 use super::{ApiError, BatchSetRequest, Class, Client, ClientError, SetSslRequest};
 use crate::cert::Fingerprint;
 use crate::config::{AliyunSettings, Api, CasSettings, Store};

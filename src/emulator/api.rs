@@ -519,8 +519,13 @@ impl State {
             Some(_) => req.header("x-acs-version"),
         };
         let known = cas_action
-            || [ACTION_SET, ACTION_SET_SSL, ACTION_DESCRIBE_CERT, ACTION_USER_DOMAINS]
-                .contains(&action.as_str());
+            || [
+                ACTION_SET,
+                ACTION_SET_SSL,
+                ACTION_DESCRIBE_CERT,
+                ACTION_USER_DOMAINS,
+            ]
+            .contains(&action.as_str());
         if known && version != Some(if cas_action { cas::VERSION } else { VERSION }) {
             return Err(invalid_version());
         }
@@ -719,7 +724,10 @@ impl State {
         request_id: &str,
     ) -> Result<Value, ApiError> {
         let (served, _, names) = self.cas.binding(p, by_id, request_id, wall)?;
-        if let Some(d) = domains.iter().find(|d| crate::cert::covers(&names, d).is_none()) {
+        if let Some(d) = domains
+            .iter()
+            .find(|d| crate::cert::covers(&names, d).is_none())
+        {
             return Err(refuse(
                 400,
                 "Certificate.MissMatch",

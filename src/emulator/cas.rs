@@ -162,7 +162,9 @@ impl Cas {
             return Err(refuse(
                 400,
                 "NameRepeat",
-                format!("A certificate named {name} already exists; certificate names must be unique."),
+                format!(
+                    "A certificate named {name} already exists; certificate names must be unique."
+                ),
             ));
         }
         let cert = check_certificate(chain, key, wall)?;
@@ -211,7 +213,11 @@ impl Cas {
     fn cert_id(p: &Params) -> Result<u64, ApiError> {
         let raw = p.require("CertId")?;
         raw.trim().parse().map_err(|_| {
-            refuse(400, "InvalidParameter", format!("CertId {raw:?} is not a number."))
+            refuse(
+                400,
+                "InvalidParameter",
+                format!("CertId {raw:?} is not a number."),
+            )
         })
     }
 
@@ -275,7 +281,9 @@ impl Cas {
                     return Err(refuse(
                         400,
                         "SSLPri.MissingParameter",
-                        format!("The SSLPri parameter is required (a CertType=cas binding lacks {name})."),
+                        format!(
+                            "The SSLPri parameter is required (a CertType=cas binding lacks {name})."
+                        ),
                     ));
                 }
             }
@@ -284,21 +292,54 @@ impl Cas {
                 return Err(refuse(
                     400,
                     "InvalidParameter.CertRegion",
-                    format!("CertRegion {region:?} is not this account's CAS region ({}).", self.region),
+                    format!(
+                        "CertRegion {region:?} is not this account's CAS region ({}).",
+                        self.region
+                    ),
                 ));
             }
             self.get(Cas::cert_id(p)?)?
         } else {
-            let name = p.get("CertName").filter(|n| !n.is_empty()).ok_or_else(|| missing("CertName"))?;
+            let name = p
+                .get("CertName")
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| missing("CertName"))?;
             self.certs
                 .values()
                 .find(|c| c.name == name)
-                .ok_or_else(|| refuse(404, "CertificateNotFound", format!("No CAS certificate is named {name}.")))?
+                .ok_or_else(|| {
+                    refuse(
+                        404,
+                        "CertificateNotFound",
+                        format!("No CAS certificate is named {name}."),
+                    )
+                })?
         };
         if cert.not_after <= wall {
-            return Err(refuse(400, "Certificate.Expired", "The CAS certificate has expired."));
+            return Err(refuse(
+                400,
+                "Certificate.Expired",
+                "The CAS certificate has expired.",
+            ));
         }
-        let served = Served {
+        Ok((
+            cert.served(request_id, wall),
+            cert.fingerprint,
+            cert.names.clone(),
+        ))
+    }
+
+    /// What a domain bound to `cert_id` serves (a console binding), if CAS holds it.
+    pub(super) fn served_as(&self, cert_id: u64, wall: OffsetDateTime) -> Option<Served> {
+        Some(self.certs.get(&cert_id)?.served("console", wall))
+    }
+}
+
+impl CasCert {
+    /// A domain bound to this certificate.
+    fn served(&self, request_id: &str, wall: OffsetDateTime) -> Served {
+        let cert = self;
+        Served {
             cert_name: cert.name.clone(),
             fingerprint: cert.fingerprint,
             names: cert.names.clone(),
@@ -308,12 +349,9 @@ impl Cas {
             request_id: request_id.to_string(),
             chain_pem: cert.chain_pem.clone(),
             cas_cert_id: Some(cert.cert_id),
-        };
-        Ok((served, cert.fingerprint, cert.names.clone()))
+        }
     }
-}
 
-impl CasCert {
     /// Upper-case hex of the leaf's SHA-256, as CAS shows it.
     fn sha2(&self) -> String {
         self.fingerprint.hex().to_ascii_uppercase()

@@ -430,9 +430,7 @@ impl Emulator {
         for (name, chain, key) in &cfg.cas_user_certs {
             state
                 .seed_cas(name, chain, key, OffsetDateTime::now_utc())
-                .map_err(|why| {
-                    EmulatorError::Config(format!("--cas-user-cert {name}: {why}"))
-                })?;
+                .map_err(|why| EmulatorError::Config(format!("--cas-user-cert {name}: {why}")))?;
         }
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
@@ -472,12 +470,24 @@ impl Emulator {
         self.shared.lock().log().to_vec()
     }
 
-    /// What each domain serves (domains serving nothing are absent).
     /// The certificates in the emulated CAS.
     pub fn cas_certs(&self) -> Vec<CasCert> {
         self.shared.lock().cas().certs().cloned().collect()
     }
 
+    /// Binds `domain` to the CAS certificate `cert_id`, as a change in the console would
+    /// (for tests of what the cleanup must keep). The state dump is rewritten.
+    pub async fn bind_cas(&self, domain: &str, cert_id: u64) -> Result<(), EmulatorError> {
+        let served = self
+            .shared
+            .lock()
+            .cas()
+            .served_as(cert_id, OffsetDateTime::now_utc())
+            .ok_or_else(|| EmulatorError::Config(format!("no CAS certificate {cert_id}")))?;
+        self.change_served(domain, Some(served)).await
+    }
+
+    /// What each domain serves (domains serving nothing are absent).
     pub fn served(&self) -> BTreeMap<String, Served> {
         self.shared.lock().served().clone()
     }
@@ -626,7 +636,12 @@ async fn handle(shared: Arc<Shared>, req: Request<Body>) -> Result<Response<Full
         (reply, st.generation(), write)
     };
     shared.write_dump_logged(generation).await;
-    let delay = shared.latency + if write { shared.write_latency } else { Duration::ZERO };
+    let delay = shared.latency
+        + if write {
+            shared.write_latency
+        } else {
+            Duration::ZERO
+        };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }

@@ -22,7 +22,7 @@ const MAX_DUMP_BYTES: u64 = 1024 * 1024 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Served {
     /// The `CertName` it was uploaded under.
-    pub(crate) cert_name: String,
+    pub cert_name: String,
     /// SHA-256 of the leaf certificate's DER.
     pub fingerprint: Fingerprint,
     /// DNS names of the leaf.
@@ -94,8 +94,8 @@ pub struct LogEntry {
     /// Whether the answer was an injected fault.
     pub injected: bool,
     pub request_id: String,
-    /// `CertName` of a write call.
-    pub(crate) cert_name: Option<String>,
+    /// `CertName` of a write call (`Name` of a CAS upload).
+    pub cert_name: Option<String>,
     /// Fingerprint of the first certificate in a write call's `SSLPub` (an upload's
     /// `Cert`), when it decodes.
     pub fingerprint: Option<Fingerprint>,

@@ -77,7 +77,9 @@ pub(crate) fn note_prepared(
 ) {
     let entry = records.entry(fingerprint.hex());
     match entry {
-        std::collections::btree_map::Entry::Occupied(mut e) if e.get().cert.cert_id == cert.cert_id => {
+        std::collections::btree_map::Entry::Occupied(mut e)
+            if e.get().cert.cert_id == cert.cert_id =>
+        {
             e.get_mut().cert = cert;
         }
         std::collections::btree_map::Entry::Occupied(mut e) => {

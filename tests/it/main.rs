@@ -3,6 +3,7 @@
 
 mod acme;
 mod aliyun_client;
+mod cas;
 mod check;
 mod daemon;
 mod deploy_hook;

@@ -155,7 +155,9 @@ pub(crate) async fn run<T: Target>(
             }
             Ok(None) => {}
             Err(e) => {
-                report.errors.push(format!("cannot check {}: {e}; kept", c.name));
+                report
+                    .errors
+                    .push(format!("cannot check {}: {e}; kept", c.name));
                 continue;
             }
         }
@@ -165,9 +167,10 @@ pub(crate) async fn run<T: Target>(
                 store.cas_mut().remove(&c.fingerprint.hex());
                 report.deleted.push((c.cert_id, c.name));
             }
-            Err(e) => report
-                .errors
-                .push(format!("cannot delete {} (CertId {}): {e}", c.name, c.cert_id)),
+            Err(e) => report.errors.push(format!(
+                "cannot delete {} (CertId {}): {e}",
+                c.name, c.cert_id
+            )),
         }
     }
     if let Err(e) = store.save() {
@@ -186,7 +189,10 @@ pub(crate) fn dry_run(
     let mut records = state.cas.clone();
     let candidates = review(state, &mut records, managed, now, grace);
     Cleanup {
-        deleted: candidates.into_iter().map(|c| (c.cert_id, c.name)).collect(),
+        deleted: candidates
+            .into_iter()
+            .map(|c| (c.cert_id, c.name))
+            .collect(),
         ..Cleanup::default()
     }
 }
