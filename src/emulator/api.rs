@@ -205,6 +205,19 @@ impl Params {
         Params { all, in_query }
     }
 
+    /// Parameters as given (tests of the actions behind the envelope).
+    #[cfg(test)]
+    pub(super) fn from_pairs(pairs: &[(&str, &str)]) -> Params {
+        let all = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
+        Params {
+            all,
+            in_query: false,
+        }
+    }
+
     pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.all
             .iter()
@@ -1069,7 +1082,7 @@ fn check_cert_type(value: Option<&str>) -> Result<(), ApiError> {
         Some(t) => Err(refuse(
             400,
             "InvalidParameter.CertType",
-            format!("The emulator supports CertType=upload only, not {t:?}."),
+            format!("The emulator supports CertType=upload or cas, not {t:?}."),
         )),
     }
 }

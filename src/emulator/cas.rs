@@ -438,3 +438,167 @@ fn number(p: &Params, name: &str, default: u64, max: u64) -> Result<u64, ApiErro
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testca::{Issued, Leaf, TestCa};
+
+    fn issue(names: &[&str]) -> Issued {
+        let ca = TestCa::new("cas tests").expect("ca");
+        let now = OffsetDateTime::now_utc();
+        let leaf = Leaf::new(
+            names,
+            now - time::Duration::days(1),
+            now + time::Duration::days(30),
+        );
+        ca.issue(&leaf).expect("issue")
+    }
+
+    fn upload(cas: &mut Cas, at: Instant, name: &str, c: &Issued) -> Result<Value, ApiError> {
+        let p = Params::from_pairs(&[
+            ("Name", name),
+            ("Cert", &c.fullchain_pem),
+            ("Key", &c.key_pem),
+        ]);
+        cas.answer(
+            ACTION_UPLOAD,
+            &p,
+            at,
+            OffsetDateTime::now_utc(),
+            &BTreeMap::new(),
+        )
+    }
+
+    fn code(r: Result<Value, ApiError>) -> &'static str {
+        r.err().map_or("ok", |e| e.code)
+    }
+
+    #[test]
+    fn names_are_unique_and_short_but_content_may_repeat() {
+        let mut cas = Cas::new("cn-hangzhou");
+        let c = issue(&["www.example.com"]);
+        let t = Instant::now();
+        assert_eq!(
+            code(upload(&mut cas, t, &"n".repeat(64), &c)),
+            "InvalidParameter"
+        );
+        assert_eq!(code(upload(&mut cas, t, &"n".repeat(63), &c)), "ok");
+        assert_eq!(code(upload(&mut cas, t, &"n".repeat(63), &c)), "NameRepeat");
+        assert_eq!(code(upload(&mut cas, t, "again", &c)), "ok");
+        let other = issue(&["www.example.com"]);
+        let mismatched = Issued {
+            key_pem: other.key_pem.clone(),
+            ..c.clone()
+        };
+        assert_eq!(
+            code(upload(&mut cas, t, "x", &mismatched)),
+            "Certificate.MissMatch"
+        );
+        assert_eq!(cas.certs().count(), 2);
+    }
+
+    #[test]
+    fn list_matches_the_domain_names_and_pages() {
+        let mut cas = Cas::new("cn-hangzhou");
+        let t = Instant::now();
+        for i in 0..3 {
+            upload(&mut cas, t, &format!("w{i}"), &issue(&["www.example.com"])).expect("upload");
+        }
+        upload(&mut cas, t, "api", &issue(&["api.example.org"])).expect("upload");
+        let list = |cas: &mut Cas, page: &str, at: Instant| {
+            let p = Params::from_pairs(&[
+                ("OrderType", "UPLOAD"),
+                ("Keyword", "www.example.com"),
+                ("CurrentPage", page),
+                ("ShowSize", "2"),
+            ]);
+            cas.answer(
+                ACTION_LIST,
+                &p,
+                at,
+                OffsetDateTime::now_utc(),
+                &BTreeMap::new(),
+            )
+        };
+        let first = list(&mut cas, "1", t).expect("page 1");
+        assert_eq!(first["TotalCount"], 3);
+        assert_eq!(
+            first["CertificateOrderList"].as_array().map(Vec::len),
+            Some(2)
+        );
+        let entry = &first["CertificateOrderList"][0];
+        assert_eq!(entry["Sha2"].as_str().map(str::len), Some(64));
+        assert_eq!(entry["SerialNo"].as_str().map(str::len), Some(32));
+        let second = list(&mut cas, "2", t).expect("page 2");
+        assert_eq!(
+            second["CertificateOrderList"].as_array().map(Vec::len),
+            Some(1)
+        );
+        // Ten calls other than uploads in a window: the eleventh is throttled.
+        for _ in 2..10 {
+            list(&mut cas, "1", t).expect("within the limit");
+        }
+        assert_eq!(code(list(&mut cas, "1", t)), "Throttling.User");
+    }
+
+    #[test]
+    fn uploads_have_a_budget_of_a_hundred_a_second() {
+        let mut cas = Cas::new("cn-hangzhou");
+        let c = issue(&["www.example.com"]);
+        let t = Instant::now();
+        for i in 0..100 {
+            upload(&mut cas, t, &format!("n{i}"), &c).expect("within the limit");
+        }
+        assert_eq!(code(upload(&mut cas, t, "n100", &c)), "Throttling.User");
+    }
+
+    #[test]
+    fn a_bound_certificate_cannot_be_deleted_and_bindings_need_id_and_region() {
+        let mut cas = Cas::new("cn-hangzhou");
+        let c = issue(&["www.example.com"]);
+        let t = Instant::now();
+        let id = upload(&mut cas, t, "mine", &c).expect("upload")["CertId"]
+            .as_u64()
+            .expect("id");
+        let id_text = id.to_string();
+        let wall = OffsetDateTime::now_utc();
+        let no_region = Params::from_pairs(&[("CertType", "cas"), ("CertId", &id_text)]);
+        assert_eq!(
+            cas.binding(&no_region, true, "r", wall)
+                .err()
+                .map(|e| e.code),
+            Some("SSLPri.MissingParameter")
+        );
+        let wrong = Params::from_pairs(&[("CertId", &id_text), ("CertRegion", "ap-southeast-1")]);
+        assert_eq!(
+            cas.binding(&wrong, true, "r", wall).err().map(|e| e.code),
+            Some("InvalidParameter.CertRegion")
+        );
+        let by_id = Params::from_pairs(&[("CertId", &id_text), ("CertRegion", "cn-hangzhou")]);
+        let (served, fp, _) = cas.binding(&by_id, true, "r", wall).expect("bound by id");
+        let by_name = Params::from_pairs(&[("CertName", "mine")]);
+        assert_eq!(
+            cas.binding(&by_name, false, "r", wall).expect("by name").1,
+            fp
+        );
+        let unknown = Params::from_pairs(&[("CertName", "nobody")]);
+        assert!(cas.binding(&unknown, false, "r", wall).is_err());
+        let mut bound = BTreeMap::new();
+        bound.insert("www.example.com".to_string(), served);
+        let del = Params::from_pairs(&[("CertId", &id_text)]);
+        let r = cas.answer(ACTION_DELETE, &del, t, wall, &bound);
+        assert_eq!(code(r), "CertificateInUse");
+        let detail = cas
+            .answer(ACTION_DETAIL, &del, t, wall, &bound)
+            .expect("detail");
+        assert_eq!(detail["Name"], "mine");
+        assert!(detail.get("Key").is_none(), "the emulator keeps no key");
+        cas.answer(ACTION_DELETE, &del, t, wall, &BTreeMap::new())
+            .expect("deleted");
+        assert_eq!(
+            code(cas.answer(ACTION_DETAIL, &del, t, wall, &bound)),
+            "CertificateNotFound"
+        );
+    }
+}

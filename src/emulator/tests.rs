@@ -717,10 +717,16 @@ async fn ssl_protocol_must_be_on_and_cert_type_upload() {
         (400, "InvalidSSLProtocol.ValueNotSupported")
     );
     let (status, body) = set_call("a.example.com", &p, "n")
-        .set("CertType", "cas")
+        .set("CertType", "free")
         .answer(emu.addr())
         .await;
     assert_eq!((status, code(&body)), (400, "InvalidParameter.CertType"));
+    // CertType=cas binds a CAS certificate by CertName: none is named "n".
+    let (status, body) = set_call("a.example.com", &p, "n")
+        .set("CertType", "cas")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (404, "CertificateNotFound"));
     assert!(emu.served().is_empty());
     emu.shutdown().await;
 }
@@ -803,8 +809,15 @@ async fn a_per_domain_call_gets_the_batch_calls_checks() {
             "InvalidParameter.SSLProtocol",
         ),
         (
-            set_ssl_call("a.example.com", &p, "n").set("CertType", "cas"),
+            set_ssl_call("a.example.com", &p, "n").set("CertType", "free"),
             "InvalidParameter.CertType",
+        ),
+        (
+            // A CAS binding by CertId needs CertRegion too (peers see this code).
+            set_ssl_call("a.example.com", &p, "n")
+                .set("CertType", "cas")
+                .set("CertId", "1"),
+            "SSLPri.MissingParameter",
         ),
         (
             set_ssl_call("a.example.com", &p, "has space"),

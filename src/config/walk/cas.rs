@@ -63,3 +63,51 @@ pub(super) fn cas(
         delete_after: Duration::from_secs(3600 * int_or(hours, 24u64)?),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use crate::config::{CasSettings, ConfigError, Store, parse};
+
+    fn cas(text: &str) -> CasSettings {
+        let loaded = parse(Path::new("/c.toml"), text, Path::new("/")).expect("valid");
+        loaded.settings.cas
+    }
+
+    #[test]
+    fn defaults_and_values() {
+        assert_eq!(cas(""), CasSettings::default());
+        assert_eq!(CasSettings::default().store, Store::Upload);
+        let s = cas(
+            "[aliyun]\nstore = \"cas\"\n[cas]\nendpoint = \"http://127.0.0.1:9\"\nregion = \"ap-southeast-1\"\ndelete_superseded = true\ndelete_after_hours = 0\n",
+        );
+        assert_eq!(s.store, Store::Cas);
+        assert_eq!(s.endpoint, "http://127.0.0.1:9");
+        assert_eq!(s.region, "ap-southeast-1");
+        assert!(s.delete_superseded);
+        assert_eq!(s.delete_after, Duration::ZERO);
+        assert_eq!(
+            cas("[cas]\ndelete_after_hours = 48\n").delete_after,
+            Duration::from_secs(48 * 3600)
+        );
+    }
+
+    #[test]
+    fn a_plain_http_cas_endpoint_elsewhere_is_refused_naming_the_cas_default() {
+        let text = "[cas]\nendpoint = \"http://cas.example.com\"\n";
+        let Err(ConfigError::Invalid { problems, .. }) =
+            parse(Path::new("/c.toml"), text, Path::new("/"))
+        else {
+            panic!("accepted");
+        };
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key.as_deref(), Some("cas.endpoint"));
+        assert!(
+            problems[0].message.contains("loopback"),
+            "{}",
+            problems[0].message
+        );
+    }
+}
