@@ -475,6 +475,20 @@ impl Emulator {
         self.shared.lock().cas().certs().cloned().collect()
     }
 
+    /// Puts a certificate in CAS as a user's upload under `name` (as the console would);
+    /// its `CertId`. The key is checked against the certificate, not kept.
+    pub async fn seed_cas(&self, name: &str, chain: &str, key: &str) -> Result<u64, EmulatorError> {
+        let (id, generation) = {
+            let mut st = self.shared.lock();
+            let id = st
+                .seed_cas(name, chain, key, OffsetDateTime::now_utc())
+                .map_err(|why| EmulatorError::Config(format!("CAS seed {name}: {why}")))?;
+            (id, st.generation())
+        };
+        self.shared.write_dump_logged(generation).await;
+        Ok(id)
+    }
+
     /// Binds `domain` to the CAS certificate `cert_id`, as a change in the console would
     /// (for tests of what the cleanup must keep). The state dump is rewritten.
     pub async fn bind_cas(&self, domain: &str, cert_id: u64) -> Result<(), EmulatorError> {

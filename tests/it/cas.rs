@@ -406,3 +406,18 @@ fn bad_cas_settings_are_configuration_errors() {
         .expect_status(78)
         .expect_contains("cas.colour");
 }
+
+/// `certrotd demo --store cas` shows an upload, a reuse and a cleanup.
+#[test]
+fn demo_with_cas_uploads_reuses_and_cleans_up() {
+    let env = Env::new();
+    let out = env.run(&["demo", "--store", "cas"]);
+    out.expect_status(0)
+        .expect_contains("as a user's upload \"shop-uploaded-by-hand\"")
+        .expect_contains("deleted from CAS: certrotd-")
+        .expect_contains(
+            "CAS: 2 upload(s), 1 delete(s); no CDN write call carried a key (3 bound by reference)",
+        )
+        .expect_contains("shop-uploaded-by-hand (user's upload)");
+    env.run(&["demo", "--store", "vault"]).expect_status(2);
+}

@@ -5,8 +5,9 @@
 //! 1. certrotd uploaded it: the state records it as uploaded by certrotd *and* its name is
 //!    the one certrotd gives that content ([`super::cas_name`]) — never a user's upload;
 //! 2. it is superseded: no managed domain's recorded deployment is it, and a newer
-//!    certificate (later notAfter) of the same lineage (a domain it covers) is deployed and
-//!    verified on every managed domain it covers that has a record;
+//!    certificate (later notAfter) of the same lineage — one on record in CAS with the same
+//!    DNS names — is deployed and verified, on every managed domain where a certificate of
+//!    that lineage is deployed;
 //! 3. the grace period (`delete_after_hours`) has passed since a pass first saw 2 hold;
 //! 4. no managed domain serves it, checked by reading (`DescribeDomainCertificateInfo` through
 //!    each product's target) right before the delete, not only from the state;
@@ -77,6 +78,10 @@ pub(crate) fn review(
     grace: Duration,
 ) -> Vec<Candidate> {
     let mut out = Vec::new();
+    let lineage_of: std::collections::HashMap<String, Vec<String>> = records
+        .iter()
+        .map(|(hex, r)| (hex.clone(), sorted(&r.cert.names)))
+        .collect();
     for (hex, record) in records.iter_mut() {
         let Some(fp) = Fingerprint::from_hex(hex) else {
             continue;
@@ -84,7 +89,7 @@ pub(crate) fn review(
         if !owned(record, &fp) {
             continue;
         }
-        if !superseded(state, record, &fp, managed) {
+        if !superseded(state, record, &fp, managed, &lineage_of) {
             record.superseded_at = None;
             continue;
         }
@@ -107,9 +112,17 @@ fn owned(record: &CasRecord, fp: &Fingerprint) -> bool {
     record.cert.uploaded_by_certrotd && is_own_name(&record.cert.name, fp)
 }
 
-/// Rule 2: no managed domain has it on record, at least one domain it covers has a newer
-/// certificate deployed and verified, and every recorded domain it covers does.
-fn superseded(state: &State, record: &CasRecord, fp: &Fingerprint, managed: &[String]) -> bool {
+/// Rule 2: no managed domain has it on record; every managed domain with a certificate of
+/// its lineage (same names, by the CAS records) on record has a newer one, verified; and
+/// there is at least one.
+fn superseded(
+    state: &State,
+    record: &CasRecord,
+    fp: &Fingerprint,
+    managed: &[String],
+    lineage_of: &std::collections::HashMap<String, Vec<String>>,
+) -> bool {
+    let lineage = sorted(&record.cert.names);
     let mut newer = 0;
     for domain in managed {
         let Some(d) = state.domains.get(domain).and_then(|s| s.deployed.as_ref()) else {
@@ -118,7 +131,7 @@ fn superseded(state: &State, record: &CasRecord, fp: &Fingerprint, managed: &[St
         if d.fingerprint == *fp {
             return false;
         }
-        if covers(&record.cert.names, domain).is_none() {
+        if lineage_of.get(&d.fingerprint.hex()) != Some(&lineage) {
             continue;
         }
         let ok = d.verification == Verification::Verified && d.not_after > record.cert.not_after;
@@ -128,6 +141,13 @@ fn superseded(state: &State, record: &CasRecord, fp: &Fingerprint, managed: &[St
         newer += 1;
     }
     newer > 0
+}
+
+fn sorted(names: &[String]) -> Vec<String> {
+    let mut names = names.to_vec();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// The cleanup after a clean pass: [`review`], then for each candidate a read of every
@@ -204,6 +224,7 @@ async fn bound_domain<T: Target>(
     c: &Candidate,
 ) -> Result<Option<String>, T::Error> {
     for domain in managed.iter().filter(|d| covers(&c.names, d).is_some()) {
+        // Every managed domain it covers, whatever the state says is deployed there.
         for target in readers {
             if target.served(domain).await? == Some(c.fingerprint) {
                 return Ok(Some(domain.clone()));
@@ -272,6 +293,7 @@ mod tests {
         let state = state_with(new, Verification::Verified, datetime!(2026-09-01 0:00 UTC));
         let mut records = CasRecords::new();
         records.insert(old.hex(), record(old, true, datetime!(2026-07-01 0:00 UTC)));
+        records.insert(new.hex(), record(new, true, datetime!(2026-09-01 0:00 UTC)));
         let grace = Duration::from_secs(3600);
         assert!(review(&state, &mut records, &managed(), NOW, grace).is_empty());
         assert_eq!(records[&old.hex()].superseded_at, Some(NOW));
@@ -306,19 +328,32 @@ mod tests {
         assert!(review(&state, &mut records, &managed(), NOW, zero).is_empty());
         assert_eq!(records[&new.hex()].superseded_at, None);
         // The successor is only pending: not superseded yet.
+        let both = |old_after, new_after| {
+            let mut records = CasRecords::new();
+            records.insert(old.hex(), record(old, true, old_after));
+            records.insert(new.hex(), record(new, true, new_after));
+            records
+        };
         let pending = state_with(new, Verification::Pending, newer);
-        let mut records = CasRecords::new();
-        records.insert(old.hex(), record(old, true, older));
-        assert!(review(&pending, &mut records, &managed(), NOW, zero).is_empty());
+        assert!(review(&pending, &mut both(older, newer), &managed(), NOW, zero).is_empty());
         // The successor is older (a rollback): not superseded.
         let rollback = state_with(new, Verification::Verified, older);
-        let mut records = CasRecords::new();
-        records.insert(old.hex(), record(old, true, newer));
-        assert!(review(&rollback, &mut records, &managed(), NOW, zero).is_empty());
+        assert!(review(&rollback, &mut both(newer, older), &managed(), NOW, zero).is_empty());
         // Nothing of its lineage is managed: not superseded.
+        assert!(review(&state, &mut both(older, newer), &[], NOW, zero).is_empty());
+        // The control: the same records with a verified, newer successor are.
+        assert_eq!(
+            review(&state, &mut both(older, newer), &managed(), NOW, zero).len(),
+            1
+        );
+        // A certificate of another lineage (other names) on a domain the old one covers
+        // does not hold it back, and is not its successor either.
+        let mut other = record(new, true, newer);
+        other.cert.names = vec!["*.example.com".to_string()];
         let mut records = CasRecords::new();
         records.insert(old.hex(), record(old, true, older));
-        assert!(review(&state, &mut records, &[], NOW, zero).is_empty());
+        records.insert(new.hex(), other);
+        assert!(review(&state, &mut records, &managed(), NOW, zero).is_empty());
     }
 
     #[test]
@@ -328,6 +363,8 @@ mod tests {
         let mut r = record(old, true, datetime!(2026-07-01 0:00 UTC));
         r.superseded_at = Some(NOW - time::Duration::hours(25));
         state.cas.insert(old.hex(), r);
+        let current = record(new, true, datetime!(2026-09-01 0:00 UTC));
+        state.cas.insert(new.hex(), current);
         let before = state.clone();
         let c = dry_run(&state, &managed(), NOW, Duration::from_secs(24 * 3600));
         assert_eq!(c.deleted, vec![(1, super::super::cas_name(&old))]);
