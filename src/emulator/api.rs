@@ -936,6 +936,7 @@ fn new_entry(p: &Params, envelope: &Envelope, req: &Incoming, at: Duration) -> L
             None
         },
         params,
+        request_bytes: (req.body.len() + req.query.as_ref().map_or(0, String::len)) as u64,
     }
 }
 

@@ -103,6 +103,9 @@ pub struct LogEntry {
     /// in its header), in arrival order; never their values.
     #[serde(default)]
     pub params: Vec<String>,
+    /// Bytes of the request's query and body (what a client sent besides headers).
+    #[serde(default)]
+    pub request_bytes: u64,
 }
 
 impl LogEntry {
