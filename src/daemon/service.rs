@@ -38,6 +38,7 @@ use super::notify::StatusCounts;
 use super::runner::{LoopSettings, PassCtx, PassReport, Reconciler};
 use super::schedule::{PassOutcome, Trigger, Validity};
 use super::torn::{Decision, Observed, TornTracker, renewal_in_progress};
+use crate::aliyun::cas::cleanup;
 use crate::aliyun::cdn::{AliyunCdn, ConnectError, limits as cdn_limits};
 use crate::cert::{self, Certificate, Fingerprint};
 use crate::config::{self, Settings};
@@ -297,6 +298,9 @@ impl Service {
             calls = planned.summary.planned_calls,
             "pushing"
         );
+        if let Some(cas) = self.api.cas() {
+            cas.remember(&store.state().cas);
+        }
         let no_progress = Box::new(|_| {});
         let passed = pass
             .push(planned, &self.executor, store, no_progress, ctx.stopped())
@@ -319,6 +323,26 @@ impl Service {
             !summary.failed.is_empty() || summary.stopped.is_some() || summary.unrecorded.is_some();
         counts = final_counts(&summary, &store, &self.settings, now);
         (report(outcome, counts), store)
+    }
+
+    /// `[cas] delete_superseded`: after a clean pass, the CAS cleanup (see
+    /// `aliyun::cas::cleanup`); what it did is logged there, its problems here.
+    async fn cas_cleanup(&mut self, store: &mut StateStore) {
+        let Some(cas) = self.api.cas() else {
+            return;
+        };
+        if !self.settings.cas.delete_superseded {
+            return;
+        }
+        let (managed, grace) = (&self.settings.cdn.domains, self.settings.cas.delete_after);
+        let now = OffsetDateTime::now_utc();
+        let done = cleanup::run(cas, &[&*self.api], managed, store, now, grace).await;
+        for e in &done.errors {
+            warn!(kind = "cas-cleanup", "{e}");
+        }
+        for (id, name, why) in &done.kept {
+            info!(cert_id = id, %name, "kept in CAS: {why}");
+        }
     }
 }
 
@@ -348,6 +372,10 @@ impl Reconciler for Service {
         if !self.audit_queue.is_empty() && self.audit_drift(&mut store, ctx).await {
             let now = OffsetDateTime::now_utc();
             (report, store) = self.reconcile(store, ctx, now).await;
+        }
+        let clean = saved && !report.outcome.failed && !report.outcome.torn;
+        if clean && !ctx.stop_requested() {
+            self.cas_cleanup(&mut store).await;
         }
         self.store = Some(store);
         report.outcome.failed |= !saved;

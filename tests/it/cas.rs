@@ -421,3 +421,49 @@ fn demo_with_cas_uploads_reuses_and_cleans_up() {
         .expect_contains("shop-uploaded-by-hand (user's upload)");
     env.run(&["demo", "--store", "vault"]).expect_status(2);
 }
+
+/// The daemon binds through CAS too and, after a clean pass, deletes the superseded upload
+/// (no grace); the renewal is uploaded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_uploads_once_and_cleans_up_after_a_renewal() {
+    let env = Env::new();
+    let certbot = Certbot::new(env.join("letsencrypt"));
+    let first = issue(&["www.example.com"]);
+    certbot.add("www.example.com", &first);
+    let emu = emulator(&["www.example.com"], |_| {}).await;
+    crate::harness::emulator_config(&env, &emu.endpoint(), &["www.example.com"])
+        .watch(certbot.live())
+        .set("aliyun", "store = \"cas\"")
+        .set("cas", &format!("endpoint = {:?}", emu.endpoint()))
+        .set("cas", "delete_superseded = true")
+        .set("cas", "delete_after_hours = 0")
+        .write(&env);
+    let mut daemon = crate::harness::RunningDaemon::start(&env);
+    let f1 = fingerprint_of(first.fullchain_pem.as_bytes(), first.key_pem.as_bytes());
+    let serves = |fp| {
+        let emu = &emu;
+        move || {
+            emu.served()
+                .get("www.example.com")
+                .is_some_and(|s| s.fingerprint == fp && s.cas_cert_id.is_some())
+        }
+    };
+    wait_for("the first deployment", 20, serves(f1), || daemon.log()).await;
+    let renewed = issue_with(&["www.example.com"], -1, 120, LeafKey::EcdsaP256);
+    certbot.renew("www.example.com", &renewed);
+    let f2 = fingerprint_of(renewed.fullchain_pem.as_bytes(), renewed.key_pem.as_bytes());
+    wait_for("the renewal", 20, serves(f2), || daemon.log()).await;
+    let deleted = || {
+        emu.log()
+            .iter()
+            .any(|e| e.action == DELETE && e.succeeded())
+    };
+    wait_for("the cleanup", 20, deleted, || daemon.log()).await;
+    let left = emu.cas_certs();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].fingerprint, f2);
+    assert_eq!(uploads(&emu.log()).len(), 2, "one upload per certificate");
+    assert_by_reference(&emu.log(), false);
+    assert_eq!(daemon.terminate(10).await, 0);
+    emu.shutdown().await;
+}
