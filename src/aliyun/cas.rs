@@ -344,6 +344,26 @@ mod tests {
     }
 
     #[test]
+    fn an_upload_refusal_echoing_the_request_does_not_carry_the_key() {
+        use crate::aliyun::error::ResponseMeta;
+        let key = "MHcCAQEEIBkg4LVWM9nuwNSk3yByxZpYRTBnVJk5oq8V7NFbJ8gToAoGCCqGSM49AwEHoUQDQgAE";
+        let echo = format!(
+            "Specified signature is not matched with our calculation. server string to sign is:POST&%2F&Action%3DUploadUserCertificate%26Key%3D-----BEGIN%2520EC%2520PRIVATE%2520KEY-----%250A{key}"
+        );
+        let body =
+            format!(r#"{{"RequestId":"r","Code":"SignatureDoesNotMatch","Message":"{echo}"}}"#);
+        let meta = ResponseMeta {
+            status: 400,
+            ..ResponseMeta::default()
+        };
+        let e = ApiError::from_response(ACTION_UPLOAD, meta, body.as_bytes(), &[]);
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains(&key[..20]), "{shown}");
+        assert!(!shown.contains("BEGIN"), "{shown}");
+        assert_eq!(e.code(), Some("SignatureDoesNotMatch"));
+    }
+
+    #[test]
     fn sha2_compares_by_value() {
         let fp = Fingerprint([0x0f; 32]);
         assert!(sha2_matches(&"0F".repeat(32), &fp));

@@ -357,6 +357,46 @@ async fn a_name_taken_by_other_content_is_reported_not_worked_around() {
     emu.shutdown().await;
 }
 
+/// At debug level, no line of the output and nothing in the state folder holds the key,
+/// with store = "cas" (the key travels in the upload only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_is_never_logged_or_stored_with_cas() {
+    let env = Env::new();
+    let certbot = Certbot::new(env.join("letsencrypt"));
+    let a = issue(&["www.example.com"]);
+    certbot.add("www.example.com", &a);
+    let emu = emulator(&["www.example.com"], |_| {}).await;
+    cas_config(&env, &emu.endpoint(), &["www.example.com"], &certbot).write(&env);
+    let mut cmd = env.command(&["sync"]);
+    cmd.env("RUST_LOG", "debug");
+    let out = tokio::task::spawn_blocking(move || run_with(cmd))
+        .await
+        .expect("runner thread");
+    out.expect_status(0);
+    let key_lines: Vec<&str> = a
+        .key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() > 16)
+        .collect();
+    assert!(!key_lines.is_empty());
+    let mut stored = String::new();
+    for entry in std::fs::read_dir(env.join("state")).expect("state folder") {
+        let path = entry.expect("entry").path();
+        stored.push_str(&String::from_utf8_lossy(
+            &std::fs::read(&path).unwrap_or_default(),
+        ));
+    }
+    assert!(
+        stored.contains("certrotd-"),
+        "the CAS mapping is not in the state"
+    );
+    for line in key_lines {
+        assert!(!out.all().contains(line), "the key is in the output");
+        assert!(!stored.contains(line), "the key is in the state folder");
+    }
+    emu.shutdown().await;
+}
+
 /// CAS unreachable: the certificate's domains fail, no write call falls back to carrying
 /// the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -185,6 +185,7 @@ pub(crate) async fn run<T: Target>(
             Ok(()) => {
                 tracing::info!(cert_id = c.cert_id, name = %c.name, "superseded certificate deleted from CAS");
                 store.cas_mut().remove(&c.fingerprint.hex());
+                cas.forget(&c.fingerprint);
                 report.deleted.push((c.cert_id, c.name));
             }
             Err(e) => report.errors.push(format!(
