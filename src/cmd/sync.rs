@@ -173,7 +173,16 @@ pub(crate) async fn sync(
     {
         let managed = &settings.cdn.domains;
         let (now, grace) = (OffsetDateTime::now_utc(), settings.cas.delete_after);
-        let done = cleanup::run(cas, &[&*target], managed, &mut passed.store, now, grace).await;
+        let done = cleanup::run(
+            cas,
+            &[&*target],
+            managed,
+            &mut passed.store,
+            now,
+            grace,
+            aliyun.read_requests_per_second,
+        )
+        .await;
         out.write_all(done.render(false).as_bytes())?;
         if !done.errors.is_empty() {
             return Ok(Exit::Problems);

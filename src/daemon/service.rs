@@ -336,7 +336,16 @@ impl Service {
         }
         let (managed, grace) = (&self.settings.cdn.domains, self.settings.cas.delete_after);
         let now = OffsetDateTime::now_utc();
-        let done = cleanup::run(cas, &[&*self.api], managed, store, now, grace).await;
+        let done = cleanup::run(
+            cas,
+            &[&*self.api],
+            managed,
+            store,
+            now,
+            grace,
+            self.settings.aliyun.read_requests_per_second,
+        )
+        .await;
         for e in &done.errors {
             warn!(kind = "cas-cleanup", "{e}");
         }

@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 
 use super::{CasStore, is_own_name};
 use crate::cert::{Fingerprint, covers};
-use crate::push::Target;
+use crate::push::{RATE_WINDOW, RateLimiter, Target};
 use crate::state::cas::{CasRecord, CasRecords};
 use crate::state::{State, StateStore, Verification};
 
@@ -151,10 +151,9 @@ fn sorted(names: &[String]) -> Vec<String> {
 }
 
 /// The cleanup after a clean pass: [`review`], then for each candidate a read of every
-/// managed domain it covers on every `readers` target (a domain serving it keeps it), then
-/// `DeleteUserCertificate`; the state records the marks and drops deleted records (saved
-/// once at the end). With `dry_run` nothing is read, deleted or saved: the candidates are
-/// listed.
+/// managed domain it covers on every `readers` target (a domain serving it keeps it), at
+/// most `read_rate` reads in any rolling second, then `DeleteUserCertificate`; the state
+/// records the marks and drops deleted records (saved once at the end).
 pub(crate) async fn run<T: Target>(
     cas: &CasStore,
     readers: &[&T],
@@ -162,12 +161,14 @@ pub(crate) async fn run<T: Target>(
     store: &mut StateStore,
     now: OffsetDateTime,
     grace: Duration,
+    read_rate: u32,
 ) -> Cleanup {
+    let reads = RateLimiter::with_window(read_rate.max(1), RATE_WINDOW);
     let mut report = Cleanup::default();
     let state = store.state().clone();
     let candidates = review(&state, store.cas_mut(), managed, now, grace);
     for c in candidates {
-        match bound_domain(readers, managed, &c).await {
+        match bound_domain(readers, &reads, managed, &c).await {
             Ok(Some(domain)) => {
                 let why = format!("{domain} still serves it");
                 report.kept.push((c.cert_id, c.name, why));
@@ -221,12 +222,14 @@ pub(crate) fn dry_run(
 /// The first managed domain covered by the candidate that serves it, on any target.
 async fn bound_domain<T: Target>(
     readers: &[&T],
+    reads: &RateLimiter,
     managed: &[String],
     c: &Candidate,
 ) -> Result<Option<String>, T::Error> {
     for domain in managed.iter().filter(|d| covers(&c.names, d).is_some()) {
         // Every managed domain it covers, whatever the state says is deployed there.
         for target in readers {
+            reads.acquire().await;
             if target.served(domain).await? == Some(c.fingerprint) {
                 return Ok(Some(domain.clone()));
             }
