@@ -5,6 +5,9 @@
 //! Used by `certrotd emulate` (a documented tool: try a configuration without touching
 //! production), `certrotd demo` and the integration tests.
 //!
+//! The SSL Certificates Service (CAS, `2020-04-07`) is answered on the same port (`cas`:
+//! told apart by action and `Version`), with bindings to it in the write calls.
+//!
 //! It implements `BatchSetCdnDomainServerCertificate`, `DescribeDomainCertificateInfo` and
 //! `DescribeUserDomains` with the real API's signature checks — v1 (HMAC-SHA1, recomputed
 //! from the parameters as received, query and form body together) and V3 (`ACS3-HMAC-SHA256`

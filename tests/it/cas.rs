@@ -507,3 +507,39 @@ async fn the_daemon_uploads_once_and_cleans_up_after_a_renewal() {
     assert_eq!(daemon.terminate(10).await, 0);
     emu.shutdown().await;
 }
+
+/// A binding that fails (here: the wrong `[cas] region` for the account) leaves the upload
+/// recorded; once the region is fixed, the next sync reuses it instead of uploading again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_binding_leaves_the_upload_for_reuse() {
+    let env = Env::new();
+    let certbot = Certbot::new(env.join("letsencrypt"));
+    certbot.add("www.example.com", &issue(&["www.example.com"]));
+    let emu = emulator(&["www.example.com"], |c| {
+        c.cas_region = "ap-southeast-1".to_string();
+    })
+    .await;
+    let config = |region: &str| {
+        cas_config(&env, &emu.endpoint(), &["www.example.com"], &certbot)
+            .set("aliyun", "api = \"per-domain\"")
+            .set("cas", &format!("region = {region:?}"))
+            .write(&env)
+    };
+    config("cn-hangzhou");
+    run(&env, &["sync"])
+        .await
+        .expect_status(1)
+        .expect_contains("InvalidParameter.CertRegion");
+    assert_eq!(uploads(&emu.log()).len(), 1);
+    let state = std::fs::read_dir(env.join("state"))
+        .expect("state folder")
+        .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .collect::<String>();
+    assert!(state.contains("certrotd-"), "the upload is not recorded");
+    config("ap-southeast-1");
+    run(&env, &["sync"]).await.expect_status(0);
+    assert_eq!(uploads(&emu.log()).len(), 1, "uploaded again");
+    assert!(emu.served()["www.example.com"].cas_cert_id.is_some());
+    emu.shutdown().await;
+}
