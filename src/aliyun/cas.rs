@@ -152,9 +152,17 @@ impl CasStore {
     pub(crate) async fn find_or_upload(&self, upload: &Upload) -> Result<CasRef, ApiError> {
         let leaf = Leaf::of(upload);
         if let Some(known) = self.known(&upload.fingerprint) {
-            match self.confirm(known.cert_id, &upload.fingerprint).await? {
-                Some(_) => return Ok(known),
-                None => self.forget(&upload.fingerprint),
+            match self.confirm(known.cert_id, &upload.fingerprint).await {
+                Ok(Some(_)) => return Ok(known),
+                // Gone, other content, or an answer this rule does not know: look it up.
+                Ok(None) => self.forget(&upload.fingerprint),
+                Err(e) if e.is_retryable() || e.class() == super::Class::Credentials => {
+                    return Err(e);
+                }
+                Err(e) => {
+                    tracing::warn!(cert_id = known.cert_id, kind = e.kind(), error = %e, "the recorded CAS certificate could not be confirmed; looking it up");
+                    self.forget(&upload.fingerprint);
+                }
             }
         }
         if let Some(found) = self.find(upload, &leaf).await? {

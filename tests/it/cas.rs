@@ -543,3 +543,22 @@ async fn a_failed_binding_leaves_the_upload_for_reuse() {
     assert!(emu.served()["www.example.com"].cas_cert_id.is_some());
     emu.shutdown().await;
 }
+
+/// The mapping on record is tried first: a forced re-deploy confirms it with one
+/// `GetUserCertificateDetail` (no list, no upload).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorded_mapping_is_confirmed_before_any_lookup() {
+    let env = Env::new();
+    let certbot = Certbot::new(env.join("letsencrypt"));
+    certbot.add("www.example.com", &issue(&["www.example.com"]));
+    let emu = emulator(&["www.example.com"], |_| {}).await;
+    cas_config(&env, &emu.endpoint(), &["www.example.com"], &certbot).write(&env);
+    run(&env, &["sync"]).await.expect_status(0);
+    let count = |action: &str| emu.log().iter().filter(|e| e.action == action).count();
+    let lists = count("ListUserCertificateOrder");
+    assert_eq!((lists, count(UPLOAD)), (1, 1));
+    run(&env, &["sync", "--force"]).await.expect_status(0);
+    assert_eq!(count("GetUserCertificateDetail"), 1);
+    assert_eq!((count("ListUserCertificateOrder"), count(UPLOAD)), (1, 1));
+    emu.shutdown().await;
+}
