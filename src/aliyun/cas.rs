@@ -65,6 +65,9 @@ pub struct CasStore {
     others: RateLimiter,
     /// Fingerprint → CAS certificate, from the state file and this process's lookups.
     known: Mutex<HashMap<Fingerprint, CasRef>>,
+    /// One lookup-or-upload at a time: two targets (CDN, DCDN) preparing the same
+    /// certificate at once would both miss it and the second upload be a `NameRepeat`.
+    preparing: tokio::sync::Mutex<()>,
 }
 
 #[derive(Deserialize)]
@@ -116,6 +119,7 @@ impl CasStore {
             uploads: RateLimiter::with_window(UPLOADS_PER_SECOND, RATE_WINDOW),
             others: RateLimiter::with_window(LISTS_PER_SECOND, RATE_WINDOW),
             known: Mutex::new(HashMap::new()),
+            preparing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -150,6 +154,7 @@ impl CasStore {
     /// The CAS certificate holding `upload`: the one on record or found in CAS, else a new
     /// upload under [`cas_name`].
     pub(crate) async fn find_or_upload(&self, upload: &Upload) -> Result<CasRef, ApiError> {
+        let _one_at_a_time = self.preparing.lock().await;
         let leaf = Leaf::of(upload);
         if let Some(known) = self.known(&upload.fingerprint) {
             match self.confirm(known.cert_id, &upload.fingerprint).await {
