@@ -14,6 +14,7 @@
 //! resolved against the folder holding the file. Warnings (valid but unwise settings) are
 //! returned as values in [`Loaded`]; this module prints and logs nothing.
 
+mod cas;
 mod dcdn;
 mod domain;
 mod endpoint;
@@ -24,6 +25,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use cas::{CasSettings, Store};
 pub(crate) use files::Files;
 
 use crate::fsio::{self, FsError};
@@ -44,6 +46,8 @@ pub(crate) struct Settings {
     pub(crate) cdn: CdnSettings,
     /// `[dcdn]`: DCDN domains (none when the section is absent).
     pub(crate) dcdn: DcdnSettings,
+    /// `[aliyun] store` and `[cas]`.
+    pub(crate) cas: CasSettings,
 }
 
 /// Which CDN call deploys certificates (`[aliyun] api`).

@@ -36,7 +36,7 @@ enum Command {
     /// Run a local emulator of the CDN certificate API
     Emulate(Box<EmulateCli>),
     /// Show certrotd's whole job on a local emulator and a temporary certificate tree
-    Demo,
+    Demo(cmd::demo::DemoArgs),
 }
 
 #[derive(Args, Debug)]
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
         Command::Status(args) => cmd::status::run(&config, args),
         Command::Run => cmd::run::run(&config),
         Command::Emulate(e) => cmd::emulate::run(&e.args),
-        Command::Demo => cmd::demo::run(),
+        Command::Demo(args) => cmd::demo::run(args),
     };
     match result {
         Ok(exit) => ExitCode::from(exit.code()),

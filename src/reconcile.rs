@@ -557,8 +557,18 @@ fn note_event<E: Failure>(store: &mut StateStore, event: &Event<E>) -> usize {
             store.note_verify_failed(domains, *fingerprint, &message, at);
             0
         }
-        // No target of today's prepares (a bind-by-reference store records it here).
-        Event::Prepared { .. } => 0,
+        // A CAS upload (or lookup): recorded at once, so a run killed before its bindings
+        // reuses it.
+        Event::Prepared {
+            fingerprint,
+            reference,
+            ..
+        } => {
+            if let Some(cert) = state::cas::CasRef::from_reference(reference) {
+                state::cas::note_prepared(store.cas_mut(), *fingerprint, cert, at);
+            }
+            0
+        }
     }
 }
 

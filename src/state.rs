@@ -38,6 +38,8 @@
 //! not deployed; one not yet read back counts only when read-back is off (`verify = false`),
 //! so with `verify = true` a batch interrupted before its read-back is pushed again.
 
+pub mod cas;
+
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
@@ -133,6 +135,10 @@ pub struct State {
     /// per-domain call (see `aliyun::fallback`). Absent while the batch call works.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_gone: Option<BatchGone>,
+    /// CAS certificates certrotd uploaded or found (`[aliyun] store = "cas"`), by leaf
+    /// fingerprint; see [`cas`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cas: cas::CasRecords,
 }
 
 impl Default for State {
@@ -141,6 +147,7 @@ impl Default for State {
             version: STATE_VERSION,
             domains: BTreeMap::new(),
             batch_gone: None,
+            cas: BTreeMap::new(),
         }
     }
 }
@@ -321,6 +328,11 @@ impl StateStore {
         }
         self.state.batch_gone = gone;
         self.save()
+    }
+
+    /// The CAS records, to change in memory (the caller saves).
+    pub(crate) fn cas_mut(&mut self) -> &mut cas::CasRecords {
+        &mut self.state.cas
     }
 
     /// The state file's path.

@@ -17,14 +17,18 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::cas::{CasStore, SharedCas};
+use super::client::CasBinding;
 use super::credentials::{self, CredentialsError, Environment};
 use super::fallback::{self, Start};
 use super::{ApiError, BatchSetRequest, Class, Client, ClientError, SetSslRequest};
 use crate::cert::Fingerprint;
-use crate::config::{AliyunSettings, Api, Product, Settings};
+use crate::config::{AliyunSettings, Api, CasSettings, Product, Settings, Store};
 use crate::push::{
     Deploy, Failure, Handling, Limits, Options, RATE_WINDOW, Rate, Target, TargetIndex, TargetSpec,
+    Upload,
 };
+use crate::state::cas::CasRef;
 use crate::state::{State, StateStore};
 
 /// The executor's targets as [`connect_all`] builds them (indices into its list).
@@ -95,7 +99,7 @@ pub fn limits(s: &AliyunSettings) -> Limits {
     }
 }
 
-/// Why [`AliyunCdn::connect`] could not build the target.
+/// Why [`connect_all`] could not build the targets.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnectError {
     #[error(transparent)]
@@ -115,7 +119,9 @@ impl ConnectError {
 }
 
 /// The CDN (or DCDN) API through [`Client`], deploying with the call `api` names; the batch
-/// call sends `Region` when the configuration names one (the per-domain call has none).
+/// call sends `Region` when the configuration names one (the per-domain call has none). With
+/// a CAS store ([`AliyunCdn::with_cas`]) each certificate is first found or uploaded in CAS
+/// (the prepare step) and the write calls bind by reference.
 #[derive(Debug, Clone)]
 pub struct AliyunCdn {
     client: Client,
@@ -123,6 +129,7 @@ pub struct AliyunCdn {
     limits: Limits,
     api: Api,
     product: Product,
+    cas: Option<SharedCas>,
 }
 
 impl AliyunCdn {
@@ -134,6 +141,7 @@ impl AliyunCdn {
             limits,
             api: Api::Batch,
             product: Product::Cdn,
+            cas: None,
         }
     }
 
@@ -145,6 +153,7 @@ impl AliyunCdn {
             limits,
             api: Api::PerDomain,
             product: Product::Cdn,
+            cas: None,
         }
     }
 
@@ -157,6 +166,7 @@ impl AliyunCdn {
             limits,
             api: Api::PerDomain,
             product: Product::Dcdn,
+            cas: None,
         }
     }
 
@@ -165,8 +175,32 @@ impl AliyunCdn {
         &self.client
     }
 
+    /// The same API binding by reference to certificates in `cas` (uploaded once each, in
+    /// the prepare step, on the prepare budget of CAS's list rate).
+    pub fn with_cas(self, cas: SharedCas) -> AliyunCdn {
+        let limits = Limits {
+            prepares: Some(Rate::per_second(super::cas::LISTS_PER_SECOND)),
+            ..self.limits
+        };
+        AliyunCdn {
+            cas: Some(cas),
+            limits,
+            ..self
+        }
+    }
+
+    /// The CAS store this target binds through, if any.
+    pub(crate) fn cas(&self) -> Option<&SharedCas> {
+        self.cas.as_ref()
+    }
+
     /// The same API with other limits (the daemon spaces its write starts).
+    /// A CAS store's prepare budget stays.
     pub(crate) fn with_limits(self, limits: Limits) -> AliyunCdn {
+        let limits = Limits {
+            prepares: limits.prepares.or(self.limits.prepares),
+            ..limits
+        };
         AliyunCdn { limits, ..self }
     }
 }
@@ -175,9 +209,13 @@ impl AliyunCdn {
     /// `SetCdnDomainSSLCertificate` for the call's domain: the executor never hands a call
     /// more than `domains_per_call` (1) domains, so this is one client call.
     async fn deploy_one(&self, call: &Deploy<'_>) -> Result<String, ApiError> {
+        let reference = self.reference(call)?;
+        let cert_id = reference.as_ref().map(|r| r.cert_id.to_string());
+        let cas = binding(reference.as_ref(), cert_id.as_deref());
         let mut request_id = String::new();
         for domain in call.domains {
             let req = SetSslRequest {
+                cas,
                 domain,
                 cert_name: &call.upload.cert_name,
                 ssl_pub: &call.upload.chain_pem,
@@ -189,8 +227,47 @@ impl AliyunCdn {
     }
 }
 
+impl AliyunCdn {
+    /// The CAS certificate a call binds: `None` without a CAS store; with one, the
+    /// reference the prepare step gave (a call without it is refused here, so no write
+    /// call falls back to carrying the key).
+    fn reference(&self, call: &Deploy<'_>) -> Result<Option<CasRef>, ApiError> {
+        if self.cas.is_none() {
+            return Ok(None);
+        }
+        match call.prepared.and_then(CasRef::from_reference) {
+            Some(r) => Ok(Some(r)),
+            None => Err(ApiError::bad_response(
+                "UploadUserCertificate",
+                0,
+                "no CAS certificate was prepared for this write call",
+            )),
+        }
+    }
+}
+
+/// The binding parameters of a CAS reference (`cert_id` is its id as text).
+fn binding<'a>(reference: Option<&'a CasRef>, cert_id: Option<&'a str>) -> Option<CasBinding<'a>> {
+    Some(CasBinding {
+        cert_id: cert_id?,
+        region: &reference?.region,
+        name: &reference?.name,
+    })
+}
+
 impl Target for AliyunCdn {
     type Error = ApiError;
+
+    fn prepares(&self) -> bool {
+        self.cas.is_some()
+    }
+
+    async fn prepare(&self, upload: &Upload) -> Result<Option<String>, ApiError> {
+        let Some(cas) = &self.cas else {
+            return Ok(None);
+        };
+        Ok(Some(cas.find_or_upload(upload).await?.to_reference()))
+    }
 
     fn name(&self) -> &'static str {
         match (self.product, self.api) {
@@ -212,7 +289,10 @@ impl Target for AliyunCdn {
         if self.api == Api::PerDomain {
             return self.deploy_one(call).await;
         }
+        let reference = self.reference(call)?;
+        let cert_id = reference.as_ref().map(|r| r.cert_id.to_string());
         let req = BatchSetRequest {
+            cas: binding(reference.as_ref(), cert_id.as_deref()),
             domains: call.domains,
             cert_name: &call.upload.cert_name,
             ssl_pub: &call.upload.chain_pem,
@@ -235,17 +315,40 @@ pub(crate) fn connect_all(settings: &Settings) -> Result<[AliyunCdn; 3], Connect
     let a = &settings.aliyun;
     let creds = credentials::load(a, &Environment::from_process())?;
     tracing::info!(source = creds.source(), "using Alibaba Cloud credentials");
+    let cas = cas_store(a, &settings.cas, &creds)?;
     let cdn = Client::new(a, creds.clone())?;
     let dcdn_settings = AliyunSettings {
         endpoint: settings.dcdn.endpoint.clone(),
         ..a.clone()
     };
     let dcdn = Client::new(&dcdn_settings, creds)?;
-    Ok([
+    let targets = [
         AliyunCdn::new(cdn.clone(), a.region.clone(), batch_limits(a)),
         AliyunCdn::per_domain(cdn, per_domain_limits(a)),
         AliyunCdn::dcdn(dcdn, per_domain_limits(a)),
-    ])
+    ];
+    Ok(match cas {
+        Some(store) => targets.map(|t| t.with_cas(Arc::clone(&store))),
+        None => targets,
+    })
+}
+
+/// With `[aliyun] store = "cas"`, the one CAS store every target binds through: a CAS
+/// client on `[cas] endpoint` with the `[aliyun]` credentials and signature.
+fn cas_store(
+    a: &AliyunSettings,
+    cas: &CasSettings,
+    creds: &super::credentials::Credentials,
+) -> Result<Option<SharedCas>, ConnectError> {
+    if cas.store == Store::Upload {
+        return Ok(None);
+    }
+    let cas_settings = AliyunSettings {
+        endpoint: cas.endpoint.clone(),
+        ..a.clone()
+    };
+    let client = Client::new(&cas_settings, creds.clone())?;
+    Ok(Some(Arc::new(CasStore::new(client, &cas.region))))
 }
 
 /// The executor's target list for [`connect_all`]'s targets: the batch call falls back to

@@ -112,13 +112,17 @@ pub struct BatchSetRequest<'a> {
     pub ssl_pub: &'a str,
     pub ssl_pri: &'a PrivateKey,
     pub region: Option<&'a str>,
+    /// With `[aliyun] store = "cas"`: bind by reference (`CertType=cas`, `CertName`); the
+    /// chain and key are then not sent.
+    pub cas: Option<CasBinding<'a>>,
 }
 
 impl BatchSetRequest<'_> {
     /// The action's parameters (without `Action` and the common ones).
     pub(crate) fn params(&self) -> Zeroizing<Vec<(String, String)>> {
         let domains = self.domains.join(",");
-        let mut p = upload_params(&domains, self.cert_name, self.ssl_pub, self.ssl_pri);
+        let cert = CertParams::of(self.cas, self.cert_name, self.ssl_pub, self.ssl_pri);
+        let mut p = upload_params(&domains, &cert, false);
         p.push(("ForceSet".to_string(), "1".to_string()));
         if let Some(region) = self.region {
             p.push(("Region".to_string(), region.to_string()));
@@ -137,33 +141,95 @@ pub struct SetSslRequest<'a> {
     /// Full chain PEM, leaf first.
     pub ssl_pub: &'a str,
     pub ssl_pri: &'a PrivateKey,
+    /// With `[aliyun] store = "cas"`: bind by reference (`CertType=cas`, `CertId`,
+    /// `CertRegion`, `CertName`); the chain and key are then not sent.
+    pub cas: Option<CasBinding<'a>>,
 }
 
 impl SetSslRequest<'_> {
     /// The action's parameters (without `Action` and the common ones).
     pub(crate) fn params(&self) -> Zeroizing<Vec<(String, String)>> {
-        upload_params(self.domain, self.cert_name, self.ssl_pub, self.ssl_pri)
+        let cert = CertParams::of(self.cas, self.cert_name, self.ssl_pub, self.ssl_pri);
+        upload_params(self.domain, &cert, true)
     }
 }
 
-/// The parameters both write calls share when they carry the certificate and its key
-/// (`CertType=upload`, `SSLProtocol=on`), in a zeroizing buffer.
-fn upload_params(
+/// A certificate already in the SSL Certificates Service (CAS), as a write call binds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CasBinding<'a> {
+    /// CAS `CertId` (decimal).
+    pub cert_id: &'a str,
+    /// CAS region (`cn-hangzhou`, `ap-southeast-1`).
+    pub region: &'a str,
+    /// The certificate's name in CAS.
+    pub name: &'a str,
+}
+
+/// What a write call carries of the certificate: the material itself, or a CAS reference.
+pub(crate) enum CertParams<'a> {
+    Upload {
+        cert_name: &'a str,
+        ssl_pub: &'a str,
+        ssl_pri: &'a PrivateKey,
+    },
+    Cas(CasBinding<'a>),
+}
+
+impl<'a> CertParams<'a> {
+    pub(crate) fn of(
+        cas: Option<CasBinding<'a>>,
+        cert_name: &'a str,
+        ssl_pub: &'a str,
+        ssl_pri: &'a PrivateKey,
+    ) -> CertParams<'a> {
+        match cas {
+            Some(binding) => CertParams::Cas(binding),
+            None => CertParams::Upload {
+                cert_name,
+                ssl_pub,
+                ssl_pri,
+            },
+        }
+    }
+}
+
+/// The parameters every write call shares (`DomainName`, `SSLProtocol=on`, and the
+/// certificate), in a zeroizing buffer. The certificate is either carried
+/// (`CertType=upload`, `SSLPub`, `SSLPri`, `CertName`) or bound by reference
+/// (`CertType=cas`, `CertName` = the CAS name, and with `by_id` — the per-domain calls —
+/// `CertId` and `CertRegion` too: peers report `SSLPri.MissingParameter` when one of the
+/// three is missing). A binding never carries `SSLPub` or `SSLPri`.
+pub(crate) fn upload_params(
     domain_name: &str,
-    cert_name: &str,
-    ssl_pub: &str,
-    ssl_pri: &PrivateKey,
+    cert: &CertParams<'_>,
+    by_id: bool,
 ) -> Zeroizing<Vec<(String, String)>> {
     let mut p = Zeroizing::new(Vec::with_capacity(9));
     p.push(("DomainName".to_string(), domain_name.to_string()));
     p.push(("SSLProtocol".to_string(), "on".to_string()));
-    p.push(("SSLPub".to_string(), ssl_pub.to_string()));
-    p.push((
-        "SSLPri".to_string(),
-        ssl_pri.expose_upload_pem().to_string(),
-    ));
-    p.push(("CertName".to_string(), cert_name.to_string()));
-    p.push(("CertType".to_string(), "upload".to_string()));
+    match cert {
+        CertParams::Upload {
+            cert_name,
+            ssl_pub,
+            ssl_pri,
+        } => {
+            p.push(("SSLPub".to_string(), (*ssl_pub).to_string()));
+            p.push((
+                "SSLPri".to_string(),
+                ssl_pri.expose_upload_pem().to_string(),
+            ));
+            p.push(("CertName".to_string(), (*cert_name).to_string()));
+            p.push(("CertType".to_string(), "upload".to_string()));
+        }
+        CertParams::Cas(b) => {
+            p.push(("CertName".to_string(), b.name.to_string()));
+            p.push(("CertType".to_string(), "cas".to_string()));
+            if by_id {
+                p.push(("CertId".to_string(), b.cert_id.to_string()));
+                p.push(("CertRegion".to_string(), b.region.to_string()));
+            }
+        }
+    }
     p
 }
 
@@ -230,9 +296,15 @@ impl ServedCert {
     /// SHA-256 of the first certificate of the served chain; `None` when there is none
     /// or it is not PEM.
     pub fn leaf_fingerprint(&self) -> Option<Fingerprint> {
+        ServedCert::chain_fingerprint(&self.certificate_pem)
+    }
+
+    /// SHA-256 of the first certificate of a chain PEM; `None` when there is none or it is
+    /// not PEM.
+    pub(crate) fn chain_fingerprint(pem: &str) -> Option<Fingerprint> {
         use rustls_pki_types::CertificateDer;
         use rustls_pki_types::pem::PemObject;
-        let leaf = CertificateDer::pem_slice_iter(self.certificate_pem.as_bytes())
+        let leaf = CertificateDer::pem_slice_iter(pem.as_bytes())
             .next()?
             .ok()?;
         let digest = ring::digest::digest(&ring::digest::SHA256, leaf.as_ref());
@@ -275,8 +347,11 @@ pub struct Client {
     credentials: Arc<Credentials>,
     clock: WallClock,
     signature: Signature,
-    /// The product's version and action names (CDN unless [`Client::for_product`]).
+    /// The names of the product calls' actions (CDN unless [`Client::for_product`]).
     actions: Actions,
+    /// The API version every call names: the product's, or another API's for
+    /// [`Client::rpc`] calls ([`Client::with_version`], e.g. CAS's `2020-04-07`).
+    version: &'static str,
 }
 
 /// One attempt's signed request: the form body and the headers the signature adds (none
@@ -330,6 +405,7 @@ impl Client {
             clock: Arc::new(OffsetDateTime::now_utc),
             signature: settings.signature,
             actions: dcdn::CDN,
+            version: dcdn::CDN.version,
         })
     }
 
@@ -337,7 +413,27 @@ impl Client {
     /// endpoint stays the one it was built for.
     pub(crate) fn for_product(mut self, product: Product) -> Client {
         self.actions = dcdn::actions(product);
+        self.version = self.actions.version;
         self
+    }
+
+    /// The same client speaking another API version (another service's API, e.g. CAS's
+    /// `2020-04-07`, on the endpoint the settings named) through [`Client::rpc`].
+    pub(crate) fn with_version(mut self, version: &'static str) -> Client {
+        self.version = version;
+        self
+    }
+
+    /// One signed attempt of any `action` of this client's API version, its success body
+    /// decoded as `T`; `call_domains` as for the write calls (empty when none).
+    pub(crate) async fn rpc<T: serde::de::DeserializeOwned>(
+        &self,
+        action: &'static str,
+        params: Zeroizing<Vec<(String, String)>>,
+        call_domains: &[String],
+    ) -> Result<T, ApiError> {
+        let reply = self.call(action, params, call_domains).await?;
+        decode(action, &reply)
     }
 
     /// Replaces the wall clock that stamps `Timestamp` (tests of clock skew).
@@ -486,12 +582,12 @@ impl Client {
             &new_nonce(),
             token,
         ));
-        for (name, value) in params.iter_mut() {
-            if name == "Version" {
-                self.actions.version.clone_into(value);
+        params.push(("Action".to_string(), action.to_string()));
+        for (k, v) in params.iter_mut() {
+            if k == "Version" {
+                self.version.clone_into(v);
             }
         }
-        params.push(("Action".to_string(), action.to_string()));
         params.extend(action_params.iter().cloned());
         let signature = sign::sign("POST", creds.secret().expose(), &params);
         params.push((sign::SIGNATURE_PARAM.to_string(), signature));
@@ -511,7 +607,7 @@ impl Client {
             query: &[],
             body: body.as_bytes(),
             action,
-            version: self.actions.version,
+            version: self.version,
             date: (self.clock)(),
             nonce: &nonce,
         };

@@ -4,11 +4,14 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{CmdResult, Exit};
+use zeroize::Zeroizing;
+
 use crate::emulator::{self, Emulator, EmulatorConfig, EmulatorError, Faults, Product};
+use crate::fsio;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct EmulateArgs {
@@ -69,6 +72,16 @@ pub struct EmulateArgs {
     /// A known domain to list as offline (writes to it are refused); repeatable
     #[arg(long, value_name = "DOMAIN")]
     pub(crate) offline_domain: Vec<String>,
+    /// Region of the emulated SSL Certificates Service (CAS); bindings by CertId must name it
+    #[arg(long, default_value = "cn-hangzhou", value_name = "REGION")]
+    pub(crate) cas_region: String,
+    /// A certificate already in CAS as a user's upload, NAME=FULLCHAIN_FILE,KEY_FILE
+    /// (repeatable)
+    #[arg(long, value_name = "NAME=CHAIN,KEY")]
+    pub(crate) cas_user_cert: Vec<String>,
+    /// Extra delay before the answer of every CDN write call, in milliseconds
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub(crate) write_latency_ms: u64,
 }
 
 /// `--product`.
@@ -103,8 +116,37 @@ impl EmulateArgs {
             },
             batch_gone: self.batch_gone,
             offline: self.offline_domain.clone(),
+            cas_region: self.cas_region.clone(),
+            cas_user_certs: self
+                .cas_user_cert
+                .iter()
+                .map(|spec| user_cert(spec))
+                .collect::<Result<_, _>>()?,
+            write_latency: Duration::from_millis(self.write_latency_ms),
         })
     }
+}
+
+/// Largest certificate or key file read for `--cas-user-cert`.
+const MAX_PEM_BYTES: u64 = 1 << 20;
+
+/// `NAME=CHAIN,KEY` → the name and the two files' text.
+fn user_cert(spec: &str) -> Result<(String, String, Zeroizing<String>), EmulatorError> {
+    let bad = |why: String| EmulatorError::Config(format!("--cas-user-cert {spec:?}: {why}"));
+    let (name, files) = spec
+        .split_once('=')
+        .ok_or_else(|| bad("write NAME=FULLCHAIN_FILE,KEY_FILE".to_string()))?;
+    let (chain, key) = files
+        .split_once(',')
+        .ok_or_else(|| bad("write NAME=FULLCHAIN_FILE,KEY_FILE".to_string()))?;
+    let read = |path: &str| {
+        let bytes = fsio::read(Path::new(path), MAX_PEM_BYTES)
+            .map_err(|e| bad(format!("cannot read {path}: {}", e.reason())))?;
+        String::from_utf8(bytes).map_err(|_| bad(format!("{path} is not PEM text")))
+    };
+    let chain = read(chain)?;
+    let key = Zeroizing::new(read(key)?);
+    Ok((name.to_string(), chain, key))
 }
 
 pub fn run(args: &EmulateArgs) -> CmdResult {

@@ -17,11 +17,12 @@ use std::path::Path;
 use time::OffsetDateTime;
 
 use super::{CmdResult, Exit};
-use crate::aliyun::cdn::{self, CDN_BATCH, CDN_PER_DOMAIN, ConnectError, DCDN};
+use crate::aliyun::cas::cleanup;
+use crate::aliyun::cdn::{self, AliyunCdn, CDN_BATCH, CDN_PER_DOMAIN, ConnectError, DCDN};
 use crate::aliyun::fallback::Start;
-use crate::config::{self, Product, Settings};
+use crate::config::{self, Product, Settings, Store};
 use crate::push::{Options, TargetIndex};
-use crate::reconcile::{self, NoHolds, Pass};
+use crate::reconcile::{self, NoHolds, Pass, Verdict};
 use crate::source::{Lineage, Scanner};
 use crate::state::{self, StateError};
 
@@ -150,6 +151,11 @@ pub(crate) async fn sync(
     let per_call = cdn::per_call();
     let pass = pass(settings, &domains, &routes, &per_call, start, args.force);
     let targets = cdn::connect_all(settings)?;
+    if let Some(cas) = targets[CDN_BATCH].cas() {
+        cas.remember(&store.state().cas);
+    }
+    // Read-backs after the pass (the CAS cleanup): each product through its own target.
+    let readers = [targets[CDN_PER_DOMAIN].clone(), targets[DCDN].clone()];
     if aliyun.verify {
         // A run killed between a call and its read-back left it Pending: confirm it
         // rather than push the same batch again.
@@ -188,7 +194,37 @@ pub(crate) async fn sync(
         );
     }
     out.write_all(summary.render().as_bytes())?;
-    Ok(summary.verdict().into())
+    let verdict = summary.verdict();
+    if verdict == Verdict::Clean
+        && settings.cas.delete_superseded
+        && !cleanup_cas(settings, &readers, &mut store, out).await?
+    {
+        return Ok(Exit::Problems);
+    }
+    Ok(verdict.into())
+}
+
+/// The CAS cleanup after a clean pass (`[cas] delete_superseded`), reading back CDN and
+/// DCDN domains each through its own product (`readers`: the CDN and DCDN targets, which
+/// share the one CAS store); `false` when something could not be checked or deleted.
+async fn cleanup_cas(
+    settings: &Settings,
+    readers: &[AliyunCdn; 2],
+    store: &mut state::StateStore,
+    out: &mut dyn Write,
+) -> std::io::Result<bool> {
+    let Some(cas) = readers[0].cas() else {
+        return Ok(true);
+    };
+    let (now, grace) = (OffsetDateTime::now_utc(), settings.cas.delete_after);
+    let products: [(&AliyunCdn, &[String]); 2] = [
+        (&readers[0], &settings.cdn.domains),
+        (&readers[1], &settings.dcdn.domains),
+    ];
+    let rate = settings.aliyun.read_requests_per_second;
+    let done = cleanup::run(cas, &products, store, now, grace, rate).await;
+    out.write_all(done.render(false).as_bytes())?;
+    Ok(done.errors.is_empty())
 }
 
 /// Which product (and call) each planned domain goes to, one line per product.
@@ -253,5 +289,10 @@ fn dry_run(
         .describe(&reconcile::plan_lineages(&planned.valid));
     out.write_all(described.as_bytes())?;
     out.write_all(planned.summary.render().as_bytes())?;
+    if settings.cas.store == Store::Cas && settings.cas.delete_superseded {
+        let (managed, grace) = (settings.all_domains(), settings.cas.delete_after);
+        let listed = cleanup::dry_run(&state, &managed, now, grace);
+        out.write_all(listed.render(true).as_bytes())?;
+    }
     Ok(planned.summary.verdict().into())
 }

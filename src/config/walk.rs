@@ -12,6 +12,8 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+mod cas;
+
 use super::files::{Files, Named};
 use super::{
     AliyunSettings, Api, CdnSettings, Diagnostic, Settings, Signature, StateSettings,
@@ -106,7 +108,7 @@ pub(super) struct Section<'t, 'i> {
     table: Option<&'t DeTable<'i>>,
 }
 
-const ROOT_KEYS: &[&str] = &["aliyun", "watch", "state", "cdn", "dcdn"];
+const ROOT_KEYS: &[&str] = &["aliyun", "watch", "state", "cdn", "dcdn", "cas"];
 const ALIYUN_KEYS: &[&str] = &[
     "endpoint",
     "region",
@@ -121,6 +123,7 @@ const ALIYUN_KEYS: &[&str] = &[
     "timeout_secs",
     "verify",
     "signature",
+    "store",
 ];
 const WATCH_KEYS: &[&str] = &["paths", "debounce_ms", "rescan_secs"];
 const STATE_KEYS: &[&str] = &["dir"];
@@ -184,8 +187,9 @@ fn walk_root(ctx: &mut Ctx<'_>, root: &DeTable<'_>) -> Option<Settings> {
         section(ctx, root, "state", STATE_KEYS),
         section(ctx, root, "cdn", CDN_KEYS),
         section(ctx, root, "dcdn", dcdn::KEYS),
+        section(ctx, root, "cas", cas::CAS_KEYS),
     ];
-    let [s_aliyun, s_watch, s_state, s_cdn, s_dcdn] = &sections;
+    let [s_aliyun, s_watch, s_state, s_cdn, s_dcdn, s_cas] = &sections;
     let aliyun = aliyun(ctx, s_aliyun);
     let watch = watch(ctx, s_watch);
     let state = state(ctx, s_state);
@@ -195,6 +199,7 @@ fn walk_root(ctx: &mut Ctx<'_>, root: &DeTable<'_>) -> Option<Settings> {
         domains: m.domains.into_keys().collect(),
         domains_file: m.domains_file,
     });
+    let cas = cas::cas(ctx, s_aliyun, s_cas);
     Some(Settings {
         path: ctx.file.to_path_buf(),
         aliyun: aliyun?,
@@ -202,6 +207,7 @@ fn walk_root(ctx: &mut Ctx<'_>, root: &DeTable<'_>) -> Option<Settings> {
         state: state?,
         cdn: cdn?,
         dcdn: dcdn?,
+        cas: cas?,
     })
 }
 

@@ -38,6 +38,7 @@ use super::notify::StatusCounts;
 use super::runner::{LoopSettings, PassCtx, PassReport, Reconciler};
 use super::schedule::{PassOutcome, Trigger, Validity};
 use super::torn::{Decision, Observed, TornTracker, renewal_in_progress};
+use crate::aliyun::cas::cleanup;
 use crate::aliyun::cdn::{self as cdn_api, AliyunCdn, CDN_BATCH, ConnectError, batch_limits};
 use crate::aliyun::fallback::Start;
 use crate::cert::{self, Certificate, Fingerprint};
@@ -319,6 +320,9 @@ impl Service {
             calls = planned.summary.planned_calls,
             "pushing"
         );
+        if let Some(cas) = self.cdn.cas() {
+            cas.remember(&store.state().cas);
+        }
         let no_progress = Box::new(|_| {});
         let passed = pass
             .push(planned, &self.executor, store, no_progress, ctx.stopped())
@@ -342,6 +346,32 @@ impl Service {
             !summary.failed.is_empty() || summary.stopped.is_some() || summary.unrecorded.is_some();
         counts = final_counts(&summary, &store, &self.settings, now);
         (report(outcome, counts), store)
+    }
+
+    /// `[cas] delete_superseded`: after a clean pass, the CAS cleanup (see
+    /// `aliyun::cas::cleanup`), CDN and DCDN domains each read back through its own
+    /// product; what it did is logged there, its problems here.
+    async fn cas_cleanup(&mut self, store: &mut StateStore) {
+        let Some(cas) = self.cdn.cas() else {
+            return;
+        };
+        if !self.settings.cas.delete_superseded {
+            return;
+        }
+        let grace = self.settings.cas.delete_after;
+        let products: [(&AliyunCdn, &[String]); 2] = [
+            (&*self.cdn, &self.settings.cdn.domains),
+            (&*self.dcdn, &self.settings.dcdn.domains),
+        ];
+        let now = OffsetDateTime::now_utc();
+        let rate = self.settings.aliyun.read_requests_per_second;
+        let done = cleanup::run(cas, &products, store, now, grace, rate).await;
+        for e in &done.errors {
+            warn!(kind = "cas-cleanup", "{e}");
+        }
+        for (id, name, why) in &done.kept {
+            info!(cert_id = id, %name, "kept in CAS: {why}");
+        }
     }
 }
 
@@ -385,6 +415,10 @@ impl Reconciler for Service {
             let now = OffsetDateTime::now_utc();
             (report, store) = self.reconcile(store, ctx, now).await;
         }
+        let clean = saved && !report.outcome.failed && !report.outcome.torn;
+        if clean && !ctx.stop_requested() {
+            self.cas_cleanup(&mut store).await;
+        }
         self.store = Some(store);
         report.outcome.failed |= !saved;
         release_freed_memory();
@@ -412,7 +446,10 @@ impl Reconciler for Service {
             );
             new.state.dir = self.settings.state.dir.clone();
         }
-        if new.aliyun != self.settings.aliyun || new.dcdn.endpoint != self.settings.dcdn.endpoint {
+        if new.aliyun != self.settings.aliyun
+            || new.dcdn.endpoint != self.settings.dcdn.endpoint
+            || new.cas != self.settings.cas
+        {
             match connect(&new) {
                 Ok((readers, executor)) => {
                     self.executor = executor;

@@ -35,6 +35,7 @@ use time::macros::format_description;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
+use super::cas::{self, Cas};
 use super::dcdn::{self, Op};
 use super::record::{LogEntry, LogJson, Served};
 use super::{EmulatorConfig, Faults};
@@ -147,13 +148,13 @@ const V3_REQUIRED: [&str; 6] = [
 
 /// A refusal: HTTP status, `Code`, `Message`.
 #[derive(Debug)]
-struct ApiError {
-    status: u16,
-    code: &'static str,
-    message: String,
+pub(super) struct ApiError {
+    pub(super) status: u16,
+    pub(super) code: &'static str,
+    pub(super) message: String,
 }
 
-fn refuse(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+pub(super) fn refuse(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError {
         status,
         code,
@@ -161,7 +162,7 @@ fn refuse(status: u16, code: &'static str, message: impl Into<String>) -> ApiErr
     }
 }
 
-fn missing(name: &str) -> ApiError {
+pub(super) fn missing(name: &str) -> ApiError {
     refuse(
         400,
         "MissingParameter",
@@ -187,7 +188,7 @@ enum Class {
 }
 
 /// Query and form-body parameters together, in arrival order.
-struct Params {
+pub(super) struct Params {
     all: Vec<(String, String)>,
     in_query: bool,
 }
@@ -205,7 +206,20 @@ impl Params {
         Params { all, in_query }
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    /// Parameters as given (tests of the actions behind the envelope).
+    #[cfg(test)]
+    pub(super) fn from_pairs(pairs: &[(&str, &str)]) -> Params {
+        let all = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
+        Params {
+            all,
+            in_query: false,
+        }
+    }
+
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.all
             .iter()
             .find(|(k, _)| k == name)
@@ -216,7 +230,7 @@ impl Params {
         self.get(name).unwrap_or_default().to_string()
     }
 
-    fn require(&self, name: &str) -> Result<&str, ApiError> {
+    pub(super) fn require(&self, name: &str) -> Result<&str, ApiError> {
         match self.get(name) {
             Some(v) if !v.is_empty() => Ok(v),
             _ => Err(missing(name)),
@@ -253,13 +267,13 @@ impl Params {
 
 /// Calls that arrived in the last [`RATE_WINDOW`].
 #[derive(Default)]
-struct Window {
+pub(super) struct Window {
     arrivals: VecDeque<Instant>,
 }
 
 impl Window {
     /// Admits a call at `now` unless `limit` calls are already in the window.
-    fn admit(&mut self, now: Instant, limit: u32) -> bool {
+    pub(super) fn admit(&mut self, now: Instant, limit: u32) -> bool {
         while let Some(first) = self.arrivals.front() {
             if now.saturating_duration_since(*first) >= RATE_WINDOW {
                 self.arrivals.pop_front();
@@ -306,6 +320,8 @@ pub(super) struct State {
     id_rng: StdRng,
     started: Instant,
     generation: u64,
+    /// The account's SSL Certificates Service.
+    cas: Cas,
 }
 
 impl State {
@@ -335,6 +351,7 @@ impl State {
             id_rng: StdRng::seed_from_u64(cfg.seed ^ 0x5eed_0f1d_5eed_0f1d),
             started,
             generation: 0,
+            cas: Cas::new(&cfg.cas_region),
         }
     }
 
@@ -351,12 +368,41 @@ impl State {
         &self.served
     }
 
+    pub(super) fn cas(&self) -> &Cas {
+        &self.cas
+    }
+
+    /// Adds a user's upload to CAS (a seed), as the console would; its `CertId`.
+    pub(super) fn seed_cas(
+        &mut self,
+        name: &str,
+        chain: &str,
+        key: &str,
+        wall: OffsetDateTime,
+    ) -> Result<u64, String> {
+        let id = self.cas.seed(name, chain, key, wall)?;
+        self.served_json = None;
+        self.generation += 1;
+        Ok(id)
+    }
+
     /// The state dump's bytes; the served map is re-encoded only after it changed.
     pub(super) fn dump_json(&mut self) -> Vec<u8> {
         let served = self.served_json.get_or_insert_with(|| {
             serde_json::to_vec(&self.served).unwrap_or_else(|_| b"{}".to_vec())
         });
-        self.log_json.dump(served)
+        let cas: Vec<super::record::DumpedCas> = self
+            .cas
+            .certs()
+            .map(|c| super::record::DumpedCas {
+                cert_id: c.cert_id,
+                name: c.name.clone(),
+                fingerprint: c.fingerprint,
+                by_user: c.by_user,
+            })
+            .collect();
+        let cas = serde_json::to_vec(&cas).unwrap_or_else(|_| b"[]".to_vec());
+        self.log_json.dump(served, &cas)
     }
 
     #[cfg(test)]
@@ -400,7 +446,7 @@ impl State {
         let at = Duration::from_micros(u64::try_from(since_start.as_micros()).unwrap_or(u64::MAX));
         let envelope = Envelope::of(req, &params);
         let mut entry = new_entry(&params, &envelope, req, at);
-        entry.param_names = param_names(&params);
+        entry.params = param_names(&params);
         entry.request_id.clone_from(&request_id);
         let too_long = req.query.as_ref().is_some_and(|q| q.len() > MAX_QUERY);
         let outcome = match self.faults.pick(draw) {
@@ -496,6 +542,17 @@ impl State {
             }
             Some(auth) => self.authenticate_v3(req, auth, wall)?,
         };
+        let cas_action = cas::ACTIONS.contains(&action.as_str());
+        let version = match req.authorization() {
+            None => p.get("Version"),
+            Some(_) => req.header("x-acs-version"),
+        };
+        if cas_action {
+            if version != Some(cas::VERSION) {
+                return Err(invalid_version(cas::VERSION));
+            }
+            return self.cas.answer(&action, p, now, wall, &self.served);
+        }
         let op = match dcdn::op(self.product, &action) {
             Some(Op::BatchSet) if self.batch_gone => None,
             op => op,
@@ -507,6 +564,10 @@ impl State {
                 format!("Specified api is not found, please check your url and method: {action}"),
             ));
         };
+        let product_version = dcdn::version(self.product);
+        if version != Some(product_version) {
+            return Err(invalid_version(product_version));
+        }
         let class = match op {
             Op::BatchSet => Class::Write,
             Op::SetSsl => Class::PerDomainWrite,
@@ -518,12 +579,12 @@ impl State {
                 let domains = self.domain_list(p)?;
                 self.check_online(&domains)?;
                 let force = p.get("ForceSet") == Some("1");
-                self.set_certificate(p, &domains, force, wall, request_id)
+                self.set_certificate(p, &domains, force, false, wall, request_id)
             }
             Op::SetSsl => {
                 let domain = self.one_domain(p, &action)?;
                 self.check_online(std::slice::from_ref(&domain))?;
-                self.set_certificate(p, &[domain], false, wall, request_id)
+                self.set_certificate(p, &[domain], false, true, wall, request_id)
             }
             Op::DescribeCert => self.describe_certificate(p, &action),
             Op::UserDomains => self.user_domains(p),
@@ -566,7 +627,7 @@ impl State {
             }
         }
         let version = dcdn::version(self.product);
-        if req.header("x-acs-version") != Some(version) {
+        if !matches!(req.header("x-acs-version"), Some(v) if v == version || v == cas::VERSION) {
             return Err(invalid_version(version));
         }
         check_v3_signed_headers(req, &auth)?;
@@ -649,16 +710,22 @@ impl State {
 
     /// The checks both write calls share (certificate, key, `CertName`, `SSLProtocol`,
     /// `CertType`, coverage of `domains`), then `domains` serve the certificate. `force`:
-    /// the call may take a `CertName` over from other content (`ForceSet=1`).
-    fn set_certificate(
+    /// the call may take a `CertName` over from other content (`ForceSet=1`). With
+    /// `CertType=cas` the call binds a CAS certificate instead ([`State::bind_cas`]): by
+    /// `CertId` when `by_id` (the per-domain calls), else by `CertName`.
+    pub(super) fn set_certificate(
         &mut self,
         p: &Params,
         domains: &[String],
         force: bool,
+        by_id: bool,
         wall: OffsetDateTime,
         request_id: &str,
     ) -> Result<Value, ApiError> {
         check_ssl_protocol(p.get("SSLProtocol"))?;
+        if p.get("CertType") == Some("cas") {
+            return self.bind_cas(p, domains, by_id, wall, request_id);
+        }
         check_cert_type(p.get("CertType"))?;
         let cert_name = check_cert_name(p.get("CertName"))?;
         let chain = required_pem(p, "SSLPub")?;
@@ -668,6 +735,35 @@ impl State {
         self.claim_cert_name(cert_name, cert.fingerprint, force)?;
         let mut served = Served::new(&cert, cert_name, request_id, wall);
         chain.clone_into(&mut served.chain_pem);
+        for d in domains {
+            self.served.insert(d.clone(), served.clone());
+        }
+        self.served_json = None;
+        Ok(json!({}))
+    }
+
+    /// A `CertType=cas` write: `domains` bind the CAS certificate the call names (by
+    /// `CertName` in the batch call, by `CertId` and `CertRegion` in a per-domain call),
+    /// which must cover each of them.
+    fn bind_cas(
+        &mut self,
+        p: &Params,
+        domains: &[String],
+        by_id: bool,
+        wall: OffsetDateTime,
+        request_id: &str,
+    ) -> Result<Value, ApiError> {
+        let (served, _, names) = self.cas.binding(p, by_id, request_id, wall)?;
+        if let Some(d) = domains
+            .iter()
+            .find(|d| crate::cert::covers(&names, d).is_none())
+        {
+            return Err(refuse(
+                400,
+                "Certificate.MissMatch",
+                format!("The certificate does not cover the domain {d}."),
+            ));
+        }
         for d in domains {
             self.served.insert(d.clone(), served.clone());
         }
@@ -831,6 +927,7 @@ fn param_names(p: &Params) -> Vec<String> {
 
 fn new_entry(p: &Params, envelope: &Envelope, req: &Incoming, at: Duration) -> LogEntry {
     let is_write = dcdn::is_write(&envelope.action);
+    let is_upload = envelope.action == cas::ACTION_UPLOAD;
     LogEntry {
         at,
         method: req.method.clone(),
@@ -852,15 +949,20 @@ fn new_entry(p: &Params, envelope: &Envelope, req: &Incoming, at: Duration) -> L
         request_id: String::new(),
         cert_name: if is_write {
             p.get("CertName").map(str::to_string)
+        } else if is_upload {
+            p.get("Name").map(str::to_string)
         } else {
             None
         },
         fingerprint: if is_write {
             p.get("SSLPub").and_then(leaf_fingerprint)
+        } else if is_upload {
+            p.get("Cert").and_then(leaf_fingerprint)
         } else {
             None
         },
-        param_names: Vec::new(),
+        params: Vec::new(),
+        request_bytes: (req.body.len() + req.query.as_ref().map_or(0, String::len)) as u64,
     }
 }
 
@@ -922,7 +1024,7 @@ fn check_v3_signed_headers(req: &Incoming, auth: &V3Authorization<'_>) -> Result
     }
 }
 
-fn throttled() -> ApiError {
+pub(super) fn throttled() -> ApiError {
     refuse(
         400,
         "Throttling.User",
@@ -952,7 +1054,7 @@ fn check_common_params(p: &Params, version: &str) -> Result<(), ApiError> {
     ] {
         p.require(name)?;
     }
-    if p.get("Version") != Some(version) {
+    if !matches!(p.get("Version"), Some(v) if v == version || v == cas::VERSION) {
         return Err(invalid_version(version));
     }
     if let Some(f) = p.get("Format")
@@ -1004,7 +1106,7 @@ fn check_cert_type(value: Option<&str>) -> Result<(), ApiError> {
         Some(t) => Err(refuse(
             400,
             "InvalidParameter.CertType",
-            format!("The emulator supports CertType=upload only, not {t:?}."),
+            format!("The emulator supports CertType=upload or cas, not {t:?}."),
         )),
     }
 }
@@ -1235,7 +1337,7 @@ pub(super) fn expected_signature_v3(
 
 /// Parses the pair with certrotd's own validation (`cert::parse`, `cert::check_time`) and
 /// maps each defect to the code Alibaba answers with. `Invalid` messages hold no key text.
-fn check_certificate(
+pub(super) fn check_certificate(
     chain: &str,
     key: &str,
     wall: OffsetDateTime,

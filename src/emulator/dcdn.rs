@@ -86,7 +86,8 @@ pub(super) fn cert_info(product: Product, domain: &str, served: Option<&Served>)
         (Product::Cdn, Some(s)) => json!({
             "DomainName": domain,
             "CertName": s.cert_name,
-            "CertType": "upload",
+            "CertType": cert_type(s),
+            "CertId": s.cas_cert_id.map(|id| id.to_string()).unwrap_or_default(),
             "ServerCertificateStatus": "on",
             "ServerCertificate": s.chain_pem,
             "CertExpireTime": api_time(s.not_after),
@@ -108,7 +109,7 @@ pub(super) fn cert_info(product: Product, domain: &str, served: Option<&Served>)
         (Product::Dcdn, Some(s)) => json!({
             "DomainName": domain,
             "CertName": s.cert_name,
-            "CertType": "upload",
+            "CertType": cert_type(s),
             "SSLProtocol": "on",
             "SSLPub": s.chain_pem,
             "CertExpireTime": api_time(s.not_after),
@@ -124,6 +125,15 @@ pub(super) fn cert_info(product: Product, domain: &str, served: Option<&Served>)
             "SSLPub": "",
             "Status": "",
         }),
+    }
+}
+
+/// `cas` for a domain bound to a CAS certificate by reference, `upload` otherwise.
+fn cert_type(s: &Served) -> &'static str {
+    if s.cas_cert_id.is_some() {
+        "cas"
+    } else {
+        "upload"
     }
 }
 

@@ -5,6 +5,9 @@
 //! Used by `certrotd emulate` (a documented tool: try a configuration without touching
 //! production), `certrotd demo` and the integration tests.
 //!
+//! The SSL Certificates Service (CAS, `2020-04-07`) is answered on the same port (`cas`:
+//! told apart by action and `Version`), with bindings to it in the write calls.
+//!
 //! It implements `BatchSetCdnDomainServerCertificate`, `DescribeDomainCertificateInfo` and
 //! `DescribeUserDomains` with the real API's signature checks — v1 (HMAC-SHA1, recomputed
 //! from the parameters as received, query and form body together) and V3 (`ACS3-HMAC-SHA256`
@@ -19,6 +22,7 @@
 //! on disk reflects a request before that request is answered.
 
 mod api;
+mod cas;
 mod dcdn;
 mod record;
 #[cfg(test)]
@@ -45,7 +49,8 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-pub use record::{Dump, LogEntry, Served};
+pub use cas::CasCert;
+pub use record::{Dump, DumpedCas, LogEntry, Served};
 
 #[cfg(test)]
 use api::{
@@ -54,6 +59,8 @@ use api::{
 };
 use api::{Incoming, Reply, State};
 use record::write_atomically;
+
+use zeroize::Zeroizing;
 
 use crate::cert::Certificate;
 pub use crate::config::Product;
@@ -136,6 +143,12 @@ pub struct EmulatorConfig {
     /// Known domains that are offline: listed with `DomainStatus` `offline`, writes to
     /// them refused (`IllegalOperation`).
     pub offline: Vec<String>,
+    /// The region of the emulated CAS (bindings by `CertId` must name it).
+    pub cas_region: String,
+    /// Certificates in CAS from the start, as a user's uploads: (name, chain PEM, key PEM).
+    pub cas_user_certs: Vec<(String, String, Zeroizing<String>)>,
+    /// Extra delay before the answer of every CDN write call (on top of `latency`).
+    pub write_latency: Duration,
 }
 
 impl Default for EmulatorConfig {
@@ -155,6 +168,9 @@ impl Default for EmulatorConfig {
             product: Product::Cdn,
             batch_gone: false,
             offline: Vec::new(),
+            cas_region: "cn-hangzhou".to_string(),
+            cas_user_certs: Vec::new(),
+            write_latency: Duration::ZERO,
         }
     }
 }
@@ -227,6 +243,9 @@ impl fmt::Debug for EmulatorConfig {
             .field("product", &self.product)
             .field("batch_gone", &self.batch_gone)
             .field("offline", &self.offline)
+            .field("cas_region", &self.cas_region)
+            .field("cas_user_certs", &self.cas_user_certs.len())
+            .field("write_latency", &self.write_latency)
             .finish()
     }
 }
@@ -356,6 +375,7 @@ fn check_domain(d: &str) -> Result<(), String> {
 struct Shared {
     state: Mutex<State>,
     latency: Duration,
+    write_latency: Duration,
     dump: Option<Dumper>,
 }
 
@@ -434,9 +454,16 @@ impl Emulator {
                 addr: listen,
                 source,
             })?;
+        let mut state = State::new(&cfg, Instant::now());
+        for (name, chain, key) in &cfg.cas_user_certs {
+            state
+                .seed_cas(name, chain, key, OffsetDateTime::now_utc())
+                .map_err(|why| EmulatorError::Config(format!("--cas-user-cert {name}: {why}")))?;
+        }
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(&cfg, Instant::now())),
+            state: Mutex::new(state),
             latency: cfg.latency,
+            write_latency: cfg.write_latency,
             dump: cfg.state_dump.map(|path| Dumper {
                 path,
                 written: tokio::sync::Mutex::new(0),
@@ -469,6 +496,37 @@ impl Emulator {
     /// Every request so far, in arrival order.
     pub fn log(&self) -> Vec<LogEntry> {
         self.shared.lock().log().to_vec()
+    }
+
+    /// The certificates in the emulated CAS.
+    pub fn cas_certs(&self) -> Vec<CasCert> {
+        self.shared.lock().cas().certs().cloned().collect()
+    }
+
+    /// Puts a certificate in CAS as a user's upload under `name` (as the console would);
+    /// its `CertId`. The key is checked against the certificate, not kept.
+    pub async fn seed_cas(&self, name: &str, chain: &str, key: &str) -> Result<u64, EmulatorError> {
+        let (id, generation) = {
+            let mut st = self.shared.lock();
+            let id = st
+                .seed_cas(name, chain, key, OffsetDateTime::now_utc())
+                .map_err(|why| EmulatorError::Config(format!("CAS seed {name}: {why}")))?;
+            (id, st.generation())
+        };
+        self.shared.write_dump_logged(generation).await;
+        Ok(id)
+    }
+
+    /// Binds `domain` to the CAS certificate `cert_id`, as a change in the console would
+    /// (for tests of what the cleanup must keep). The state dump is rewritten.
+    pub async fn bind_cas(&self, domain: &str, cert_id: u64) -> Result<(), EmulatorError> {
+        let served = self
+            .shared
+            .lock()
+            .cas()
+            .served_as(cert_id, OffsetDateTime::now_utc())
+            .ok_or_else(|| EmulatorError::Config(format!("no CAS certificate {cert_id}")))?;
+        self.change_served(domain, Some(served)).await
     }
 
     /// What each domain serves (domains serving nothing are absent).
@@ -619,14 +677,21 @@ async fn handle(shared: Arc<Shared>, req: Request<Body>) -> Result<Response<Full
         body,
         too_large,
     };
-    let (reply, generation) = {
+    let (reply, generation, write) = {
         let mut st = shared.lock();
         let reply = st.process(&incoming, Instant::now(), OffsetDateTime::now_utc());
-        (reply, st.generation())
+        let write = st.log().last().is_some_and(LogEntry::is_write);
+        (reply, st.generation(), write)
     };
     shared.write_dump_logged(generation).await;
-    if !shared.latency.is_zero() {
-        tokio::time::sleep(shared.latency).await;
+    let delay = shared.latency
+        + if write {
+            shared.write_latency
+        } else {
+            Duration::ZERO
+        };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     match reply {
         Reply::Reset => Err(Reset),

@@ -718,10 +718,16 @@ async fn ssl_protocol_must_be_on_and_cert_type_upload() {
         (400, "InvalidSSLProtocol.ValueNotSupported")
     );
     let (status, body) = set_call("a.example.com", &p, "n")
-        .set("CertType", "cas")
+        .set("CertType", "free")
         .answer(emu.addr())
         .await;
     assert_eq!((status, code(&body)), (400, "InvalidParameter.CertType"));
+    // CertType=cas binds a CAS certificate by CertName: none is named "n".
+    let (status, body) = set_call("a.example.com", &p, "n")
+        .set("CertType", "cas")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (404, "CertificateNotFound"));
     assert!(emu.served().is_empty());
     emu.shutdown().await;
 }
@@ -804,8 +810,15 @@ async fn a_per_domain_call_gets_the_batch_calls_checks() {
             "InvalidParameter.SSLProtocol",
         ),
         (
-            set_ssl_call("a.example.com", &p, "n").set("CertType", "cas"),
+            set_ssl_call("a.example.com", &p, "n").set("CertType", "free"),
             "InvalidParameter.CertType",
+        ),
+        (
+            // A CAS binding by CertId needs CertRegion too (peers see this code).
+            set_ssl_call("a.example.com", &p, "n")
+                .set("CertType", "cas")
+                .set("CertId", "1"),
+            "SSLPri.MissingParameter",
         ),
         (
             set_ssl_call("a.example.com", &p, "has space"),
@@ -2111,7 +2124,7 @@ async fn the_log_records_parameter_names_never_values() {
     assert_eq!(status, 200);
     let log = emu.log();
     assert_eq!(
-        log[0].param_names,
+        log[0].params,
         [
             "CertName",
             "CertType",
@@ -2122,14 +2135,12 @@ async fn the_log_records_parameter_names_never_values() {
         ]
     );
     let dump = serde_json::to_string(&log).expect("JSON");
-    assert!(dump.contains("\"param_names\""), "{dump}");
+    assert!(dump.contains("\"params\""), "{dump}");
     assert!(!dump.contains("PRIVATE KEY"), "key material in the log");
     // Dumps written before the field read as no names.
     let mut old: Value = serde_json::to_value(&log[0]).expect("JSON");
-    old.as_object_mut()
-        .expect("an object")
-        .remove("param_names");
+    old.as_object_mut().expect("an object").remove("params");
     let read: LogEntry = serde_json::from_value(old).expect("an old entry reads");
-    assert!(read.param_names.is_empty());
+    assert!(read.params.is_empty());
     emu.shutdown().await;
 }

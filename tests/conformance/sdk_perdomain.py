@@ -94,7 +94,7 @@ def tea_config(emu):
 
 def sdk_names(emu, action):
     """Parameter names of the successful calls of `action` in the log so far."""
-    return [set(e["param_names"]) for e in emu.log() if e["action"] == action and e["status"] == 200]
+    return [set(e["params"]) for e in emu.log() if e["action"] == action and e["status"] == 200]
 
 
 def check_sdk_cdn(ctx):
@@ -190,7 +190,7 @@ def check_certrotd_names(ctx):
         (cdn, before_cdn, "SetCdnDomainSSLCertificate", ctx["sdk_cdn"]),
         (dcdn, before_dcdn, "SetDcdnDomainSSLCertificate", sdk_names(dcdn, "SetDcdnDomainSSLCertificate")[0]),
     ):
-        ours = [set(e["param_names"]) for e in emu.log()[before:] if e["action"] == action]
+        ours = [set(e["params"]) for e in emu.log()[before:] if e["action"] == action]
         assert ours, f"certrotd sent no {action}"
         for names in ours:
             missing = sdk - names

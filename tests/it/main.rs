@@ -3,6 +3,7 @@
 
 mod acme;
 mod aliyun_client;
+mod cas;
 mod check;
 mod check_online;
 mod daemon;

@@ -57,6 +57,7 @@ fn batch_set_parameters_have_the_exact_names() {
     let domains = names(&["a.example.com", ".example.com"]);
     let key = key();
     let req = BatchSetRequest {
+        cas: None,
         domains: &domains,
         cert_name: "example.com-2026-12-01-abcdef012345",
         ssl_pub: "-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n",
@@ -81,6 +82,7 @@ fn batch_set_parameters_have_the_exact_names() {
     .collect();
     assert_eq!(got, want);
     let with_region = BatchSetRequest {
+        cas: None,
         region: Some("cn-hangzhou"),
         ..req
     };
@@ -96,6 +98,7 @@ fn batch_set_parameters_have_the_exact_names() {
 fn set_ssl_parameters_have_the_sdks_names_and_no_force_set_or_region() {
     let key = key();
     let req = SetSslRequest {
+        cas: None,
         domain: "a.example.com",
         cert_name: "example.com-2026-12-01-abcdef012345",
         ssl_pub: "-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n",
@@ -129,6 +132,7 @@ async fn set_ssl_posts_one_domain_in_the_body_signed() {
     let c = client(&endpoint);
     let key = key();
     let req = SetSslRequest {
+        cas: None,
         domain: "a.example.com",
         cert_name: "cert-1",
         ssl_pub: "-----BEGIN CERTIFICATE-----\nMIIB+/ab*c~d e\n-----END CERTIFICATE-----\n",
@@ -165,6 +169,7 @@ fn batch_set_request_debug_hides_the_key() {
     let domains = names(&["a.example.com"]);
     let key = key();
     let req = BatchSetRequest {
+        cas: None,
         domains: &domains,
         cert_name: "n",
         ssl_pub: "pub",
@@ -479,6 +484,7 @@ async fn batch_set_posts_everything_in_the_body_signed() {
     let domains = names(&["a.example.com", "b.example.com"]);
     let key = key();
     let req = BatchSetRequest {
+        cas: None,
         domains: &domains,
         cert_name: "cert-1",
         ssl_pub: "-----BEGIN CERTIFICATE-----\nMIIB+/ab*c~d e\n-----END CERTIFICATE-----\n",
@@ -702,6 +708,7 @@ async fn hostile_request_ids_never_leave_the_client() {
     let key = key();
     let domains = names(&["a.example.com"]);
     let req = BatchSetRequest {
+        cas: None,
         domains: &domains,
         cert_name: "n",
         ssl_pub: "p",
@@ -718,6 +725,7 @@ async fn malformed_success_body_is_bad_response() {
     let key = key();
     let domains = names(&["a.example.com"]);
     let req = BatchSetRequest {
+        cas: None,
         domains: &domains,
         cert_name: "n",
         ssl_pub: "p",
@@ -807,6 +815,7 @@ async fn signature_mismatch_echo_is_redacted_end_to_end() {
     let key = key();
     let domains = names(&["a.example.com"]);
     let req = BatchSetRequest {
+        cas: None,
         domains: &domains,
         cert_name: "n",
         ssl_pub: "p",
@@ -875,6 +884,7 @@ async fn unknown_domain_is_identified() {
     let key = key();
     let domains = names(&["a.example.com", "b.example.com"]);
     let req = BatchSetRequest {
+        cas: None,
         domains: &domains,
         cert_name: "n",
         ssl_pub: "p",
@@ -965,6 +975,7 @@ async fn v3_puts_the_envelope_in_headers_and_only_action_parameters_in_the_body(
     let domains = names(&["a.example.com"]);
     let key = key();
     let req = BatchSetRequest {
+        cas: None,
         domains: &domains,
         cert_name: "cert-1",
         ssl_pub: "-----BEGIN CERTIFICATE-----\nMIIB+/ab*c~d e\n-----END CERTIFICATE-----\n",
@@ -1090,6 +1101,7 @@ async fn v3_calls_are_accepted_by_the_emulator() {
         .expect("valid");
     let domains = names(&["a.example.com"]);
     let req = BatchSetRequest {
+        cas: None,
         domains: &domains,
         cert_name: "v3-cert",
         ssl_pub: &cert.chain_pem,
@@ -1152,6 +1164,7 @@ async fn a_dcdn_client_sends_the_dcdn_action_and_version_in_v1_and_v3() {
             .for_product(Product::Dcdn);
         let key = key();
         let req = SetSslRequest {
+            cas: None,
             domain: "edge.example.com",
             cert_name: "cert-1",
             ssl_pub: "-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n",
