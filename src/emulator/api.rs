@@ -35,7 +35,7 @@ use time::macros::format_description;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-use super::cas::{self, Cas};
+use super::cas::{self, Cas, SharedCas};
 use super::dcdn::{self, Op};
 use super::record::{LogEntry, LogJson, Served};
 use super::{EmulatorConfig, Faults};
@@ -320,8 +320,9 @@ pub(super) struct State {
     id_rng: StdRng,
     started: Instant,
     generation: u64,
-    /// The account's SSL Certificates Service.
-    cas: Cas,
+    /// The account's SSL Certificates Service (shared with the other product's emulator
+    /// when they run as one process).
+    cas: SharedCas,
 }
 
 impl State {
@@ -351,7 +352,7 @@ impl State {
             id_rng: StdRng::seed_from_u64(cfg.seed ^ 0x5eed_0f1d_5eed_0f1d),
             started,
             generation: 0,
-            cas: Cas::new(&cfg.cas_region),
+            cas: std::sync::Arc::new(std::sync::Mutex::new(Cas::new(&cfg.cas_region))),
         }
     }
 
@@ -368,8 +369,27 @@ impl State {
         &self.served
     }
 
-    pub(super) fn cas(&self) -> &Cas {
-        &self.cas
+    pub(super) fn cas(&self) -> std::sync::MutexGuard<'_, Cas> {
+        cas::lock(&self.cas)
+    }
+
+    /// The CAS this emulator binds to, to share with another product's emulator.
+    pub(super) fn cas_handle(&self) -> SharedCas {
+        std::sync::Arc::clone(&self.cas)
+    }
+
+    /// Binds to `cas` (another product's emulator's, the account's one CAS) instead of its
+    /// own, which must still be empty.
+    pub(super) fn share_cas(&mut self, cas: SharedCas) {
+        self.cas = cas;
+    }
+
+    /// `domain` now serves `served`: the served map and CAS's record of bindings.
+    fn serve(&mut self, domain: &str, served: Served) {
+        let cert_id = served.cas_cert_id;
+        self.served.insert(domain.to_string(), served);
+        cas::lock(&self.cas).note_served(self.product, domain, cert_id);
+        self.served_json = None;
     }
 
     /// Adds a user's upload to CAS (a seed), as the console would; its `CertId`.
@@ -380,7 +400,7 @@ impl State {
         key: &str,
         wall: OffsetDateTime,
     ) -> Result<u64, String> {
-        let id = self.cas.seed(name, chain, key, wall)?;
+        let id = cas::lock(&self.cas).seed(name, chain, key, wall)?;
         self.served_json = None;
         self.generation += 1;
         Ok(id)
@@ -391,8 +411,7 @@ impl State {
         let served = self.served_json.get_or_insert_with(|| {
             serde_json::to_vec(&self.served).unwrap_or_else(|_| b"{}".to_vec())
         });
-        let cas: Vec<super::record::DumpedCas> = self
-            .cas
+        let cas: Vec<super::record::DumpedCas> = cas::lock(&self.cas)
             .certs()
             .map(|c| super::record::DumpedCas {
                 cert_id: c.cert_id,
@@ -427,10 +446,13 @@ impl State {
             return false;
         }
         match served {
-            Some(s) => self.served.insert(domain, s),
-            None => self.served.remove(&domain),
-        };
-        self.served_json = None;
+            Some(s) => self.serve(&domain, s),
+            None => {
+                self.served.remove(&domain);
+                cas::lock(&self.cas).note_served(self.product, &domain, None);
+                self.served_json = None;
+            }
+        }
         self.generation += 1;
         true
     }
@@ -551,7 +573,7 @@ impl State {
             if version != Some(cas::VERSION) {
                 return Err(invalid_version(cas::VERSION));
             }
-            return self.cas.answer(&action, p, now, wall, &self.served);
+            return cas::lock(&self.cas).answer(&action, p, now, wall);
         }
         let op = match dcdn::op(self.product, &action) {
             Some(Op::BatchSet) if self.batch_gone => None,
@@ -736,9 +758,8 @@ impl State {
         let mut served = Served::new(&cert, cert_name, request_id, wall);
         chain.clone_into(&mut served.chain_pem);
         for d in domains {
-            self.served.insert(d.clone(), served.clone());
+            self.serve(d, served.clone());
         }
-        self.served_json = None;
         Ok(json!({}))
     }
 
@@ -753,7 +774,7 @@ impl State {
         wall: OffsetDateTime,
         request_id: &str,
     ) -> Result<Value, ApiError> {
-        let (served, _, names) = self.cas.binding(p, by_id, request_id, wall)?;
+        let (served, _, names) = cas::lock(&self.cas).binding(p, by_id, request_id, wall)?;
         if let Some(d) = domains
             .iter()
             .find(|d| crate::cert::covers(&names, d).is_none())
@@ -765,9 +786,8 @@ impl State {
             ));
         }
         for d in domains {
-            self.served.insert(d.clone(), served.clone());
+            self.serve(d, served.clone());
         }
-        self.served_json = None;
         Ok(json!({}))
     }
 

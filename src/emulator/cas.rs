@@ -20,9 +20,19 @@
 //! `CertRegion` (a missing one is `SSLPri.MissingParameter`, as peers report from the real
 //! API). A bound domain serves the CAS certificate and remembers its `CertId`.
 //!
+//! One account, one CAS: the CDN and DCDN emulators of one process may share it
+//! ([`SharedCas`]; `Emulator::start_sharing_cas`), as both products bind to the account's
+//! one CAS. CAS keeps which domain of which product is bound to which certificate (each
+//! product's emulator tells it whenever a domain's certificate changes), so
+//! `DeleteUserCertificate` is refused while a domain of either product is bound. A DCDN
+//! emulator in a process of its own (`certrotd emulate --product dcdn`) has a CAS of its own
+//! and knows nothing of the CDN emulator's: run both products in one process to test
+//! `store = "cas"` with DCDN domains (`certrotd emulate --dcdn-listen`).
+//!
 //! Invariant: no key material is kept: the key is read only to check the pair.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -33,6 +43,15 @@ use zeroize::Zeroizing;
 use super::api::{ApiError, Params, Window, check_certificate, missing, refuse};
 use super::record::Served;
 use crate::cert::{Certificate, Fingerprint};
+use crate::config::Product;
+
+/// The account's CAS as the emulators of one process share it.
+pub(crate) type SharedCas = Arc<Mutex<Cas>>;
+
+/// The shared CAS, locked (always after the emulator's own state: CAS never locks one).
+pub(super) fn lock(cas: &SharedCas) -> MutexGuard<'_, Cas> {
+    cas.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The API version CAS actions are answered under.
 pub(crate) const VERSION: &str = "2020-04-07";
@@ -72,8 +91,10 @@ pub struct CasCert {
 }
 
 /// The account's CAS.
-pub(super) struct Cas {
+pub(crate) struct Cas {
     certs: BTreeMap<u64, CasCert>,
+    /// Which CAS certificate each product's domain is bound to (only bound domains).
+    bound: BTreeMap<(Product, String), u64>,
     next_id: u64,
     region: String,
     uploads: Window,
@@ -85,6 +106,7 @@ impl Cas {
     pub(super) fn new(region: &str) -> Cas {
         Cas {
             certs: BTreeMap::new(),
+            bound: BTreeMap::new(),
             next_id: FIRST_ID,
             region: region.to_string(),
             uploads: Window::default(),
@@ -109,15 +131,23 @@ impl Cas {
             .map_err(|e| format!("{}: {}", e.code, e.message))
     }
 
-    /// Answers one CAS action (the envelope already checked); `served` tells which domains
-    /// are bound to what.
+    /// Records what `product`'s `domain` now serves: bound to CAS certificate `cert_id`, or
+    /// (`None`) something else or nothing.
+    pub(super) fn note_served(&mut self, product: Product, domain: &str, cert_id: Option<u64>) {
+        let key = (product, domain.to_string());
+        match cert_id {
+            Some(id) => self.bound.insert(key, id),
+            None => self.bound.remove(&key),
+        };
+    }
+
+    /// Answers one CAS action (the envelope already checked).
     pub(super) fn answer(
         &mut self,
         action: &str,
         p: &Params,
         now: Instant,
         wall: OffsetDateTime,
-        served: &BTreeMap<String, Served>,
     ) -> Result<Value, ApiError> {
         let admitted = if action == ACTION_UPLOAD {
             self.uploads.admit(now, UPLOADS_PER_SECOND)
@@ -131,7 +161,7 @@ impl Cas {
             ACTION_UPLOAD => self.upload(p, wall),
             ACTION_LIST => self.list(p, wall),
             ACTION_DETAIL => self.detail(p, wall),
-            _ => self.delete(p, served),
+            _ => self.delete(p),
         }
     }
 
@@ -251,10 +281,10 @@ impl Cas {
         }))
     }
 
-    fn delete(&mut self, p: &Params, served: &BTreeMap<String, Served>) -> Result<Value, ApiError> {
+    fn delete(&mut self, p: &Params) -> Result<Value, ApiError> {
         let id = Cas::cert_id(p)?;
         self.get(id)?;
-        if let Some((domain, _)) = served.iter().find(|(_, s)| s.cas_cert_id == Some(id)) {
+        if let Some(((_, domain), _)) = self.bound.iter().find(|(_, bound)| **bound == id) {
             return Err(refuse(
                 400,
                 "CertificateInUse",
@@ -461,13 +491,7 @@ mod tests {
             ("Cert", &c.fullchain_pem),
             ("Key", &c.key_pem),
         ]);
-        cas.answer(
-            ACTION_UPLOAD,
-            &p,
-            at,
-            OffsetDateTime::now_utc(),
-            &BTreeMap::new(),
-        )
+        cas.answer(ACTION_UPLOAD, &p, at, OffsetDateTime::now_utc())
     }
 
     fn code(r: Result<Value, ApiError>) -> &'static str {
@@ -513,13 +537,7 @@ mod tests {
                 ("CurrentPage", page),
                 ("ShowSize", "2"),
             ]);
-            cas.answer(
-                ACTION_LIST,
-                &p,
-                at,
-                OffsetDateTime::now_utc(),
-                &BTreeMap::new(),
-            )
+            cas.answer(ACTION_LIST, &p, at, OffsetDateTime::now_utc())
         };
         let first = list(&mut cas, "1", t).expect("page 1");
         assert_eq!(first["TotalCount"], 3);
@@ -576,7 +594,7 @@ mod tests {
             Some("InvalidParameter.CertRegion")
         );
         let by_id = Params::from_pairs(&[("CertId", &id_text), ("CertRegion", "cn-hangzhou")]);
-        let (served, fp, _) = cas.binding(&by_id, true, "r", wall).expect("bound by id");
+        let (_, fp, _) = cas.binding(&by_id, true, "r", wall).expect("bound by id");
         let by_name = Params::from_pairs(&[("CertName", "mine")]);
         assert_eq!(
             cas.binding(&by_name, false, "r", wall).expect("by name").1,
@@ -584,20 +602,27 @@ mod tests {
         );
         let unknown = Params::from_pairs(&[("CertName", "nobody")]);
         assert!(cas.binding(&unknown, false, "r", wall).is_err());
-        let mut bound = BTreeMap::new();
-        bound.insert("www.example.com".to_string(), served);
+        // Bound by a CDN domain, then (that one moved on) by a DCDN domain of the same
+        // name: in use either way; deletable once neither product's domain is bound.
         let del = Params::from_pairs(&[("CertId", &id_text)]);
-        let r = cas.answer(ACTION_DELETE, &del, t, wall, &bound);
-        assert_eq!(code(r), "CertificateInUse");
-        let detail = cas
-            .answer(ACTION_DETAIL, &del, t, wall, &bound)
-            .expect("detail");
+        cas.note_served(Product::Cdn, "www.example.com", Some(id));
+        assert_eq!(
+            code(cas.answer(ACTION_DELETE, &del, t, wall)),
+            "CertificateInUse"
+        );
+        cas.note_served(Product::Dcdn, "www.example.com", Some(id));
+        cas.note_served(Product::Cdn, "www.example.com", None);
+        assert_eq!(
+            code(cas.answer(ACTION_DELETE, &del, t, wall)),
+            "CertificateInUse"
+        );
+        let detail = cas.answer(ACTION_DETAIL, &del, t, wall).expect("detail");
         assert_eq!(detail["Name"], "mine");
         assert!(detail.get("Key").is_none(), "the emulator keeps no key");
-        cas.answer(ACTION_DELETE, &del, t, wall, &BTreeMap::new())
-            .expect("deleted");
+        cas.note_served(Product::Dcdn, "www.example.com", None);
+        cas.answer(ACTION_DELETE, &del, t, wall).expect("deleted");
         assert_eq!(
-            code(cas.answer(ACTION_DETAIL, &del, t, wall, &bound)),
+            code(cas.answer(ACTION_DETAIL, &del, t, wall)),
             "CertificateNotFound"
         );
     }

@@ -441,6 +441,34 @@ impl Emulator {
     /// Binds `listen` (port 0 picks a free port), writes the first state dump, and serves in
     /// the background on the current tokio runtime.
     pub async fn start(listen: SocketAddr, cfg: EmulatorConfig) -> Result<Emulator, EmulatorError> {
+        Emulator::start_with(listen, cfg, None).await
+    }
+
+    /// As [`Emulator::start`], for another product of the same account: the new emulator
+    /// binds to `other`'s CAS (the account has one), so a certificate uploaded through
+    /// either is bound by reference in both, and a `DeleteUserCertificate` to either is
+    /// refused while a domain of either product is bound to it. `cfg`'s CAS settings
+    /// (`cas_region`, `cas_user_certs`) are `other`'s: give none.
+    pub async fn start_sharing_cas(
+        listen: SocketAddr,
+        cfg: EmulatorConfig,
+        other: &Emulator,
+    ) -> Result<Emulator, EmulatorError> {
+        if !cfg.cas_user_certs.is_empty() {
+            return Err(EmulatorError::Config(
+                "an emulator sharing another's CAS takes no CAS seeds of its own: seed the first"
+                    .to_string(),
+            ));
+        }
+        let cas = other.shared.lock().cas_handle();
+        Emulator::start_with(listen, cfg, Some(cas)).await
+    }
+
+    async fn start_with(
+        listen: SocketAddr,
+        cfg: EmulatorConfig,
+        cas: Option<cas::SharedCas>,
+    ) -> Result<Emulator, EmulatorError> {
         cfg.validate()?;
         let listener = TcpListener::bind(listen)
             .await
@@ -455,6 +483,9 @@ impl Emulator {
                 source,
             })?;
         let mut state = State::new(&cfg, Instant::now());
+        if let Some(cas) = cas {
+            state.share_cas(cas);
+        }
         for (name, chain, key) in &cfg.cas_user_certs {
             state
                 .seed_cas(name, chain, key, OffsetDateTime::now_utc())

@@ -455,8 +455,10 @@ fn demo_with_cas_uploads_reuses_and_cleans_up() {
     out.expect_status(0)
         .expect_contains("as a user's upload \"shop-uploaded-by-hand\"")
         .expect_contains("deleted from CAS: certrotd-")
+        // The demo's emulator has the batch call retired: one batch call (answered gone),
+        // six per-domain calls, then five for the renewal; none carried the key.
         .expect_contains(
-            "CAS: 2 upload(s), 1 delete(s); no CDN write call carried a key (3 bound by reference)",
+            "CAS: 2 upload(s), 1 delete(s); no CDN write call carried a key (12 bound by reference)",
         )
         .expect_contains("shop-uploaded-by-hand (user's upload)");
     env.run(&["demo", "--store", "vault"]).expect_status(2);

@@ -8,6 +8,7 @@ mod check;
 mod check_online;
 mod daemon;
 mod dcdn;
+mod dcdn_cas;
 mod deploy_hook;
 mod emulate;
 mod fallback;
