@@ -26,8 +26,9 @@
 //! product's emulator tells it whenever a domain's certificate changes), so
 //! `DeleteUserCertificate` is refused while a domain of either product is bound. A DCDN
 //! emulator in a process of its own (`certrotd emulate --product dcdn`) has a CAS of its own
-//! and knows nothing of the CDN emulator's: run both products in one process to test
-//! `store = "cas"` with DCDN domains (`certrotd emulate --dcdn-listen`).
+//! and knows nothing of the CDN emulator's (no emulator talks to another over the network):
+//! `store = "cas"` with DCDN domains is emulated by both products' emulators in one process
+//! (the library's `Emulator::start_sharing_cas`, as the integration tests do).
 //!
 //! Invariant: no key material is kept: the key is read only to check the pair.
 

@@ -2144,3 +2144,26 @@ async fn the_log_records_parameter_names_never_values() {
     assert!(read.params.is_empty());
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_dcdn_emulator_shares_the_cdn_emulators_cas_and_takes_no_seeds_of_its_own() {
+    let cdn = emulator().await;
+    let p = pair(&ca(), &["a.example.com"]);
+    let id = cdn.seed_cas("mine", &p.chain, &p.key).await.expect("seed");
+    let mut cfg = EmulatorConfig::with_domains(["edge.example.com"]);
+    cfg.product = Product::Dcdn;
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("an address");
+    let mut seeded = cfg.clone();
+    seeded.cas_user_certs = vec![("x".to_string(), p.chain.clone(), p.key.clone().into())];
+    let err = Emulator::start_sharing_cas(addr, seeded, &cdn)
+        .await
+        .expect_err("seeds refused");
+    assert!(err.to_string().contains("seed the first"), "{err}");
+    let dcdn = Emulator::start_sharing_cas(addr, cfg, &cdn)
+        .await
+        .expect("dcdn emulator");
+    let ids: Vec<u64> = dcdn.cas_certs().iter().map(|c| c.cert_id).collect();
+    assert_eq!(ids, [id], "the DCDN emulator sees the CDN emulator's CAS");
+    dcdn.shutdown().await;
+    cdn.shutdown().await;
+}
