@@ -10,6 +10,11 @@
 //! [`CDN_PER_DOMAIN`]; [`DCDN`]) and [`routes`] says which one each managed domain's jobs
 //! go to. And [`Failure`] for [`ApiError`], shared by every way.
 //!
+//! With `[aliyun] store = "cas"` [`connect_all`] builds one CAS store and gives every target
+//! the same one ([`AliyunCdn::with_cas`]): a certificate is found or uploaded once whichever
+//! products deploy it, and each write call (the CDN's batch or per-domain call, DCDN's
+//! per-domain call) binds by reference to it, never carrying the key.
+//!
 //! Owns the mapping from the client's error classes to the executor's handling (including
 //! the limit a size refusal names), and the target's limits from the `[aliyun]` settings;
 //! every call here is one client call, so one freshly signed attempt.
