@@ -115,7 +115,7 @@ impl Config {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let quote = |p: &Path| format!("{:?}", p.display().to_string());
-        for section in ["aliyun", "watch", "state", "cdn"] {
+        for section in ["aliyun", "watch", "state", "cdn", "dcdn", "cas"] {
             let _ = writeln!(out, "[{section}]");
             match section {
                 "aliyun" => {

@@ -2,7 +2,6 @@
 //! with its reason), `--domain` / `--lineage` filters, `--json`, the last pass and the
 //! daemon's PID; a stale LAST ERROR cleared once the domain is found up to date.
 
-use std::fs;
 use std::path::PathBuf;
 
 use crate::harness::{self, Certbot, Env, Output, RunningDaemon, issue, run_with};
@@ -151,16 +150,20 @@ async fn a_stale_last_error_is_cleared_once_the_domain_is_found_up_to_date() {
     w.run(&["status"]).await.expect_status(0);
 
     // An error left on record by an earlier run (say, credentials since fixed).
-    let mut state: serde_json::Value =
-        serde_json::from_slice(&fs::read(w.state_file()).expect("state")).expect("JSON");
-    state["domains"]["a.example.com"]["last_error"] = serde_json::json!({
-        "at": "2026-11-30T10:00:00Z", "kind": "credentials", "message": "InvalidAccessKeyId.NotFound"
-    });
-    fs::write(
-        w.state_file(),
-        serde_json::to_vec_pretty(&state).expect("JSON"),
-    )
-    .expect("write");
+    // The store's records are an append-only log: a new row is the domain's latest state.
+    let db = rusqlite::Connection::open(w.state_file()).expect("open the store");
+    let added = db
+        .execute(
+            "INSERT INTO records (domain, fingerprint, cert_name, not_after, deployed_at, \
+             request_id, verification, checked_at, error_kind, error_message, error_at) \
+             SELECT domain, fingerprint, cert_name, not_after, deployed_at, request_id, \
+             verification, checked_at, 'credentials', 'InvalidAccessKeyId.NotFound', \
+             '2026-11-30T10:00:00Z' FROM domains WHERE domain = 'a.example.com'",
+            [],
+        )
+        .expect("insert");
+    assert_eq!(added, 1);
+    drop(db);
     let out = w.run(&["status"]).await;
     out.expect_status(1);
     assert!(
@@ -191,11 +194,14 @@ async fn status_names_the_running_daemon_and_its_last_pass() {
     let w = World::new(&["a.example.com"], &["a.example.com"]).await;
     w.certbot.add("a", &issue(&["a.example.com"]));
     let daemon = RunningDaemon::start(&w.env);
-    let state_file = w.state_file();
+    let state_dir = w.env.join("state");
     harness::wait_for(
         "the daemon's first pass on record",
         15,
-        || fs::read_to_string(&state_file).is_ok_and(|s| s.contains("\"last_pass\"")),
+        || {
+            certrotd::state::load(&state_dir)
+                .is_ok_and(|s| serde_json::to_string(&s).is_ok_and(|j| j.contains("\"last_pass\"")))
+        },
         || daemon.log(),
     )
     .await;
