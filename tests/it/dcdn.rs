@@ -181,6 +181,77 @@ async fn a_renewal_under_run_reaches_both_products() {
     dcdn.shutdown().await;
 }
 
+/// Under `run`, the metrics' per-domain series and the `deployed` notification cover the
+/// DCDN domains too, each series labelled with its domain's product.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_notifications_cover_both_products() {
+    let env = Env::new();
+    let certbot = Certbot::new(env.join("letsencrypt"));
+    let lineage = certbot.add("example.com", &issue(&["example.com", "*.example.com"]));
+    let (cdn, dcdn) = emulators().await;
+    let dcdn_domains: Vec<String> = DCDN_DOMAINS.iter().map(|d| format!("{d:?}")).collect();
+    let out = env.join("events.txt");
+    emulator_config(&env, &cdn.endpoint(), &CDN_DOMAINS)
+        .watch(certbot.live())
+        .set("dcdn", &format!("endpoint = {:?}", dcdn.endpoint()))
+        .set("dcdn", &format!("domains = [{}]", dcdn_domains.join(", ")))
+        .set("metrics", "listen = \"127.0.0.1:0\"")
+        .set("notify", &crate::notify::recorder(&env, &out))
+        .write(&env);
+    let mut daemon = RunningDaemon::start(&env);
+    let labelled = |d: &str, product: &str| {
+        format!("certrotd_domain_up_to_date{{domain=\"{d}\",product=\"{product}\"}}")
+    };
+    let expected: Vec<String> = CDN_DOMAINS
+        .iter()
+        .map(|d| labelled(d, "cdn"))
+        .chain(DCDN_DOMAINS.iter().map(|d| labelled(d, "dcdn")))
+        .collect();
+    wait_for(
+        "every domain up to date in the metrics, with its product",
+        30,
+        || {
+            let Some(addr) = crate::metrics::metrics_addr(&daemon) else {
+                return false;
+            };
+            let s = crate::metrics::samples(&crate::metrics::get(&addr, "/metrics", "*/*").1);
+            expected.iter().all(|k| s.get(k) == Some(&1.0))
+        },
+        || daemon.log(),
+    )
+    .await;
+    let deployed = || -> BTreeSet<String> {
+        crate::notify::events(&out)
+            .into_iter()
+            .filter(|e| e[0] == "deployed")
+            .flat_map(|e| e[1].split(',').map(str::to_string).collect::<Vec<_>>())
+            .collect()
+    };
+    let all: BTreeSet<String> = CDN_DOMAINS
+        .iter()
+        .chain(DCDN_DOMAINS.iter())
+        .map(|d| d.to_string())
+        .collect();
+    wait_for(
+        "a deployed event naming every domain",
+        20,
+        || deployed() == all,
+        || format!("{:?}\n{}", crate::notify::events(&out), daemon.log()),
+    )
+    .await;
+    let events = crate::notify::events(&out);
+    assert!(
+        events
+            .iter()
+            .filter(|e| e[0] == "deployed")
+            .all(|e| e[2] == lineage.display().to_string()),
+        "{events:?}"
+    );
+    assert_eq!(daemon.terminate(20).await, 0, "{}", daemon.log());
+    cdn.shutdown().await;
+    dcdn.shutdown().await;
+}
+
 /// A domain under both products is a configuration error naming where.
 #[test]
 fn a_domain_under_both_products_is_a_config_error() {
