@@ -522,13 +522,17 @@ impl StateStore {
     /// Clears (without saving) the last error of those `domains` that have one: they were
     /// found up to date, so the error is stale. Whether anything changed.
     pub(crate) fn clear_stale_errors(&mut self, domains: &[String]) -> bool {
-        let mut changed = false;
+        let mut cleared = Vec::new();
         for d in domains {
-            if let Some(e) = self.state.domains.get_mut(d) {
-                changed |= e.last_error.take().is_some();
+            if let Some(e) = self.state.domains.get_mut(d)
+                && e.last_error.take().is_some()
+            {
+                cleared.push(d.clone());
             }
         }
-        changed
+        // The store writes only touched domains: without this the clearing is never saved.
+        self.touch(&cleared);
+        !cleared.is_empty()
     }
 
     /// Records an error for `domains` (their deployment, if any, is unchanged) and saves.
