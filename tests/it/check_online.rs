@@ -126,3 +126,18 @@ async fn online_check_looks_up_each_product_in_its_own_api() {
     cdn.shutdown().await;
     dcdn.shutdown().await;
 }
+
+/// `--online` is text only: asked together with `--json` it is refused before anything is
+/// read or sent (a usage error, exit 2), naming both flags.
+#[test]
+fn online_and_json_together_are_a_usage_error() {
+    let env = Env::new();
+    let out = env.run(&["check", "--json", "--online"]);
+    out.expect_status(2);
+    assert!(
+        out.stderr.contains("--online") && out.stderr.contains("--json"),
+        "{}",
+        out.all()
+    );
+    assert!(out.stdout.is_empty(), "{}", out.all());
+}
