@@ -14,6 +14,8 @@
 //! resolved against the folder holding the file. Warnings (valid but unwise settings) are
 //! returned as values in [`Loaded`]; this module prints and logs nothing.
 
+mod cas;
+mod dcdn;
 mod domain;
 mod endpoint;
 mod files;
@@ -23,6 +25,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use cas::{CasSettings, Store};
 pub(crate) use files::Files;
 
 use crate::fsio::{self, FsError};
@@ -43,6 +46,10 @@ pub(crate) struct Settings {
     pub(crate) cdn: CdnSettings,
     pub(crate) metrics: MetricsSettings,
     pub(crate) notify: NotifySettings,
+    /// `[dcdn]`: DCDN domains (none when the section is absent).
+    pub(crate) dcdn: DcdnSettings,
+    /// `[aliyun] store` and `[cas]`.
+    pub(crate) cas: CasSettings,
 }
 
 /// `[metrics]`: where `certrotd run` serves `/metrics` and `/healthz` (no listener when
@@ -143,6 +150,51 @@ pub(crate) struct CdnSettings {
     /// Managed domains from `domains` and `domains_file`, lowercased, deduplicated, sorted.
     pub(crate) domains: Vec<String>,
     pub(crate) domains_file: Option<PathBuf>,
+}
+
+/// `[dcdn]`: the DCDN API's endpoint and the managed DCDN domains (same rules as `[cdn]`;
+/// never a domain `[cdn]` also lists).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct DcdnSettings {
+    pub(crate) endpoint: String,
+    /// Lowercased, deduplicated, sorted.
+    pub(crate) domains: Vec<String>,
+    pub(crate) domains_file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Every managed domain with its product, sorted by domain.
+    pub(crate) fn managed(&self) -> Vec<(String, Product)> {
+        let cdn = self.cdn.domains.iter().map(|d| (d.clone(), Product::Cdn));
+        let dcdn = self.dcdn.domains.iter().map(|d| (d.clone(), Product::Dcdn));
+        let mut all: Vec<(String, Product)> = cdn.chain(dcdn).collect();
+        all.sort();
+        all
+    }
+
+    /// Every managed domain, sorted (both products).
+    pub(crate) fn all_domains(&self) -> Vec<String> {
+        self.managed().into_iter().map(|(d, _)| d).collect()
+    }
+}
+
+/// The Alibaba product a managed domain belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Product {
+    /// CDN (`[cdn]`, `cdn.aliyuncs.com`, Version 2018-05-10).
+    Cdn,
+    /// DCDN / Edge Security Acceleration (`[dcdn]`, `dcdn.aliyuncs.com`, 2018-01-15).
+    Dcdn,
+}
+
+impl Product {
+    /// `cdn` or `dcdn`: the label in `check`, `status` and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Product::Cdn => "cdn",
+            Product::Dcdn => "dcdn",
+        }
+    }
 }
 
 /// A successfully loaded configuration and the warnings it deserves.

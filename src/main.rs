@@ -25,7 +25,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Validate the configuration and every certificate lineage (no network)
+    /// Validate the configuration and every certificate lineage (no network; with
+    /// --online, also one read-only look at the account)
     Check {
         #[command(flatten)]
         args: cmd::check::CheckArgs,
@@ -49,9 +50,9 @@ enum Command {
     /// Run as a daemon: watch the certificate folders and keep the CDN in step
     Run(ConfigArg),
     /// Run a local emulator of the CDN certificate API
-    Emulate(EmulateCli),
+    Emulate(Box<EmulateCli>),
     /// Show certrotd's whole job on a local emulator and a temporary certificate tree
-    Demo,
+    Demo(cmd::demo::DemoArgs),
     /// Write a shell completion script to stdout (bash, zsh, fish, elvish, powershell)
     Completions(cmd::docs::CompletionsArgs),
     /// Write the man pages (certrotd.1, certrotd-<command>.1) into a folder
@@ -90,7 +91,7 @@ fn main() -> ExitCode {
         Command::Status { args, config } => cmd::status::run(&config_path(&cli, config), args),
         Command::Run(c) => cmd::run::run(&config_path(&cli, c)),
         Command::Emulate(e) => cmd::emulate::run(&e.args),
-        Command::Demo => cmd::demo::run(),
+        Command::Demo(args) => cmd::demo::run(args),
         Command::Completions(args) => cmd::docs::completions(Cli::command(), args),
         Command::Man(args) => cmd::docs::man(Cli::command(), args),
     };

@@ -161,6 +161,34 @@ fn lineage_cert_name(l: &PlanLineage<'_>) -> String {
 }
 
 impl Plan {
+    /// Cuts every batch again by where its domains go: `route(domain)` gives a group (e.g.
+    /// the executor target) and the most domains one call of that group carries. A batch
+    /// whose domains all share a group and fit stays as it is; otherwise it becomes one run
+    /// of batches per group (in order of first appearance), each cut to the group's size.
+    pub(crate) fn rebatch(&mut self, route: impl Fn(&str) -> (usize, usize)) {
+        let mut out = Vec::with_capacity(self.batches.len());
+        for b in std::mem::take(&mut self.batches) {
+            let mut groups: Vec<(usize, usize, Vec<String>)> = Vec::new();
+            for d in b.domains {
+                let (group, size) = route(&d);
+                match groups.iter_mut().find(|(g, _, _)| *g == group) {
+                    Some((_, _, list)) => list.push(d),
+                    None => groups.push((group, size.max(1), vec![d])),
+                }
+            }
+            for (_, size, domains) in groups {
+                for chunk in domains.chunks(size) {
+                    out.push(Batch {
+                        lineage: b.lineage,
+                        cert_name: b.cert_name.clone(),
+                        domains: chunk.to_vec(),
+                    });
+                }
+            }
+        }
+        self.batches = out;
+    }
+
     /// Number of write calls the plan makes.
     pub fn calls(&self) -> usize {
         self.batches.len()

@@ -33,7 +33,8 @@ use tokio::sync::mpsc;
 use crate::cert::{self, Certificate, Fingerprint};
 use crate::plan::{self, Plan, PlanInput, PlanLineage};
 use crate::push::{
-    Event, Executor, Failure, Job, Outcome, RateLimiter, Report, Target, Upload, Verification,
+    Event, Executor, Failure, Job, Outcome, RateLimiter, Report, Target, TargetIndex, Upload,
+    Verification,
 };
 use crate::source::Lineage;
 use crate::state::{self, Push, State, StateError, StateStore};
@@ -248,36 +249,59 @@ pub(crate) fn make_plan(valid: &[ValidLineage], p: &PlanParams<'_>) -> Plan {
     })
 }
 
-/// One executor job per target certificate, holding that certificate's batches (all for
-/// the executor's first target: one product today).
-pub(crate) fn jobs(plan: &Plan, valid: &[ValidLineage]) -> Vec<Job> {
-    let mut by_lineage: BTreeMap<usize, Job> = BTreeMap::new();
+/// One executor job per certificate and target, holding that certificate's batches for
+/// that target: each batch's domains go to the target `routes` names (the executor's first
+/// when it names none), so a batch mixing products is split.
+pub(crate) fn jobs(
+    plan: &Plan,
+    valid: &[ValidLineage],
+    routes: &BTreeMap<String, TargetIndex>,
+) -> Vec<Job> {
+    let mut by_key: BTreeMap<(usize, TargetIndex), Job> = BTreeMap::new();
+    let mut uploads: BTreeMap<usize, Arc<Upload>> = BTreeMap::new();
     for batch in &plan.batches {
         // Batch::lineage indexes `valid` (the slice the plan was made from).
         let Some(v) = valid.get(batch.lineage) else {
             continue;
         };
-        let job = by_lineage.entry(batch.lineage).or_insert_with(|| Job {
-            target: 0,
-            upload: Arc::new(Upload {
+        let upload = uploads.entry(batch.lineage).or_insert_with(|| {
+            Arc::new(Upload {
                 cert_name: batch.cert_name.clone(),
                 chain_pem: v.cert.chain_pem.clone(),
                 key: Arc::new(v.cert.key.clone()),
                 fingerprint: v.cert.fingerprint,
                 not_after: v.cert.not_after,
-            }),
-            batches: Vec::new(),
+            })
         });
-        job.batches.push(batch.domains.clone());
+        let mut parts: BTreeMap<TargetIndex, Vec<String>> = BTreeMap::new();
+        for d in &batch.domains {
+            let target = routes.get(d).copied().unwrap_or(0);
+            parts.entry(target).or_default().push(d.clone());
+        }
+        for (target, domains) in parts {
+            let job = by_key
+                .entry((batch.lineage, target))
+                .or_insert_with(|| Job {
+                    target,
+                    upload: Arc::clone(upload),
+                    batches: Vec::new(),
+                });
+            job.batches.push(domains);
+        }
     }
-    by_lineage.into_values().collect()
+    by_key.into_values().collect()
 }
 
 /// What a pass is asked to do (plain values from the caller's configuration).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Pass<'a> {
-    /// The managed domains.
+    /// The managed domains (every product).
     pub(crate) domains: &'a [String],
+    /// The executor target each domain's jobs go to (absent: the first).
+    pub(crate) routes: &'a BTreeMap<String, TargetIndex>,
+    /// Domains per call of targets that carry fewer than `batch` (per-domain targets):
+    /// the plan is cut to them, so its call count is the calls made.
+    pub(crate) per_call: &'a BTreeMap<TargetIndex, usize>,
     /// Domains per call the planner cuts batches to.
     pub(crate) batch: usize,
     /// Read-back is on: only verified deployments count as up to date.
@@ -319,7 +343,14 @@ impl Pass<'_> {
             batch: self.batch,
             force: self.force,
         };
-        let plan = make_plan(&valid, &params);
+        let mut plan = make_plan(&valid, &params);
+        if !self.per_call.is_empty() {
+            plan.rebatch(|d| {
+                let target = self.routes.get(d).copied().unwrap_or(0);
+                let size = self.per_call.get(&target).copied().unwrap_or(self.batch);
+                (target, size)
+            });
+        }
         let summary = Summary::planned(lineages, invalid, &plan);
         Planned {
             plan,
@@ -348,7 +379,7 @@ impl Pass<'_> {
         if plan.batches.is_empty() {
             return Passed { summary, store };
         }
-        let jobs = jobs(&plan, &valid);
+        let jobs = jobs(&plan, &valid, self.routes);
         // The jobs carry what the calls need: the batches and the parsed lineages are not
         // needed again, and held through the push they would double its memory.
         drop((plan, valid));
@@ -530,8 +561,18 @@ fn note_event<E: Failure>(store: &mut StateStore, event: &Event<E>) -> usize {
             store.note_verify_failed(domains, *fingerprint, &message, at);
             0
         }
-        // No target of today's prepares (a bind-by-reference store records it here).
-        Event::Prepared { .. } => 0,
+        // A CAS upload (or lookup): recorded at once, so a run killed before its bindings
+        // reuses it.
+        Event::Prepared {
+            fingerprint,
+            reference,
+            ..
+        } => {
+            if let Some(cert) = state::cas::CasRef::from_reference(reference) {
+                state::cas::note_prepared(store.cas_mut(), *fingerprint, cert, at);
+            }
+            0
+        }
     }
 }
 
@@ -646,6 +687,11 @@ pub(crate) struct Summary {
     pub(crate) read_calls: u64,
     /// The batch size at the end, when a size refusal lowered it.
     pub(crate) lowered_batch: Option<usize>,
+    /// Targets that answered that their call does not exist (their work went to their
+    /// fallback), by name.
+    pub(crate) gone: Vec<&'static str>,
+    /// Domains deployed by this pass, per executor target.
+    pub(crate) deployed_by: BTreeMap<TargetIndex, usize>,
     /// The credentials error that stopped the run.
     pub(crate) stopped: Option<String>,
     pub(crate) state_errors: Vec<String>,
@@ -683,8 +729,13 @@ impl Summary {
     pub(crate) fn add_report<E: Failure>(&mut self, report: &Report<E>) {
         for (domain, outcome) in &report.outcomes {
             match outcome {
-                Outcome::Deployed { verification, .. } => {
+                Outcome::Deployed {
+                    verification,
+                    target,
+                    ..
+                } => {
                     self.deployed += 1;
+                    *self.deployed_by.entry(*target).or_default() += 1;
                     match verification {
                         Verification::Verified => self.verified += 1,
                         Verification::NotChecked => {}
@@ -702,6 +753,12 @@ impl Summary {
         self.write_calls = report.write_calls;
         self.read_calls = report.read_calls;
         self.lowered_batch = report.lowered_batch().map(|t| t.batch_size);
+        self.gone = report
+            .targets
+            .iter()
+            .filter(|t| t.gone)
+            .map(|t| t.name)
+            .collect();
         self.stopped = report.stopped.as_ref().map(|e| e.to_string());
     }
 
@@ -756,6 +813,12 @@ impl Summary {
             let _ = writeln!(
                 out,
                 "note: the API refused large batches; {size} domains per call were used (set [aliyun] max_domains_per_call = {size})"
+            );
+        }
+        for name in &self.gone {
+            let _ = writeln!(
+                out,
+                "note: the API answered that {name}'s call does not exist; its domains went through its fallback"
             );
         }
         if let Some(stopped) = &self.stopped {

@@ -21,6 +21,9 @@
 //!   each, its value as JSON (a field that serializes to nothing has no row); e.g.
 //!   `last_pass` = `{"at": "2026-…Z", "by": "run" | "sync"}`, the last pass that ran to its
 //!   end (absent before the first).
+//!   `batch_gone` = `{"probed_at": "2026-…Z", "config_digest": "<16 hex>"}`: the CDN batch
+//!   call was found retired (see `aliyun::fallback`), absent otherwise; `cas`: the CAS
+//!   certificates certrotd uploaded or found, by leaf fingerprint (see [`cas`]).
 //!
 //! Invariants:
 //! - Crash-safe: the store is in WAL mode with `synchronous = FULL`; each save is one
@@ -57,6 +60,7 @@
 //! not deployed; one not yet read back counts only when read-back is off (`verify = false`),
 //! so with `verify = true` a batch interrupted before its read-back is pushed again.
 
+pub mod cas;
 mod db;
 mod legacy;
 
@@ -165,6 +169,14 @@ pub struct State {
     /// written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) last_pass: Option<LastPass>,
+    /// The CDN batch call answered that it does not exist: later runs start on the
+    /// per-domain call (see `aliyun::fallback`). Absent while the batch call works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_gone: Option<BatchGone>,
+    /// CAS certificates certrotd uploaded or found (`[aliyun] store = "cas"`), by leaf
+    /// fingerprint; see [`cas`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cas: cas::CasRecords,
 }
 
 impl Default for State {
@@ -173,6 +185,8 @@ impl Default for State {
             version: STATE_VERSION,
             domains: BTreeMap::new(),
             last_pass: None,
+            batch_gone: None,
+            cas: BTreeMap::new(),
         }
     }
 }
@@ -184,6 +198,15 @@ pub struct LastPass {
     pub(crate) at: OffsetDateTime,
     /// `run` or `sync`.
     pub(crate) by: String,
+}
+
+/// When the CDN batch call was last tried and found gone, and a digest of the `[aliyun]`
+/// settings then in force (a change of them allows one new try a day).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchGone {
+    #[serde(with = "time::serde::rfc3339")]
+    pub(crate) probed_at: OffsetDateTime,
+    pub(crate) config_digest: String,
 }
 
 /// What is known about one CDN domain.
@@ -345,6 +368,20 @@ impl StateStore {
         &self.state
     }
 
+    /// Records (or with `None` clears) that the CDN batch call is gone, and saves.
+    pub(crate) fn record_batch_gone(&mut self, gone: Option<BatchGone>) -> Result<(), StateError> {
+        if self.state.batch_gone == gone {
+            return Ok(());
+        }
+        self.state.batch_gone = gone;
+        self.save()
+    }
+
+    /// The CAS records, to change in memory (the caller saves).
+    pub(crate) fn cas_mut(&mut self) -> &mut cas::CasRecords {
+        &mut self.state.cas
+    }
+
     /// The store's path.
     #[cfg(test)]
     pub(crate) fn path(&self) -> &Path {
@@ -494,23 +531,17 @@ impl StateStore {
     /// Clears (without saving) the last error of those `domains` that have one: they were
     /// found up to date, so the error is stale. Whether anything changed.
     pub(crate) fn clear_stale_errors(&mut self, domains: &[String]) -> bool {
-        let stale: Vec<String> = domains
-            .iter()
-            .filter(|d| {
-                self.state
-                    .domains
-                    .get(*d)
-                    .is_some_and(|e| e.last_error.is_some())
-            })
-            .cloned()
-            .collect();
-        self.touch(&stale);
-        for d in &stale {
-            if let Some(e) = self.state.domains.get_mut(d) {
-                e.last_error = None;
+        let mut cleared = Vec::new();
+        for d in domains {
+            if let Some(e) = self.state.domains.get_mut(d)
+                && e.last_error.take().is_some()
+            {
+                cleared.push(d.clone());
             }
         }
-        !stale.is_empty()
+        // The store writes only touched domains: without this the clearing is never saved.
+        self.touch(&cleared);
+        !cleared.is_empty()
     }
 
     /// Records an error for `domains` (their deployment, if any, is unchanged) and saves.

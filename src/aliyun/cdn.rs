@@ -1,22 +1,51 @@
-//! The CDN as a [`Target`] of the executor, in one of two ways chosen by `[aliyun] api`:
+//! The CDN and DCDN as [`Target`]s of the executor. The CDN in one of two ways chosen by
+//! `[aliyun] api` (and the batch call's fallback, [`super::fallback`]):
 //! `BatchSetCdnDomainServerCertificate` (`cdn-batch`: up to `max_domains_per_call` domains a
 //! call at `requests_per_second`) or `SetCdnDomainSSLCertificate` (`cdn-per-domain`: one
 //! domain a call at `per_domain_requests_per_second`); both read back with
-//! `DescribeDomainCertificateInfo` at `read_requests_per_second`. And [`Failure`] for
-//! [`ApiError`], shared by both ways.
+//! `DescribeDomainCertificateInfo` at `read_requests_per_second`. DCDN (`[dcdn]`) in one way:
+//! `SetDcdnDomainSSLCertificate` (`dcdn-per-domain`), read back with
+//! `DescribeDcdnDomainCertificateInfo`, with the per-domain limits on its own limiters.
+//! [`connect_all`] builds the three targets of one executor ([`CDN_BATCH`] falling back to
+//! [`CDN_PER_DOMAIN`]; [`DCDN`]) and [`routes`] says which one each managed domain's jobs
+//! go to. And [`Failure`] for [`ApiError`], shared by every way.
+//!
+//! With `[aliyun] store = "cas"` [`connect_all`] builds one CAS store and gives every target
+//! the same one ([`AliyunCdn::with_cas`]): a certificate is found or uploaded once whichever
+//! products deploy it, and each write call (the CDN's batch or per-domain call, DCDN's
+//! per-domain call) binds by reference to it, never carrying the key.
 //!
 //! Owns the mapping from the client's error classes to the executor's handling (including
 //! the limit a size refusal names), and the target's limits from the `[aliyun]` settings;
 //! every call here is one client call, so one freshly signed attempt.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::cas::{CasStore, SharedCas};
+use super::client::CasBinding;
 use super::credentials::{self, CredentialsError, Environment};
+use super::fallback::{self, Start};
 use super::{ApiError, BatchSetRequest, Class, Client, ClientError, SetSslRequest};
 use crate::cert::Fingerprint;
-use crate::config::{AliyunSettings, Api};
-use crate::push::{Deploy, Failure, Handling, Limits, RATE_WINDOW, Rate, Target};
+use crate::config::{AliyunSettings, Api, CasSettings, Product, Settings, Store};
+use crate::push::{
+    Deploy, Failure, Handling, Limits, Options, RATE_WINDOW, Rate, Target, TargetIndex, TargetSpec,
+    Upload,
+};
+use crate::state::cas::CasRef;
+use crate::state::{State, StateStore};
+
+/// The executor's targets as [`connect_all`] builds them (indices into its list).
+pub(crate) const CDN_BATCH: TargetIndex = 0;
+pub(crate) const CDN_PER_DOMAIN: TargetIndex = 1;
+pub(crate) const DCDN: TargetIndex = 2;
 
 impl Failure for ApiError {
     fn handling(&self) -> Handling<'_> {
+        if self.action_gone() {
+            return Handling::Gone;
+        }
         match self.class() {
             Class::Retryable => Handling::Retry {
                 after: self.retry_after(),
@@ -75,7 +104,7 @@ pub fn limits(s: &AliyunSettings) -> Limits {
     }
 }
 
-/// Why [`AliyunCdn::connect`] could not build the target.
+/// Why [`connect_all`] could not build the targets.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnectError {
     #[error(transparent)]
@@ -94,14 +123,18 @@ impl ConnectError {
     }
 }
 
-/// The CDN API through [`Client`], deploying with the call `api` names; the batch call
-/// sends `Region` when the configuration names one (the per-domain call has none).
+/// The CDN (or DCDN) API through [`Client`], deploying with the call `api` names; the batch
+/// call sends `Region` when the configuration names one (the per-domain call has none). With
+/// a CAS store ([`AliyunCdn::with_cas`]) each certificate is first found or uploaded in CAS
+/// (the prepare step) and the write calls bind by reference.
 #[derive(Debug, Clone)]
 pub struct AliyunCdn {
     client: Client,
     region: Option<String>,
     limits: Limits,
     api: Api,
+    product: Product,
+    cas: Option<SharedCas>,
 }
 
 impl AliyunCdn {
@@ -112,6 +145,8 @@ impl AliyunCdn {
             region,
             limits,
             api: Api::Batch,
+            product: Product::Cdn,
+            cas: None,
         }
     }
 
@@ -122,23 +157,55 @@ impl AliyunCdn {
             region: None,
             limits,
             api: Api::PerDomain,
+            product: Product::Cdn,
+            cas: None,
         }
     }
 
-    /// The credential chain (from the process environment) and the client for these
-    /// settings: the target `settings.api` chooses, with its [`limits`].
-    pub(crate) fn connect(settings: &AliyunSettings) -> Result<AliyunCdn, ConnectError> {
-        let creds = credentials::load(settings, &Environment::from_process())?;
-        tracing::info!(source = creds.source(), "using Alibaba Cloud credentials");
-        let client = Client::new(settings, creds)?;
-        Ok(match settings.api {
-            Api::Batch => AliyunCdn::new(client, settings.region.clone(), limits(settings)),
-            Api::PerDomain => AliyunCdn::per_domain(client, limits(settings)),
-        })
+    /// The DCDN target (`dcdn-per-domain`): `client` is made to speak the DCDN API (its
+    /// endpoint must be DCDN's); `limits.domains_per_call` should be 1.
+    pub fn dcdn(client: Client, limits: Limits) -> AliyunCdn {
+        AliyunCdn {
+            client: client.for_product(Product::Dcdn),
+            region: None,
+            limits,
+            api: Api::PerDomain,
+            product: Product::Dcdn,
+            cas: None,
+        }
+    }
+
+    /// The client this target calls through (read-only checks share it).
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The same API binding by reference to certificates in `cas` (uploaded once each, in
+    /// the prepare step, on the prepare budget of CAS's list rate).
+    pub fn with_cas(self, cas: SharedCas) -> AliyunCdn {
+        let limits = Limits {
+            prepares: Some(Rate::per_second(super::cas::LISTS_PER_SECOND)),
+            ..self.limits
+        };
+        AliyunCdn {
+            cas: Some(cas),
+            limits,
+            ..self
+        }
+    }
+
+    /// The CAS store this target binds through, if any.
+    pub(crate) fn cas(&self) -> Option<&SharedCas> {
+        self.cas.as_ref()
     }
 
     /// The same API with other limits (the daemon spaces its write starts).
+    /// A CAS store's prepare budget stays.
     pub(crate) fn with_limits(self, limits: Limits) -> AliyunCdn {
+        let limits = Limits {
+            prepares: limits.prepares.or(self.limits.prepares),
+            ..limits
+        };
         AliyunCdn { limits, ..self }
     }
 }
@@ -147,9 +214,13 @@ impl AliyunCdn {
     /// `SetCdnDomainSSLCertificate` for the call's domain: the executor never hands a call
     /// more than `domains_per_call` (1) domains, so this is one client call.
     async fn deploy_one(&self, call: &Deploy<'_>) -> Result<String, ApiError> {
+        let reference = self.reference(call)?;
+        let cert_id = reference.as_ref().map(|r| r.cert_id.to_string());
+        let cas = binding(reference.as_ref(), cert_id.as_deref());
         let mut request_id = String::new();
         for domain in call.domains {
             let req = SetSslRequest {
+                cas,
                 domain,
                 cert_name: &call.upload.cert_name,
                 ssl_pub: &call.upload.chain_pem,
@@ -161,18 +232,58 @@ impl AliyunCdn {
     }
 }
 
+impl AliyunCdn {
+    /// The CAS certificate a call binds: `None` without a CAS store; with one, the
+    /// reference the prepare step gave (a call without it is refused here, so no write
+    /// call falls back to carrying the key).
+    fn reference(&self, call: &Deploy<'_>) -> Result<Option<CasRef>, ApiError> {
+        if self.cas.is_none() {
+            return Ok(None);
+        }
+        match call.prepared.and_then(CasRef::from_reference) {
+            Some(r) => Ok(Some(r)),
+            None => Err(ApiError::bad_response(
+                "UploadUserCertificate",
+                0,
+                "no CAS certificate was prepared for this write call",
+            )),
+        }
+    }
+}
+
+/// The binding parameters of a CAS reference (`cert_id` is its id as text).
+fn binding<'a>(reference: Option<&'a CasRef>, cert_id: Option<&'a str>) -> Option<CasBinding<'a>> {
+    Some(CasBinding {
+        cert_id: cert_id?,
+        region: &reference?.region,
+        name: &reference?.name,
+    })
+}
+
 impl Target for AliyunCdn {
     type Error = ApiError;
 
+    fn prepares(&self) -> bool {
+        self.cas.is_some()
+    }
+
+    async fn prepare(&self, upload: &Upload) -> Result<Option<String>, ApiError> {
+        let Some(cas) = &self.cas else {
+            return Ok(None);
+        };
+        Ok(Some(cas.find_or_upload(upload).await?.to_reference()))
+    }
+
     fn name(&self) -> &'static str {
-        match self.api {
-            Api::Batch => "cdn-batch",
-            Api::PerDomain => "cdn-per-domain",
+        match (self.product, self.api) {
+            (Product::Cdn, Api::Batch) => "cdn-batch",
+            (Product::Cdn, Api::PerDomain) => "cdn-per-domain",
+            (Product::Dcdn, _) => "dcdn-per-domain",
         }
     }
 
     fn product(&self) -> &'static str {
-        "cdn"
+        self.product.label()
     }
 
     fn limits(&self) -> Limits {
@@ -183,7 +294,10 @@ impl Target for AliyunCdn {
         if self.api == Api::PerDomain {
             return self.deploy_one(call).await;
         }
+        let reference = self.reference(call)?;
+        let cert_id = reference.as_ref().map(|r| r.cert_id.to_string());
         let req = BatchSetRequest {
+            cas: binding(reference.as_ref(), cert_id.as_deref()),
             domains: call.domains,
             cert_name: &call.upload.cert_name,
             ssl_pub: &call.upload.chain_pem,
@@ -197,6 +311,135 @@ impl Target for AliyunCdn {
         let served = self.client.describe_domain_certificate(domain).await?;
         Ok(served.and_then(|s| s.leaf_fingerprint()))
     }
+}
+
+/// The three targets of one executor, in index order ([`CDN_BATCH`], [`CDN_PER_DOMAIN`],
+/// [`DCDN`]): one credential chain, a CDN client on `[aliyun] endpoint` and a DCDN client on
+/// `[dcdn] endpoint`, each target with its own limits (so its own limiters).
+pub(crate) fn connect_all(settings: &Settings) -> Result<[AliyunCdn; 3], ConnectError> {
+    let a = &settings.aliyun;
+    let creds = credentials::load(a, &Environment::from_process())?;
+    tracing::info!(source = creds.source(), "using Alibaba Cloud credentials");
+    let cas = cas_store(a, &settings.cas, &creds)?;
+    let cdn = Client::new(a, creds.clone())?;
+    let dcdn_settings = AliyunSettings {
+        endpoint: settings.dcdn.endpoint.clone(),
+        ..a.clone()
+    };
+    let dcdn = Client::new(&dcdn_settings, creds)?;
+    let targets = [
+        AliyunCdn::new(cdn.clone(), a.region.clone(), batch_limits(a)),
+        AliyunCdn::per_domain(cdn, per_domain_limits(a)),
+        AliyunCdn::dcdn(dcdn, per_domain_limits(a)),
+    ];
+    Ok(match cas {
+        Some(store) => targets.map(|t| t.with_cas(Arc::clone(&store))),
+        None => targets,
+    })
+}
+
+/// With `[aliyun] store = "cas"`, the one CAS store every target binds through: a CAS
+/// client on `[cas] endpoint` with the `[aliyun]` credentials and signature.
+fn cas_store(
+    a: &AliyunSettings,
+    cas: &CasSettings,
+    creds: &super::credentials::Credentials,
+) -> Result<Option<SharedCas>, ConnectError> {
+    if cas.store == Store::Upload {
+        return Ok(None);
+    }
+    let cas_settings = AliyunSettings {
+        endpoint: cas.endpoint.clone(),
+        ..a.clone()
+    };
+    let client = Client::new(&cas_settings, creds.clone())?;
+    Ok(Some(Arc::new(CasStore::new(client, &cas.region))))
+}
+
+/// The executor's target list for [`connect_all`]'s targets: the batch call falls back to
+/// the per-domain call.
+pub(crate) fn specs(targets: [AliyunCdn; 3]) -> Vec<TargetSpec<AliyunCdn>> {
+    targets
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| TargetSpec {
+            target: Arc::new(t),
+            fallback: (i == CDN_BATCH).then_some(CDN_PER_DOMAIN),
+        })
+        .collect()
+}
+
+/// An executor over [`connect_all`]'s targets.
+pub(crate) fn executor(
+    targets: [AliyunCdn; 3],
+    options: Options,
+) -> crate::push::Executor<AliyunCdn> {
+    crate::push::Executor::with_targets(specs(targets), options)
+}
+
+/// The target each managed domain's jobs go to: CDN domains to the call the run starts on,
+/// DCDN domains to [`DCDN`].
+pub(crate) fn routes(settings: &Settings, start: Start) -> BTreeMap<String, TargetIndex> {
+    let cdn = match start {
+        Start::Batch => CDN_BATCH,
+        Start::PerDomain => CDN_PER_DOMAIN,
+    };
+    settings
+        .managed()
+        .into_iter()
+        .map(|(d, p)| {
+            let t = match p {
+                Product::Cdn => cdn,
+                Product::Dcdn => DCDN,
+            };
+            (d, t)
+        })
+        .collect()
+}
+
+/// After a pass that started on `start`: records in `store` what the batch call's fate
+/// says ([`fallback::after_run`]) — `gone`: the batch target answered that its call does not
+/// exist; `batch_worked`: it deployed something — and logs the switch warning once, when the
+/// batch call is newly found gone. A save error is logged (the next save writes it).
+pub(crate) fn settle_fallback(
+    store: &mut StateStore,
+    settings: &AliyunSettings,
+    start: Start,
+    gone: bool,
+    batch_worked: bool,
+) {
+    let now = time::OffsetDateTime::now_utc();
+    let digest = fallback::digest(settings);
+    let before = store.state().batch_gone.clone();
+    let after = fallback::after_run(start, before.as_ref(), gone, batch_worked, &digest, now);
+    if gone && start == Start::Batch {
+        tracing::warn!("{}", fallback::switch_warning());
+    } else if before.is_some() && after.is_none() {
+        tracing::info!("the CDN batch call works again; later runs start on it");
+    }
+    if let Err(e) = store.record_batch_gone(after) {
+        tracing::error!(kind = e.kind(), "{e}");
+    }
+}
+
+/// Domains per call of the per-domain targets (one each), for `reconcile::Pass::per_call`.
+pub(crate) fn per_call() -> BTreeMap<TargetIndex, usize> {
+    [(CDN_PER_DOMAIN, 1), (DCDN, 1)].into()
+}
+
+/// Domains per call the planner cuts batches to when a run starts on `start`.
+pub(crate) fn batch_for(settings: &AliyunSettings, start: Start) -> usize {
+    match start {
+        Start::Batch => settings.domains_per_call(),
+        Start::PerDomain => 1,
+    }
+}
+
+/// The call a run starts on, from the configuration and the state's record.
+pub(crate) fn start_for(settings: &AliyunSettings, state: &State, force: bool) -> Start {
+    let digest = fallback::digest(settings);
+    let now = time::OffsetDateTime::now_utc();
+    fallback::start(settings.api, state.batch_gone.as_ref(), &digest, force, now)
 }
 
 #[cfg(test)]
@@ -299,6 +542,33 @@ mod tests {
         );
         assert_eq!(per.reads, Rate::per_second(50));
         assert_eq!(per.prepares, None);
+    }
+
+    #[test]
+    fn an_action_that_does_not_exist_is_gone() {
+        let one = vec!["a.example.com".to_string()];
+        for code in ["InvalidAction.NotFound", "InvalidAction"] {
+            let e = refusal(404, code, "Specified api is not found", &one);
+            assert_eq!(e.handling(), Handling::Gone, "{code}");
+        }
+        // A missing domain is not a missing action.
+        let e = refusal(404, "InvalidDomain.NotFound", "no such domain", &one);
+        assert_eq!(e.handling(), Handling::Domain(Some("a.example.com")));
+    }
+
+    #[test]
+    fn routes_send_each_product_to_its_target() {
+        let dir = std::path::Path::new("/etc/certrotd");
+        let text = "[cdn]\ndomains = [\"a.example.com\"]\n[dcdn]\ndomains = [\"e.example.com\"]\n";
+        let s = crate::config::parse(&dir.join("certrotd.toml"), text, dir)
+            .expect("valid")
+            .settings;
+        let r = routes(&s, Start::Batch);
+        assert_eq!(r["a.example.com"], CDN_BATCH);
+        assert_eq!(r["e.example.com"], DCDN);
+        let r = routes(&s, Start::PerDomain);
+        assert_eq!(r["a.example.com"], CDN_PER_DOMAIN);
+        assert_eq!(r["e.example.com"], DCDN);
     }
 
     #[test]

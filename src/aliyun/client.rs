@@ -43,18 +43,15 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::credentials::Credentials;
+use super::dcdn::{self, Actions};
 use super::error::{
     ApiError, Class, ResponseMeta, describe_offset, parse_http_date, parse_retry_after,
 };
 use super::sign;
 use crate::cert::{Fingerprint, PrivateKey};
-use crate::config::{AliyunSettings, Signature};
+use crate::config::{AliyunSettings, Product, Signature};
 use crate::untrusted;
 
-pub(crate) const ACTION_BATCH_SET: &str = "BatchSetCdnDomainServerCertificate";
-pub(crate) const ACTION_SET_SSL: &str = "SetCdnDomainSSLCertificate";
-pub(crate) const ACTION_DESCRIBE_CERT: &str = "DescribeDomainCertificateInfo";
-pub(crate) const ACTION_USER_DOMAINS: &str = "DescribeUserDomains";
 /// Largest page `DescribeUserDomains` serves.
 pub(crate) const MAX_PAGE_SIZE: u64 = 500;
 /// Largest response body read (a page of 500 domains or a long chain is far below this).
@@ -115,13 +112,17 @@ pub struct BatchSetRequest<'a> {
     pub ssl_pub: &'a str,
     pub ssl_pri: &'a PrivateKey,
     pub region: Option<&'a str>,
+    /// With `[aliyun] store = "cas"`: bind by reference (`CertType=cas`, `CertName`); the
+    /// chain and key are then not sent.
+    pub cas: Option<CasBinding<'a>>,
 }
 
 impl BatchSetRequest<'_> {
     /// The action's parameters (without `Action` and the common ones).
     pub(crate) fn params(&self) -> Zeroizing<Vec<(String, String)>> {
         let domains = self.domains.join(",");
-        let mut p = upload_params(&domains, self.cert_name, self.ssl_pub, self.ssl_pri);
+        let cert = CertParams::of(self.cas, self.cert_name, self.ssl_pub, self.ssl_pri);
+        let mut p = upload_params(&domains, &cert, false);
         p.push(("ForceSet".to_string(), "1".to_string()));
         if let Some(region) = self.region {
             p.push(("Region".to_string(), region.to_string()));
@@ -140,33 +141,95 @@ pub struct SetSslRequest<'a> {
     /// Full chain PEM, leaf first.
     pub ssl_pub: &'a str,
     pub ssl_pri: &'a PrivateKey,
+    /// With `[aliyun] store = "cas"`: bind by reference (`CertType=cas`, `CertId`,
+    /// `CertRegion`, `CertName`); the chain and key are then not sent.
+    pub cas: Option<CasBinding<'a>>,
 }
 
 impl SetSslRequest<'_> {
     /// The action's parameters (without `Action` and the common ones).
     pub(crate) fn params(&self) -> Zeroizing<Vec<(String, String)>> {
-        upload_params(self.domain, self.cert_name, self.ssl_pub, self.ssl_pri)
+        let cert = CertParams::of(self.cas, self.cert_name, self.ssl_pub, self.ssl_pri);
+        upload_params(self.domain, &cert, true)
     }
 }
 
-/// The parameters both write calls share when they carry the certificate and its key
-/// (`CertType=upload`, `SSLProtocol=on`), in a zeroizing buffer.
-fn upload_params(
+/// A certificate already in the SSL Certificates Service (CAS), as a write call binds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CasBinding<'a> {
+    /// CAS `CertId` (decimal).
+    pub cert_id: &'a str,
+    /// CAS region (`cn-hangzhou`, `ap-southeast-1`).
+    pub region: &'a str,
+    /// The certificate's name in CAS.
+    pub name: &'a str,
+}
+
+/// What a write call carries of the certificate: the material itself, or a CAS reference.
+pub(crate) enum CertParams<'a> {
+    Upload {
+        cert_name: &'a str,
+        ssl_pub: &'a str,
+        ssl_pri: &'a PrivateKey,
+    },
+    Cas(CasBinding<'a>),
+}
+
+impl<'a> CertParams<'a> {
+    pub(crate) fn of(
+        cas: Option<CasBinding<'a>>,
+        cert_name: &'a str,
+        ssl_pub: &'a str,
+        ssl_pri: &'a PrivateKey,
+    ) -> CertParams<'a> {
+        match cas {
+            Some(binding) => CertParams::Cas(binding),
+            None => CertParams::Upload {
+                cert_name,
+                ssl_pub,
+                ssl_pri,
+            },
+        }
+    }
+}
+
+/// The parameters every write call shares (`DomainName`, `SSLProtocol=on`, and the
+/// certificate), in a zeroizing buffer. The certificate is either carried
+/// (`CertType=upload`, `SSLPub`, `SSLPri`, `CertName`) or bound by reference
+/// (`CertType=cas`, `CertName` = the CAS name, and with `by_id` — the per-domain calls —
+/// `CertId` and `CertRegion` too: peers report `SSLPri.MissingParameter` when one of the
+/// three is missing). A binding never carries `SSLPub` or `SSLPri`.
+pub(crate) fn upload_params(
     domain_name: &str,
-    cert_name: &str,
-    ssl_pub: &str,
-    ssl_pri: &PrivateKey,
+    cert: &CertParams<'_>,
+    by_id: bool,
 ) -> Zeroizing<Vec<(String, String)>> {
     let mut p = Zeroizing::new(Vec::with_capacity(9));
     p.push(("DomainName".to_string(), domain_name.to_string()));
     p.push(("SSLProtocol".to_string(), "on".to_string()));
-    p.push(("SSLPub".to_string(), ssl_pub.to_string()));
-    p.push((
-        "SSLPri".to_string(),
-        ssl_pri.expose_upload_pem().to_string(),
-    ));
-    p.push(("CertName".to_string(), cert_name.to_string()));
-    p.push(("CertType".to_string(), "upload".to_string()));
+    match cert {
+        CertParams::Upload {
+            cert_name,
+            ssl_pub,
+            ssl_pri,
+        } => {
+            p.push(("SSLPub".to_string(), (*ssl_pub).to_string()));
+            p.push((
+                "SSLPri".to_string(),
+                ssl_pri.expose_upload_pem().to_string(),
+            ));
+            p.push(("CertName".to_string(), (*cert_name).to_string()));
+            p.push(("CertType".to_string(), "upload".to_string()));
+        }
+        CertParams::Cas(b) => {
+            p.push(("CertName".to_string(), b.name.to_string()));
+            p.push(("CertType".to_string(), "cas".to_string()));
+            if by_id {
+                p.push(("CertId".to_string(), b.cert_id.to_string()));
+                p.push(("CertRegion".to_string(), b.region.to_string()));
+            }
+        }
+    }
     p
 }
 
@@ -233,9 +296,15 @@ impl ServedCert {
     /// SHA-256 of the first certificate of the served chain; `None` when there is none
     /// or it is not PEM.
     pub fn leaf_fingerprint(&self) -> Option<Fingerprint> {
+        ServedCert::chain_fingerprint(&self.certificate_pem)
+    }
+
+    /// SHA-256 of the first certificate of a chain PEM; `None` when there is none or it is
+    /// not PEM.
+    pub(crate) fn chain_fingerprint(pem: &str) -> Option<Fingerprint> {
         use rustls_pki_types::CertificateDer;
         use rustls_pki_types::pem::PemObject;
-        let leaf = CertificateDer::pem_slice_iter(self.certificate_pem.as_bytes())
+        let leaf = CertificateDer::pem_slice_iter(pem.as_bytes())
             .next()?
             .ok()?;
         let digest = ring::digest::digest(&ring::digest::SHA256, leaf.as_ref());
@@ -278,6 +347,11 @@ pub struct Client {
     credentials: Arc<Credentials>,
     clock: WallClock,
     signature: Signature,
+    /// The names of the product calls' actions (CDN unless [`Client::for_product`]).
+    actions: Actions,
+    /// The API version every call names: the product's, or another API's for
+    /// [`Client::rpc`] calls ([`Client::with_version`], e.g. CAS's `2020-04-07`).
+    version: &'static str,
 }
 
 /// One attempt's signed request: the form body and the headers the signature adds (none
@@ -330,7 +404,36 @@ impl Client {
             credentials: Arc::new(credentials),
             clock: Arc::new(OffsetDateTime::now_utc),
             signature: settings.signature,
+            actions: dcdn::CDN,
+            version: dcdn::CDN.version,
         })
+    }
+
+    /// The same client speaking `product`'s API (its version and action names); the
+    /// endpoint stays the one it was built for.
+    pub(crate) fn for_product(mut self, product: Product) -> Client {
+        self.actions = dcdn::actions(product);
+        self.version = self.actions.version;
+        self
+    }
+
+    /// The same client speaking another API version (another service's API, e.g. CAS's
+    /// `2020-04-07`, on the endpoint the settings named) through [`Client::rpc`].
+    pub(crate) fn with_version(mut self, version: &'static str) -> Client {
+        self.version = version;
+        self
+    }
+
+    /// One signed attempt of any `action` of this client's API version, its success body
+    /// decoded as `T`; `call_domains` as for the write calls (empty when none).
+    pub(crate) async fn rpc<T: serde::de::DeserializeOwned>(
+        &self,
+        action: &'static str,
+        params: Zeroizing<Vec<(String, String)>>,
+        call_domains: &[String],
+    ) -> Result<T, ApiError> {
+        let reply = self.call(action, params, call_domains).await?;
+        decode(action, &reply)
     }
 
     /// Replaces the wall clock that stamps `Timestamp` (tests of clock skew).
@@ -341,10 +444,9 @@ impl Client {
 
     /// One `BatchSetCdnDomainServerCertificate` attempt; returns the `RequestId`.
     pub async fn batch_set(&self, req: &BatchSetRequest<'_>) -> Result<String, ApiError> {
-        let reply = self
-            .call(ACTION_BATCH_SET, req.params(), req.domains)
-            .await?;
-        let parsed: SetReply = decode(ACTION_BATCH_SET, &reply)?;
+        let action = self.actions.batch_set;
+        let reply = self.call(action, req.params(), req.domains).await?;
+        let parsed: SetReply = decode(action, &reply)?;
         // Untrusted: it goes on to the log, the state file and `status`.
         Ok(untrusted::request_id(&parsed.request_id))
     }
@@ -352,8 +454,9 @@ impl Client {
     /// One `SetCdnDomainSSLCertificate` attempt; returns the `RequestId`.
     pub async fn set_domain_ssl(&self, req: &SetSslRequest<'_>) -> Result<String, ApiError> {
         let domains = [req.domain.to_string()];
-        let reply = self.call(ACTION_SET_SSL, req.params(), &domains).await?;
-        let parsed: SetReply = decode(ACTION_SET_SSL, &reply)?;
+        let action = self.actions.set_ssl;
+        let reply = self.call(action, req.params(), &domains).await?;
+        let parsed: SetReply = decode(action, &reply)?;
         // Untrusted: it goes on to the log, the state file and `status`.
         Ok(untrusted::request_id(&parsed.request_id))
     }
@@ -365,10 +468,11 @@ impl Client {
         domain: &str,
     ) -> Result<Option<ServedCert>, ApiError> {
         let req = DescribeCertRequest { domain };
+        let action = self.actions.describe_cert;
         let reply = self
-            .call(ACTION_DESCRIBE_CERT, req.params(), &[domain.to_string()])
+            .call(action, req.params(), &[domain.to_string()])
             .await?;
-        let parsed: CertReply = decode(ACTION_DESCRIBE_CERT, &reply)?;
+        let parsed: CertReply = decode(action, &reply)?;
         Ok(served_for(domain, parsed))
     }
 
@@ -377,8 +481,9 @@ impl Client {
         &self,
         req: UserDomainsRequest,
     ) -> Result<DomainsPage, ApiError> {
-        let reply = self.call(ACTION_USER_DOMAINS, req.params(), &[]).await?;
-        let parsed: PageReply = decode(ACTION_USER_DOMAINS, &reply)?;
+        let action = self.actions.user_domains;
+        let reply = self.call(action, req.params(), &[]).await?;
+        let parsed: PageReply = decode(action, &reply)?;
         Ok(parsed.into_page(req))
     }
 
@@ -490,6 +595,11 @@ impl Client {
             token,
         ));
         params.push(("Action".to_string(), action.to_string()));
+        for (k, v) in params.iter_mut() {
+            if k == "Version" {
+                self.version.clone_into(v);
+            }
+        }
         params.extend(action_params.iter().cloned());
         let signature = sign::sign("POST", creds.secret().expose(), &params);
         params.push((sign::SIGNATURE_PARAM.to_string(), signature));
@@ -509,7 +619,7 @@ impl Client {
             query: &[],
             body: body.as_bytes(),
             action,
-            version: sign::API_VERSION,
+            version: self.version,
             date: (self.clock)(),
             nonce: &nonce,
         };
@@ -746,6 +856,12 @@ struct CertInfo {
     server_certificate_status: Option<String>,
     #[serde(default)]
     server_certificate: Option<String>,
+    /// DCDN's name for `ServerCertificateStatus`.
+    #[serde(rename = "SSLProtocol", default)]
+    ssl_protocol: Option<String>,
+    /// DCDN's name for `ServerCertificate`.
+    #[serde(rename = "SSLPub", default)]
+    ssl_pub: Option<String>,
     #[serde(default)]
     cert_expire_time: Option<String>,
     #[serde(default)]
@@ -762,8 +878,11 @@ fn served_for(domain: &str, reply: CertReply) -> Option<ServedCert> {
             .as_deref()
             .is_some_and(|d| d.trim().eq_ignore_ascii_case(domain.trim()))
     })?;
-    let status = info.server_certificate_status.unwrap_or_default();
-    let pem = info.server_certificate.unwrap_or_default();
+    let status = info
+        .server_certificate_status
+        .or(info.ssl_protocol)
+        .unwrap_or_default();
+    let pem = info.server_certificate.or(info.ssl_pub).unwrap_or_default();
     if status.eq_ignore_ascii_case("off") || (status.is_empty() && pem.trim().is_empty()) {
         return None;
     }
@@ -809,7 +928,8 @@ struct PageDomain {
     domain_name: String,
     #[serde(default)]
     domain_status: Option<String>,
-    #[serde(default)]
+    /// `SslProtocol` (CDN) or `SSLProtocol` (DCDN).
+    #[serde(default, alias = "SSLProtocol")]
     ssl_protocol: Option<String>,
 }
 

@@ -414,6 +414,12 @@ impl ApiError {
         }
     }
 
+    /// The answer says the called action does not exist (`InvalidAction.NotFound`, or any
+    /// `InvalidAction*` code): the call has been retired, not refused.
+    pub(crate) fn action_gone(&self) -> bool {
+        self.code().is_some_and(|c| c.starts_with("InvalidAction"))
+    }
+
     /// The API's error `Code`, when the body carried one.
     pub fn code(&self) -> Option<&str> {
         match self {

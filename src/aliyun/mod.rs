@@ -9,16 +9,20 @@
 //! `SSLPri` travels only in the form body of a POST; no error, log line or `Debug` output of this module carries either. Each client
 //! call is one attempt, freshly signed; retrying is the executor's (`push`) job.
 
+pub mod cas;
 pub mod cdn;
 pub mod client;
 pub mod credentials;
+pub(crate) mod dcdn;
 pub mod error;
+pub(crate) mod fallback;
 pub mod sign;
 
+pub use cas::CasStore;
 pub use cdn::AliyunCdn;
 pub use client::ClientError;
 pub use client::ServedCert;
-pub use client::{BatchSetRequest, Client, SetSslRequest};
+pub use client::{BatchSetRequest, CasBinding, Client, SetSslRequest};
 pub use credentials::CredentialsError;
 pub use credentials::{Credentials, Secret};
 pub use error::ApiError;

@@ -7,6 +7,9 @@
 //! The report is built by a pure function of (settings, lineages, `now`) for testing.
 //! Everything in it that comes from outside (paths, lineage ids, certificate names, error
 //! texts) has its control and bidi characters escaped: one table row is one line.
+//!
+//! `--online` adds one read-only look at the account (`online`): exit 1 also when a managed
+//! domain does not exist in its product or the account cannot be read.
 
 use std::io::Write;
 use std::path::Path;
@@ -17,16 +20,23 @@ use super::text::{NotCovered, days_left, short_names, table, ymd};
 use super::{CmdResult, Exit};
 use crate::aliyun::credentials::{self, Environment};
 use crate::cert::{self, Candidate, CoverIndex, DomainSet, Match};
-use crate::config::{self, Diagnostic, Settings};
+use crate::config::{self, Diagnostic, Product, Settings};
 use crate::fsio;
 use crate::source::{Lineage, Scanner};
 use crate::untrusted;
+
+mod online;
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct CheckArgs {
     /// Print JSON (lineages, domains, credentials, warnings, exit code) instead of text
     #[arg(long)]
     pub(crate) json: bool,
+    /// Also look at the account (read-only): each managed domain exists in its product, is
+    /// online, has HTTPS on or off; the credentials work; unmanaged domains a local
+    /// certificate covers (text only: not with --json)
+    #[arg(long, conflicts_with = "json")]
+    pub(crate) online: bool,
 }
 
 /// Runs `check` on the configuration file at `config`.
@@ -52,7 +62,14 @@ pub fn run(config: &Path, args: &CheckArgs) -> CmdResult {
         lineages: &lineages,
         chain_names: &chain_names,
     };
-    let (mut text, exit) = report(&inputs, now);
+    let (mut text, mut exit) = report(&inputs, now);
+    if args.online {
+        let (more, ok) = online::run(&loaded.settings, &lineages, now);
+        text.push_str(&more);
+        if !ok {
+            exit = Exit::Problems;
+        }
+    }
     if args.json {
         let mut json = serde_json::to_string_pretty(&json_report(&inputs, now, exit))?;
         json.push('\n');
@@ -102,8 +119,8 @@ pub(crate) fn report(inputs: &Inputs<'_>, now: OffsetDateTime) -> (String, Exit)
         untrusted::escape(&settings.path.display().to_string()),
         settings.watch.paths.len(),
         plural(settings.watch.paths.len()),
-        settings.cdn.domains.len(),
-        plural(settings.cdn.domains.len()),
+        settings.managed().len(),
+        plural(settings.managed().len()),
     );
     // Our own multi-line texts keep their line breaks; each line is escaped.
     let mut warnings: Vec<String> = config_warnings
@@ -150,17 +167,15 @@ pub(crate) fn report(inputs: &Inputs<'_>, now: OffsetDateTime) -> (String, Exit)
         out.push_str(&table);
     }
 
-    let (table, uncovered) = domain_table(&settings.cdn.domains, lineages, now);
-    if !settings.cdn.domains.is_empty() {
-        out.push_str(&format!(
-            "\nManaged domains ({}):\n",
-            settings.cdn.domains.len()
-        ));
+    let managed = settings.managed();
+    let (table, uncovered) = domain_table(&managed, lineages, now);
+    if !managed.is_empty() {
+        out.push_str(&format!("\nManaged domains ({}):\n", managed.len()));
         out.push_str(&table);
     }
 
     warnings.extend(
-        lineage_warnings(&settings.cdn.domains, lineages, now)
+        lineage_warnings(&settings.all_domains(), lineages, now)
             .iter()
             .map(|w| untrusted::escape(w).into_owned()),
     );
@@ -222,6 +237,8 @@ struct JsonLineage {
 #[derive(serde::Serialize)]
 struct JsonDomain {
     domain: String,
+    /// `cdn` or `dcdn`.
+    product: &'static str,
     /// The lineage that will serve it, if one covers it.
     served_by: Option<String>,
     /// Why none does.
@@ -248,20 +265,20 @@ pub(crate) fn json_report(inputs: &Inputs<'_>, now: OffsetDateTime, exit: Exit) 
     let why = std::cell::OnceCell::new();
     let domains = inputs
         .settings
-        .cdn
-        .domains
-        .iter()
-        .map(|d| {
+        .managed()
+        .into_iter()
+        .map(|(d, product)| {
             let served = cover
-                .best(d)
+                .best(&d)
                 .and_then(|(i, _)| valid.get(i))
                 .map(|(l, _)| l);
             JsonDomain {
-                domain: d.clone(),
-                served_by: served.map(|l| l.id.clone()),
                 problem: served
                     .is_none()
-                    .then(|| why.get_or_init(|| NotCovered::new(lineages)).why(d)),
+                    .then(|| why.get_or_init(|| NotCovered::new(lineages)).why(&d)),
+                domain: d,
+                product: product.label(),
+                served_by: served.map(|l| l.id.clone()),
             }
         })
         .collect();
@@ -353,7 +370,11 @@ fn lineage_table(
 }
 
 /// Which lineage serves each domain, and the number of uncovered domains.
-fn domain_table(domains: &[String], lineages: &[Lineage], now: OffsetDateTime) -> (String, usize) {
+fn domain_table(
+    domains: &[(String, Product)],
+    lineages: &[Lineage],
+    now: OffsetDateTime,
+) -> (String, usize) {
     let valid: Vec<(&Lineage, &cert::Certificate)> = lineages
         .iter()
         .filter_map(|l| l.valid_at(now).ok().map(|c| (l, c.as_ref())))
@@ -371,7 +392,7 @@ fn domain_table(domains: &[String], lineages: &[Lineage], now: OffsetDateTime) -
     let not_covered = std::cell::OnceCell::new();
     let mut rows = Vec::new();
     let mut uncovered = 0;
-    for domain in domains {
+    for (domain, product) in domains {
         let best = cover
             .best(domain)
             .and_then(|(i, how)| valid.get(i).map(|v| (v, how)));
@@ -390,9 +411,9 @@ fn domain_table(domains: &[String], lineages: &[Lineage], now: OffsetDateTime) -
                     .why(domain)
             }
         };
-        rows.push(vec![domain.clone(), served]);
+        rows.push(vec![domain.clone(), product.label().to_string(), served]);
     }
-    (table(&["DOMAIN", "SERVED BY"], &rows), uncovered)
+    (table(&["DOMAIN", "PRODUCT", "SERVED BY"], &rows), uncovered)
 }
 
 /// Renewal overdue, and valid lineages that cover no managed domain.

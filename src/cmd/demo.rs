@@ -1,8 +1,15 @@
 //! `certrotd demo`: certrotd's whole job with no configuration and no network. Starts the
 //! emulator on a free loopback port, lays out a temporary certbot-style tree with freshly
-//! issued certificates, syncs, renews one certificate the way certbot does (new files in
+//! issued certificates, syncs (the emulator answers like an account whose batch call Alibaba
+//! has retired, so the first sync shows certrotd falling back to the per-domain call by
+//! itself), renews one certificate the way certbot does (new files in
 //! `archive/`, then each `live/` link re-pointed), syncs again, and prints each step. The
 //! temporary folder is removed at the end, whatever happens.
+//!
+//! `--store cas` runs the same steps with `[aliyun] store = "cas"` and cleanup on (no grace):
+//! one lineage's certificate is in CAS already as a user's upload (reused, never uploaded
+//! or deleted), the other is uploaded; the renewal is uploaded once, and its superseded
+//! predecessor deleted.
 
 use std::fs;
 use std::io::Write;
@@ -36,7 +43,16 @@ const LINEAGES: [(&str, &[&str]); 2] = [
 
 type Boxed = Box<dyn std::error::Error + Send + Sync>;
 
-pub fn run() -> CmdResult {
+#[derive(clap::Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Where certificates are kept: upload (every call carries them) or cas (uploaded once
+    /// to the SSL Certificates Service, bound by reference, cleaned up)
+    #[arg(long, default_value = "upload", value_parser = ["upload", "cas"])]
+    pub(crate) store: String,
+}
+
+pub fn run(args: &DemoArgs) -> CmdResult {
+    let cas = args.store == "cas";
     let dir = tempfile::Builder::new()
         .prefix("certrotd-demo-")
         .tempdir()?;
@@ -44,25 +60,25 @@ pub fn run() -> CmdResult {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let result = runtime.block_on(demo(dir.path()));
+    let result = runtime.block_on(demo(dir.path(), cas));
     let shown = dir.path().display().to_string();
     dir.close()?;
     println!("\ncleaned up {shown}");
     result
 }
 
-async fn demo(dir: &Path) -> CmdResult {
-    let emulator = Emulator::start(
-        "127.0.0.1:0".parse()?,
-        EmulatorConfig::with_domains(DOMAINS),
-    )
-    .await?;
-    let result = steps(dir, &emulator).await;
+async fn demo(dir: &Path, cas: bool) -> CmdResult {
+    let config = EmulatorConfig {
+        batch_gone: true,
+        ..EmulatorConfig::with_domains(DOMAINS)
+    };
+    let emulator = Emulator::start("127.0.0.1:0".parse()?, config).await?;
+    let result = steps(dir, &emulator, cas).await;
     emulator.shutdown().await;
     result
 }
 
-async fn steps(dir: &Path, emulator: &Emulator) -> CmdResult {
+async fn steps(dir: &Path, emulator: &Emulator, cas: bool) -> CmdResult {
     let now = OffsetDateTime::now_utc();
     say(&format!(
         "[1/5] emulator of the CDN certificate API listening on {} (knows {} domains: {})",
@@ -70,12 +86,29 @@ async fn steps(dir: &Path, emulator: &Emulator) -> CmdResult {
         DOMAINS.len(),
         DOMAINS.join(" ")
     ));
+    say(
+        "      it answers the batch call as Alibaba will once it is retired (404 InvalidAction.NotFound), \
+         so watch certrotd switch to the per-domain call SetCdnDomainSSLCertificate by itself",
+    );
     let ca = TestCa::new("certrotd demo")?;
     let letsencrypt = dir.join("letsencrypt");
     for (name, names) in LINEAGES {
-        install(&letsencrypt, name, 1, &issue(&ca, names, now)?)?;
+        let issued = issue(&ca, names, now)?;
+        install(&letsencrypt, name, 1, &issued)?;
+        if cas && name == LINEAGES[1].0 {
+            let id = emulator
+                .seed_cas(
+                    "shop-uploaded-by-hand",
+                    &issued.fullchain_pem,
+                    &issued.key_pem,
+                )
+                .await?;
+            say(&format!(
+                "      CAS already holds {name}'s certificate as a user's upload \"shop-uploaded-by-hand\" (CertId {id})"
+            ));
+        }
     }
-    let config_path = write_config(dir, &letsencrypt, &emulator.endpoint())?;
+    let config_path = write_config(dir, &letsencrypt, &emulator.endpoint(), cas)?;
     say(&format!(
         "[2/5] certbot-style tree {} with lineages {} and {}; config {}",
         letsencrypt.display(),
@@ -85,11 +118,16 @@ async fn steps(dir: &Path, emulator: &Emulator) -> CmdResult {
     ));
     let settings = config::load(&config_path)?.settings;
 
-    say("\n[3/5] certrotd sync (first pass: every domain needs its certificate)");
+    say(
+        "\n[3/5] certrotd sync (first pass: every domain needs its certificate; one batch call, \
+         answered \"gone\", then one call per domain)",
+    );
     let first = sync_step(&settings, emulator, 0).await?;
 
     let renewed = LINEAGES[0];
-    install(&letsencrypt, renewed.0, 2, &issue(&ca, renewed.1, now)?)?;
+    // Issued a minute later, so it expires later: the newer certificate of its lineage.
+    let later = now + Duration::minutes(1);
+    install(&letsencrypt, renewed.0, 2, &issue(&ca, renewed.1, later)?)?;
     say(&format!(
         "\n[4/5] renewed {} as certbot does: archive/{}/cert2.pem … written, then live/ links re-pointed",
         renewed.0, renewed.0
@@ -102,7 +140,36 @@ async fn steps(dir: &Path, emulator: &Emulator) -> CmdResult {
         first + second,
         second
     ));
+    if cas {
+        say_cas(emulator);
+    }
     Ok(Exit::Ok)
+}
+
+/// What CAS saw: uploads, deletes, what it holds now.
+fn say_cas(emulator: &Emulator) {
+    let log = emulator.log();
+    let count = |action: &str| {
+        log.iter()
+            .filter(|e| e.action == action && e.succeeded())
+            .count()
+    };
+    say(&format!(
+        "CAS: {} upload(s), {} delete(s); no CDN write call carried a key ({} bound by reference)",
+        count("UploadUserCertificate"),
+        count("DeleteUserCertificate"),
+        log.iter()
+            .filter(|e| e.is_write() && !e.has_param("SSLPri"))
+            .count()
+    ));
+    for c in emulator.cas_certs() {
+        let owner = if c.by_user {
+            "user's upload"
+        } else {
+            "uploaded by certrotd"
+        };
+        say(&format!("  CertId {} {} ({owner})", c.cert_id, c.name));
+    }
 }
 
 /// Runs one sync, then prints the emulator's count of write calls and the status table.
@@ -124,11 +191,10 @@ async fn sync_step(
     }
     let state = state::load(&settings.state.dir)?;
     let now = OffsetDateTime::now_utc();
-    say(&status::render(&status::rows(
-        &settings.cdn.domains,
-        &state,
-        now,
-    )));
+    let domains = settings.all_domains();
+    let mut rows = status::rows(&domains, &state, now);
+    status::set_products(&mut rows, settings);
+    say(&status::render(&rows));
     Ok(writes)
 }
 
@@ -178,11 +244,16 @@ fn write_file(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
     file.write_all(text.as_bytes())
 }
 
-fn write_config(dir: &Path, letsencrypt: &Path, endpoint: &str) -> std::io::Result<PathBuf> {
+fn write_config(
+    dir: &Path,
+    letsencrypt: &Path,
+    endpoint: &str,
+    cas: bool,
+) -> std::io::Result<PathBuf> {
     let secret = dir.join("access-key-secret");
     write_file(&secret, DEFAULT_ACCESS_KEY_SECRET, 0o600)?;
     let domains: Vec<String> = DOMAINS.iter().map(|d| format!("{d:?}")).collect();
-    let text = format!(
+    let mut text = format!(
         "[aliyun]\nendpoint = {endpoint:?}\naccess_key_id = {DEFAULT_ACCESS_KEY_ID:?}\n\
          access_key_secret_file = {secret:?}\n\n[watch]\npaths = [{live:?}]\n\n\
          [state]\ndir = {state:?}\n\n[cdn]\ndomains = [{domains}]\n",
@@ -191,6 +262,12 @@ fn write_config(dir: &Path, letsencrypt: &Path, endpoint: &str) -> std::io::Resu
         state = dir.join("state").display().to_string(),
         domains = domains.join(", "),
     );
+    if cas {
+        text = text.replacen("[aliyun]\n", "[aliyun]\nstore = \"cas\"\n", 1);
+        text.push_str(&format!(
+            "\n[cas]\nendpoint = {endpoint:?}\ndelete_superseded = true\ndelete_after_hours = 0\n"
+        ));
+    }
     let path = dir.join("certrotd.toml");
     write_file(&path, &text, 0o600)?;
     Ok(path)

@@ -4,11 +4,14 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{CmdResult, Exit};
-use crate::emulator::{self, Emulator, EmulatorConfig, EmulatorError, Faults};
+use zeroize::Zeroizing;
+
+use crate::emulator::{self, Emulator, EmulatorConfig, EmulatorError, Faults, Product};
+use crate::fsio;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct EmulateArgs {
@@ -58,6 +61,34 @@ pub struct EmulateArgs {
     /// after every request and on exit)
     #[arg(long, value_name = "FILE")]
     pub(crate) state_dump: Option<PathBuf>,
+    /// The product to emulate: cdn (cdn.aliyuncs.com, 2018-05-10) or dcdn
+    /// (dcdn.aliyuncs.com, 2018-01-15; run one emulator per product)
+    #[arg(long, value_enum, default_value = "cdn")]
+    pub(crate) product: ProductArg,
+    /// Answer the CDN batch call BatchSetCdnDomainServerCertificate with 404
+    /// InvalidAction.NotFound, as once Alibaba retires it
+    #[arg(long)]
+    pub(crate) batch_gone: bool,
+    /// A known domain to list as offline (writes to it are refused); repeatable
+    #[arg(long, value_name = "DOMAIN")]
+    pub(crate) offline_domain: Vec<String>,
+    /// Region of the emulated SSL Certificates Service (CAS); bindings by CertId must name it
+    #[arg(long, default_value = "cn-hangzhou", value_name = "REGION")]
+    pub(crate) cas_region: String,
+    /// A certificate already in CAS as a user's upload, NAME=FULLCHAIN_FILE,KEY_FILE
+    /// (repeatable)
+    #[arg(long, value_name = "NAME=CHAIN,KEY")]
+    pub(crate) cas_user_cert: Vec<String>,
+    /// Extra delay before the answer of every CDN write call, in milliseconds
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub(crate) write_latency_ms: u64,
+}
+
+/// `--product`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ProductArg {
+    Cdn,
+    Dcdn,
 }
 
 impl EmulateArgs {
@@ -79,8 +110,43 @@ impl EmulateArgs {
             latency: Duration::from_millis(self.latency_ms),
             seed: self.seed,
             state_dump: self.state_dump.clone(),
+            product: match self.product {
+                ProductArg::Cdn => Product::Cdn,
+                ProductArg::Dcdn => Product::Dcdn,
+            },
+            batch_gone: self.batch_gone,
+            offline: self.offline_domain.clone(),
+            cas_region: self.cas_region.clone(),
+            cas_user_certs: self
+                .cas_user_cert
+                .iter()
+                .map(|spec| user_cert(spec))
+                .collect::<Result<_, _>>()?,
+            write_latency: Duration::from_millis(self.write_latency_ms),
         })
     }
+}
+
+/// Largest certificate or key file read for `--cas-user-cert`.
+const MAX_PEM_BYTES: u64 = 1 << 20;
+
+/// `NAME=CHAIN,KEY` → the name and the two files' text.
+fn user_cert(spec: &str) -> Result<(String, String, Zeroizing<String>), EmulatorError> {
+    let bad = |why: String| EmulatorError::Config(format!("--cas-user-cert {spec:?}: {why}"));
+    let (name, files) = spec
+        .split_once('=')
+        .ok_or_else(|| bad("write NAME=FULLCHAIN_FILE,KEY_FILE".to_string()))?;
+    let (chain, key) = files
+        .split_once(',')
+        .ok_or_else(|| bad("write NAME=FULLCHAIN_FILE,KEY_FILE".to_string()))?;
+    let read = |path: &str| {
+        let bytes = fsio::read(Path::new(path), MAX_PEM_BYTES)
+            .map_err(|e| bad(format!("cannot read {path}: {}", e.reason())))?;
+        String::from_utf8(bytes).map_err(|_| bad(format!("{path} is not PEM text")))
+    };
+    let chain = read(chain)?;
+    let key = Zeroizing::new(read(key)?);
+    Ok((name.to_string(), chain, key))
 }
 
 pub fn run(args: &EmulateArgs) -> CmdResult {
@@ -104,8 +170,12 @@ async fn serve(
     let mut term = signal(SignalKind::terminate()).map_err(EmulatorError::Runtime)?;
     let mut int = signal(SignalKind::interrupt()).map_err(EmulatorError::Runtime)?;
     let access_key_id = cfg.access_key_id.clone();
+    let section = match cfg.product {
+        Product::Cdn => "[aliyun]",
+        Product::Dcdn => "[dcdn]",
+    };
     let emu = Emulator::start(listen, cfg).await?;
-    announce(&emu, domains, &access_key_id)?;
+    announce(&emu, domains, &access_key_id, section)?;
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
@@ -116,13 +186,18 @@ async fn serve(
 }
 
 /// The `listening on ADDR` line (stdout, flushed) and a hint for the configuration (stderr).
-fn announce(emu: &Emulator, domains: usize, access_key_id: &str) -> Result<(), EmulatorError> {
+fn announce(
+    emu: &Emulator,
+    domains: usize,
+    access_key_id: &str,
+    section: &str,
+) -> Result<(), EmulatorError> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on {}", emu.addr())
         .and_then(|()| out.flush())
         .map_err(EmulatorError::Runtime)?;
     eprintln!(
-        "certrotd emulate: {domains} domains; point certrotd at it with [aliyun] endpoint = \"{}\" and AccessKeyId {access_key_id:?}; Ctrl-C stops it",
+        "certrotd emulate: {domains} domains; point certrotd at it with {section} endpoint = \"{}\" and AccessKeyId {access_key_id:?}; Ctrl-C stops it",
         emu.endpoint()
     );
     Ok(())

@@ -68,7 +68,7 @@ async fn daemon(config: &Path, settings: Settings) -> CmdResult {
     let loop_settings = LoopSettings::from(&service.settings().watch);
     info!(
         paths = loop_settings.paths.len(),
-        domains = service.settings().cdn.domains.len(),
+        domains = service.settings().all_domains().len(),
         "certrotd starting"
     );
     match Watch::new(&loop_settings.paths) {

@@ -12,7 +12,7 @@
 //! Exit 0 when every managed domain shown is up to date; 1 when one is not, when a filter
 //! matches no domain, or when the state file cannot be read; 78 for a bad configuration.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
 
@@ -22,6 +22,7 @@ use time::OffsetDateTime;
 use super::sync::load_settings;
 use super::text::table;
 use super::{CmdResult, Exit};
+use crate::config::{Product, Settings};
 use crate::reconcile::{NoHolds, Pass, Planned};
 use crate::source::Scanner;
 use crate::state::{self, Deployment, DomainState, LastError, LastPass, Role, State, Verification};
@@ -82,14 +83,20 @@ pub fn run(config: &Path, args: &StatusArgs) -> CmdResult {
     };
     let now = OffsetDateTime::now_utc();
     let lineages = Scanner::new().scan(&settings.watch.paths);
+    let domains = settings.all_domains();
+    // Only what is up to date and what is pending matters here, not which call deploys it.
+    let (routes, per_call) = (BTreeMap::new(), BTreeMap::new());
     let pass = Pass {
-        domains: &settings.cdn.domains,
+        domains: &domains,
+        routes: &routes,
+        per_call: &per_call,
         batch: settings.aliyun.domains_per_call(),
         verify: settings.aliyun.verify,
         force: false,
     };
     let planned = pass.plan(&lineages, &mut NoHolds, &state, now);
-    let mut rows = rows(&settings.cdn.domains, &state, now);
+    let mut rows = rows(&domains, &state, now);
+    set_products(&mut rows, &settings);
     judge(&mut rows, &planned, now);
     let rows = filter(rows, args);
     if rows.is_empty() && !(args.domain.is_empty() && args.lineage.is_empty()) {
@@ -224,6 +231,9 @@ fn filter<'a>(rows: Vec<Row<'a>>, args: &StatusArgs) -> Vec<Row<'a>> {
 #[derive(Debug, Serialize)]
 pub(crate) struct Row<'a> {
     pub(crate) domain: &'a str,
+    /// The product (`cdn`, `dcdn`) the configuration manages it under; `None` when not
+    /// managed (added after the first release: readers of `--json` may not expect it).
+    pub(crate) product: Option<&'static str>,
     /// In the configuration's managed domains (else: only in the state file).
     pub(crate) managed: bool,
     pub(crate) deployed: Option<&'a Deployment>,
@@ -261,6 +271,7 @@ pub(crate) fn rows<'a>(
             let last_error = entry.and_then(|e| e.last_error.as_deref());
             Row {
                 domain,
+                product: managed.then_some(Product::Cdn.label()),
                 managed,
                 deployed,
                 days_left: deployed.map(|d| (d.not_after - now).whole_days()),
@@ -272,6 +283,21 @@ pub(crate) fn rows<'a>(
             }
         })
         .collect()
+}
+
+/// Sets each managed row's product from the configuration (`rows` calls every managed
+/// domain a CDN domain).
+pub(crate) fn set_products(rows: &mut [Row<'_>], settings: &Settings) {
+    for row in rows.iter_mut().filter(|r| r.managed) {
+        if settings
+            .dcdn
+            .domains
+            .binary_search_by(|d| d.as_str().cmp(row.domain))
+            .is_ok()
+        {
+            row.product = Some(Product::Dcdn.label());
+        }
+    }
 }
 
 /// What the state file alone says of a domain ([`judge`] adds what the disk says).
@@ -291,6 +317,7 @@ pub(crate) fn render(rows: &[Row<'_>]) -> String {
     table(
         &[
             "DOMAIN",
+            "PRODUCT",
             "STATE",
             "CERTIFICATE",
             "FINGERPRINT",
@@ -313,11 +340,13 @@ fn row_cells(row: &Row<'_>) -> Vec<String> {
         .map(|e| format!("{} {}: {}", timestamp(e.at), e.kind, e.message))
         .or_else(|| row.why.clone())
         .map_or_else(|| "-".to_string(), |t| one_line(&t));
+    let product = row.product.unwrap_or("-").to_string();
     let state = row.condition.label().to_string();
     let Some(d) = row.deployed else {
         let dash = || "-".to_string();
         return vec![
             domain,
+            product,
             state,
             "never deployed".into(),
             dash(),
@@ -340,6 +369,7 @@ fn row_cells(row: &Row<'_>) -> Vec<String> {
     };
     vec![
         domain,
+        product,
         state,
         d.cert_name.to_string(),
         d.fingerprint.short(),

@@ -658,6 +658,29 @@ fn metrics_and_notify_are_read() {
 }
 
 #[test]
+fn the_dcdn_section_has_its_defaults_and_its_domains() {
+    let s = ok("").settings;
+    assert_eq!(s.dcdn.endpoint, "https://dcdn.aliyuncs.com");
+    assert!(s.dcdn.domains.is_empty());
+    let loaded = ok(
+        "[cdn]\ndomains = [\"a.example.com\"]\n[dcdn]\nendpoint = \"http://127.0.0.1:9\"\n\
+         domains = [\"Edge.example.com\", \"edge.example.com\", \".example.org\"]\n",
+    );
+    let s = loaded.settings;
+    assert_eq!(s.dcdn.endpoint, "http://127.0.0.1:9");
+    assert_eq!(s.dcdn.domains, [".example.org", "edge.example.com"]);
+    assert_eq!(
+        s.managed(),
+        [
+            (".example.org".to_string(), Product::Dcdn),
+            ("a.example.com".to_string(), Product::Cdn),
+            ("edge.example.com".to_string(), Product::Dcdn),
+        ]
+    );
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+}
+
+#[test]
 fn a_non_loopback_metrics_address_is_a_warning() {
     let loaded = ok("[cdn]\ndomains = [\"a.example.com\"]\n[metrics]\nlisten = \"0.0.0.0:9466\"\n");
     assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
@@ -687,4 +710,50 @@ fn bad_metrics_and_notify_values_are_located_and_explained() {
 
     let p = problem("[notify]\ncommnd = [\"/bin/true\"]\n");
     assert!(p.message.contains("command"), "{}", p.message);
+}
+
+#[test]
+fn dcdn_problems_are_located() {
+    let p = problem("[dcdn]\nendpoint = \"http://dcdn.example.com\"\n");
+    assert_eq!(p.key.as_deref(), Some("dcdn.endpoint"));
+    assert_eq!((p.line, p.col), (2, 12));
+    assert!(p.message.contains("loopback"), "{}", p.message);
+    let p = problem("[dcdn]\ndomians = [\"a.example.com\"]\n");
+    assert!(
+        p.message.contains("did you mean `domains`?"),
+        "{}",
+        p.message
+    );
+    let p = problem("[dcdn]\ndomains = [\"*.example.com\"]\n");
+    assert_eq!(p.key.as_deref(), Some("dcdn.domains"));
+}
+
+#[test]
+fn a_domain_under_both_products_is_refused_where_dcdn_lists_it() {
+    let p = problem(
+        "[cdn]\ndomains = [\"a.example.com\", \"b.example.com\"]\n[dcdn]\n\
+         domains = [\"c.example.com\", \"B.example.com\"]\n",
+    );
+    assert_eq!(p.key.as_deref(), Some("dcdn.domains"));
+    assert_eq!((p.line, p.col), (4, 29));
+    assert!(
+        p.message
+            .contains("b.example.com is listed under both [cdn] and [dcdn]"),
+        "{}",
+        p.message
+    );
+    // In a domains file: its line and column.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("edge.txt"),
+        "c.example.com\n  a.example.com # dup\n",
+    )
+    .unwrap();
+    let all = problems_in(
+        "[cdn]\ndomains = [\"a.example.com\"]\n[dcdn]\ndomains_file = \"edge.txt\"\n",
+        dir.path(),
+    );
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert_eq!(all[0].file, dir.path().join("edge.txt"));
+    assert_eq!((all[0].line, all[0].col), (2, 3));
 }

@@ -4,7 +4,7 @@
 //! Pure: the files the configuration names were read before ([`named_files`] says which,
 //! [`super::files::gather`] reads them); the walk only looks their bytes and facts up.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,12 +12,13 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+mod cas;
 mod ops;
 
 use super::files::{Files, Named};
 use super::{
     AliyunSettings, Api, CdnSettings, Diagnostic, Settings, Signature, StateSettings,
-    WatchSettings, domain, endpoint,
+    WatchSettings, dcdn, domain, endpoint,
 };
 
 type Span = Range<usize>;
@@ -59,18 +60,25 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn problem(&mut self, span: &Span, key: &str, message: String) {
+    pub(super) fn problem(&mut self, span: &Span, key: &str, message: String) {
         let d = self.diagnostic(span, Some(key), message);
         self.problems.push(d);
     }
 
-    fn warn(&mut self, span: &Span, key: &str, message: String) {
+    pub(super) fn warn(&mut self, span: &Span, key: &str, message: String) {
         let d = self.diagnostic(span, Some(key), message);
         self.warnings.push(d);
     }
 
     /// A problem located in another file (the domains file).
-    fn problem_in(&mut self, file: &Path, line: usize, col: usize, key: &str, message: String) {
+    pub(super) fn problem_in(
+        &mut self,
+        file: &Path,
+        line: usize,
+        col: usize,
+        key: &str,
+        message: String,
+    ) {
         self.problems.push(Diagnostic {
             file: file.to_path_buf(),
             line,
@@ -81,7 +89,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// Resolves a configured path against the configuration file's folder.
-    fn resolve(&self, path: &str) -> PathBuf {
+    pub(super) fn resolve(&self, path: &str) -> PathBuf {
         self.base.join(path)
     }
 }
@@ -96,12 +104,14 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// One `[section]` of the file (absent sections read as empty).
-struct Section<'t, 'i> {
+pub(super) struct Section<'t, 'i> {
     name: &'static str,
     table: Option<&'t DeTable<'i>>,
 }
 
-const ROOT_KEYS: &[&str] = &["aliyun", "watch", "state", "cdn", "metrics", "notify"];
+const ROOT_KEYS: &[&str] = &[
+    "aliyun", "watch", "state", "cdn", "dcdn", "cas", "metrics", "notify",
+];
 const ALIYUN_KEYS: &[&str] = &[
     "endpoint",
     "region",
@@ -116,6 +126,7 @@ const ALIYUN_KEYS: &[&str] = &[
     "timeout_secs",
     "verify",
     "signature",
+    "store",
 ];
 const WATCH_KEYS: &[&str] = &["paths", "debounce_ms", "rescan_secs"];
 const STATE_KEYS: &[&str] = &["dir"];
@@ -132,13 +143,15 @@ pub(super) fn named_files(text: &str, base: &Path) -> Named {
         },
         _ => None,
     };
-    let domains = string("cdn", "domains_file").map(|p| base.join(p));
+    let domains = ["cdn", "dcdn"]
+        .into_iter()
+        .filter_map(|section| string(section, "domains_file").map(|p| base.join(p)));
     // An empty secret path is a problem of its own, and names no file.
     let secret = string("aliyun", "access_key_secret_file")
         .filter(|p| !p.is_empty())
         .map(|p| base.join(p));
     Named {
-        read: domains.into_iter().collect(),
+        read: domains.collect(),
         inspect: secret.into_iter().collect(),
     }
 }
@@ -176,14 +189,31 @@ fn walk_root(ctx: &mut Ctx<'_>, root: &DeTable<'_>) -> Option<Settings> {
         section(ctx, root, "watch", WATCH_KEYS),
         section(ctx, root, "state", STATE_KEYS),
         section(ctx, root, "cdn", CDN_KEYS),
+        section(ctx, root, "dcdn", dcdn::KEYS),
+        section(ctx, root, "cas", cas::CAS_KEYS),
         section(ctx, root, "metrics", ops::METRICS_KEYS),
         section(ctx, root, "notify", ops::NOTIFY_KEYS),
     ];
-    let [s_aliyun, s_watch, s_state, s_cdn, s_metrics, s_notify] = &sections;
+    let [
+        s_aliyun,
+        s_watch,
+        s_state,
+        s_cdn,
+        s_dcdn,
+        s_cas,
+        s_metrics,
+        s_notify,
+    ] = &sections;
     let aliyun = aliyun(ctx, s_aliyun);
     let watch = watch(ctx, s_watch);
     let state = state(ctx, s_state);
-    let cdn = cdn(ctx, s_cdn);
+    let cdn = managed(ctx, s_cdn);
+    let dcdn = dcdn::dcdn(ctx, s_dcdn, cdn.as_ref());
+    let cdn = cdn.map(|m| CdnSettings {
+        domains: m.domains.into_keys().collect(),
+        domains_file: m.domains_file,
+    });
+    let cas = cas::cas(ctx, s_aliyun, s_cas);
     let metrics = ops::metrics(ctx, s_metrics);
     let notify = ops::notify(ctx, s_notify);
     Some(Settings {
@@ -192,6 +222,8 @@ fn walk_root(ctx: &mut Ctx<'_>, root: &DeTable<'_>) -> Option<Settings> {
         watch: watch?,
         state: state?,
         cdn: cdn?,
+        dcdn: dcdn?,
+        cas: cas?,
         metrics: metrics?,
         notify: notify?,
     })
@@ -285,7 +317,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 impl<'t, 'i> Section<'t, 'i> {
-    fn value(&self, key: &str) -> Option<&'t Spanned<DeValue<'i>>> {
+    pub(super) fn value(&self, key: &str) -> Option<&'t Spanned<DeValue<'i>>> {
         self.table.and_then(|t| t.get(key))
     }
 
@@ -302,7 +334,7 @@ impl<'t, 'i> Section<'t, 'i> {
         ctx.problem(&value.span(), &dotted, message);
     }
 
-    fn string(&self, ctx: &mut Ctx<'_>, key: &str) -> Option<Spanned<String>> {
+    pub(super) fn string(&self, ctx: &mut Ctx<'_>, key: &str) -> Option<Spanned<String>> {
         let value = self.value(key)?;
         match value.get_ref() {
             DeValue::String(s) => Some(Spanned::new(value.span(), s.to_string())),
@@ -357,7 +389,7 @@ impl<'t, 'i> Section<'t, 'i> {
         }
     }
 
-    fn strings(&self, ctx: &mut Ctx<'_>, key: &str) -> Option<Vec<Spanned<String>>> {
+    pub(super) fn strings(&self, ctx: &mut Ctx<'_>, key: &str) -> Option<Vec<Spanned<String>>> {
         let value = self.value(key)?;
         let DeValue::Array(items) = value.get_ref() else {
             self.wrong_type(ctx, key, value, "an array of strings");
@@ -672,18 +704,47 @@ fn state(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Option<StateSettings> {
     }
 }
 
-fn cdn(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Option<CdnSettings> {
-    let mut domains = BTreeSet::new();
+/// Where a managed domain was listed: a span of the configuration file, or a line and
+/// column of a `domains_file`.
+#[derive(Clone, Debug)]
+pub(super) enum Listed {
+    Inline(Span),
+    File(PathBuf, usize, usize),
+}
+
+/// A product section's managed domains (`domains` and `domains_file`), each with where it
+/// was first listed.
+pub(super) struct Managed {
+    pub(super) domains: BTreeMap<String, Listed>,
+    pub(super) domains_file: Option<PathBuf>,
+}
+
+impl Ctx<'_> {
+    /// A problem at where `listed` says.
+    pub(super) fn problem_at(&mut self, listed: &Listed, key: &str, message: String) {
+        match listed {
+            Listed::Inline(span) => self.problem(span, key, message),
+            Listed::File(path, line, col) => self.problem_in(path, *line, *col, key, message),
+        }
+    }
+}
+
+/// `domains` and `domains_file` of the section `s` (`[cdn]` or `[dcdn]`): lowercased,
+/// deduplicated; a warning when the section manages none (only for `[cdn]`, which every
+/// configuration has; an absent `[dcdn]` manages nothing and says nothing).
+pub(super) fn managed(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Option<Managed> {
+    let name = s.name;
+    let mut domains = BTreeMap::new();
     let mut ok = true;
     if let Some(list) = s.strings(ctx, "domains") {
         for d in list {
             match domain::normalize_domain(d.get_ref()) {
-                Ok(name) => {
-                    domains.insert(name);
+                Ok(n) => {
+                    domains.entry(n).or_insert(Listed::Inline(d.span()));
                 }
                 Err(why) => {
-                    let message = format!("`cdn.domains` entry {:?}: {why}", d.get_ref());
-                    ctx.problem(&d.span(), "cdn.domains", message);
+                    let message = format!("`{name}.domains` entry {:?}: {why}", d.get_ref());
+                    ctx.problem(&d.span(), &format!("{name}.domains"), message);
                     ok = false;
                 }
             }
@@ -698,19 +759,19 @@ fn cdn(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Option<CdnSettings> {
         }
         Some(raw) => {
             let path = ctx.resolve(raw.get_ref());
-            ok &= domains_file(ctx, &raw.span(), &path, &mut domains);
+            ok &= domains_file(ctx, name, &raw.span(), &path, &mut domains);
             Some(path)
         }
     };
-    if ok && domains.is_empty() {
+    if ok && domains.is_empty() && name == "cdn" {
         let span = s.value("domains").map_or(0..0, |v| v.span());
         let message = "no managed CDN domains: list them in `cdn.domains` or \
                        `cdn.domains_file`; certrotd will only check certificates"
             .to_string();
         ctx.warn(&span, "cdn.domains", message);
     }
-    ok.then(|| CdnSettings {
-        domains: domains.into_iter().collect(),
+    ok.then_some(Managed {
+        domains,
         domains_file,
     })
 }
@@ -718,34 +779,36 @@ fn cdn(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Option<CdnSettings> {
 /// Adds the domains of `path` (one per line, `#` comments); `false` on any problem.
 fn domains_file(
     ctx: &mut Ctx<'_>,
+    section: &str,
     span: &Span,
     path: &Path,
-    domains: &mut BTreeSet<String>,
+    domains: &mut BTreeMap<String, Listed>,
 ) -> bool {
-    const KEY: &str = "cdn.domains_file";
+    let key = format!("{section}.domains_file");
+    let key = key.as_str();
     let Some(read) = ctx.files.contents(path) else {
-        let message = format!("`{KEY}` = {}: {NOT_GATHERED}", path.display());
-        ctx.problem(span, KEY, message);
+        let message = format!("`{key}` = {}: {NOT_GATHERED}", path.display());
+        ctx.problem(span, key, message);
         return false;
     };
     let text = match read.as_ref().map(|bytes| std::str::from_utf8(bytes)) {
         Ok(Ok(text)) => text,
         Ok(Err(_)) => {
             let message = format!(
-                "`{KEY}` = {}: not UTF-8 text; save it as UTF-8",
+                "`{key}` = {}: not UTF-8 text; save it as UTF-8",
                 path.display()
             );
-            ctx.problem(span, KEY, message);
+            ctx.problem(span, key, message);
             return false;
         }
         Err(e) => {
             let message = format!(
-                "`{KEY}` = {}: cannot read it ({}); create it (one domain per line, `#` \
+                "`{key}` = {}: cannot read it ({}); create it (one domain per line, `#` \
                  comments) or remove the key",
                 path.display(),
                 e.reason()
             );
-            ctx.problem(span, KEY, message);
+            ctx.problem(span, key, message);
             return false;
         }
     };
@@ -758,12 +821,15 @@ fn domains_file(
         }
         match domain::normalize_domain(entry) {
             Ok(name) => {
-                domains.insert(name);
+                let col = content.len() - content.trim_start().len() + 1;
+                domains
+                    .entry(name)
+                    .or_insert_with(|| Listed::File(path.to_path_buf(), i + 1, col));
             }
             Err(why) => {
                 let col = content.len() - content.trim_start().len() + 1;
                 let message = format!("domain {entry:?}: {why}");
-                ctx.problem_in(path, i + 1, col, KEY, message);
+                ctx.problem_in(path, i + 1, col, key, message);
                 ok = false;
             }
         }

@@ -199,9 +199,13 @@ pub(crate) struct StatusCounts {
     pub(crate) next_expiry: Option<time::Duration>,
     /// No usable credentials were found (the pass did not run).
     pub(crate) no_credentials: bool,
+    /// Managed DCDN domains (the rest are CDN's); the line names both products when some
+    /// are DCDN's.
+    pub(crate) dcdn: usize,
 }
 
-/// "37 domains up to date, 2 pending, next expiry in 41 days" (pure).
+/// "37 domains up to date, 2 pending, next expiry in 41 days" (pure); with DCDN domains,
+/// "… (35 cdn + 4 dcdn managed)" after the counts.
 pub(crate) fn status_line(c: &StatusCounts) -> String {
     if c.no_credentials {
         return "no usable Alibaba Cloud credentials: retrying with backoff (see the log)"
@@ -223,7 +227,13 @@ pub(crate) fn status_line(c: &StatusCounts) -> String {
     if let Some(left) = c.next_expiry {
         parts.push(expiry(left));
     }
-    parts.join(", ")
+    let mut line = parts.join(", ");
+    if c.dcdn > 0 {
+        let all = c.up_to_date + c.pending + c.failed + c.uncovered;
+        let cdn = all.saturating_sub(c.dcdn);
+        line.push_str(&format!(" ({cdn} cdn + {} dcdn managed)", c.dcdn));
+    }
+    line
 }
 
 fn expiry(left: time::Duration) -> String {
@@ -416,6 +426,20 @@ mod tests {
         assert_eq!(
             status_line(&c),
             "0 domains up to date, 3 failing, 1 without a valid certificate, next expiry in 5 hours"
+        );
+    }
+
+    #[test]
+    fn status_line_names_the_products_when_dcdn_domains_are_managed() {
+        let c = StatusCounts {
+            up_to_date: 5,
+            pending: 1,
+            dcdn: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            status_line(&c),
+            "5 domains up to date, 1 pending (4 cdn + 2 dcdn managed)"
         );
     }
 

@@ -5,10 +5,11 @@
 //! verified deployments count) has nothing to push to it and a valid certificate covers it —
 //! the planner's own rule, so the metric and the next pass never disagree.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use time::OffsetDateTime;
 
+use crate::config::Product;
 use crate::metrics::{self, DomainRow, LineageRow};
 use crate::reconcile::{self, PlanParams, ValidLineage};
 use crate::source::Lineage;
@@ -16,9 +17,9 @@ use crate::state::State;
 
 /// One pass's view, as the metrics want it.
 pub(crate) struct PassView<'a> {
-    /// Managed domains and the product (`push::Target::product`) that serves them.
+    /// Managed domains (every product) and each one's product (the `product` label).
     pub(crate) domains: &'a [String],
-    pub(crate) product: &'static str,
+    pub(crate) products: &'a BTreeMap<String, Product>,
     pub(crate) verify: bool,
     pub(crate) batch: usize,
     pub(crate) lineages: &'a [Lineage],
@@ -64,7 +65,12 @@ pub(crate) fn record(view: &PassView<'_>, state: &State, now: OffsetDateTime) {
     m.set_domains(view.domains.iter().map(|d| {
         DomainRow {
             domain: d,
-            product: view.product,
+            product: view
+                .products
+                .get(d)
+                .copied()
+                .unwrap_or(Product::Cdn)
+                .label(),
             up_to_date: fresh.contains(d),
             expiry: state
                 .domains

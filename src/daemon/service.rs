@@ -26,7 +26,7 @@
 //! client's `timeout_secs`; the store is always given back (a lost store is re-opened); a
 //! pass whose outcome is not on disk counts as failed until a save succeeds.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,11 +41,13 @@ use super::observe::{self, PassView};
 use super::runner::{LoopSettings, PassCtx, PassReport, Reconciler};
 use super::schedule::{PassOutcome, Trigger, Validity};
 use super::torn::{Decision, Observed, TornTracker, renewal_in_progress};
-use crate::aliyun::cdn::{AliyunCdn, ConnectError, limits as cdn_limits};
+use crate::aliyun::cas::cleanup;
+use crate::aliyun::cdn::{self as cdn_api, AliyunCdn, CDN_BATCH, ConnectError, batch_limits};
+use crate::aliyun::fallback::Start;
 use crate::cert::{self, Certificate, Fingerprint};
-use crate::config::{self, Settings};
+use crate::config::{self, Product, Settings};
 use crate::metrics::{self, Health};
-use crate::push::{self, Executor, Limits, Options, Rate, RateLimiter, Target as _};
+use crate::push::{self, Executor, Limits, Options, Rate, RateLimiter};
 use crate::reconcile::{self, Holds, Pass, ReadBack, Summary, ValidLineage};
 use crate::source::{Lineage, Scanner};
 use crate::state::{Role, StateStore, Verification};
@@ -56,12 +58,15 @@ pub(crate) struct Service {
     config_path: PathBuf,
     settings: Settings,
     scanner: Scanner,
-    /// The API for read-backs (confirmation, audit) and the executor (its target shares
-    /// the API's client); `None` while no usable credentials are found: each pass tries
-    /// again, and a failed pass is retried with backoff.
+    /// The APIs for read-backs (confirmation, audit), per product, and the executor (its
+    /// targets share the APIs' clients); `None` while no usable credentials are found:
+    /// each pass tries again, and a failed pass is retried with backoff.
     conn: Option<Conn>,
     /// The last connect error logged (logged again only when it changes).
     connect_error: Option<String>,
+    /// The CDN call passes start on (the batch call, unless found retired; see
+    /// `aliyun::fallback`), decided at start and after each pass.
+    start: Start,
     /// `None` only while a pass holds it.
     store: Option<StateStore>,
     torn: TornTracker<String, Arc<Certificate>>,
@@ -84,9 +89,12 @@ pub(crate) struct Service {
     alerts: Tracker,
 }
 
-/// The API and the executor of the configuration in force.
+/// The APIs and the executor of the configuration in force.
 struct Conn {
-    api: Arc<AliyunCdn>,
+    /// Read-backs of `[cdn]` domains (the per-domain CDN target's client).
+    cdn: Arc<AliyunCdn>,
+    /// Read-backs of `[dcdn]` domains.
+    dcdn: Arc<AliyunCdn>,
     executor: Arc<Executor<AliyunCdn>>,
 }
 
@@ -164,7 +172,9 @@ impl TornHolds<'_> {
 impl Service {
     /// A service on `settings` (loaded from `config_path`) and the locked `store`.
     pub(crate) fn new(config_path: PathBuf, settings: Settings, store: StateStore) -> Service {
+        let start = cdn_api::start_for(&settings.aliyun, store.state(), false);
         let mut service = Service {
+            start,
             audit: audit_limiter(&settings),
             audit_queue: VecDeque::new(),
             file_events: Arc::new(AtomicU64::new(0)),
@@ -276,14 +286,18 @@ impl Service {
             return;
         }
         let rate = self.settings.aliyun.read_requests_per_second;
-        let domains = &self.settings.cdn.domains;
-        reconcile::confirm_pending(&*conn.api, store, domains, rate, || ctx.stop_requested()).await;
+        for (api, domains) in [
+            (&conn.cdn, &self.settings.cdn.domains),
+            (&conn.dcdn, &self.settings.dcdn.domains),
+        ] {
+            reconcile::confirm_pending(&**api, store, domains, rate, || ctx.stop_requested()).await;
+        }
     }
 
     /// Starts a drift audit of every managed domain (at a periodic rescan); an audit still
     /// under way starts over.
     fn queue_audit(&mut self) {
-        self.audit_queue = self.settings.cdn.domains.iter().cloned().collect();
+        self.audit_queue = self.settings.all_domains().into();
         info!(
             domains = self.audit_queue.len(),
             "drift audit: reading back what each domain serves"
@@ -296,7 +310,11 @@ impl Service {
     /// or a stop is requested, so it never holds up a file-change pass by more than one
     /// read. Returns whether it found drift.
     async fn audit_drift(&mut self, store: &mut StateStore, ctx: &PassCtx) -> bool {
-        let Some(api) = self.conn.as_ref().map(|c| Arc::clone(&c.api)) else {
+        let Some((cdn, dcdn)) = self
+            .conn
+            .as_ref()
+            .map(|c| (Arc::clone(&c.cdn), Arc::clone(&c.dcdn)))
+        else {
             return false;
         };
         let events = self.file_events.load(Ordering::Acquire);
@@ -315,7 +333,13 @@ impl Service {
             };
             self.audit.acquire().await;
             let one = std::slice::from_ref(&domain);
-            let seen = reconcile::read_back(&*api, store, &domain, one, fingerprint, "audit").await;
+            let api = if self.settings.dcdn.domains.binary_search(&domain).is_ok() {
+                &dcdn
+            } else {
+                &cdn
+            };
+            let seen =
+                reconcile::read_back(&**api, store, &domain, one, fingerprint, "audit").await;
             drift |= seen == ReadBack::Other;
         }
         info!(drift, "drift audit done");
@@ -329,17 +353,18 @@ impl Service {
         ctx: &PassCtx,
         now: OffsetDateTime,
     ) -> (PassReport, StateStore) {
-        let Some((product, executor)) = self
-            .conn
-            .as_ref()
-            .map(|c| (c.api.product(), Arc::clone(&c.executor)))
-        else {
+        let Some(executor) = self.conn.as_ref().map(|c| Arc::clone(&c.executor)) else {
             return (PassReport::default(), store);
         };
         let lineages = self.scanner.scan(&self.settings.watch.paths);
+        let domains = self.settings.all_domains();
+        let routes = cdn_api::routes(&self.settings, self.start);
+        let per_call = cdn_api::per_call();
         let pass = Pass {
-            domains: &self.settings.cdn.domains,
-            batch: self.settings.aliyun.domains_per_call(),
+            domains: &domains,
+            routes: &routes,
+            per_call: &per_call,
+            batch: cdn_api::batch_for(&self.settings.aliyun, self.start),
             verify: self.settings.aliyun.verify,
             force: false,
         };
@@ -350,9 +375,10 @@ impl Service {
             held_n: 0,
         };
         let planned = pass.plan(&lineages, &mut holds, store.state(), now);
+        let products: BTreeMap<String, Product> = self.settings.managed().into_iter().collect();
         let view = PassView {
-            domains: &self.settings.cdn.domains,
-            product,
+            domains: &domains,
+            products: &products,
             verify: pass.verify,
             batch: pass.batch,
             lineages: &lineages,
@@ -392,11 +418,15 @@ impl Service {
             calls = planned.summary.planned_calls,
             "pushing"
         );
+        if let Some(cas) = self.conn.as_ref().and_then(|c| c.cdn.cas()) {
+            cas.remember(&store.state().cas);
+        }
         let no_progress = Box::new(|_| {});
         let passed = pass
             .push(planned, &executor, store, no_progress, ctx.stopped())
             .await;
-        let (summary, store) = (passed.summary, passed.store);
+        let (summary, mut store) = (passed.summary, passed.store);
+        self.settle_fallback(&mut store, &summary);
         for (domain, why) in &summary.failed {
             let kind = failure_kind(&store, domain);
             metrics::global().push_failed(kind);
@@ -438,6 +468,46 @@ impl Service {
         };
         send_alerts(&mut self.alerts, &self.hooks, &facts);
         (report(outcome, counts), store)
+    }
+
+    /// `[cas] delete_superseded`: after a clean pass, the CAS cleanup (see
+    /// `aliyun::cas::cleanup`), CDN and DCDN domains each read back through its own
+    /// product; what it did is logged there, its problems here.
+    async fn cas_cleanup(&self, store: &mut StateStore) {
+        let Some(conn) = &self.conn else { return };
+        let Some(cas) = conn.cdn.cas() else {
+            return;
+        };
+        if !self.settings.cas.delete_superseded {
+            return;
+        }
+        let grace = self.settings.cas.delete_after;
+        let products: [(&AliyunCdn, &[String]); 2] = [
+            (&*conn.cdn, &self.settings.cdn.domains),
+            (&*conn.dcdn, &self.settings.dcdn.domains),
+        ];
+        let now = OffsetDateTime::now_utc();
+        let rate = self.settings.aliyun.read_requests_per_second;
+        let done = cleanup::run(cas, &products, store, now, grace, rate).await;
+        for e in &done.errors {
+            warn!(kind = "cas-cleanup", "{e}");
+        }
+        for (id, name, why) in &done.kept {
+            info!(cert_id = id, %name, "kept in CAS: {why}");
+        }
+    }
+}
+
+impl Service {
+    /// Records the batch call's fate after a pass (see `aliyun::fallback`); once it is found
+    /// gone, later passes start on the per-domain call.
+    fn settle_fallback(&mut self, store: &mut StateStore, summary: &Summary) {
+        let gone = summary.gone.contains(&"cdn-batch");
+        let batch_worked = summary.deployed_by.get(&CDN_BATCH).is_some_and(|n| *n > 0);
+        cdn_api::settle_fallback(store, &self.settings.aliyun, self.start, gone, batch_worked);
+        if gone {
+            self.start = Start::PerDomain;
+        }
     }
 }
 
@@ -495,6 +565,10 @@ impl Service {
             let now = OffsetDateTime::now_utc();
             (report, store) = self.reconcile(store, ctx, now).await;
         }
+        let clean = saved && !report.outcome.failed && !report.outcome.torn;
+        if clean && !ctx.stop_requested() {
+            self.cas_cleanup(&mut store).await;
+        }
         store.release_memory();
         self.store = Some(store);
         report.outcome.failed |= !saved;
@@ -546,12 +620,18 @@ impl Reconciler for Service {
             );
             new.state.dir = self.settings.state.dir.clone();
         }
-        if new.aliyun != self.settings.aliyun {
+        if new.aliyun != self.settings.aliyun
+            || new.dcdn.endpoint != self.settings.dcdn.endpoint
+            || new.cas != self.settings.cas
+        {
             match connect(&new) {
                 Ok(conn) => {
                     self.conn = Some(conn);
                     self.connect_error = None;
                     metrics::global().set_credentials(true);
+                    if let Some(store) = &self.store {
+                        self.start = cdn_api::start_for(&new.aliyun, store.state(), false);
+                    }
                     self.audit = audit_limiter(&new);
                 }
                 // Not connected yet anyway: take the new settings, connect at the next pass.
@@ -629,19 +709,23 @@ fn log_problems(reported: &mut HashMap<String, String>, summary: &Summary) {
     *reported = now;
 }
 
-/// The API and the executor for these settings (one client, shared).
+/// The CDN and DCDN read APIs and the executor for these settings (one client per
+/// product, shared; one CAS store for all targets); the batch call's writes spread
+/// ([`spread_limits`]).
 fn connect(settings: &Settings) -> Result<Conn, ConnectError> {
-    let api = AliyunCdn::connect(&settings.aliyun)?;
-    let target = api.clone().with_limits(spread_limits(settings));
+    let [batch, per_domain, dcdn] = cdn_api::connect_all(settings)?;
+    let (cdn, dcdn_api) = (Arc::new(per_domain.clone()), Arc::new(dcdn.clone()));
+    let batch = batch.with_limits(spread_limits(settings));
     let a = &settings.aliyun;
-    let executor = Executor::new(Arc::new(target), Options::new(a.max_attempts, a.verify));
+    let options = Options::new(a.max_attempts, a.verify);
     Ok(Conn {
-        api: Arc::new(api),
-        executor: Arc::new(executor),
+        cdn,
+        dcdn: dcdn_api,
+        executor: Arc::new(cdn_api::executor([batch, per_domain, dcdn], options)),
     })
 }
 
-/// The chosen call's limits, with write starts spread evenly (one every `window / rate`)
+/// The batch call's limits, with write starts spread evenly (one every `window / rate`)
 /// instead of a burst of `rate` at the start of each window: the same throughput and never
 /// more than `rate` starts in any rolling window, but against a fast API at most one call is
 /// in flight at a time, so a process killed at any instant loses the record of at most one
@@ -649,7 +733,7 @@ fn connect(settings: &Settings) -> Result<Conn, ConnectError> {
 /// read rate is lower than the write rate (the two limiters share one window). Limits that
 /// are spread already (one write a window: the per-domain call's) are kept as they are.
 fn spread_limits(settings: &Settings) -> Limits {
-    let mut limits = cdn_limits(&settings.aliyun);
+    let mut limits = batch_limits(&settings.aliyun);
     let (w, r) = (limits.writes.calls.max(1), limits.reads.calls.max(1));
     if w > 1 && r >= w {
         let per = limits.writes.per / w;
@@ -710,6 +794,7 @@ fn planned_counts(
         uncovered: summary.uncovered.len(),
         next_expiry: next_expiry(store, settings, now),
         no_credentials: false,
+        dcdn: settings.dcdn.domains.len(),
     }
 }
 
@@ -733,6 +818,7 @@ fn final_counts(
         uncovered: summary.uncovered.len(),
         next_expiry: next_expiry(store, settings, now),
         no_credentials: false,
+        dcdn: settings.dcdn.domains.len(),
     }
 }
 
@@ -743,8 +829,7 @@ fn next_expiry(
     now: OffsetDateTime,
 ) -> Option<time::Duration> {
     settings
-        .cdn
-        .domains
+        .all_domains()
         .iter()
         .filter_map(|d| store.state().domains.get(d)?.deployed.as_ref())
         .map(|d| d.not_after)
@@ -766,16 +851,15 @@ mod tests {
     }
 
     #[test]
-    fn batch_writes_are_spread_and_per_domain_limits_kept_as_they_are() {
+    fn batch_writes_are_spread_whatever_the_api() {
         let batch = spread_limits(&settings(""));
         let per = push::RATE_WINDOW / 10;
         assert_eq!(batch.writes, Rate { calls: 1, per });
         assert_eq!(batch.reads, Rate { calls: 5, per });
-
+        assert_eq!(batch.domains_per_call, 10);
+        // The per-domain lanes keep their own (already spread) limits; the batch lane,
+        // unused with api = "per-domain", is spread the same way.
         let s = settings("[aliyun]\napi = \"per-domain\"\n");
-        let limits = spread_limits(&s);
-        assert_eq!(limits, cdn_limits(&s.aliyun));
-        assert_eq!(limits.writes.calls, 1);
-        assert_eq!(limits.reads, Rate::per_second(50));
+        assert_eq!(spread_limits(&s), batch);
     }
 }

@@ -35,10 +35,13 @@ use time::macros::format_description;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
+use super::cas::{self, Cas, SharedCas};
+use super::dcdn::{self, Op};
 use super::record::{LogEntry, LogJson, Served};
 use super::{EmulatorConfig, Faults};
 use crate::aliyun::sign::{self, V3Authorization};
 use crate::cert::Fingerprint;
+use crate::config::Product;
 
 pub(crate) const ACTION_SET: &str = "BatchSetCdnDomainServerCertificate";
 /// The per-domain write: one domain, no `ForceSet`, on its own rate budget.
@@ -53,7 +56,6 @@ pub(crate) const TIMESTAMP_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// for the jitter between a client starting a call and the emulator reading it, so a client
 /// that keeps the rule exactly is not throttled for transit noise.
 pub(crate) const RATE_WINDOW: Duration = Duration::from_millis(950);
-const HOST_ID: &str = "cdn.aliyuncs.com";
 const MAX_CERT_NAME: usize = 128;
 const MAX_PAGE_SIZE: u64 = 500;
 /// Longest URL query accepted; Alibaba's gateway answers a longer URL (certificates sent as
@@ -146,13 +148,13 @@ const V3_REQUIRED: [&str; 6] = [
 
 /// A refusal: HTTP status, `Code`, `Message`.
 #[derive(Debug)]
-struct ApiError {
-    status: u16,
-    code: &'static str,
-    message: String,
+pub(super) struct ApiError {
+    pub(super) status: u16,
+    pub(super) code: &'static str,
+    pub(super) message: String,
 }
 
-fn refuse(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+pub(super) fn refuse(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError {
         status,
         code,
@@ -160,7 +162,7 @@ fn refuse(status: u16, code: &'static str, message: impl Into<String>) -> ApiErr
     }
 }
 
-fn missing(name: &str) -> ApiError {
+pub(super) fn missing(name: &str) -> ApiError {
     refuse(
         400,
         "MissingParameter",
@@ -186,7 +188,7 @@ enum Class {
 }
 
 /// Query and form-body parameters together, in arrival order.
-struct Params {
+pub(super) struct Params {
     all: Vec<(String, String)>,
     in_query: bool,
 }
@@ -204,7 +206,20 @@ impl Params {
         Params { all, in_query }
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    /// Parameters as given (tests of the actions behind the envelope).
+    #[cfg(test)]
+    pub(super) fn from_pairs(pairs: &[(&str, &str)]) -> Params {
+        let all = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
+        Params {
+            all,
+            in_query: false,
+        }
+    }
+
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.all
             .iter()
             .find(|(k, _)| k == name)
@@ -215,7 +230,7 @@ impl Params {
         self.get(name).unwrap_or_default().to_string()
     }
 
-    fn require(&self, name: &str) -> Result<&str, ApiError> {
+    pub(super) fn require(&self, name: &str) -> Result<&str, ApiError> {
         match self.get(name) {
             Some(v) if !v.is_empty() => Ok(v),
             _ => Err(missing(name)),
@@ -252,13 +267,13 @@ impl Params {
 
 /// Calls that arrived in the last [`RATE_WINDOW`].
 #[derive(Default)]
-struct Window {
+pub(super) struct Window {
     arrivals: VecDeque<Instant>,
 }
 
 impl Window {
     /// Admits a call at `now` unless `limit` calls are already in the window.
-    fn admit(&mut self, now: Instant, limit: u32) -> bool {
+    pub(super) fn admit(&mut self, now: Instant, limit: u32) -> bool {
         while let Some(first) = self.arrivals.front() {
             if now.saturating_duration_since(*first) >= RATE_WINDOW {
                 self.arrivals.pop_front();
@@ -276,6 +291,12 @@ impl Window {
 
 /// The emulator's whole mutable state.
 pub(super) struct State {
+    /// The product this emulator is (its version, actions and answer shapes).
+    product: Product,
+    /// The batch call answers `InvalidAction.NotFound`, as once Alibaba retires it.
+    batch_gone: bool,
+    /// Known domains that are offline (listed so; writes refused).
+    offline: BTreeSet<String>,
     access_key_id: String,
     access_key_secret: Zeroizing<String>,
     domains: BTreeSet<String>,
@@ -299,11 +320,17 @@ pub(super) struct State {
     id_rng: StdRng,
     started: Instant,
     generation: u64,
+    /// The account's SSL Certificates Service (shared with the other product's emulator
+    /// when they run as one process).
+    cas: SharedCas,
 }
 
 impl State {
     pub(super) fn new(cfg: &EmulatorConfig, started: Instant) -> State {
         State {
+            product: cfg.product,
+            batch_gone: cfg.batch_gone,
+            offline: cfg.offline.iter().map(|d| d.to_ascii_lowercase()).collect(),
             access_key_id: cfg.access_key_id.clone(),
             access_key_secret: Zeroizing::new(cfg.access_key_secret.clone()),
             domains: cfg.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
@@ -327,6 +354,7 @@ impl State {
             id_rng: rand::make_rng(),
             started,
             generation: 0,
+            cas: std::sync::Arc::new(std::sync::Mutex::new(Cas::new(&cfg.cas_region))),
         }
     }
 
@@ -343,12 +371,59 @@ impl State {
         &self.served
     }
 
+    pub(super) fn cas(&self) -> std::sync::MutexGuard<'_, Cas> {
+        cas::lock(&self.cas)
+    }
+
+    /// The CAS this emulator binds to, to share with another product's emulator.
+    pub(super) fn cas_handle(&self) -> SharedCas {
+        std::sync::Arc::clone(&self.cas)
+    }
+
+    /// Binds to `cas` (another product's emulator's, the account's one CAS) instead of its
+    /// own, which must still be empty.
+    pub(super) fn share_cas(&mut self, cas: SharedCas) {
+        self.cas = cas;
+    }
+
+    /// `domain` now serves `served`: the served map and CAS's record of bindings.
+    fn serve(&mut self, domain: &str, served: Served) {
+        let cert_id = served.cas_cert_id;
+        self.served.insert(domain.to_string(), served);
+        cas::lock(&self.cas).note_served(self.product, domain, cert_id);
+        self.served_json = None;
+    }
+
+    /// Adds a user's upload to CAS (a seed), as the console would; its `CertId`.
+    pub(super) fn seed_cas(
+        &mut self,
+        name: &str,
+        chain: &str,
+        key: &str,
+        wall: OffsetDateTime,
+    ) -> Result<u64, String> {
+        let id = cas::lock(&self.cas).seed(name, chain, key, wall)?;
+        self.served_json = None;
+        self.generation += 1;
+        Ok(id)
+    }
+
     /// The state dump's bytes; the served map is re-encoded only after it changed.
     pub(super) fn dump_json(&mut self) -> Vec<u8> {
         let served = self.served_json.get_or_insert_with(|| {
             serde_json::to_vec(&self.served).unwrap_or_else(|_| b"{}".to_vec())
         });
-        self.log_json.dump(served)
+        let cas: Vec<super::record::DumpedCas> = cas::lock(&self.cas)
+            .certs()
+            .map(|c| super::record::DumpedCas {
+                cert_id: c.cert_id,
+                name: c.name.clone(),
+                fingerprint: c.fingerprint,
+                by_user: c.by_user,
+            })
+            .collect();
+        let cas = serde_json::to_vec(&cas).unwrap_or_else(|_| b"[]".to_vec());
+        self.log_json.dump(served, &cas)
     }
 
     #[cfg(test)]
@@ -360,6 +435,11 @@ impl State {
         self.faults = faults;
     }
 
+    pub(super) fn set_batch_gone(&mut self, gone: bool) {
+        self.batch_gone = gone;
+        self.generation += 1;
+    }
+
     /// Sets (or with `None` clears) what `domain` serves, as a change in the console would.
     /// `false` when the domain is unknown.
     pub(super) fn set_served(&mut self, domain: &str, served: Option<Served>) -> bool {
@@ -368,10 +448,13 @@ impl State {
             return false;
         }
         match served {
-            Some(s) => self.served.insert(domain, s),
-            None => self.served.remove(&domain),
-        };
-        self.served_json = None;
+            Some(s) => self.serve(&domain, s),
+            None => {
+                self.served.remove(&domain);
+                cas::lock(&self.cas).note_served(self.product, &domain, None);
+                self.served_json = None;
+            }
+        }
         self.generation += 1;
         true
     }
@@ -387,6 +470,7 @@ impl State {
         let at = Duration::from_micros(u64::try_from(since_start.as_micros()).unwrap_or(u64::MAX));
         let envelope = Envelope::of(req, &params);
         let mut entry = new_entry(&params, &envelope, req, at);
+        entry.params = param_names(&params);
         entry.request_id.clone_from(&request_id);
         let too_long = req.query.as_ref().is_some_and(|q| q.len() > MAX_QUERY);
         let outcome = match self.faults.pick(draw) {
@@ -421,7 +505,7 @@ impl State {
             Outcome::Err(e) => {
                 entry.status = Some(e.status);
                 entry.code = Some(e.code.to_string());
-                failure(&e, &request_id)
+                failure(self.product, &e, &request_id)
             }
         };
         tracing::debug!(
@@ -482,33 +566,52 @@ impl State {
             }
             Some(auth) => self.authenticate_v3(req, auth, wall)?,
         };
-        let class = match action.as_str() {
-            ACTION_SET => Class::Write,
-            ACTION_SET_SSL => Class::PerDomainWrite,
-            ACTION_DESCRIBE_CERT | ACTION_USER_DOMAINS => Class::Read,
-            other => {
-                return Err(refuse(
-                    404,
-                    "InvalidAction.NotFound",
-                    format!(
-                        "Specified api is not found, please check your url and method: {other}"
-                    ),
-                ));
+        let cas_action = cas::ACTIONS.contains(&action.as_str());
+        let version = match req.authorization() {
+            None => p.get("Version"),
+            Some(_) => req.header("x-acs-version"),
+        };
+        if cas_action {
+            if version != Some(cas::VERSION) {
+                return Err(invalid_version(cas::VERSION));
             }
+            return cas::lock(&self.cas).answer(&action, p, now, wall);
+        }
+        let op = match dcdn::op(self.product, &action) {
+            Some(Op::BatchSet) if self.batch_gone => None,
+            op => op,
+        };
+        let Some(op) = op else {
+            return Err(refuse(
+                404,
+                "InvalidAction.NotFound",
+                format!("Specified api is not found, please check your url and method: {action}"),
+            ));
+        };
+        let product_version = dcdn::version(self.product);
+        if version != Some(product_version) {
+            return Err(invalid_version(product_version));
+        }
+        let class = match op {
+            Op::BatchSet => Class::Write,
+            Op::SetSsl => Class::PerDomainWrite,
+            Op::DescribeCert | Op::UserDomains => Class::Read,
         };
         self.throttle(class, now)?;
-        match action.as_str() {
-            ACTION_SET => {
+        match op {
+            Op::BatchSet => {
                 let domains = self.domain_list(p)?;
+                self.check_online(&domains)?;
                 let force = p.get("ForceSet") == Some("1");
-                self.set_certificate(p, &domains, force, wall, request_id)
+                self.set_certificate(p, &domains, force, false, wall, request_id)
             }
-            ACTION_SET_SSL => {
-                let domain = self.one_domain(p)?;
-                self.set_certificate(p, &[domain], false, wall, request_id)
+            Op::SetSsl => {
+                let domain = self.one_domain(p, &action)?;
+                self.check_online(std::slice::from_ref(&domain))?;
+                self.set_certificate(p, &[domain], false, true, wall, request_id)
             }
-            ACTION_DESCRIBE_CERT => self.describe_certificate(p),
-            _ => self.user_domains(p),
+            Op::DescribeCert => self.describe_certificate(p, &action),
+            Op::UserDomains => self.user_domains(p),
         }
     }
 
@@ -519,7 +622,7 @@ impl State {
         p: &Params,
         wall: OffsetDateTime,
     ) -> Result<(), ApiError> {
-        check_common_params(p)?;
+        check_common_params(p, dcdn::version(self.product))?;
         if p.get("AccessKeyId") != Some(self.access_key_id.as_str()) {
             return Err(unknown_access_key());
         }
@@ -547,8 +650,9 @@ impl State {
                 _ => return Err(missing(name)),
             }
         }
-        if req.header("x-acs-version") != Some(VERSION) {
-            return Err(invalid_version());
+        let version = dcdn::version(self.product);
+        if !matches!(req.header("x-acs-version"), Some(v) if v == version || v == cas::VERSION) {
+            return Err(invalid_version(version));
         }
         check_v3_signed_headers(req, &auth)?;
         if auth.access_key_id != self.access_key_id {
@@ -630,16 +734,22 @@ impl State {
 
     /// The checks both write calls share (certificate, key, `CertName`, `SSLProtocol`,
     /// `CertType`, coverage of `domains`), then `domains` serve the certificate. `force`:
-    /// the call may take a `CertName` over from other content (`ForceSet=1`).
-    fn set_certificate(
+    /// the call may take a `CertName` over from other content (`ForceSet=1`). With
+    /// `CertType=cas` the call binds a CAS certificate instead ([`State::bind_cas`]): by
+    /// `CertId` when `by_id` (the per-domain calls), else by `CertName`.
+    pub(super) fn set_certificate(
         &mut self,
         p: &Params,
         domains: &[String],
         force: bool,
+        by_id: bool,
         wall: OffsetDateTime,
         request_id: &str,
     ) -> Result<Value, ApiError> {
         check_ssl_protocol(p.get("SSLProtocol"))?;
+        if p.get("CertType") == Some("cas") {
+            return self.bind_cas(p, domains, by_id, wall, request_id);
+        }
         check_cert_type(p.get("CertType"))?;
         let cert_name = check_cert_name(p.get("CertName"))?;
         let chain = required_pem(p, "SSLPub")?;
@@ -650,9 +760,36 @@ impl State {
         let mut served = Served::new(&cert, cert_name, request_id, wall);
         chain.clone_into(&mut served.chain_pem);
         for d in domains {
-            self.served.insert(d.clone(), served.clone());
+            self.serve(d, served.clone());
         }
-        self.served_json = None;
+        Ok(json!({}))
+    }
+
+    /// A `CertType=cas` write: `domains` bind the CAS certificate the call names (by
+    /// `CertName` in the batch call, by `CertId` and `CertRegion` in a per-domain call),
+    /// which must cover each of them.
+    fn bind_cas(
+        &mut self,
+        p: &Params,
+        domains: &[String],
+        by_id: bool,
+        wall: OffsetDateTime,
+        request_id: &str,
+    ) -> Result<Value, ApiError> {
+        let (served, _, names) = cas::lock(&self.cas).binding(p, by_id, request_id, wall)?;
+        if let Some(d) = domains
+            .iter()
+            .find(|d| crate::cert::covers(&names, d).is_none())
+        {
+            return Err(refuse(
+                400,
+                "Certificate.MissMatch",
+                format!("The certificate does not cover the domain {d}."),
+            ));
+        }
+        for d in domains {
+            self.serve(d, served.clone());
+        }
         Ok(json!({}))
     }
 
@@ -679,8 +816,21 @@ impl State {
         Ok(())
     }
 
+    /// Writes to an offline domain are refused as the API refuses an operation the domain's
+    /// state does not permit (`IllegalOperation`, 403).
+    fn check_online(&self, domains: &[String]) -> Result<(), ApiError> {
+        match domains.iter().find(|d| self.offline.contains(*d)) {
+            None => Ok(()),
+            Some(d) => Err(refuse(
+                403,
+                "IllegalOperation",
+                format!("Illegal domain operate is not permitted: {d} is offline."),
+            )),
+        }
+    }
+
     /// `DomainName` of a per-domain write: present, exactly one domain, known.
-    fn one_domain(&self, p: &Params) -> Result<String, ApiError> {
+    fn one_domain(&self, p: &Params, action: &str) -> Result<String, ApiError> {
         p.require("DomainName")?;
         let domains = p.domains();
         let [domain] = domains.as_slice() else {
@@ -688,7 +838,7 @@ impl State {
                 400,
                 "InvalidParameter.DomainName",
                 format!(
-                    "SetCdnDomainSSLCertificate takes exactly one DomainName; the call names {}.",
+                    "{action} takes exactly one DomainName; the call names {}.",
                     domains.len()
                 ),
             ));
@@ -734,42 +884,19 @@ impl State {
         Ok(domains)
     }
 
-    fn describe_certificate(&self, p: &Params) -> Result<Value, ApiError> {
+    fn describe_certificate(&self, p: &Params, action: &str) -> Result<Value, ApiError> {
         let domain = p.require("DomainName")?.trim().to_ascii_lowercase();
         if domain.contains(',') {
             return Err(refuse(
                 400,
                 "InvalidParameter.DomainName",
-                "DescribeDomainCertificateInfo takes one domain name.",
+                format!("{action} takes one domain name."),
             ));
         }
         if !self.domains.contains(&domain) {
             return Err(domain_not_found(&domain));
         }
-        let info = match self.served.get(&domain) {
-            Some(s) => json!({
-                "DomainName": domain,
-                "CertName": s.cert_name,
-                "CertType": "upload",
-                "ServerCertificateStatus": "on",
-                "ServerCertificate": s.chain_pem,
-                "CertExpireTime": api_time(s.not_after),
-                "CertStartTime": api_time(s.not_before),
-                "CertUpdateTime": api_time(s.updated_at),
-                "CertDomainName": s.names.join(","),
-                "Status": "success",
-            }),
-            None => json!({
-                "DomainName": domain,
-                "CertName": "",
-                "CertType": "",
-                "ServerCertificateStatus": "off",
-                "ServerCertificate": "",
-                "CertExpireTime": "",
-                "CertStartTime": "",
-                "CertDomainName": "",
-            }),
-        };
+        let info = dcdn::cert_info(self.product, &domain, self.served.get(&domain));
         Ok(json!({ "CertInfos": { "CertInfo": [info] } }))
     }
 
@@ -783,8 +910,8 @@ impl State {
             .skip(usize::try_from(skip).unwrap_or(usize::MAX))
             .take(usize::try_from(page_size).unwrap_or(usize::MAX))
             .map(|d| {
-                let ssl = if self.served.contains_key(d) { "on" } else { "off" };
-                json!({ "DomainName": d, "DomainStatus": "online", "SslProtocol": ssl, "CdnType": "web" })
+                let online = !self.offline.contains(d);
+                dcdn::page_entry(self.product, d, online, self.served.contains_key(d))
             })
             .collect();
         Ok(json!({
@@ -796,8 +923,33 @@ impl State {
     }
 }
 
+/// The names of the request's parameters (query and form body; never their values),
+/// sorted, without the envelope's common ones and the signature.
+fn param_names(p: &Params) -> Vec<String> {
+    const COMMON: [&str; 10] = [
+        "Action",
+        "Version",
+        "Format",
+        "AccessKeyId",
+        "Signature",
+        "SignatureMethod",
+        "SignatureVersion",
+        "SignatureNonce",
+        "Timestamp",
+        "SecurityToken",
+    ];
+    let names: BTreeSet<&str> = p
+        .all
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| !COMMON.contains(k))
+        .collect();
+    names.into_iter().map(str::to_string).collect()
+}
+
 fn new_entry(p: &Params, envelope: &Envelope, req: &Incoming, at: Duration) -> LogEntry {
-    let is_write = envelope.action == ACTION_SET || envelope.action == ACTION_SET_SSL;
+    let is_write = dcdn::is_write(&envelope.action);
+    let is_upload = envelope.action == cas::ACTION_UPLOAD;
     LogEntry {
         at,
         method: req.method.clone(),
@@ -819,14 +971,20 @@ fn new_entry(p: &Params, envelope: &Envelope, req: &Incoming, at: Duration) -> L
         request_id: String::new(),
         cert_name: if is_write {
             p.get("CertName").map(str::to_string)
+        } else if is_upload {
+            p.get("Name").map(str::to_string)
         } else {
             None
         },
         fingerprint: if is_write {
             p.get("SSLPub").and_then(leaf_fingerprint)
+        } else if is_upload {
+            p.get("Cert").and_then(leaf_fingerprint)
         } else {
             None
         },
+        params: Vec::new(),
+        request_bytes: (req.body.len() + req.query.as_ref().map_or(0, String::len)) as u64,
     }
 }
 
@@ -844,11 +1002,11 @@ fn leaf_fingerprint(pem: &str) -> Option<Fingerprint> {
 
 const URI_TOO_LONG_PAGE: &str = "<html>\r\n<head><title>414 Request-URI Too Large</title></head>\r\n<body>\r\n<center><h1>414 Request-URI Too Large</h1></center>\r\n<hr><center>Tengine</center>\r\n</body>\r\n</html>\r\n";
 
-fn invalid_version() -> ApiError {
+fn invalid_version(version: &str) -> ApiError {
     refuse(
         400,
         "InvalidVersion",
-        format!("Specified parameter Version is not valid: this API speaks {VERSION}."),
+        format!("Specified parameter Version is not valid: this API speaks {version}."),
     )
 }
 
@@ -888,7 +1046,7 @@ fn check_v3_signed_headers(req: &Incoming, auth: &V3Authorization<'_>) -> Result
     }
 }
 
-fn throttled() -> ApiError {
+pub(super) fn throttled() -> ApiError {
     refuse(
         400,
         "Throttling.User",
@@ -905,7 +1063,7 @@ fn domain_not_found(domain: &str) -> ApiError {
 }
 
 /// Every common parameter present, with the values this API version accepts.
-fn check_common_params(p: &Params) -> Result<(), ApiError> {
+fn check_common_params(p: &Params, version: &str) -> Result<(), ApiError> {
     for name in [
         "Action",
         "Version",
@@ -918,8 +1076,8 @@ fn check_common_params(p: &Params) -> Result<(), ApiError> {
     ] {
         p.require(name)?;
     }
-    if p.get("Version") != Some(VERSION) {
-        return Err(invalid_version());
+    if !matches!(p.get("Version"), Some(v) if v == version || v == cas::VERSION) {
+        return Err(invalid_version(version));
     }
     if let Some(f) = p.get("Format")
         && !f.eq_ignore_ascii_case("JSON")
@@ -970,7 +1128,7 @@ fn check_cert_type(value: Option<&str>) -> Result<(), ApiError> {
         Some(t) => Err(refuse(
             400,
             "InvalidParameter.CertType",
-            format!("The emulator supports CertType=upload only, not {t:?}."),
+            format!("The emulator supports CertType=upload or cas, not {t:?}."),
         )),
     }
 }
@@ -1092,13 +1250,17 @@ fn success(mut body: Value, request_id: &str) -> Reply {
     }
 }
 
-fn failure(e: &ApiError, request_id: &str) -> Reply {
+fn failure(product: Product, e: &ApiError, request_id: &str) -> Reply {
     let body = json!({
         "RequestId": request_id,
-        "HostId": HOST_ID,
+        "HostId": dcdn::host_id(product),
         "Code": e.code,
         "Message": e.message,
-        "Recommend": format!("https://api.aliyun.com/troubleshoot?q={}&product=Cdn&requestId={request_id}", e.code),
+        "Recommend": format!(
+            "https://api.aliyun.com/troubleshoot?q={}&product={}&requestId={request_id}",
+            e.code,
+            dcdn::recommend_product(product)
+        ),
     });
     Reply::Json {
         status: e.status,
@@ -1197,7 +1359,7 @@ pub(super) fn expected_signature_v3(
 
 /// Parses the pair with certrotd's own validation (`cert::parse`, `cert::check_time`) and
 /// maps each defect to the code Alibaba answers with. `Invalid` messages hold no key text.
-fn check_certificate(
+pub(super) fn check_certificate(
     chain: &str,
     key: &str,
     wall: OffsetDateTime,

@@ -5,6 +5,9 @@
 //! Used by `certrotd emulate` (a documented tool: try a configuration without touching
 //! production), `certrotd demo` and the integration tests.
 //!
+//! The SSL Certificates Service (CAS, `2020-04-07`) is answered on the same port (`cas`:
+//! told apart by action and `Version`), with bindings to it in the write calls.
+//!
 //! It implements `BatchSetCdnDomainServerCertificate`, `DescribeDomainCertificateInfo` and
 //! `DescribeUserDomains` with the real API's signature checks — v1 (HMAC-SHA1, recomputed
 //! from the parameters as received, query and form body together) and V3 (`ACS3-HMAC-SHA256`
@@ -19,6 +22,8 @@
 //! on disk reflects a request before that request is answered.
 
 mod api;
+mod cas;
+mod dcdn;
 mod record;
 #[cfg(test)]
 mod tests;
@@ -44,7 +49,8 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-pub use record::{Dump, LogEntry, Served};
+pub use cas::CasCert;
+pub use record::{Dump, DumpedCas, LogEntry, Served};
 
 #[cfg(test)]
 use api::{
@@ -54,7 +60,10 @@ use api::{
 use api::{Incoming, Reply, State};
 use record::write_atomically;
 
+use zeroize::Zeroizing;
+
 use crate::cert::Certificate;
+pub use crate::config::Product;
 
 /// Default AccessKeyId the emulator accepts.
 pub const DEFAULT_ACCESS_KEY_ID: &str = "emulator";
@@ -126,6 +135,20 @@ pub struct EmulatorConfig {
     pub seed: u64,
     /// Where to keep the JSON state dump, if anywhere.
     pub(crate) state_dump: Option<PathBuf>,
+    /// The product this emulator is: CDN (default) or DCDN (its version, actions and
+    /// answer shapes; see `dcdn`).
+    pub product: Product,
+    /// The CDN batch call answers `404 InvalidAction.NotFound`, as once Alibaba retires it.
+    pub batch_gone: bool,
+    /// Known domains that are offline: listed with `DomainStatus` `offline`, writes to
+    /// them refused (`IllegalOperation`).
+    pub offline: Vec<String>,
+    /// The region of the emulated CAS (bindings by `CertId` must name it).
+    pub cas_region: String,
+    /// Certificates in CAS from the start, as a user's uploads: (name, chain PEM, key PEM).
+    pub cas_user_certs: Vec<(String, String, Zeroizing<String>)>,
+    /// Extra delay before the answer of every CDN write call (on top of `latency`).
+    pub write_latency: Duration,
 }
 
 impl Default for EmulatorConfig {
@@ -142,6 +165,12 @@ impl Default for EmulatorConfig {
             latency: Duration::ZERO,
             seed: 0,
             state_dump: None,
+            product: Product::Cdn,
+            batch_gone: false,
+            offline: Vec::new(),
+            cas_region: "cn-hangzhou".to_string(),
+            cas_user_certs: Vec::new(),
+            write_latency: Duration::ZERO,
         }
     }
 }
@@ -176,6 +205,15 @@ impl EmulatorConfig {
                 "the write and read rates must be at least 1 call per second".to_string(),
             ));
         }
+        let known = |d: &String| {
+            let d = d.to_ascii_lowercase();
+            self.domains.iter().any(|k| k.eq_ignore_ascii_case(&d))
+        };
+        if let Some(d) = self.offline.iter().find(|d| !known(d)) {
+            return Err(EmulatorError::Config(format!(
+                "--offline-domain {d} is not one of the emulator's domains; add it to the domains file"
+            )));
+        }
         if self.access_key_id.is_empty() || self.access_key_secret.is_empty() {
             return Err(EmulatorError::Config(
                 "the AccessKeyId and secret must not be empty".to_string(),
@@ -202,6 +240,12 @@ impl fmt::Debug for EmulatorConfig {
             .field("latency", &self.latency)
             .field("seed", &self.seed)
             .field("state_dump", &self.state_dump)
+            .field("product", &self.product)
+            .field("batch_gone", &self.batch_gone)
+            .field("offline", &self.offline)
+            .field("cas_region", &self.cas_region)
+            .field("cas_user_certs", &self.cas_user_certs.len())
+            .field("write_latency", &self.write_latency)
             .finish()
     }
 }
@@ -331,6 +375,7 @@ fn check_domain(d: &str) -> Result<(), String> {
 struct Shared {
     state: Mutex<State>,
     latency: Duration,
+    write_latency: Duration,
     dump: Option<Dumper>,
 }
 
@@ -396,6 +441,34 @@ impl Emulator {
     /// Binds `listen` (port 0 picks a free port), writes the first state dump, and serves in
     /// the background on the current tokio runtime.
     pub async fn start(listen: SocketAddr, cfg: EmulatorConfig) -> Result<Emulator, EmulatorError> {
+        Emulator::start_with(listen, cfg, None).await
+    }
+
+    /// As [`Emulator::start`], for another product of the same account: the new emulator
+    /// binds to `other`'s CAS (the account has one), so a certificate uploaded through
+    /// either is bound by reference in both, and a `DeleteUserCertificate` to either is
+    /// refused while a domain of either product is bound to it. `cfg`'s CAS settings
+    /// (`cas_region`, `cas_user_certs`) are `other`'s: give none.
+    pub async fn start_sharing_cas(
+        listen: SocketAddr,
+        cfg: EmulatorConfig,
+        other: &Emulator,
+    ) -> Result<Emulator, EmulatorError> {
+        if !cfg.cas_user_certs.is_empty() {
+            return Err(EmulatorError::Config(
+                "an emulator sharing another's CAS takes no CAS seeds of its own: seed the first"
+                    .to_string(),
+            ));
+        }
+        let cas = other.shared.lock().cas_handle();
+        Emulator::start_with(listen, cfg, Some(cas)).await
+    }
+
+    async fn start_with(
+        listen: SocketAddr,
+        cfg: EmulatorConfig,
+        cas: Option<cas::SharedCas>,
+    ) -> Result<Emulator, EmulatorError> {
         cfg.validate()?;
         let listener = TcpListener::bind(listen)
             .await
@@ -409,9 +482,19 @@ impl Emulator {
                 addr: listen,
                 source,
             })?;
+        let mut state = State::new(&cfg, Instant::now());
+        if let Some(cas) = cas {
+            state.share_cas(cas);
+        }
+        for (name, chain, key) in &cfg.cas_user_certs {
+            state
+                .seed_cas(name, chain, key, OffsetDateTime::now_utc())
+                .map_err(|why| EmulatorError::Config(format!("--cas-user-cert {name}: {why}")))?;
+        }
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(&cfg, Instant::now())),
+            state: Mutex::new(state),
             latency: cfg.latency,
+            write_latency: cfg.write_latency,
             dump: cfg.state_dump.map(|path| Dumper {
                 path,
                 written: tokio::sync::Mutex::new(0),
@@ -444,6 +527,37 @@ impl Emulator {
     /// Every request so far, in arrival order.
     pub fn log(&self) -> Vec<LogEntry> {
         self.shared.lock().log().to_vec()
+    }
+
+    /// The certificates in the emulated CAS.
+    pub fn cas_certs(&self) -> Vec<CasCert> {
+        self.shared.lock().cas().certs().cloned().collect()
+    }
+
+    /// Puts a certificate in CAS as a user's upload under `name` (as the console would);
+    /// its `CertId`. The key is checked against the certificate, not kept.
+    pub async fn seed_cas(&self, name: &str, chain: &str, key: &str) -> Result<u64, EmulatorError> {
+        let (id, generation) = {
+            let mut st = self.shared.lock();
+            let id = st
+                .seed_cas(name, chain, key, OffsetDateTime::now_utc())
+                .map_err(|why| EmulatorError::Config(format!("CAS seed {name}: {why}")))?;
+            (id, st.generation())
+        };
+        self.shared.write_dump_logged(generation).await;
+        Ok(id)
+    }
+
+    /// Binds `domain` to the CAS certificate `cert_id`, as a change in the console would
+    /// (for tests of what the cleanup must keep). The state dump is rewritten.
+    pub async fn bind_cas(&self, domain: &str, cert_id: u64) -> Result<(), EmulatorError> {
+        let served = self
+            .shared
+            .lock()
+            .cas()
+            .served_as(cert_id, OffsetDateTime::now_utc())
+            .ok_or_else(|| EmulatorError::Config(format!("no CAS certificate {cert_id}")))?;
+        self.change_served(domain, Some(served)).await
     }
 
     /// What each domain serves (domains serving nothing are absent).
@@ -488,6 +602,12 @@ impl Emulator {
     #[cfg(test)]
     pub(crate) fn set_max_domains_per_call(&self, n: usize) {
         self.shared.lock().set_max_domains_per_call(n.max(1));
+    }
+
+    /// From now on the CDN batch call answers `InvalidAction.NotFound` (`true`), or works
+    /// again (`false`): Alibaba retiring it, or an account where it comes back.
+    pub fn set_batch_gone(&self, gone: bool) {
+        self.shared.lock().set_batch_gone(gone);
     }
 
     /// Changes the injected faults from now on.
@@ -588,14 +708,21 @@ async fn handle(shared: Arc<Shared>, req: Request<Body>) -> Result<Response<Full
         body,
         too_large,
     };
-    let (reply, generation) = {
+    let (reply, generation, write) = {
         let mut st = shared.lock();
         let reply = st.process(&incoming, Instant::now(), OffsetDateTime::now_utc());
-        (reply, st.generation())
+        let write = st.log().last().is_some_and(LogEntry::is_write);
+        (reply, st.generation(), write)
     };
     shared.write_dump_logged(generation).await;
-    if !shared.latency.is_zero() {
-        tokio::time::sleep(shared.latency).await;
+    let delay = shared.latency
+        + if write {
+            shared.write_latency
+        } else {
+            Duration::ZERO
+        };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     match reply {
         Reply::Reset => Err(Reset),

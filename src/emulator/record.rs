@@ -22,7 +22,7 @@ const MAX_DUMP_BYTES: u64 = 1024 * 1024 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Served {
     /// The `CertName` it was uploaded under.
-    pub(crate) cert_name: String,
+    pub cert_name: String,
     /// SHA-256 of the leaf certificate's DER.
     pub fingerprint: Fingerprint,
     /// DNS names of the leaf.
@@ -39,6 +39,9 @@ pub struct Served {
     /// The chain as uploaded (`SSLPub`). Left out of the state dump to keep it small.
     #[serde(skip_serializing, default)]
     pub(crate) chain_pem: String,
+    /// The CAS `CertId` the domain is bound to (`CertType=cas`), if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cas_cert_id: Option<u64>,
 }
 
 impl Served {
@@ -58,6 +61,7 @@ impl Served {
             updated_at: now,
             request_id: request_id.to_string(),
             chain_pem: cert.chain_pem.clone(),
+            cas_cert_id: None,
         }
     }
 }
@@ -90,18 +94,37 @@ pub struct LogEntry {
     /// Whether the answer was an injected fault.
     pub injected: bool,
     pub request_id: String,
-    /// `CertName` of a write call.
-    pub(crate) cert_name: Option<String>,
-    /// Fingerprint of the first certificate in a write call's `SSLPub`, when it decodes.
+    /// `CertName` of a write call (`Name` of a CAS upload).
+    pub cert_name: Option<String>,
+    /// Fingerprint of the first certificate in a write call's `SSLPub` (an upload's
+    /// `Cert`), when it decodes.
     pub fingerprint: Option<Fingerprint>,
+    /// The names (never the values) of the action's parameters, query and body together,
+    /// sorted; the common envelope parameters left out (dumps written before this field
+    /// read as empty).
+    #[serde(default)]
+    pub params: Vec<String>,
+    /// Bytes of the request's query and body (what a client sent besides headers).
+    #[serde(default)]
+    pub request_bytes: u64,
 }
 
 impl LogEntry {
-    /// Is this a write call (`BatchSetCdnDomainServerCertificate` or
-    /// `SetCdnDomainSSLCertificate`)?
+    /// Is this a write call (`BatchSetCdnDomainServerCertificate`,
+    /// `SetCdnDomainSSLCertificate` or `SetDcdnDomainSSLCertificate`)?
     pub fn is_write(&self) -> bool {
-        self.action == super::api::ACTION_SET || self.action == super::api::ACTION_SET_SSL
+        super::dcdn::is_write(&self.action)
     }
+    /// Is this a CAS `UploadUserCertificate`?
+    pub fn is_cas_upload(&self) -> bool {
+        self.action == super::cas::ACTION_UPLOAD
+    }
+
+    /// Did the request carry a parameter named `name`?
+    pub fn has_param(&self, name: &str) -> bool {
+        self.params.iter().any(|p| p == name)
+    }
+
     /// Did the call succeed (HTTP 200)?
     pub fn succeeded(&self) -> bool {
         self.status == Some(200)
@@ -135,6 +158,19 @@ pub struct Dump {
     pub served: BTreeMap<String, Served>,
     /// Every request so far, in arrival order.
     pub log: Vec<LogEntry>,
+    /// The certificates in the emulated CAS (without PEM text).
+    #[serde(default)]
+    pub cas: Vec<DumpedCas>,
+}
+
+/// One CAS certificate in the state dump.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DumpedCas {
+    pub cert_id: u64,
+    pub name: String,
+    pub fingerprint: Fingerprint,
+    /// Seeded as a user's upload (`--cas-user-cert`).
+    pub by_user: bool,
 }
 
 impl Dump {
@@ -172,11 +208,14 @@ impl LogJson {
         }
     }
 
-    /// The whole dump, `{"version":1,"served":{…},"log":[…]}`, around the encoded served map.
-    pub(super) fn dump(&self, served: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(served.len() + self.entries.len() + 64);
+    /// The whole dump, `{"version":1,"served":{…},"cas":[…],"log":[…]}`, around the
+    /// encoded served map and CAS list.
+    pub(super) fn dump(&self, served: &[u8], cas: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(served.len() + cas.len() + self.entries.len() + 64);
         out.extend_from_slice(format!("{{\"version\":{},\"served\":", Dump::VERSION).as_bytes());
         out.extend_from_slice(served);
+        out.extend_from_slice(b",\"cas\":");
+        out.extend_from_slice(cas);
         out.extend_from_slice(b",\"log\":[");
         out.extend_from_slice(&self.entries);
         out.extend_from_slice(b"]}\n");

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use tokio::net::TcpStream;
 
 use super::*;
+use crate::config::Product;
 use crate::testca::{Leaf, LeafKey, TestCa};
 
 const SECRET: &str = DEFAULT_ACCESS_KEY_SECRET;
@@ -717,10 +718,16 @@ async fn ssl_protocol_must_be_on_and_cert_type_upload() {
         (400, "InvalidSSLProtocol.ValueNotSupported")
     );
     let (status, body) = set_call("a.example.com", &p, "n")
-        .set("CertType", "cas")
+        .set("CertType", "free")
         .answer(emu.addr())
         .await;
     assert_eq!((status, code(&body)), (400, "InvalidParameter.CertType"));
+    // CertType=cas binds a CAS certificate by CertName: none is named "n".
+    let (status, body) = set_call("a.example.com", &p, "n")
+        .set("CertType", "cas")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (404, "CertificateNotFound"));
     assert!(emu.served().is_empty());
     emu.shutdown().await;
 }
@@ -803,8 +810,15 @@ async fn a_per_domain_call_gets_the_batch_calls_checks() {
             "InvalidParameter.SSLProtocol",
         ),
         (
-            set_ssl_call("a.example.com", &p, "n").set("CertType", "cas"),
+            set_ssl_call("a.example.com", &p, "n").set("CertType", "free"),
             "InvalidParameter.CertType",
+        ),
+        (
+            // A CAS binding by CertId needs CertRegion too (peers see this code).
+            set_ssl_call("a.example.com", &p, "n")
+                .set("CertType", "cas")
+                .set("CertId", "1"),
+            "SSLPri.MissingParameter",
         ),
         (
             set_ssl_call("a.example.com", &p, "has space"),
@@ -1973,4 +1987,195 @@ async fn request_ids_do_not_repeat_across_restarts_with_the_same_seed() {
         emu.shutdown().await;
     }
     assert_ne!(ids[0], ids[1], "the same seed, yet a new RequestId");
+}
+
+// ---------------------------------------------------------------- DCDN, retired batch call, offline
+
+async fn dcdn_emulator() -> Emulator {
+    let mut cfg = EmulatorConfig::with_domains(DOMAINS);
+    cfg.product = Product::Dcdn;
+    emulator_with(cfg).await
+}
+
+fn dcdn(call: Call) -> Call {
+    call.set("Version", dcdn::DCDN_VERSION)
+}
+
+#[tokio::test]
+async fn a_dcdn_emulator_serves_the_dcdn_calls_in_their_own_shapes() {
+    let emu = dcdn_emulator().await;
+    let p = pair(&ca(), &["a.example.com"]);
+    let mut call = set_ssl_call("a.example.com", &p, "edge-cert");
+    call = dcdn(call.set("Action", dcdn::ACTION_SET_DCDN_SSL));
+    let (status, body) = call.answer(emu.addr()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(emu.served()["a.example.com"].fingerprint, p.fingerprint);
+
+    let read = dcdn(Call::new(dcdn::ACTION_DESCRIBE_DCDN_CERT).set("DomainName", "a.example.com"));
+    let (status, body) = read.answer(emu.addr()).await;
+    assert_eq!(status, 200, "{body}");
+    let info = &body["CertInfos"]["CertInfo"][0];
+    assert_eq!(info["SSLProtocol"], "on");
+    assert_eq!(info["SSLPub"].as_str(), Some(p.chain.as_str()));
+    assert!(info.get("ServerCertificate").is_none(), "{info}");
+
+    let list = dcdn(Call::new(dcdn::ACTION_DCDN_USER_DOMAINS).set("PageSize", "2"));
+    let (status, body) = list.answer(emu.addr()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["TotalCount"], 4);
+    let page = body["Domains"]["PageData"].as_array().expect("PageData");
+    assert_eq!(page.len(), 2);
+    assert!(
+        page.iter().all(|d| d.get("SSLProtocol").is_some()),
+        "{body}"
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dcdn_emulator_refuses_the_cdn_version_and_actions() {
+    let emu = dcdn_emulator().await;
+    let p = pair(&ca(), &["a.example.com"]);
+    // The CDN's version: refused as the wrong version.
+    let call = set_ssl_call("a.example.com", &p, "n").set("Action", dcdn::ACTION_SET_DCDN_SSL);
+    let (status, body) = call.answer(emu.addr()).await;
+    assert_eq!((status, code(&body)), (400, "InvalidVersion"));
+    assert!(message(&body).contains("2018-01-15"), "{body}");
+    assert_eq!(body["HostId"], "dcdn.aliyuncs.com");
+    // The CDN's actions (and the retired DCDN batch call) do not exist here.
+    for action in [
+        ACTION_SET_SSL,
+        ACTION_SET,
+        ACTION_DESCRIBE_CERT,
+        "BatchSetDcdnDomainCertificate",
+    ] {
+        let (status, body) = dcdn(set_ssl_call("a.example.com", &p, "n").set("Action", action))
+            .answer(emu.addr())
+            .await;
+        assert_eq!(
+            (status, code(&body)),
+            (404, "InvalidAction.NotFound"),
+            "{action}"
+        );
+    }
+    assert!(emu.served().is_empty());
+    // And a CDN emulator knows no DCDN action.
+    let cdn = emulator().await;
+    let call = set_ssl_call("a.example.com", &p, "n").set("Action", dcdn::ACTION_SET_DCDN_SSL);
+    let (status, body) = call.answer(cdn.addr()).await;
+    assert_eq!((status, code(&body)), (404, "InvalidAction.NotFound"));
+    cdn.shutdown().await;
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_retired_batch_call_answers_invalid_action_and_the_per_domain_call_still_works() {
+    let mut cfg = EmulatorConfig::with_domains(DOMAINS);
+    cfg.batch_gone = true;
+    let emu = emulator_with(cfg).await;
+    let p = pair(&ca(), &["a.example.com"]);
+    let (status, body) = set_call("a.example.com", &p, "n").answer(emu.addr()).await;
+    assert_eq!((status, code(&body)), (404, "InvalidAction.NotFound"));
+    assert!(message(&body).contains(ACTION_SET), "{body}");
+    assert!(emu.served().is_empty());
+    let (status, body) = set_ssl_call("a.example.com", &p, "n")
+        .answer(emu.addr())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_offline_domain_is_listed_offline_and_refuses_writes() {
+    let mut cfg = EmulatorConfig::with_domains(DOMAINS);
+    cfg.offline = vec!["B.example.com".to_string()];
+    let emu = emulator_with(cfg).await;
+    let p = pair(&ca(), &["a.example.com", "b.example.com"]);
+    let (status, body) = set_ssl_call("b.example.com", &p, "n")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (403, "IllegalOperation"));
+    assert!(message(&body).contains("b.example.com"), "{body}");
+    let (status, body) = set_call("a.example.com,b.example.com", &p, "n")
+        .answer(emu.addr())
+        .await;
+    assert_eq!((status, code(&body)), (403, "IllegalOperation"));
+    assert!(
+        emu.served().is_empty(),
+        "a refused call changed the served state"
+    );
+    let (_, body) = Call::new(ACTION_USER_DOMAINS).answer(emu.addr()).await;
+    let status_of = |d: &str| {
+        body["Domains"]["PageData"]
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["DomainName"] == d))
+            .map(|e| e["DomainStatus"].clone())
+    };
+    assert_eq!(status_of("b.example.com"), Some("offline".into()));
+    assert_eq!(status_of("a.example.com"), Some("online".into()));
+    emu.shutdown().await;
+
+    let mut cfg = EmulatorConfig::with_domains(DOMAINS);
+    cfg.offline = vec!["z.example.org".to_string()];
+    let Err(err) = Emulator::start("127.0.0.1:0".parse().expect("addr"), cfg).await else {
+        panic!("an unknown offline domain was accepted");
+    };
+    assert!(
+        err.to_string().contains("--offline-domain z.example.org"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_log_records_parameter_names_never_values() {
+    let emu = emulator().await;
+    let p = pair(&ca(), &["a.example.com"]);
+    let (status, _) = set_ssl_call("a.example.com", &p, "n")
+        .answer(emu.addr())
+        .await;
+    assert_eq!(status, 200);
+    let log = emu.log();
+    assert_eq!(
+        log[0].params,
+        [
+            "CertName",
+            "CertType",
+            "DomainName",
+            "SSLPri",
+            "SSLProtocol",
+            "SSLPub"
+        ]
+    );
+    let dump = serde_json::to_string(&log).expect("JSON");
+    assert!(dump.contains("\"params\""), "{dump}");
+    assert!(!dump.contains("PRIVATE KEY"), "key material in the log");
+    // Dumps written before the field read as no names.
+    let mut old: Value = serde_json::to_value(&log[0]).expect("JSON");
+    old.as_object_mut().expect("an object").remove("params");
+    let read: LogEntry = serde_json::from_value(old).expect("an old entry reads");
+    assert!(read.params.is_empty());
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dcdn_emulator_shares_the_cdn_emulators_cas_and_takes_no_seeds_of_its_own() {
+    let cdn = emulator().await;
+    let p = pair(&ca(), &["a.example.com"]);
+    let id = cdn.seed_cas("mine", &p.chain, &p.key).await.expect("seed");
+    let mut cfg = EmulatorConfig::with_domains(["edge.example.com"]);
+    cfg.product = Product::Dcdn;
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("an address");
+    let mut seeded = cfg.clone();
+    seeded.cas_user_certs = vec![("x".to_string(), p.chain.clone(), p.key.clone().into())];
+    let err = Emulator::start_sharing_cas(addr, seeded, &cdn)
+        .await
+        .expect_err("seeds refused");
+    assert!(err.to_string().contains("seed the first"), "{err}");
+    let dcdn = Emulator::start_sharing_cas(addr, cfg, &cdn)
+        .await
+        .expect("dcdn emulator");
+    let ids: Vec<u64> = dcdn.cas_certs().iter().map(|c| c.cert_id).collect();
+    assert_eq!(ids, [id], "the DCDN emulator sees the CDN emulator's CAS");
+    dcdn.shutdown().await;
+    cdn.shutdown().await;
 }

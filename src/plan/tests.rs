@@ -680,3 +680,28 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn rebatch_cuts_each_batch_by_route_and_size() {
+    let batch = |domains: &[&str]| Batch {
+        lineage: 0,
+        cert_name: "n".to_string(),
+        domains: domains.iter().map(|d| d.to_string()).collect(),
+    };
+    let mut plan = Plan {
+        batches: vec![batch(&["a", "e1", "b", "e2", "c"]), batch(&["d"])],
+        ..Plan::default()
+    };
+    // Names starting with `e` go to group 2, one per call; the rest to group 0, two a call.
+    plan.rebatch(|d| if d.starts_with('e') { (2, 1) } else { (0, 2) });
+    let shape: Vec<Vec<String>> = plan.batches.iter().map(|b| b.domains.clone()).collect();
+    assert_eq!(
+        shape,
+        [vec!["a", "b"], vec!["c"], vec!["e1"], vec!["e2"], vec!["d"]]
+            .iter()
+            .map(|v| v.iter().map(|d| d.to_string()).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(plan.calls(), 5);
+    assert_eq!(plan.pending(), 6);
+}

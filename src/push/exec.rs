@@ -734,7 +734,9 @@ fn apply_to_run<T: Target>(ctx: &CallCtx<T>, e: &Arc<T::Error>, next: Next, refu
             );
         }
         Next::SwitchTarget if !ctx.gone.swap(true, Ordering::SeqCst) => {
-            tracing::warn!(target = ctx.target.name(), kind = e.kind(), error = %e, "the target's call does not exist; switching to its fallback for the rest of the run");
+            // The caller, who knows the configuration, gives the one warning a switch
+            // deserves (what to change to make it permanent).
+            tracing::info!(target = ctx.target.name(), kind = e.kind(), error = %e, "the target's call does not exist; switching to its fallback for the rest of the run");
         }
         _ => {}
     }

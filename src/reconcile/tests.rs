@@ -114,7 +114,7 @@ fn jobs_hold_one_upload_per_certificate_and_its_batches_in_order() {
     };
     let plan = make_plan(&valid, &params);
     assert_eq!(plan.uncovered, ["nothing.b.example"]);
-    let jobs = jobs(&plan, &valid);
+    let jobs = jobs(&plan, &valid, &BTreeMap::new());
     assert_eq!(jobs.len(), 2);
     let sizes: Vec<Vec<usize>> = jobs
         .iter()
@@ -135,6 +135,53 @@ fn jobs_hold_one_upload_per_certificate_and_its_batches_in_order() {
             plan::cert_name(&v.cert.names, v.cert.not_after, &v.cert.fingerprint)
         );
     }
+}
+
+#[test]
+fn jobs_split_batches_by_the_target_each_domain_routes_to() {
+    let (valid, domains) = two_lineages();
+    let deployed = BTreeMap::new();
+    let params = PlanParams {
+        domains: &domains,
+        deployed: &deployed,
+        now: now(),
+        batch: 3,
+        force: false,
+    };
+    let plan = make_plan(&valid, &params);
+    // d1 and d4 are another product's (target 2); the rest go to target 1.
+    let routes: BTreeMap<String, usize> = domains
+        .iter()
+        .map(|d| {
+            let t = if d == "d1.a.example" || d == "d4.a.example" {
+                2
+            } else {
+                1
+            };
+            (d.clone(), t)
+        })
+        .collect();
+    let jobs = jobs(&plan, &valid, &routes);
+    let shape: Vec<(usize, Vec<Vec<String>>)> =
+        jobs.iter().map(|j| (j.target, j.batches.clone())).collect();
+    let s = |v: &[&str]| v.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        shape,
+        [
+            (
+                1,
+                vec![
+                    s(&["d0.a.example", "d2.a.example"]),
+                    s(&["d3.a.example", "d5.a.example"]),
+                    s(&["d6.a.example"])
+                ]
+            ),
+            (2, vec![s(&["d1.a.example"]), s(&["d4.a.example"])]),
+            (1, vec![s(&["x.a.example"])]),
+        ]
+    );
+    // One upload per certificate, shared by its targets' jobs.
+    assert!(Arc::ptr_eq(&jobs[0].upload, &jobs[1].upload));
 }
 
 #[test]
@@ -511,8 +558,12 @@ async fn push_all(store: StateStore, domains: &[String]) -> Passed {
         id: "live/a".into(),
         cert: certificate(&["*.a.example"], -1, 60),
     }];
+    let routes = BTreeMap::new();
+    let per_call = BTreeMap::new();
     let pass = Pass {
         domains,
+        routes: &routes,
+        per_call: &per_call,
         batch: 2,
         verify: false,
         force: false,

@@ -77,6 +77,7 @@ fn owned(list: &[&str]) -> Vec<String> {
 
 fn request<'a>(c: &'a Certificate, domains: &'a [String]) -> BatchSetRequest<'a> {
     BatchSetRequest {
+        cas: None,
         domains,
         cert_name: "test-cert",
         ssl_pub: &c.chain_pem,
@@ -232,6 +233,7 @@ async fn refused_certificates_are_certificate_errors() {
     let one = current(&["a.example.com"]);
     let other = current(&["a.example.com"]);
     let mismatched = BatchSetRequest {
+        cas: None,
         ssl_pri: &other.key,
         ..request(&one, &domains)
     };

@@ -220,3 +220,30 @@ fn emulate_refuses_a_per_domain_budget_of_zero() {
         "{stderr}"
     );
 }
+
+#[test]
+fn emulate_refuses_an_offline_domain_it_does_not_know() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let domains = write_domains(dir.path(), "a.example.com\n");
+    let mut child = spawn(&[
+        "--domains-file",
+        &domains,
+        "--product",
+        "dcdn",
+        "--offline-domain",
+        "nope.example.com",
+    ]);
+    let status = wait(&mut child);
+    assert_eq!(status.code(), Some(1));
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert!(
+        stderr.contains("--offline-domain nope.example.com is not one of the emulator's domains"),
+        "{stderr}"
+    );
+}

@@ -115,7 +115,8 @@ impl Config {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let quote = |p: &Path| format!("{:?}", p.display().to_string());
-        for section in ["aliyun", "watch", "state", "cdn"] {
+        const ALWAYS: [&str; 6] = ["aliyun", "watch", "state", "cdn", "dcdn", "cas"];
+        for section in ALWAYS {
             let _ = writeln!(out, "[{section}]");
             match section {
                 "aliyun" => {
@@ -144,9 +145,7 @@ impl Config {
         // Other sections ([metrics], [notify], …) in the order they were first set.
         let mut others: Vec<&str> = Vec::new();
         for (s, _) in &self.extra {
-            if !["aliyun", "watch", "state", "cdn"].contains(&s.as_str())
-                && !others.contains(&s.as_str())
-            {
+            if !ALWAYS.contains(&s.as_str()) && !others.contains(&s.as_str()) {
                 others.push(s);
             }
         }

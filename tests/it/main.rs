@@ -3,12 +3,17 @@
 
 mod acme;
 mod aliyun_client;
+mod cas;
 mod check;
+mod check_online;
 mod cli;
 mod daemon;
+mod dcdn;
+mod dcdn_cas;
 mod deploy_hook;
 mod docs;
 mod emulate;
+mod fallback;
 mod files;
 mod harness;
 mod hostile;

@@ -15,7 +15,7 @@ use certrotd::emulator::DEFAULT_ACCESS_KEY_SECRET;
 use crate::harness::{self, Certbot, Env, RunningDaemon, issue};
 
 /// The address the daemon logged it serves metrics on.
-fn metrics_addr(daemon: &RunningDaemon) -> Option<String> {
+pub(crate) fn metrics_addr(daemon: &RunningDaemon) -> Option<String> {
     let log = daemon.log();
     let line = log.lines().find(|l| l.contains("serving /metrics"))?;
     let at = line.find("listen=")? + "listen=".len();
@@ -44,7 +44,7 @@ pub(crate) fn get(addr: &str, path: &str, accept: &str) -> (u16, String) {
 }
 
 /// Samples of the classic text format: `name{labels}` → value.
-fn samples(text: &str) -> BTreeMap<String, f64> {
+pub(crate) fn samples(text: &str) -> BTreeMap<String, f64> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| {

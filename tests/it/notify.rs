@@ -11,7 +11,7 @@ use crate::harness::{self, Certbot, Env, RunningDaemon, issue, issue_with, write
 
 /// A notify program that appends one line per run to `out`:
 /// `EVENT|DOMAINS|LINEAGE|MESSAGE|names of its environment variables`.
-fn recorder(env: &Env, out: &Path) -> String {
+pub(crate) fn recorder(env: &Env, out: &Path) -> String {
     let script = env.join("notify.sh");
     let text = format!(
         "#!/bin/sh\nnames=$(env | cut -d= -f1 | sort | tr '\\n' ' ')\n\
@@ -23,7 +23,7 @@ fn recorder(env: &Env, out: &Path) -> String {
     format!("command = [{:?}]", script.display().to_string())
 }
 
-fn events(out: &Path) -> Vec<Vec<String>> {
+pub(crate) fn events(out: &Path) -> Vec<Vec<String>> {
     fs::read_to_string(out)
         .unwrap_or_default()
         .lines()

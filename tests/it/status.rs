@@ -149,18 +149,20 @@ async fn a_stale_last_error_is_cleared_once_the_domain_is_found_up_to_date() {
     w.run(&["sync"]).await.expect_status(0);
     w.run(&["status"]).await.expect_status(0);
 
-    // An error left on record by an earlier run (say, credentials since fixed): set on the
-    // domain's latest record in the store, as an earlier release's failed push left it.
+    // An error left on record by an earlier run (say, credentials since fixed).
+    // The store's records are an append-only log: a new row is the domain's latest state.
     let db = rusqlite::Connection::open(w.state_file()).expect("open the store");
-    let changed = db
+    let added = db
         .execute(
-            "UPDATE records SET error_kind = 'credentials', \
-             error_message = 'InvalidAccessKeyId.NotFound', error_at = '2026-11-30T10:00:00Z' \
-             WHERE seq = (SELECT max(seq) FROM records WHERE domain = 'a.example.com')",
+            "INSERT INTO records (domain, fingerprint, cert_name, not_after, deployed_at, \
+             request_id, verification, checked_at, error_kind, error_message, error_at) \
+             SELECT domain, fingerprint, cert_name, not_after, deployed_at, request_id, \
+             verification, checked_at, 'credentials', 'InvalidAccessKeyId.NotFound', \
+             '2026-11-30T10:00:00Z' FROM domains WHERE domain = 'a.example.com'",
             [],
         )
-        .expect("update the store");
-    assert_eq!(changed, 1);
+        .expect("insert");
+    assert_eq!(added, 1);
     drop(db);
     let out = w.run(&["status"]).await;
     out.expect_status(1);
@@ -192,13 +194,13 @@ async fn status_names_the_running_daemon_and_its_last_pass() {
     let w = World::new(&["a.example.com"], &["a.example.com"]).await;
     w.certbot.add("a", &issue(&["a.example.com"]));
     let daemon = RunningDaemon::start(&w.env);
+    let state_dir = w.env.join("state");
     harness::wait_for(
         "the daemon's first pass on record",
         15,
         || {
-            let out = w.env.run(&["status", "--json"]);
-            serde_json::from_str::<serde_json::Value>(&out.stdout)
-                .is_ok_and(|json| !json["last_pass"].is_null())
+            certrotd::state::load(&state_dir)
+                .is_ok_and(|s| serde_json::to_string(&s).is_ok_and(|j| j.contains("\"last_pass\"")))
         },
         || daemon.log(),
     )

@@ -57,6 +57,7 @@ fn batch_set_parameters_have_the_exact_names() {
     let domains = names(&["a.example.com", ".example.com"]);
     let key = key();
     let req = BatchSetRequest {
+        cas: None,
         domains: &domains,
         cert_name: "example.com-2026-12-01-abcdef012345",
         ssl_pub: "-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n",
@@ -81,6 +82,7 @@ fn batch_set_parameters_have_the_exact_names() {
     .collect();
     assert_eq!(got, want);
     let with_region = BatchSetRequest {
+        cas: None,
         region: Some("cn-hangzhou"),
         ..req
     };
@@ -96,6 +98,7 @@ fn batch_set_parameters_have_the_exact_names() {
 fn set_ssl_parameters_have_the_sdks_names_and_no_force_set_or_region() {
     let key = key();
     let req = SetSslRequest {
+        cas: None,
         domain: "a.example.com",
         cert_name: "example.com-2026-12-01-abcdef012345",
         ssl_pub: "-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n",
@@ -129,6 +132,7 @@ async fn set_ssl_posts_one_domain_in_the_body_signed() {
     let c = client(&endpoint);
     let key = key();
     let req = SetSslRequest {
+        cas: None,
         domain: "a.example.com",
         cert_name: "cert-1",
         ssl_pub: "-----BEGIN CERTIFICATE-----\nMIIB+/ab*c~d e\n-----END CERTIFICATE-----\n",
@@ -165,6 +169,7 @@ fn batch_set_request_debug_hides_the_key() {
     let domains = names(&["a.example.com"]);
     let key = key();
     let req = BatchSetRequest {
+        cas: None,
         domains: &domains,
         cert_name: "n",
         ssl_pub: "pub",
@@ -479,6 +484,7 @@ async fn batch_set_posts_everything_in_the_body_signed() {
     let domains = names(&["a.example.com", "b.example.com"]);
     let key = key();
     let req = BatchSetRequest {
+        cas: None,
         domains: &domains,
         cert_name: "cert-1",
         ssl_pub: "-----BEGIN CERTIFICATE-----\nMIIB+/ab*c~d e\n-----END CERTIFICATE-----\n",
@@ -702,6 +708,7 @@ async fn hostile_request_ids_never_leave_the_client() {
     let key = key();
     let domains = names(&["a.example.com"]);
     let req = BatchSetRequest {
+        cas: None,
         domains: &domains,
         cert_name: "n",
         ssl_pub: "p",
@@ -718,6 +725,7 @@ async fn malformed_success_body_is_bad_response() {
     let key = key();
     let domains = names(&["a.example.com"]);
     let req = BatchSetRequest {
+        cas: None,
         domains: &domains,
         cert_name: "n",
         ssl_pub: "p",
@@ -807,6 +815,7 @@ async fn signature_mismatch_echo_is_redacted_end_to_end() {
     let key = key();
     let domains = names(&["a.example.com"]);
     let req = BatchSetRequest {
+        cas: None,
         domains: &domains,
         cert_name: "n",
         ssl_pub: "p",
@@ -875,6 +884,7 @@ async fn unknown_domain_is_identified() {
     let key = key();
     let domains = names(&["a.example.com", "b.example.com"]);
     let req = BatchSetRequest {
+        cas: None,
         domains: &domains,
         cert_name: "n",
         ssl_pub: "p",
@@ -965,6 +975,7 @@ async fn v3_puts_the_envelope_in_headers_and_only_action_parameters_in_the_body(
     let domains = names(&["a.example.com"]);
     let key = key();
     let req = BatchSetRequest {
+        cas: None,
         domains: &domains,
         cert_name: "cert-1",
         ssl_pub: "-----BEGIN CERTIFICATE-----\nMIIB+/ab*c~d e\n-----END CERTIFICATE-----\n",
@@ -992,7 +1003,7 @@ async fn v3_puts_the_envelope_in_headers_and_only_action_parameters_in_the_body(
         "the body holds the action's parameters alone"
     );
     let h = |n: &str| first.header(n).unwrap_or_default().to_string();
-    assert_eq!(h("x-acs-action"), ACTION_BATCH_SET);
+    assert_eq!(h("x-acs-action"), crate::aliyun::dcdn::CDN.batch_set);
     assert_eq!(h("x-acs-version"), "2018-05-10");
     assert_eq!(h("x-acs-date"), "2026-12-01T10:22:32Z");
     assert_eq!(h("x-acs-security-token"), "token-value-Xy7");
@@ -1019,7 +1030,7 @@ async fn v3_puts_the_envelope_in_headers_and_only_action_parameters_in_the_body(
         host: &host,
         query: &[],
         body: &first.body,
-        action: ACTION_BATCH_SET,
+        action: crate::aliyun::dcdn::CDN.batch_set,
         version: sign::API_VERSION,
         date: at,
         nonce: &nonce,
@@ -1090,6 +1101,7 @@ async fn v3_calls_are_accepted_by_the_emulator() {
         .expect("valid");
     let domains = names(&["a.example.com"]);
     let req = BatchSetRequest {
+        cas: None,
         domains: &domains,
         cert_name: "v3-cert",
         ssl_pub: &cert.chain_pem,
@@ -1136,4 +1148,95 @@ async fn v3_with_a_wrong_secret_is_a_credentials_error() {
     assert_eq!(log.len(), 1);
     assert_eq!(log[0].signature, "v3");
     emu.shutdown().await;
+}
+
+// ---------------------------------------------------------------- DCDN
+
+#[tokio::test]
+async fn a_dcdn_client_sends_the_dcdn_action_and_version_in_v1_and_v3() {
+    let ok = r#"{"RequestId":"REQ-D"}"#;
+    for signature in [crate::config::Signature::V1, crate::config::Signature::V3] {
+        let (endpoint, log) = server(vec![json(200, ok)]).await;
+        let mut s = settings(&endpoint, Duration::from_secs(5));
+        s.signature = signature;
+        let c = Client::new(&s, creds())
+            .expect("test client")
+            .for_product(Product::Dcdn);
+        let key = key();
+        let req = SetSslRequest {
+            cas: None,
+            domain: "edge.example.com",
+            cert_name: "cert-1",
+            ssl_pub: "-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n",
+            ssl_pri: &key,
+        };
+        assert_eq!(c.set_domain_ssl(&req).await.unwrap(), "REQ-D");
+        let seen = seen(&log);
+        let p = seen[0].params();
+        match signature {
+            crate::config::Signature::V1 => {
+                assert_eq!(p["Action"], "SetDcdnDomainSSLCertificate");
+                assert_eq!(p["Version"], "2018-01-15");
+                let pairs: Vec<(String, String)> =
+                    form_urlencoded::parse(&seen[0].body).into_owned().collect();
+                assert_eq!(
+                    p.get("Signature"),
+                    Some(&sign::sign("POST", SECRET, &pairs))
+                );
+            }
+            crate::config::Signature::V3 => {
+                assert_eq!(
+                    seen[0].header("x-acs-action"),
+                    Some("SetDcdnDomainSSLCertificate")
+                );
+                assert_eq!(seen[0].header("x-acs-version"), Some("2018-01-15"));
+            }
+        }
+        assert_eq!(p["DomainName"], "edge.example.com");
+    }
+}
+
+#[tokio::test]
+async fn dcdn_read_answers_are_decoded() {
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let body = format!(
+        r#"{{"RequestId":"R","CertInfos":{{"CertInfo":[{{"DomainName":"edge.example.com","CertName":"n","CertType":"upload","SSLProtocol":"on","SSLPub":{pem:?},"Status":"success"}}]}}}}"#
+    );
+    let (endpoint, log) = server(vec![json(200, &body)]).await;
+    let c = client(&endpoint).for_product(Product::Dcdn);
+    let served = c
+        .describe_domain_certificate("edge.example.com")
+        .await
+        .unwrap()
+        .expect("a served certificate");
+    assert_eq!(served.status, "on");
+    assert_eq!(served.certificate_pem, pem);
+    assert_eq!(
+        seen(&log)[0].params()["Action"],
+        "DescribeDcdnDomainCertificateInfo"
+    );
+
+    let off = r#"{"RequestId":"R","CertInfos":{"CertInfo":[{"DomainName":"edge.example.com","SSLProtocol":"off","SSLPub":""}]}}"#;
+    let (endpoint, _) = server(vec![json(200, off)]).await;
+    let c = client(&endpoint).for_product(Product::Dcdn);
+    assert_eq!(
+        c.describe_domain_certificate("edge.example.com")
+            .await
+            .unwrap(),
+        None
+    );
+
+    let page = r#"{"RequestId":"R","TotalCount":1,"PageNumber":1,"PageSize":500,"Domains":{"PageData":[{"DomainName":"edge.example.com","DomainStatus":"offline","SSLProtocol":"on"}]}}"#;
+    let (endpoint, log) = server(vec![json(200, page)]).await;
+    let c = client(&endpoint).for_product(Product::Dcdn);
+    let got = c
+        .describe_user_domains_page(UserDomainsRequest {
+            page_size: 500,
+            page_number: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen(&log)[0].params()["Action"], "DescribeDcdnUserDomains");
+    assert_eq!(got.domains[0].status, "offline");
+    assert_eq!(got.domains[0].ssl_protocol, "on");
 }

@@ -242,7 +242,7 @@ fn the_json_report_has_the_same_findings() {
     tree.lineage("a", &["a.example.com"], -1, 60);
     tree.lineage("old", &["b.example.com"], -100, -10);
     let text = format!(
-        "[watch]\npaths = [{:?}, \"/nonexistent/watch\"]\n[cdn]\ndomains = [\"a.example.com\", \"b.example.com\"]\n",
+        "[watch]\npaths = [{:?}, \"/nonexistent/watch\"]\n[cdn]\ndomains = [\"a.example.com\", \"b.example.com\"]\n[dcdn]\ndomains = [\"c.example.com\"]\n",
         tree.live()
     );
     let loaded = config::parse(Path::new("/c/certrotd.toml"), &text, tree.dir.path()).unwrap();
@@ -274,6 +274,14 @@ fn the_json_report_has_the_same_findings() {
             .unwrap()
             .contains("no valid certificate")
     );
+    let products: Vec<&str> = json["domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["product"].as_str().unwrap())
+        .collect();
+    assert_eq!(products, ["cdn", "cdn", "dcdn"], "{json}");
+    assert_eq!(json["domains"][2]["domain"], "c.example.com");
 }
 
 #[test]

@@ -52,7 +52,7 @@ fn state(entries: Vec<(&str, Option<Deployment>, Option<LastError>)>) -> State {
     State {
         version: crate::state::STATE_VERSION,
         domains,
-        last_pass: None,
+        ..State::default()
     }
 }
 
