@@ -272,7 +272,8 @@ pub(super) struct Window {
 }
 
 impl Window {
-    /// Admits a call at `now` unless `limit` calls are already in the window.
+    /// Admits a call that arrived at `now` unless `limit` calls are already in the window
+    /// before it.
     pub(super) fn admit(&mut self, now: Instant, limit: u32) -> bool {
         while let Some(first) = self.arrivals.front() {
             if now.saturating_duration_since(*first) >= RATE_WINDOW {
@@ -284,7 +285,10 @@ impl Window {
         if self.arrivals.len() >= limit as usize {
             return false;
         }
-        self.arrivals.push_back(now);
+        // Arrival times are taken before the state lock, so they may come in a little out
+        // of order: keep the window sorted.
+        let at = self.arrivals.partition_point(|t| *t <= now);
+        self.arrivals.insert(at, now);
         true
     }
 }

@@ -682,6 +682,9 @@ impl fmt::Display for Reset {
 impl std::error::Error for Reset {}
 
 async fn handle(shared: Arc<Shared>, req: Request<Body>) -> Result<Response<Full<Bytes>>, Reset> {
+    // The arrival time is taken when the request head is in, before the body is read and
+    // before the state lock is won: what a rate limit at the server counts.
+    let arrived = Instant::now();
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
@@ -710,7 +713,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Body>) -> Result<Response<Full
     };
     let (reply, generation, write) = {
         let mut st = shared.lock();
-        let reply = st.process(&incoming, Instant::now(), OffsetDateTime::now_utc());
+        let reply = st.process(&incoming, arrived, OffsetDateTime::now_utc());
         let write = st.log().last().is_some_and(LogEntry::is_write);
         (reply, st.generation(), write)
     };

@@ -2179,3 +2179,19 @@ async fn a_dcdn_emulator_shares_the_cdn_emulators_cas_and_takes_no_seeds_of_its_
     dcdn.shutdown().await;
     cdn.shutdown().await;
 }
+
+#[test]
+fn the_rate_window_counts_arrivals_that_reach_the_lock_out_of_order() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let mut w = api::Window::default();
+    // Arrived at 0, 900 and 10 ms (the last one won the state lock late): a limit of 3 is full.
+    assert!(w.admit(t0, 3));
+    assert!(w.admit(t0 + ms(900), 3));
+    assert!(w.admit(t0 + ms(10), 3));
+    assert!(!w.admit(t0 + ms(920), 3), "4 arrivals inside one window");
+    // Once the window has passed the two early arrivals, two more fit, and no more.
+    assert!(w.admit(t0 + RATE_WINDOW + ms(20), 3));
+    assert!(w.admit(t0 + RATE_WINDOW + ms(30), 3));
+    assert!(!w.admit(t0 + RATE_WINDOW + ms(40), 3));
+}
