@@ -31,8 +31,8 @@ pub fn run(config: &Path) -> CmdResult {
             return Ok(Exit::Config);
         }
     };
-    let credentials = credentials::load(&loaded.settings.aliyun, &Environment::from_process())
-        .map(|c| c.source().to_string())
+    let credentials = credentials::resolve(&loaded.settings.aliyun, &Environment::from_process())
+        .map(|r| r.describe())
         .map_err(|e| e.to_string());
     let lineages = Scanner::new().scan(&loaded.settings.watch.paths);
     let now = OffsetDateTime::now_utc();
