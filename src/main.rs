@@ -33,7 +33,7 @@ enum Command {
     /// Run as a daemon: watch the certificate folders and keep the CDN in step
     Run,
     /// Run a local emulator of the CDN certificate API
-    Emulate(EmulateCli),
+    Emulate(Box<EmulateCli>),
     /// Show certrotd's whole job on a local emulator and a temporary certificate tree
     Demo,
 }

@@ -4,6 +4,7 @@
 mod acme;
 mod aliyun_client;
 mod check;
+mod credentials;
 mod daemon;
 mod deploy_hook;
 mod emulate;
@@ -11,6 +12,7 @@ mod files;
 mod harness;
 mod hostile;
 mod per_domain;
+
 mod push;
 mod signature_v3;
 mod sync;
