@@ -12,6 +12,7 @@ mod files;
 mod harness;
 mod hostile;
 mod per_domain;
+mod proxy;
 
 mod push;
 mod signature_v3;
