@@ -24,8 +24,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Validate the configuration and every certificate lineage (no network)
-    Check,
+    /// Validate the configuration and every certificate lineage (no network unless --online)
+    Check(cmd::check::CheckArgs),
     /// One reconciliation pass: scan, validate, plan, push, record
     Sync(cmd::sync::SyncArgs),
     /// Show the deployed state (no network)
@@ -56,7 +56,7 @@ fn main() -> ExitCode {
     cmd::init_logging(cli.log_format);
     let config = config_path(&cli);
     let result = match &cli.command {
-        Command::Check => cmd::check::run(&config),
+        Command::Check(args) => cmd::check::run(&config, args),
         Command::Sync(args) => cmd::sync::run(&config, args),
         Command::Status(args) => cmd::status::run(&config, args),
         Command::Run => cmd::run::run(&config),
