@@ -279,3 +279,282 @@ fn check_oidc_token(token: &str, wall: OffsetDateTime) -> Result<(), ApiError> {
 pub(crate) fn token_digest(token: &str) -> String {
     sign::hex_sha256(token.trim().as_bytes())[..16].to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use base64::Engine as _;
+    use serde_json::Value;
+
+    use crate::aliyun::sign;
+    use crate::emulator::{
+        DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, Emulator, EmulatorConfig,
+    };
+
+    async fn emulator(lifetime: Option<Duration>) -> Emulator {
+        let cfg = EmulatorConfig {
+            sts_lifetime: lifetime,
+            ..EmulatorConfig::with_domains(["a.example.com"])
+        };
+        Emulator::start("127.0.0.1:0".parse().unwrap(), cfg)
+            .await
+            .unwrap()
+    }
+
+    fn jwt(exp: i64) -> String {
+        let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!(
+            "{}.{}.sig",
+            b64(serde_json::json!({"alg": "RS256"})),
+            b64(serde_json::json!({"exp": exp}))
+        )
+    }
+
+    fn oidc_params(token: &str) -> Vec<(String, String)> {
+        [
+            ("Action", "AssumeRoleWithOIDC"),
+            ("Format", "JSON"),
+            ("Version", super::VERSION),
+            ("RoleArn", "acs:ram::123:role/r"),
+            ("OIDCProviderArn", "acs:ram::123:oidc-provider/p"),
+            ("RoleSessionName", "test-session"),
+            ("DurationSeconds", "900"),
+            ("OIDCToken", token),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    async fn post(emu: &Emulator, params: &[(String, String)]) -> (u16, Value) {
+        let body = sign::encode_pairs(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let resp = test_http()
+            .post(emu.endpoint())
+            .header("content-type", sign::FORM_CONTENT_TYPE)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// A plain-http client (reqwest here has no default crypto provider: build it as
+    /// certrotd does).
+    fn test_http() -> reqwest::Client {
+        crate::aliyun::http::build(
+            None,
+            Duration::from_secs(5),
+            crate::aliyun::http::Proxies::Never,
+            true,
+        )
+        .expect("client")
+    }
+
+    fn code(v: &Value) -> &str {
+        v["Code"].as_str().unwrap_or("")
+    }
+
+    fn with(mut p: Vec<(String, String)>, key: &str, value: Option<&str>) -> Vec<(String, String)> {
+        p.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            p.push((key.to_string(), v.to_string()));
+        }
+        p
+    }
+
+    #[tokio::test]
+    async fn oidc_exchange_issues_credentials_and_refuses_what_sts_refuses() {
+        let emu = emulator(None).await;
+        let good = jwt(i64::MAX / 2);
+        let (status, v) = post(&emu, &oidc_params(&good)).await;
+        assert_eq!(status, 200, "{v}");
+        let c = &v["Credentials"];
+        assert!(c["AccessKeyId"].as_str().unwrap().starts_with("STS."));
+        assert!(c["SecurityToken"].as_str().unwrap().starts_with("CAIS"));
+        assert!(c["Expiration"].as_str().unwrap().ends_with('Z'));
+        let cases = [
+            (
+                with(oidc_params(&good), "Version", Some("2018-05-10")),
+                "InvalidVersion",
+            ),
+            (
+                with(oidc_params(&good), "Format", None),
+                "InvalidParameter.Format",
+            ),
+            (
+                with(oidc_params(&good), "RoleArn", Some("arn:aws:iam::1:role/x")),
+                "InvalidParameter.RoleArn",
+            ),
+            (
+                with(oidc_params(&good), "RoleSessionName", Some("a")),
+                "InvalidParameter.RoleSessionName",
+            ),
+            (
+                with(oidc_params(&good), "RoleSessionName", Some("has space")),
+                "InvalidParameter.RoleSessionName",
+            ),
+            (
+                with(oidc_params(&good), "DurationSeconds", Some("60")),
+                "InvalidParameter.DurationSeconds",
+            ),
+            (
+                with(
+                    oidc_params(&good),
+                    "OIDCProviderArn",
+                    Some("acs:ram::1:role/x"),
+                ),
+                "InvalidParameter.OIDCProviderArn",
+            ),
+            (
+                oidc_params("not-a-jwt"),
+                "AuthenticationFail.OIDCToken.Invalid",
+            ),
+            (oidc_params(&jwt(1)), "AuthenticationFail.OIDCToken.Expired"),
+            (
+                with(oidc_params(&good), "OIDCToken", None),
+                "MissingParameter",
+            ),
+        ];
+        for (params, want) in cases {
+            let (status, v) = post(&emu, &params).await;
+            assert_eq!((status, code(&v)), (400, want), "{v}");
+        }
+        let digests: Vec<_> = emu
+            .log()
+            .iter()
+            .filter_map(|e| e.oidc_token_digest.clone())
+            .collect();
+        assert_eq!(digests[0], super::token_digest(&good));
+        assert!(
+            !digests.iter().any(|d| good.contains(d.as_str())),
+            "a digest, not the token"
+        );
+        emu.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn issued_credentials_sign_cdn_calls_until_they_expire() {
+        let emu = emulator(Some(Duration::from_secs(1))).await;
+        // AssumeRole, signed v1 with the emulator's key.
+        let mut p = sign::common_params(
+            DEFAULT_ACCESS_KEY_ID,
+            time::OffsetDateTime::now_utc(),
+            "n1",
+            None,
+        );
+        for (k, v) in p.iter_mut() {
+            if k == "Version" {
+                *v = super::VERSION.to_string();
+            }
+        }
+        p.extend(
+            [
+                ("Action", "AssumeRole"),
+                ("RoleArn", "acs:ram::1:role/r"),
+                ("RoleSessionName", "s1"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let mut bad = p.clone();
+        bad.push(("Signature".to_string(), sign::sign("POST", "wrong", &p)));
+        let (status, v) = post(&emu, &bad).await;
+        assert_eq!((status, code(&v)), (400, "SignatureDoesNotMatch"), "{v}");
+        let mut p2 = p.clone();
+        for (k, v) in p2.iter_mut() {
+            if k == "SignatureNonce" {
+                *v = "n2".to_string();
+            }
+        }
+        let sig = sign::sign("POST", DEFAULT_ACCESS_KEY_SECRET, &p2);
+        p2.push(("Signature".to_string(), sig));
+        let (status, v) = post(&emu, &p2).await;
+        assert_eq!(status, 200, "{v}");
+        let id = v["Credentials"]["AccessKeyId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let secret = v["Credentials"]["AccessKeySecret"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let token = v["Credentials"]["SecurityToken"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let call = |nonce: &str, token: Option<&str>| {
+            let mut p = sign::common_params(&id, time::OffsetDateTime::now_utc(), nonce, token);
+            p.push(("Action".to_string(), "DescribeUserDomains".to_string()));
+            let sig = sign::sign("POST", &secret, &p);
+            p.push(("Signature".to_string(), sig));
+            p
+        };
+        let (status, v) = post(&emu, &call("c1", Some(&token))).await;
+        assert_eq!(status, 200, "{v}");
+        let (_, v) = post(&emu, &call("c2", None)).await;
+        assert_eq!(code(&v), "MissingSecurityToken");
+        let (_, v) = post(&emu, &call("c3", Some("CAISother"))).await;
+        assert_eq!(code(&v), "InvalidSecurityToken.MismatchWithAccessKey");
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let (status, v) = post(&emu, &call("c4", Some(&token))).await;
+        assert_eq!((status, code(&v)), (400, super::EXPIRED), "{v}");
+        emu.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn the_metadata_service_wants_a_session_token() {
+        let emu = emulator(None).await;
+        let http = test_http();
+        let base = emu.endpoint();
+        let creds = format!("{base}/latest/meta-data/ram/security-credentials/");
+        let put = http
+            .put(format!("{base}/latest/api/token"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status().as_u16(), 400, "no TTL header");
+        let get = http.get(&creds).send().await.unwrap();
+        assert_eq!(get.status().as_u16(), 401, "IMDSv1 is refused");
+        let token = http
+            .put(format!("{base}/latest/api/token"))
+            .header("X-aliyun-ecs-metadata-token-ttl-seconds", "60")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let get = |path: String| {
+            http.get(path)
+                .header("X-aliyun-ecs-metadata-token", token.clone())
+                .send()
+        };
+        let role = get(creds.clone()).await.unwrap().text().await.unwrap();
+        assert_eq!(role, super::super::imds::ROLE);
+        let v: Value = get(format!("{creds}{role}"))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .map(|b| serde_json::from_slice(&b).unwrap())
+            .unwrap();
+        assert_eq!(v["Code"], "Success");
+        assert!(v["AccessKeyId"].as_str().unwrap().starts_with("STS."));
+        assert_eq!(
+            get(format!("{creds}other-role"))
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+            404
+        );
+        let labels: Vec<String> = emu.log().iter().map(|e| e.action.clone()).collect();
+        assert!(labels.iter().all(|l| l.starts_with("imds:")), "{labels:?}");
+        emu.shutdown().await;
+    }
+}

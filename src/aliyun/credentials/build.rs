@@ -151,3 +151,115 @@ fn credentials_uri(
         timeout: settings.timeout,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::aliyun::Client;
+    use crate::aliyun::credentials::provider::{FetchFuture, Temporary};
+    use crate::emulator::{
+        DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, Emulator, EmulatorConfig,
+    };
+
+    fn settings(endpoint: &str) -> AliyunSettings {
+        AliyunSettings {
+            endpoint: endpoint.to_string(),
+            region: None,
+            access_key_id: None,
+            access_key_secret_file: None,
+            requests_per_second: 10,
+            read_requests_per_second: 100,
+            max_domains_per_call: 10,
+            api: crate::config::Api::Batch,
+            per_domain_requests_per_second: 30,
+            max_attempts: 3,
+            timeout: Duration::from_secs(5),
+            verify: true,
+            signature: crate::config::Signature::V3,
+            access: crate::config::AccessSettings {
+                sts_endpoint: endpoint.to_string(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// An `AssumeRole` fetcher that believes its credentials live an hour longer than STS
+    /// says: the server is the one to refuse them as expired.
+    struct Optimist(AssumeRole);
+
+    impl Fetch for Optimist {
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        fn fetch(&self) -> FetchFuture<'_> {
+            Box::pin(async move {
+                let mut t: Temporary = self.0.fetch().await?;
+                t.expiration += time::Duration::hours(1);
+                Ok(t)
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_refused_for_an_expired_token_refreshes_and_retries_once() {
+        let cfg = EmulatorConfig {
+            sts_lifetime: Some(Duration::from_secs(1)),
+            ..EmulatorConfig::with_domains(["a.example.com"])
+        };
+        let emu = Emulator::start("127.0.0.1:0".parse().unwrap(), cfg)
+            .await
+            .unwrap();
+        let s = settings(&emu.endpoint());
+        let fetcher = AssumeRole {
+            sts: sts(&s).unwrap(),
+            base_id: DEFAULT_ACCESS_KEY_ID.to_string(),
+            base_secret: super::super::Secret::from(DEFAULT_ACCESS_KEY_SECRET.to_string()),
+            base_token: None,
+            role_arn: "acs:ram::1234567890123456:role/cdn".to_string(),
+            session_name: fetch::session_name(Some("test")),
+            duration_secs: 900,
+            external_id: None,
+        };
+        let provider = CredentialProvider::temporary(
+            vec![Box::new(Optimist(fetcher))],
+            Source::RamRoleArn,
+            "test".to_string(),
+        );
+        let client = Client::new(&s, provider).unwrap();
+        client.describe_user_domains().await.expect("first call");
+        // The emulator's clock is the wall clock: let the issued set expire there.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        client
+            .describe_user_domains()
+            .await
+            .expect("refreshed and retried");
+        let log = emu.log();
+        let codes: Vec<Option<&str>> = log.iter().map(|e| e.code.as_deref()).collect();
+        let expired = codes
+            .iter()
+            .filter(|c| **c == Some("InvalidSecurityToken.Expired"))
+            .count();
+        assert_eq!(expired, 1, "{codes:?}");
+        let assumed = log
+            .iter()
+            .filter(|e| e.action == "AssumeRole" && e.succeeded())
+            .count();
+        assert_eq!(assumed, 2, "one fetch per set: {log:?}");
+        let cdn: Vec<_> = log
+            .iter()
+            .filter(|e| e.action == "DescribeUserDomains")
+            .collect();
+        assert_eq!(
+            cdn.len(),
+            3,
+            "one call, one refused and retried once: {cdn:?}"
+        );
+        assert!(
+            cdn.iter()
+                .all(|e| e.signature == "v3" && e.access_key_id.starts_with("STS."))
+        );
+        emu.shutdown().await;
+    }
+}
