@@ -447,7 +447,11 @@ impl State {
             Outcome::Err(e) => {
                 entry.status = Some(e.status);
                 entry.code = Some(e.code.to_string());
-                failure(&e, &request_id)
+                let product = match sts::is_sts_action(params.get("Action")) {
+                    true => ("sts.aliyuncs.com", "Sts"),
+                    false => (HOST_ID, "Cdn"),
+                };
+                failure(&e, &request_id, product)
             }
         };
         tracing::debug!(
@@ -1145,13 +1149,14 @@ fn success(mut body: Value, request_id: &str) -> Reply {
     }
 }
 
-fn failure(e: &ApiError, request_id: &str) -> Reply {
+/// The error body; `(host, product)` are the answering service's (`HostId`, `Recommend`).
+fn failure(e: &ApiError, request_id: &str, (host, product): (&str, &str)) -> Reply {
     let body = json!({
         "RequestId": request_id,
-        "HostId": HOST_ID,
+        "HostId": host,
         "Code": e.code,
         "Message": e.message,
-        "Recommend": format!("https://api.aliyun.com/troubleshoot?q={}&product=Cdn&requestId={request_id}", e.code),
+        "Recommend": format!("https://api.aliyun.com/troubleshoot?q={}&product={product}&requestId={request_id}", e.code),
     });
     Reply::Json {
         status: e.status,

@@ -424,6 +424,7 @@ mod tests {
         for (params, want) in cases {
             let (status, v) = post(&emu, &params).await;
             assert_eq!((status, code(&v)), (400, want), "{v}");
+            assert_eq!(v["HostId"], "sts.aliyuncs.com", "{v}");
         }
         let digests: Vec<_> = emu
             .log()
