@@ -25,7 +25,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Validate the configuration and every certificate lineage (no network)
+    /// Validate the configuration and every certificate lineage (no network unless --online)
     Check {
         #[command(flatten)]
         args: cmd::check::CheckArgs,
@@ -49,7 +49,7 @@ enum Command {
     /// Run as a daemon: watch the certificate folders and keep the CDN in step
     Run(ConfigArg),
     /// Run a local emulator of the CDN certificate API
-    Emulate(EmulateCli),
+    Emulate(Box<EmulateCli>),
     /// Show certrotd's whole job on a local emulator and a temporary certificate tree
     Demo,
     /// Write a shell completion script to stdout (bash, zsh, fish, elvish, powershell)

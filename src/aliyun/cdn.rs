@@ -21,7 +21,8 @@ impl Failure for ApiError {
             Class::Retryable => Handling::Retry {
                 after: self.retry_after(),
             },
-            Class::Credentials => Handling::Credentials,
+            // Both stop the run: retrying cannot help until the configuration changes.
+            Class::Credentials | Class::Config => Handling::Credentials,
             Class::Clock => Handling::Clock,
             Class::Domain => Handling::Domain(self.domain()),
             Class::Certificate => Handling::Certificate(self.domain()),
@@ -128,8 +129,8 @@ impl AliyunCdn {
     /// The credential chain (from the process environment) and the client for these
     /// settings: the target `settings.api` chooses, with its [`limits`].
     pub(crate) fn connect(settings: &AliyunSettings) -> Result<AliyunCdn, ConnectError> {
-        let creds = credentials::load(settings, &Environment::from_process())?;
-        tracing::info!(source = creds.source(), "using Alibaba Cloud credentials");
+        let creds = credentials::provider(settings, &Environment::from_process())?;
+        tracing::info!(source = %creds.describe(), "using Alibaba Cloud credentials");
         let client = Client::new(settings, creds)?;
         Ok(match settings.api {
             Api::Batch => AliyunCdn::new(client, settings.region.clone(), limits(settings)),
@@ -253,7 +254,7 @@ mod tests {
                         after: Some(Duration::from_secs(3))
                     }
                 ),
-                Class::Credentials => assert_eq!(h, Handling::Credentials),
+                Class::Credentials | Class::Config => assert_eq!(h, Handling::Credentials),
                 Class::Clock => assert_eq!(h, Handling::Clock),
                 Class::Domain => assert_eq!(h, Handling::Domain(Some("b.example.com"))),
                 Class::Certificate => assert_eq!(h, Handling::Certificate(None)),
@@ -279,6 +280,7 @@ mod tests {
             timeout: Duration::from_secs(30),
             verify: true,
             signature: crate::config::Signature::V1,
+            access: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod cdn;
 pub mod client;
 pub mod credentials;
 pub mod error;
+pub(crate) mod http;
 pub mod sign;
 
 pub use cdn::AliyunCdn;
@@ -20,6 +21,6 @@ pub use client::ClientError;
 pub use client::ServedCert;
 pub use client::{BatchSetRequest, Client, SetSslRequest};
 pub use credentials::CredentialsError;
-pub use credentials::{Credentials, Secret};
+pub use credentials::{CredentialProvider, Credentials, Secret};
 pub use error::ApiError;
 pub use error::Class;

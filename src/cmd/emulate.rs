@@ -58,6 +58,10 @@ pub struct EmulateArgs {
     /// after every request and on exit)
     #[arg(long, value_name = "FILE")]
     pub(crate) state_dump: Option<PathBuf>,
+    /// Life of every set of temporary credentials its STS and instance metadata service issue,
+    /// in seconds (default: the DurationSeconds asked, as STS does; 6 hours for the instance)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(5..=43200))]
+    pub(crate) sts_lifetime_secs: Option<u64>,
 }
 
 impl EmulateArgs {
@@ -79,6 +83,7 @@ impl EmulateArgs {
             latency: Duration::from_millis(self.latency_ms),
             seed: self.seed,
             state_dump: self.state_dump.clone(),
+            sts_lifetime: self.sts_lifetime_secs.map(Duration::from_secs),
         })
     }
 }

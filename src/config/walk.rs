@@ -12,6 +12,7 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+mod access;
 mod ops;
 
 use super::files::{Files, Named};
@@ -116,6 +117,12 @@ const ALIYUN_KEYS: &[&str] = &[
     "timeout_secs",
     "verify",
     "signature",
+    // access::KEYS
+    "ca_file",
+    "sts_endpoint",
+    "metadata_endpoint",
+    "role_name",
+    "imds_v1",
 ];
 const WATCH_KEYS: &[&str] = &["paths", "debounce_ms", "rescan_secs"];
 const STATE_KEYS: &[&str] = &["dir"];
@@ -133,12 +140,13 @@ pub(super) fn named_files(text: &str, base: &Path) -> Named {
         _ => None,
     };
     let domains = string("cdn", "domains_file").map(|p| base.join(p));
+    let ca_file = string("aliyun", "ca_file").map(|p| base.join(p));
     // An empty secret path is a problem of its own, and names no file.
     let secret = string("aliyun", "access_key_secret_file")
         .filter(|p| !p.is_empty())
         .map(|p| base.join(p));
     Named {
-        read: domains.into_iter().collect(),
+        read: domains.into_iter().chain(ca_file).collect(),
         inspect: secret.into_iter().collect(),
     }
 }
@@ -434,6 +442,7 @@ fn aliyun(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Option<AliyunSettings> {
         Some(_) => s.boolean(ctx, "verify"),
     };
     let signature = signature(ctx, s);
+    let access = access::access(ctx, s);
     Some(AliyunSettings {
         endpoint: endpoint?,
         region: region?,
@@ -448,6 +457,7 @@ fn aliyun(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Option<AliyunSettings> {
         timeout: Duration::from_secs(int_or(timeout, 30)?),
         verify: verify?,
         signature: signature?,
+        access: access?,
     })
 }
 

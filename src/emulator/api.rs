@@ -35,6 +35,11 @@ use time::macros::format_description;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
+#[path = "imds.rs"]
+mod imds;
+#[path = "sts.rs"]
+mod sts;
+
 use super::record::{LogEntry, LogJson, Served};
 use super::{EmulatorConfig, Faults};
 use crate::aliyun::sign::{self, V3Authorization};
@@ -82,6 +87,8 @@ pub(super) enum Reply {
     },
     /// A gateway's HTML error page (not the API's JSON).
     Html { status: u16, body: Vec<u8> },
+    /// A plain-text answer (the instance metadata service's).
+    Text { status: u16, body: Vec<u8> },
     /// Close the connection without an answer.
     Reset,
 }
@@ -299,6 +306,8 @@ pub(super) struct State {
     id_rng: StdRng,
     started: Instant,
     generation: u64,
+    sts: sts::Sts,
+    imds: imds::Imds,
 }
 
 impl State {
@@ -327,6 +336,8 @@ impl State {
             id_rng: rand::make_rng(),
             started,
             generation: 0,
+            sts: sts::Sts::new(cfg.sts_lifetime),
+            imds: imds::Imds::default(),
         }
     }
 
@@ -388,6 +399,23 @@ impl State {
         let envelope = Envelope::of(req, &params);
         let mut entry = new_entry(&params, &envelope, req, at);
         entry.request_id.clone_from(&request_id);
+        if imds::is_metadata_path(&req.path) {
+            // The metadata service is the instance's own: no faults, no API envelope.
+            let reply = self.imds.answer(req, &mut self.sts, wall);
+            entry.action = imds::label(&req.path).to_string();
+            entry.status = match &reply {
+                Reply::Json { status, .. }
+                | Reply::Text { status, .. }
+                | Reply::Html { status, .. } => Some(*status),
+                Reply::Reset => None,
+            };
+            self.log_json.push(&entry);
+            self.log.push(entry);
+            return reply;
+        }
+        if params.get("Action") == Some(sts::ACTION_OIDC) {
+            entry.oidc_token_digest = params.get("OIDCToken").map(sts::token_digest);
+        }
         let too_long = req.query.as_ref().is_some_and(|q| q.len() > MAX_QUERY);
         let outcome = match self.faults.pick(draw) {
             _ if too_long => Outcome::UriTooLong,
@@ -421,7 +449,11 @@ impl State {
             Outcome::Err(e) => {
                 entry.status = Some(e.status);
                 entry.code = Some(e.code.to_string());
-                failure(&e, &request_id)
+                let product = match sts::is_sts_action(params.get("Action")) {
+                    true => ("sts.aliyuncs.com", "Sts"),
+                    false => (HOST_ID, "Cdn"),
+                };
+                failure(&e, &request_id, product)
             }
         };
         tracing::debug!(
@@ -475,9 +507,16 @@ impl State {
             ));
         }
         p.check_duplicates()?;
+        if req.authorization().is_none() && sts::is_sts_action(p.get("Action")) {
+            let action = p.text("Action");
+            if action == sts::ACTION_ASSUME_ROLE {
+                self.authenticate(&req.method, p, wall, sts::VERSION)?;
+            }
+            return self.sts.answer(&action, p, wall);
+        }
         let action = match req.authorization() {
             None => {
-                self.authenticate(&req.method, p, wall)?;
+                self.authenticate(&req.method, p, wall, VERSION)?;
                 p.require("Action")?.to_string()
             }
             Some(auth) => self.authenticate_v3(req, auth, wall)?,
@@ -518,12 +557,11 @@ impl State {
         method: &str,
         p: &Params,
         wall: OffsetDateTime,
+        version: &str,
     ) -> Result<(), ApiError> {
-        check_common_params(p)?;
-        if p.get("AccessKeyId") != Some(self.access_key_id.as_str()) {
-            return Err(unknown_access_key());
-        }
-        self.check_signature(method, p)?;
+        check_common_params(p, version)?;
+        let secret = self.secret_for(p.get("AccessKeyId"), p.get("SecurityToken"), wall)?;
+        self.check_signature(method, p, &secret)?;
         check_timestamp(p.get("Timestamp").unwrap_or_default(), wall)?;
         self.use_nonce(p.get("SignatureNonce").unwrap_or_default())
     }
@@ -551,10 +589,12 @@ impl State {
             return Err(invalid_version());
         }
         check_v3_signed_headers(req, &auth)?;
-        if auth.access_key_id != self.access_key_id {
-            return Err(unknown_access_key());
-        }
-        self.check_signature_v3(req, &auth)?;
+        let secret = self.secret_for(
+            Some(auth.access_key_id),
+            req.header("x-acs-security-token"),
+            wall,
+        )?;
+        self.check_signature_v3(req, &auth, &secret)?;
         let claimed = req.header("x-acs-content-sha256").unwrap_or_default();
         if !claimed
             .trim()
@@ -571,12 +611,31 @@ impl State {
         Ok(req.header("x-acs-action").unwrap_or_default().to_string())
     }
 
+    /// The secret that key `id` signs with: the emulator's own key, or temporary
+    /// credentials its STS issued (their token must come along and be live).
+    fn secret_for(
+        &self,
+        id: Option<&str>,
+        token: Option<&str>,
+        wall: OffsetDateTime,
+    ) -> Result<Zeroizing<String>, ApiError> {
+        let id = id.unwrap_or_default();
+        if id == self.access_key_id {
+            return Ok(self.access_key_secret.clone());
+        }
+        match self.sts.secret_for(id, token, wall) {
+            Some(found) => found.map(|s| Zeroizing::new(s.to_string())),
+            None => Err(unknown_access_key()),
+        }
+    }
+
     fn check_signature_v3(
         &self,
         req: &Incoming,
         auth: &V3Authorization<'_>,
+        secret: &str,
     ) -> Result<(), ApiError> {
-        let (string_to_sign, expected) = expected_signature_v3(req, auth, &self.access_key_secret);
+        let (string_to_sign, expected) = expected_signature_v3(req, auth, secret);
         if auth.signature == expected {
             return Ok(());
         }
@@ -601,9 +660,8 @@ impl State {
         ))
     }
 
-    fn check_signature(&self, method: &str, p: &Params) -> Result<(), ApiError> {
-        let (string_to_sign, expected) =
-            expected_signature(method, &p.all, &self.access_key_secret);
+    fn check_signature(&self, method: &str, p: &Params, secret: &str) -> Result<(), ApiError> {
+        let (string_to_sign, expected) = expected_signature(method, &p.all, secret);
         if p.get("Signature") == Some(expected.as_str()) {
             return Ok(());
         }
@@ -827,6 +885,7 @@ fn new_entry(p: &Params, envelope: &Envelope, req: &Incoming, at: Duration) -> L
         } else {
             None
         },
+        oidc_token_digest: None,
     }
 }
 
@@ -905,7 +964,7 @@ fn domain_not_found(domain: &str) -> ApiError {
 }
 
 /// Every common parameter present, with the values this API version accepts.
-fn check_common_params(p: &Params) -> Result<(), ApiError> {
+fn check_common_params(p: &Params, version: &str) -> Result<(), ApiError> {
     for name in [
         "Action",
         "Version",
@@ -918,7 +977,7 @@ fn check_common_params(p: &Params) -> Result<(), ApiError> {
     ] {
         p.require(name)?;
     }
-    if p.get("Version") != Some(VERSION) {
+    if p.get("Version") != Some(version) {
         return Err(invalid_version());
     }
     if let Some(f) = p.get("Format")
@@ -1092,13 +1151,14 @@ fn success(mut body: Value, request_id: &str) -> Reply {
     }
 }
 
-fn failure(e: &ApiError, request_id: &str) -> Reply {
+/// The error body; `(host, product)` are the answering service's (`HostId`, `Recommend`).
+fn failure(e: &ApiError, request_id: &str, (host, product): (&str, &str)) -> Reply {
     let body = json!({
         "RequestId": request_id,
-        "HostId": HOST_ID,
+        "HostId": host,
         "Code": e.code,
         "Message": e.message,
-        "Recommend": format!("https://api.aliyun.com/troubleshoot?q={}&product=Cdn&requestId={request_id}", e.code),
+        "Recommend": format!("https://api.aliyun.com/troubleshoot?q={}&product={product}&requestId={request_id}", e.code),
     });
     Reply::Json {
         status: e.status,

@@ -126,6 +126,9 @@ pub struct EmulatorConfig {
     pub seed: u64,
     /// Where to keep the JSON state dump, if anywhere.
     pub(crate) state_dump: Option<PathBuf>,
+    /// The life of every set of temporary credentials its STS and metadata service issue
+    /// (`None`: what the call asked, as STS does).
+    pub sts_lifetime: Option<Duration>,
 }
 
 impl Default for EmulatorConfig {
@@ -142,6 +145,7 @@ impl Default for EmulatorConfig {
             latency: Duration::ZERO,
             seed: 0,
             state_dump: None,
+            sts_lifetime: None,
         }
     }
 }
@@ -202,6 +206,7 @@ impl fmt::Debug for EmulatorConfig {
             .field("latency", &self.latency)
             .field("seed", &self.seed)
             .field("state_dump", &self.state_dump)
+            .field("sts_lifetime", &self.sts_lifetime)
             .finish()
     }
 }
@@ -600,6 +605,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Body>) -> Result<Response<Full
     match reply {
         Reply::Reset => Err(Reset),
         Reply::Html { status, body } => Ok(response(status, "text/html", None, body)),
+        Reply::Text { status, body } => Ok(response(status, "text/plain", None, body)),
         Reply::Json {
             status,
             request_id,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sends the official Alibaba Cloud Python SDKs' own calls to `certrotd emulate` (see
-# conformance.py, v3_sdk.py). Installs the pinned SDKs into a throw-away virtualenv; needs python3 with
+# conformance.py, v3_sdk.py, sdk_credentials.py). Installs the pinned SDKs into a throw-away virtualenv; needs python3 with
 # venv and PyPI. Usage: tests/conformance/run.sh [path/to/certrotd]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -15,3 +15,4 @@ python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
 "$venv/bin/python" "$here/conformance.py" --certrotd "$bin"
 "$venv/bin/python" "$here/v3_sdk.py" "$bin"
+"$venv/bin/python" "$here/sdk_credentials.py" "$bin"
