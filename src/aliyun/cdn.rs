@@ -138,6 +138,11 @@ impl AliyunCdn {
         })
     }
 
+    /// What the client signs with.
+    pub(crate) fn credentials(&self) -> &credentials::CredentialProvider {
+        self.client.credentials()
+    }
+
     /// The same API with other limits (the daemon spaces its write starts).
     pub(crate) fn with_limits(self, limits: Limits) -> AliyunCdn {
         AliyunCdn { limits, ..self }

@@ -322,6 +322,11 @@ impl Client {
         })
     }
 
+    /// What the client signs with (the daemon asks it for a set before a pass).
+    pub(crate) fn credentials(&self) -> &CredentialProvider {
+        &self.credentials
+    }
+
     /// Replaces the wall clock that stamps `Timestamp` (tests of clock skew).
     pub fn with_clock(mut self, clock: WallClock) -> Client {
         self.clock = clock;

@@ -249,7 +249,8 @@ pub(crate) fn describe_offset(offset: time::Duration) -> String {
 
 /// The metrics' `result` label of one attempt: `ok`, the API's `Code` (it passed
 /// `untrusted::code` when the error was built), `transport` when no answer came, else the
-/// error's kind.
+/// error's kind (`tls-trust` for a server certificate that does not verify; `no-credentials`
+/// never reaches an HTTP attempt, but would be labelled so).
 pub(crate) fn attempt_label<T>(outcome: &Result<T, ApiError>) -> &str {
     match outcome {
         Ok(_) => "ok",
@@ -782,6 +783,30 @@ mod tests {
             Class::Retryable
         );
         assert_eq!(classify(Some("SomethingNew"), Some(400), 0), Class::Other);
+    }
+
+    #[test]
+    fn attempt_labels_tell_ok_codes_transport_and_trust_apart() {
+        let label = |e: ApiError| attempt_label::<()>(&Err(e)).to_string();
+        assert_eq!(attempt_label::<()>(&Ok(())), "ok");
+        assert_eq!(label(ApiError::transport("A", "e", "refused")), "transport");
+        let timeout = ApiError::Timeout {
+            action: "A",
+            endpoint: "e".into(),
+            timeout: Duration::from_secs(1),
+        };
+        assert_eq!(label(timeout), "transport");
+        assert_eq!(
+            label(ApiError::tls_trust("A", "e", None, "bad")),
+            "tls-trust"
+        );
+        let none = ApiError::NoCredentials {
+            action: "A",
+            detail: "nothing".into(),
+            temporary: true,
+        };
+        assert_eq!(label(none), "no-credentials");
+        assert_eq!(label(ApiError::bad_response("A", 200, "x")), "bad-response");
     }
 
     #[test]
