@@ -485,13 +485,23 @@ impl StateStore {
     /// Clears (without saving) the last error of those `domains` that have one: they were
     /// found up to date, so the error is stale. Whether anything changed.
     pub(crate) fn clear_stale_errors(&mut self, domains: &[String]) -> bool {
-        let mut changed = false;
-        for d in domains {
+        let stale: Vec<String> = domains
+            .iter()
+            .filter(|d| {
+                self.state
+                    .domains
+                    .get(*d)
+                    .is_some_and(|e| e.last_error.is_some())
+            })
+            .cloned()
+            .collect();
+        self.touch(&stale);
+        for d in &stale {
             if let Some(e) = self.state.domains.get_mut(d) {
-                changed |= e.last_error.take().is_some();
+                e.last_error = None;
             }
         }
-        changed
+        !stale.is_empty()
     }
 
     /// Records an error for `domains` (their deployment, if any, is unchanged) and saves.

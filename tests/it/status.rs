@@ -2,7 +2,6 @@
 //! with its reason), `--domain` / `--lineage` filters, `--json`, the last pass and the
 //! daemon's PID; a stale LAST ERROR cleared once the domain is found up to date.
 
-use std::fs;
 use std::path::PathBuf;
 
 use crate::harness::{self, Certbot, Env, Output, RunningDaemon, issue, run_with};
@@ -150,17 +149,19 @@ async fn a_stale_last_error_is_cleared_once_the_domain_is_found_up_to_date() {
     w.run(&["sync"]).await.expect_status(0);
     w.run(&["status"]).await.expect_status(0);
 
-    // An error left on record by an earlier run (say, credentials since fixed).
-    let mut state: serde_json::Value =
-        serde_json::from_slice(&fs::read(w.state_file()).expect("state")).expect("JSON");
-    state["domains"]["a.example.com"]["last_error"] = serde_json::json!({
-        "at": "2026-11-30T10:00:00Z", "kind": "credentials", "message": "InvalidAccessKeyId.NotFound"
-    });
-    fs::write(
-        w.state_file(),
-        serde_json::to_vec_pretty(&state).expect("JSON"),
-    )
-    .expect("write");
+    // An error left on record by an earlier run (say, credentials since fixed): set on the
+    // domain's latest record in the store, as an earlier release's failed push left it.
+    let db = rusqlite::Connection::open(w.state_file()).expect("open the store");
+    let changed = db
+        .execute(
+            "UPDATE records SET error_kind = 'credentials', \
+             error_message = 'InvalidAccessKeyId.NotFound', error_at = '2026-11-30T10:00:00Z' \
+             WHERE seq = (SELECT max(seq) FROM records WHERE domain = 'a.example.com')",
+            [],
+        )
+        .expect("update the store");
+    assert_eq!(changed, 1);
+    drop(db);
     let out = w.run(&["status"]).await;
     out.expect_status(1);
     assert!(
@@ -191,11 +192,14 @@ async fn status_names_the_running_daemon_and_its_last_pass() {
     let w = World::new(&["a.example.com"], &["a.example.com"]).await;
     w.certbot.add("a", &issue(&["a.example.com"]));
     let daemon = RunningDaemon::start(&w.env);
-    let state_file = w.state_file();
     harness::wait_for(
         "the daemon's first pass on record",
         15,
-        || fs::read_to_string(&state_file).is_ok_and(|s| s.contains("\"last_pass\"")),
+        || {
+            let out = w.env.run(&["status", "--json"]);
+            serde_json::from_str::<serde_json::Value>(&out.stdout)
+                .is_ok_and(|json| !json["last_pass"].is_null())
+        },
         || daemon.log(),
     )
     .await;

@@ -833,7 +833,8 @@ async fn status_reads_the_store_while_a_sync_writes_it() {
     loop {
         let done = sync.try_wait().expect("poll sync").is_some();
         let out = w.run(&["status", "--json"]).await;
-        out.expect_status(0);
+        // 1 while some domain is not deployed yet; 0 once the sync has finished.
+        out.expect_status(if done { 0 } else { out.status.min(1) });
         let report: serde_json::Value =
             serde_json::from_str(&out.stdout).expect("status --json is JSON");
         let rows = report["domains"].as_array().expect("a list of domains");
@@ -872,9 +873,15 @@ async fn a_version_1_state_json_is_imported_by_the_next_sync_and_nothing_is_push
     fs::remove_file(w.state_dir().join(state::STATE_FILE)).expect("remove state.db");
     let legacy = w.state_dir().join(state::LEGACY_FILE);
     fs::write(&legacy, &text).expect("write state.json");
+    // The same domains (the last pass is not in a state.json of the previous release).
+    let rows = |stdout: &str| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(stdout).expect("status JSON")["domains"].clone()
+    };
+    let before_import = w.run(&["status", "--json"]).await;
+    before_import.expect_status(0);
     assert_eq!(
-        w.run(&["status", "--json"]).await.stdout,
-        status.stdout,
+        rows(&before_import.stdout),
+        rows(&status.stdout),
         "status reads state.json before the import"
     );
 
@@ -892,7 +899,10 @@ async fn a_version_1_state_json_is_imported_by_the_next_sync_and_nothing_is_push
         fs::read_to_string(w.state_dir().join(state::IMPORTED_FILE)).expect("kept"),
         text
     );
-    assert_eq!(w.state(), recorded);
-    assert_eq!(w.run(&["status", "--json"]).await.stdout, status.stdout);
+    assert_eq!(w.state().domains, recorded.domains);
+    assert_eq!(
+        rows(&w.run(&["status", "--json"]).await.stdout),
+        rows(&status.stdout)
+    );
     w.emu.shutdown().await;
 }
