@@ -597,13 +597,18 @@ impl State {
         if req.authorization().is_none() && sts::is_sts_action(p.get("Action")) {
             let action = p.text("Action");
             if action == sts::ACTION_ASSUME_ROLE {
-                self.authenticate(&req.method, p, wall, sts::VERSION)?;
+                self.authenticate(&req.method, p, wall, &[sts::VERSION])?;
             }
             return self.sts.answer(&action, p, wall);
         }
         let action = match req.authorization() {
             None => {
-                self.authenticate(&req.method, p, wall, dcdn::version(self.product))?;
+                self.authenticate(
+                    &req.method,
+                    p,
+                    wall,
+                    &[dcdn::version(self.product), cas::VERSION],
+                )?;
                 p.require("Action")?.to_string()
             }
             Some(auth) => self.authenticate_v3(req, auth, wall)?,
@@ -657,15 +662,16 @@ impl State {
         }
     }
 
-    /// Common parameters, AccessKeyId, signature, timestamp, nonce (recorded when all pass).
+    /// Common parameters (`Version` one of `versions`), AccessKeyId (the emulator's own or
+    /// one its STS issued), signature, timestamp, nonce (recorded when all pass).
     fn authenticate(
         &mut self,
         method: &str,
         p: &Params,
         wall: OffsetDateTime,
-        version: &str,
+        versions: &[&str],
     ) -> Result<(), ApiError> {
-        check_common_params(p, version)?;
+        check_common_params(p, versions)?;
         let secret = self.secret_for(p.get("AccessKeyId"), p.get("SecurityToken"), wall)?;
         self.check_signature(method, p, &secret)?;
         check_timestamp(p.get("Timestamp").unwrap_or_default(), wall)?;
@@ -1125,7 +1131,7 @@ fn domain_not_found(domain: &str) -> ApiError {
 }
 
 /// Every common parameter present, with the values this API version accepts.
-fn check_common_params(p: &Params, version: &str) -> Result<(), ApiError> {
+fn check_common_params(p: &Params, versions: &[&str]) -> Result<(), ApiError> {
     for name in [
         "Action",
         "Version",
@@ -1138,8 +1144,10 @@ fn check_common_params(p: &Params, version: &str) -> Result<(), ApiError> {
     ] {
         p.require(name)?;
     }
-    if !matches!(p.get("Version"), Some(v) if v == version || v == cas::VERSION) {
-        return Err(invalid_version(version));
+    if !p.get("Version").is_some_and(|v| versions.contains(&v)) {
+        return Err(invalid_version(
+            versions.first().copied().unwrap_or_default(),
+        ));
     }
     if let Some(f) = p.get("Format")
         && !f.eq_ignore_ascii_case("JSON")
