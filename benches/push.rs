@@ -105,6 +105,7 @@ async fn measure(verify: bool) -> Result<Figures, Box<dyn std::error::Error>> {
         timeout: Duration::from_secs(10),
         verify,
         signature: certrotd::config::Signature::V1,
+        access: Default::default(),
     };
     let creds = Credentials::new(
         emulator::DEFAULT_ACCESS_KEY_ID,

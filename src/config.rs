@@ -110,6 +110,44 @@ pub struct AliyunSettings {
     pub verify: bool,
     /// How calls are signed (`signature`, default v1).
     pub signature: Signature,
+    /// Trust, STS and instance-metadata settings (`ca_file`, `sts_endpoint`, …).
+    pub access: AccessSettings,
+}
+
+/// `[aliyun]` settings of how certrotd reaches Alibaba Cloud besides the CDN endpoint: the
+/// extra trusted roots, the STS and metadata endpoints the credential chain uses, and the
+/// ECS RAM role.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessSettings {
+    /// `ca_file`: PEM roots trusted besides the built-in web PKI roots (checked at load).
+    pub ca_file: Option<PathBuf>,
+    /// `sts_endpoint`: `https://…`, or `http://` to a loopback host only.
+    pub sts_endpoint: String,
+    /// `metadata_endpoint`: the ECS instance metadata service (plain http); `None` when not
+    /// set, i.e. the default address, used only when the ECS RAM role source is enabled.
+    pub metadata_endpoint: Option<String>,
+    /// `role_name`: the instance's RAM role (else discovered from the metadata service).
+    pub role_name: Option<String>,
+    /// `imds_v1`: fall back to metadata requests without a session token (IMDSv1) when the
+    /// token request fails (default false: IMDSv2 only).
+    pub imds_v1: bool,
+}
+
+/// Alibaba's STS endpoint.
+pub const DEFAULT_STS_ENDPOINT: &str = "https://sts.aliyuncs.com";
+/// The ECS instance metadata service.
+pub const DEFAULT_METADATA_ENDPOINT: &str = "http://100.100.100.200";
+
+impl Default for AccessSettings {
+    fn default() -> AccessSettings {
+        AccessSettings {
+            ca_file: None,
+            sts_endpoint: DEFAULT_STS_ENDPOINT.to_string(),
+            metadata_endpoint: None,
+            role_name: None,
+            imds_v1: false,
+        }
+    }
 }
 
 /// `[aliyun] signature`: the algorithm every API call is signed with.
@@ -121,6 +159,26 @@ pub enum Signature {
     V1,
     /// `ACS3-HMAC-SHA256`.
     V3,
+}
+
+/// The certificates of a PEM text of trusted roots (`ca_file`): at least one, each usable
+/// as a trust anchor; `Err` says what is wrong (without quoting the file).
+pub(crate) fn parse_ca_pem(
+    bytes: &[u8],
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut certs = Vec::new();
+    for item in CertificateDer::pem_slice_iter(bytes) {
+        let der = item.map_err(|e| format!("not valid PEM ({e})"))?;
+        webpki::anchor_from_trusted_cert(&der)
+            .map_err(|e| format!("certificate {} is not a usable CA ({e})", certs.len() + 1))?;
+        certs.push(der);
+    }
+    if certs.is_empty() {
+        return Err("holds no PEM certificate".to_string());
+    }
+    Ok(certs)
 }
 
 impl AliyunSettings {

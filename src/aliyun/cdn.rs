@@ -50,7 +50,8 @@ impl Failure for ApiError {
             Class::Retryable => Handling::Retry {
                 after: self.retry_after(),
             },
-            Class::Credentials => Handling::Credentials,
+            // Both stop the run: retrying cannot help until the configuration changes.
+            Class::Credentials | Class::Config => Handling::Credentials,
             Class::Clock => Handling::Clock,
             Class::Domain => Handling::Domain(self.domain()),
             Class::Certificate => Handling::Certificate(self.domain()),
@@ -199,6 +200,11 @@ impl AliyunCdn {
         self.cas.as_ref()
     }
 
+    /// What the clients sign with (one provider, shared by every target's client).
+    pub(crate) fn credentials(&self) -> &credentials::CredentialProvider {
+        self.client.credentials()
+    }
+
     /// The same API with other limits (the daemon spaces its write starts).
     /// A CAS store's prepare budget stays.
     pub(crate) fn with_limits(self, limits: Limits) -> AliyunCdn {
@@ -314,12 +320,12 @@ impl Target for AliyunCdn {
 }
 
 /// The three targets of one executor, in index order ([`CDN_BATCH`], [`CDN_PER_DOMAIN`],
-/// [`DCDN`]): one credential chain, a CDN client on `[aliyun] endpoint` and a DCDN client on
+/// [`DCDN`]): one [`credentials::CredentialProvider`] (clones share its refresh), a CDN client on `[aliyun] endpoint` and a DCDN client on
 /// `[dcdn] endpoint`, each target with its own limits (so its own limiters).
 pub(crate) fn connect_all(settings: &Settings) -> Result<[AliyunCdn; 3], ConnectError> {
     let a = &settings.aliyun;
-    let creds = credentials::load(a, &Environment::from_process())?;
-    tracing::info!(source = creds.source(), "using Alibaba Cloud credentials");
+    let creds = credentials::provider(a, &Environment::from_process())?;
+    tracing::info!(source = %creds.describe(), "using Alibaba Cloud credentials");
     let cas = cas_store(a, &settings.cas, &creds)?;
     let cdn = Client::new(a, creds.clone())?;
     let dcdn_settings = AliyunSettings {
@@ -343,7 +349,7 @@ pub(crate) fn connect_all(settings: &Settings) -> Result<[AliyunCdn; 3], Connect
 fn cas_store(
     a: &AliyunSettings,
     cas: &CasSettings,
-    creds: &super::credentials::Credentials,
+    creds: &credentials::CredentialProvider,
 ) -> Result<Option<SharedCas>, ConnectError> {
     if cas.store == Store::Upload {
         return Ok(None);
@@ -496,7 +502,7 @@ mod tests {
                         after: Some(Duration::from_secs(3))
                     }
                 ),
-                Class::Credentials => assert_eq!(h, Handling::Credentials),
+                Class::Credentials | Class::Config => assert_eq!(h, Handling::Credentials),
                 Class::Clock => assert_eq!(h, Handling::Clock),
                 Class::Domain => assert_eq!(h, Handling::Domain(Some("b.example.com"))),
                 Class::Certificate => assert_eq!(h, Handling::Certificate(None)),
@@ -522,6 +528,7 @@ mod tests {
             timeout: Duration::from_secs(30),
             verify: true,
             signature: crate::config::Signature::V1,
+            access: Default::default(),
         }
     }
 

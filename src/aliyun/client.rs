@@ -19,34 +19,26 @@
 //! attempt (retries, freshly signed, are the executor's job: call the method again); a
 //! response never causes a panic, whatever its body.
 
-use std::convert::Infallible;
 use std::fmt;
 use std::net::IpAddr;
-use std::pin::Pin;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Buf;
-use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, SizeHint};
-use hyper::header::{
-    ACCEPT, CONTENT_TYPE, DATE, HOST, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
+use reqwest::Url;
+use reqwest::header::{
+    ACCEPT, CONTENT_TYPE, DATE, HOST, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER,
 };
-use hyper::{Method, Request, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::credentials::Credentials;
+use super::credentials::{CredentialProvider, Credentials};
 use super::dcdn::{self, Actions};
 use super::error::{
     ApiError, Class, ResponseMeta, describe_offset, parse_http_date, parse_retry_after,
 };
+use super::http::{self, HttpSetupError, Proxies};
 use super::sign;
 use crate::cert::{Fingerprint, PrivateKey};
 use crate::config::{AliyunSettings, Product, Signature};
@@ -59,11 +51,8 @@ const MAX_RESPONSE_BODY: usize = 16 << 20;
 /// Largest part of an error body read (an Alibaba error body is a few KiB, a
 /// `SignatureDoesNotMatch` echo of a full chain some tens).
 const MAX_ERROR_BODY: usize = 1 << 20;
-/// Idle keep-alive connections the pool keeps (per host).
-const IDLE_CONNECTIONS: usize = 4;
 /// Pages fetched at most by [`Client::describe_user_domains`] (5 million domains).
 const MAX_PAGES: u64 = 10_000;
-const USER_AGENT_VALUE: &str = concat!("certrotd/", env!("CARGO_PKG_VERSION"));
 
 /// The wall clock the client stamps requests with (injectable for tests).
 pub type WallClock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
@@ -81,8 +70,8 @@ pub enum ClientError {
          (127.0.0.1, ::1, localhost, e.g. the emulator); use https:// for {host}"
     )]
     InsecureEndpoint { endpoint: String, host: String },
-    #[error("cannot set up TLS (rustls, ring): {detail}; this is a build problem, report it")]
-    Tls { detail: String },
+    #[error(transparent)]
+    Http(#[from] HttpSetupError),
 }
 
 impl ClientError {
@@ -97,7 +86,7 @@ impl ClientError {
         match self {
             ClientError::Endpoint { .. } => "endpoint",
             ClientError::InsecureEndpoint { .. } => "insecure-endpoint",
-            ClientError::Tls { .. } => "tls",
+            ClientError::Http(e) => e.kind(),
         }
     }
 }
@@ -338,13 +327,16 @@ struct Reply {
     body: bytes::Bytes,
 }
 
-/// The CDN API client. Cheap to clone (shares its connection pool).
+/// The CDN API client. Cheap to clone (shares its connection pool and credentials).
 #[derive(Clone)]
 pub struct Client {
-    http: HyperClient<HttpsConnector<HttpConnector>, SecretBody>,
-    endpoint: Uri,
+    http: reqwest::Client,
+    /// `scheme://authority/`.
+    endpoint: Url,
+    /// The endpoint's authority as written (V3 signs it as `host`).
+    host: String,
     timeout: Duration,
-    credentials: Arc<Credentials>,
+    credentials: CredentialProvider,
     clock: WallClock,
     signature: Signature,
     /// The names of the product calls' actions (CDN unless [`Client::for_product`]).
@@ -352,6 +344,7 @@ pub struct Client {
     /// The API version every call names: the product's, or another API's for
     /// [`Client::rpc`] calls ([`Client::with_version`], e.g. CAS's `2020-04-07`).
     version: &'static str,
+    ca_file: Option<PathBuf>,
 }
 
 /// One attempt's signed request: the form body and the headers the signature adds (none
@@ -364,49 +357,50 @@ struct Signed {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.endpoint.as_str())
             .field("timeout", &self.timeout)
             .field("credentials", &self.credentials)
             .field("signature", &self.signature)
+            .field("ca_file", &self.ca_file)
             .finish_non_exhaustive()
     }
 }
 
 impl Client {
-    /// A client for `settings.endpoint` with `settings.timeout` per attempt.
-    pub fn new(settings: &AliyunSettings, credentials: Credentials) -> Result<Client, ClientError> {
+    /// A client for `settings.endpoint` with `settings.timeout` per attempt, signing with
+    /// `credentials` (fixed [`Credentials`], or a [`CredentialProvider`] that refreshes
+    /// temporary ones). Proxies come from the environment (`HTTPS_PROXY`, `NO_PROXY`, …);
+    /// `[aliyun] ca_file` adds trusted roots.
+    pub fn new(
+        settings: &AliyunSettings,
+        credentials: impl Into<CredentialProvider>,
+    ) -> Result<Client, ClientError> {
         let (endpoint, plain_http) = check_endpoint(&settings.endpoint)?;
-        let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| ClientError::Tls {
-                detail: e.to_string(),
-            })?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(settings.timeout));
-        let connector = if plain_http {
-            tls.https_or_http().enable_http1().wrap_connector(http)
-        } else {
-            tls.https_only().enable_http1().wrap_connector(http)
-        };
-        let client = HyperClient::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            // Enough for the calls one pass keeps in flight; more idle connections (each
-            // with its buffers and task) would only sit in an idle daemon's memory.
-            .pool_max_idle_per_host(IDLE_CONNECTIONS)
-            .build(connector);
+        let ca_file = settings.access.ca_file.clone();
+        let http = http::build(
+            ca_file.as_deref(),
+            settings.timeout,
+            Proxies::FromEnvironment,
+            plain_http,
+        )?;
+        let host = authority(&endpoint);
         Ok(Client {
-            http: client,
+            http,
             endpoint,
+            host,
             timeout: settings.timeout,
-            credentials: Arc::new(credentials),
+            credentials: credentials.into(),
             clock: Arc::new(OffsetDateTime::now_utc),
             signature: settings.signature,
             actions: dcdn::CDN,
             version: dcdn::CDN.version,
+            ca_file,
         })
+    }
+
+    /// What the client signs with (the daemon asks it for a set before a pass).
+    pub(crate) fn credentials(&self) -> &CredentialProvider {
+        &self.credentials
     }
 
     /// The same client speaking `product`'s API (its version and action names); the
@@ -512,45 +506,101 @@ impl Client {
         Ok(out)
     }
 
-    /// One signed attempt of `action` with `params`, counted in the metrics. `call_domains`
-    /// are the domains the call names (they classify size refusals and identify a refused
-    /// domain).
+    /// One call of `action` with `params`: one signed attempt — and, when the server
+    /// refuses the security token as expired, one more with freshly fetched credentials.
+    /// `call_domains` are the domains the call names (they classify size refusals and
+    /// identify a refused domain).
     async fn call(
         &self,
         action: &'static str,
         params: Zeroizing<Vec<(String, String)>>,
         call_domains: &[String],
     ) -> Result<Reply, ApiError> {
-        let outcome = self.attempt(action, params, call_domains).await;
-        crate::metrics::api_attempt(action, super::error::attempt_label(&outcome));
-        outcome
+        let creds = self.credentials_for(action).await?;
+        let first = self.attempt(action, &params, call_domains, &creds).await;
+        match first {
+            Err(ref e)
+                if is_expired_token(e) && self.credentials.renew_after_refusal(&creds).await =>
+            {
+                tracing::info!(
+                    action,
+                    "the security token was refused as expired; retrying once with fresh credentials"
+                );
+                let creds = self.credentials_for(action).await?;
+                self.attempt(action, &params, call_domains, &creds).await
+            }
+            other => other,
+        }
     }
 
+    /// The credentials to sign with now (valid now; a temporary set is refreshed in the
+    /// background before it expires).
+    async fn credentials_for(&self, action: &'static str) -> Result<Arc<Credentials>, ApiError> {
+        self.credentials
+            .get()
+            .await
+            .map_err(|e| ApiError::no_credentials(action, &e))
+    }
+
+    /// One signed HTTP attempt, its outcome classified in [`Client::finish_attempt`].
     async fn attempt(
         &self,
         action: &'static str,
-        params: Zeroizing<Vec<(String, String)>>,
+        params: &Zeroizing<Vec<(String, String)>>,
         call_domains: &[String],
+        creds: &Credentials,
     ) -> Result<Reply, ApiError> {
         let started = Instant::now();
         let signed = match self.signature {
             Signature::V1 => Signed {
-                body: self.signed_body(action, params),
+                body: self.signed_body(action, params, creds),
                 headers: Vec::new(),
             },
-            Signature::V3 => self.signed_v3(action, &params),
+            Signature::V3 => self.signed_v3(action, params, creds),
         };
         let result = tokio::time::timeout(self.timeout, self.send(action, signed)).await;
-        let endpoint = self.endpoint.to_string();
+        let result = match result {
+            Err(_) => Err(ApiError::Timeout {
+                action,
+                endpoint: self.endpoint.to_string(),
+                timeout: self.timeout,
+            }),
+            Ok(r) => r,
+        };
+        self.finish_attempt(action, call_domains, started, result)
+    }
+
+    /// THE point where one HTTP attempt's outcome is known: a 2xx reply, or the
+    /// [`ApiError`] it becomes (HTTP error, transport, timeout, TLS trust). Logged and
+    /// counted in the metrics here (`certrotd_api_requests_total`, one per HTTP attempt).
+    fn finish_attempt(
+        &self,
+        action: &'static str,
+        call_domains: &[String],
+        started: Instant,
+        result: Result<(u16, HeaderMap, bytes::Bytes), ApiError>,
+    ) -> Result<Reply, ApiError> {
+        let outcome = self.outcome_of(action, call_domains, started, result);
+        crate::metrics::api_attempt(action, super::error::attempt_label(&outcome));
+        outcome
+    }
+
+    /// The reply, or the error, one attempt's answer amounts to; failures logged.
+    fn outcome_of(
+        &self,
+        action: &'static str,
+        call_domains: &[String],
+        started: Instant,
+        result: Result<(u16, HeaderMap, bytes::Bytes), ApiError>,
+    ) -> Result<Reply, ApiError> {
         let (status, headers, bytes) = match result {
-            Err(_) => {
-                return Err(ApiError::Timeout {
-                    action,
-                    endpoint,
-                    timeout: self.timeout,
-                });
+            Ok(answer) => answer,
+            Err(e) => {
+                if let ApiError::TlsTrust { .. } = e {
+                    tracing::error!(action, kind = e.kind(), error = %e, "TLS verification failed");
+                }
+                return Err(e);
             }
-            Ok(r) => r?,
         };
         let elapsed_ms = started.elapsed().as_millis();
         let request_id = headers
@@ -584,9 +634,9 @@ impl Client {
     fn signed_body(
         &self,
         action: &'static str,
-        action_params: Zeroizing<Vec<(String, String)>>,
+        action_params: &Zeroizing<Vec<(String, String)>>,
+        creds: &Credentials,
     ) -> Zeroizing<String> {
-        let creds = &self.credentials;
         let token = creds.security_token().map(|t| t.expose());
         let mut params = Zeroizing::new(sign::common_params(
             creds.access_key_id(),
@@ -608,14 +658,17 @@ impl Client {
 
     /// The action parameters as the form body, signed V3 with a fresh nonce and date: the
     /// headers of [`sign::sign_v3`] (`host` as the endpoint's authority).
-    fn signed_v3(&self, action: &'static str, params: &[(String, String)]) -> Signed {
-        let creds = &self.credentials;
+    fn signed_v3(
+        &self,
+        action: &'static str,
+        params: &[(String, String)],
+        creds: &Credentials,
+    ) -> Signed {
         let body = sign::encode_pairs(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let host = self.endpoint.authority().map_or("", |a| a.as_str());
         let nonce = new_nonce();
         let call = sign::V3Call {
             method: "POST",
-            host,
+            host: &self.host,
             query: &[],
             body: body.as_bytes(),
             action,
@@ -632,64 +685,86 @@ impl Client {
         Signed { body, headers }
     }
 
-    /// Sends the request and reads the whole answer (bounded).
+    /// Sends the request and reads the answer (bounded): a certificate-verification
+    /// failure is [`ApiError::TlsTrust`], any other failure to get an answer a transport
+    /// error.
     async fn send(
         &self,
         action: &'static str,
         signed: Signed,
     ) -> Result<(u16, HeaderMap, bytes::Bytes), ApiError> {
         let endpoint = self.endpoint.to_string();
-        let mut request = Request::builder()
-            .method(Method::POST)
-            .uri(self.endpoint.clone())
-            .header(CONTENT_TYPE, sign::FORM_CONTENT_TYPE)
-            .header(ACCEPT, "application/json")
-            .header(USER_AGENT, USER_AGENT_VALUE)
-            .body(SecretBody::new(signed.body))
-            .map_err(|e| ApiError::transport(action, &endpoint, &e.to_string()))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(sign::FORM_CONTENT_TYPE),
+        );
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert(
+            HOST,
+            header_value("host", self.host.clone()).map_err(|_| {
+                ApiError::transport(
+                    action,
+                    &endpoint,
+                    "the endpoint's host is not a valid header value",
+                )
+            })?,
+        );
         for (name, value) in signed.headers {
-            let value = signed_header_value(name, value).map_err(|_| {
+            let value = header_value(name, value).map_err(|_| {
                 let why = format!("the signed header {name} is not a valid header value");
                 ApiError::transport(action, &endpoint, &why)
             })?;
             // Insert, not append: a signed header (content-type, host) is sent once, with
             // the value signed.
-            request.headers_mut().insert(header_name(name), value);
+            headers.insert(header_name(name), value);
         }
-        let response = self
+        let mut response = self
             .http
-            .request(request)
+            .post(self.endpoint.clone())
+            .headers(headers)
+            .body(secret_body(signed.body))
+            .send()
             .await
-            .map_err(|e| ApiError::transport(action, &endpoint, &error_chain(&e)))?;
+            .map_err(|e| self.send_error(action, &e))?;
         let status = response.status().as_u16();
-        let (parts, incoming) = response.into_parts();
+        let headers = std::mem::take(response.headers_mut());
         if !(200..300).contains(&status) {
             // An error answer is only read for its first part: a body too large (or cut
             // off, or not JSON) is unusable and the error classifies by its status.
-            return match read_prefix(incoming, MAX_ERROR_BODY).await {
-                Ok(bytes) => Ok((status, parts.headers, bytes)),
+            return match http::read_capped(&mut response, MAX_ERROR_BODY).await {
+                Ok((bytes, _)) => Ok((status, headers, bytes)),
                 Err(e) => Err(ApiError::transport(
                     action,
                     &endpoint,
-                    &format!("reading the response: {}", error_chain(&e)),
+                    &format!("reading the response: {}", http::error_chain(&e)),
                 )),
             };
         }
-        let collected = http_body_util::Limited::new(incoming, MAX_RESPONSE_BODY)
-            .collect()
-            .await;
-        match collected {
-            Ok(c) => Ok((status, parts.headers, c.to_bytes())),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::bad_response(
+        match http::read_capped(&mut response, MAX_RESPONSE_BODY).await {
+            Ok((_, true)) => Err(ApiError::bad_response(
                 action,
                 status,
                 "the response body is larger than 16 MiB",
             )),
+            Ok((bytes, false)) => Ok((status, headers, bytes)),
             Err(e) => Err(ApiError::transport(
                 action,
                 &endpoint,
-                &format!("reading the response: {}", error_chain(e.as_ref())),
+                &format!("reading the response: {}", http::error_chain(&e)),
             )),
+        }
+    }
+
+    /// The error a failed send means: a certificate-verification failure is a trust
+    /// configuration problem, anything else transport.
+    fn send_error(&self, action: &'static str, e: &reqwest::Error) -> ApiError {
+        let endpoint = self.endpoint.to_string();
+        match http::tls_verification_failure(e) {
+            Some(detail) => {
+                ApiError::tls_trust(action, &endpoint, self.ca_file.as_deref(), &detail)
+            }
+            None => ApiError::transport(action, &endpoint, &http::error_chain(e)),
         }
     }
 
@@ -705,25 +780,6 @@ impl Client {
             clock_offset: server_date.map(|d| d - (self.clock)()),
         }
     }
-}
-
-/// The first `cap` bytes of `body` (all of it when shorter); the rest is never read (the
-/// connection is dropped with the body).
-async fn read_prefix(
-    mut body: hyper::body::Incoming,
-    cap: usize,
-) -> Result<bytes::Bytes, hyper::Error> {
-    let mut out = bytes::BytesMut::new();
-    while out.len() < cap {
-        let Some(frame) = body.frame().await else {
-            break;
-        };
-        if let Ok(data) = frame?.into_data() {
-            let room = cap - out.len();
-            out.extend_from_slice(&data[..data.len().min(room)]);
-        }
-    }
-    Ok(out.freeze())
 }
 
 fn log_clock_skew(err: &ApiError) {
@@ -746,7 +802,7 @@ fn new_nonce() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `host` as hyper's constant (so it replaces the default, not adds a second one).
+/// `host` as the header constant (so it replaces the default, not adds a second one).
 fn header_name(name: &'static str) -> HeaderName {
     if name == "host" {
         HOST
@@ -757,10 +813,10 @@ fn header_name(name: &'static str) -> HeaderName {
 
 /// A signed header's value; the security token and `Authorization` are marked sensitive.
 /// An error (naming no value) when it is not a valid header value.
-fn signed_header_value(
+fn header_value(
     name: &str,
     value: String,
-) -> Result<HeaderValue, hyper::header::InvalidHeaderValue> {
+) -> Result<HeaderValue, reqwest::header::InvalidHeaderValue> {
     let mut v = HeaderValue::try_from(value)?;
     v.set_sensitive(matches!(name, "authorization" | "x-acs-security-token"));
     Ok(v)
@@ -770,26 +826,31 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// `e` and its sources, joined with ": ".
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+/// Whether the server refused the call's security token as expired.
+fn is_expired_token(e: &ApiError) -> bool {
+    e.code() == Some(EXPIRED_TOKEN_CODE)
+}
+
+/// The code Alibaba answers a call signed with an expired STS token with.
+pub(crate) const EXPIRED_TOKEN_CODE: &str = "InvalidSecurityToken.Expired";
+
+/// `scheme://host[:port]` of `url` as the `host` header carries it.
+fn authority(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
     }
-    text
 }
 
 /// Checks the endpoint: https anywhere, http only to loopback, no path or query. Returns the
-/// URI to POST to (`scheme://authority/`) and whether it is plain http.
-fn check_endpoint(endpoint: &str) -> Result<(Uri, bool), ClientError> {
+/// URL to POST to (`scheme://authority/`) and whether it is plain http.
+pub(crate) fn check_endpoint(endpoint: &str) -> Result<(Url, bool), ClientError> {
     let bad = |reason: &str| ClientError::Endpoint {
         endpoint: endpoint.to_string(),
         reason: reason.to_string(),
     };
-    let uri: Uri = endpoint.trim().parse().map_err(|_| bad("not a URL"))?;
+    let uri: hyper::Uri = endpoint.trim().parse().map_err(|_| bad("not a URL"))?;
     let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
         return Err(bad("it needs a scheme and a host"));
     };
@@ -810,9 +871,7 @@ fn check_endpoint(endpoint: &str) -> Result<(Uri, bool), ClientError> {
         }
         _ => return Err(bad("the scheme must be https (or http to a loopback host)")),
     };
-    let target = format!("{scheme}://{authority}/")
-        .parse()
-        .map_err(|_| bad("not a URL"))?;
+    let target = Url::parse(&format!("{scheme}://{authority}/")).map_err(|_| bad("not a URL"))?;
     Ok((target, plain_http))
 }
 
@@ -954,58 +1013,19 @@ impl PageReply {
     }
 }
 
-/// A request body whose bytes are zeroized when hyper is done with them.
-struct SecretBody {
-    data: Option<SecretBuf>,
+/// The form body as a request body whose bytes are zeroized when the last reference to
+/// them is dropped (the buffer is moved, never copied).
+fn secret_body(mut text: Zeroizing<String>) -> reqwest::Body {
+    let bytes = SecretBytes(Zeroizing::new(std::mem::take(&mut *text).into_bytes()));
+    reqwest::Body::from(bytes::Bytes::from_owner(bytes))
 }
 
-impl SecretBody {
-    fn new(mut text: Zeroizing<String>) -> SecretBody {
-        // `Zeroizing<String>` → `Zeroizing<Vec<u8>>` moving the buffer, not copying it.
-        let bytes = Zeroizing::new(std::mem::take(&mut *text).into_bytes());
-        SecretBody {
-            data: Some(SecretBuf { bytes, pos: 0 }),
-        }
-    }
-}
+/// Body bytes, zeroized on drop.
+struct SecretBytes(Zeroizing<Vec<u8>>);
 
-impl Body for SecretBody {
-    type Data = SecretBuf;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<SecretBuf>, Infallible>>> {
-        Poll::Ready(self.get_mut().data.take().map(|d| Ok(Frame::data(d))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.data.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.bytes.len() as u64))
-    }
-}
-
-/// The body bytes as a [`Buf`], zeroized on drop.
-struct SecretBuf {
-    bytes: Zeroizing<Vec<u8>>,
-    pos: usize,
-}
-
-impl Buf for SecretBuf {
-    fn remaining(&self) -> usize {
-        self.bytes.len().saturating_sub(self.pos)
-    }
-
-    fn chunk(&self) -> &[u8] {
-        self.bytes.get(self.pos..).unwrap_or(&[])
-    }
-
-    fn advance(&mut self, cnt: usize) {
-        self.pos = self.pos.saturating_add(cnt).min(self.bytes.len());
+impl AsRef<[u8]> for SecretBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
     }
 }
 

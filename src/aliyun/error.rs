@@ -50,6 +50,9 @@ pub enum Class {
     Certificate,
     /// Too many domains in one call: retry smaller.
     BatchSize,
+    /// A configuration problem on this side (TLS trust: the server's certificate does not
+    /// verify): stop, do not retry.
+    Config,
     /// Anything else: not retried.
     Other,
 }
@@ -84,6 +87,10 @@ impl Class {
             Class::BatchSize => {
                 "too many domains in one call: certrotd retries with fewer; lower \
                  `max_domains_per_call` to avoid this"
+            }
+            Class::Config => {
+                "stopping without retry: fix the configuration named in the message and run \
+                 again"
             }
             Class::Other => "see the message and Recommend link; report it if it persists",
         }
@@ -242,7 +249,8 @@ pub(crate) fn describe_offset(offset: time::Duration) -> String {
 
 /// The metrics' `result` label of one attempt: `ok`, the API's `Code` (it passed
 /// `untrusted::code` when the error was built), `transport` when no answer came, else the
-/// error's kind.
+/// error's kind (`tls-trust` for a server certificate that does not verify; `no-credentials`
+/// never reaches an HTTP attempt, but would be labelled so).
 pub(crate) fn attempt_label<T>(outcome: &Result<T, ApiError>) -> &str {
     match outcome {
         Ok(_) => "ok",
@@ -272,6 +280,27 @@ pub enum ApiError {
         action: &'static str,
         endpoint: String,
         timeout: Duration,
+    },
+    #[error(
+        "{action}: the TLS certificate of {endpoint} does not verify ({detail}); {}; \
+         certrotd does not retry this",
+        match ca_file {
+            Some(path) => format!("it is not issued for this host by a root of the built-in web PKI roots or of [aliyun] ca_file = {} — check the endpoint and that ca_file holds the root of the proxy or server that answers", path.display()),
+            None => "it is not issued for this host by a root of the built-in web PKI roots; check the endpoint, and if a TLS-intercepting proxy answers, add its root CA (PEM) with [aliyun] ca_file".to_string(),
+        }
+    )]
+    TlsTrust {
+        action: &'static str,
+        endpoint: String,
+        ca_file: Option<std::path::PathBuf>,
+        detail: String,
+    },
+    #[error("{action}: no usable Alibaba Cloud credentials: {detail}")]
+    NoCredentials {
+        action: &'static str,
+        detail: String,
+        /// A fetch that may work later (a network failure, a busy STS).
+        temporary: bool,
     },
     #[error("{0}")]
     Api(Box<ApiFailure>),
@@ -347,6 +376,33 @@ impl ApiError {
         }
     }
 
+    /// A server certificate that does not verify: a trust configuration problem.
+    pub(crate) fn tls_trust(
+        action: &'static str,
+        endpoint: &str,
+        ca_file: Option<&std::path::Path>,
+        detail: &str,
+    ) -> ApiError {
+        ApiError::TlsTrust {
+            action,
+            endpoint: endpoint.to_string(),
+            ca_file: ca_file.map(std::path::Path::to_path_buf),
+            detail: untrusted::redact(detail, MAX_MESSAGE_CHARS),
+        }
+    }
+
+    /// The credential chain could not give credentials to sign with.
+    pub(crate) fn no_credentials(
+        action: &'static str,
+        e: &crate::aliyun::credentials::CredentialsError,
+    ) -> ApiError {
+        ApiError::NoCredentials {
+            action,
+            detail: e.to_string(),
+            temporary: e.is_temporary(),
+        }
+    }
+
     /// A 2xx answer that does not decode as documented.
     pub(crate) fn bad_response(action: &'static str, status: u16, detail: &str) -> ApiError {
         ApiError::BadResponse {
@@ -360,6 +416,11 @@ impl ApiError {
     pub fn class(&self) -> Class {
         match self {
             ApiError::Transport { .. } | ApiError::Timeout { .. } => Class::Retryable,
+            ApiError::TlsTrust { .. } => Class::Config,
+            ApiError::NoCredentials { temporary, .. } => match temporary {
+                true => Class::Retryable,
+                false => Class::Credentials,
+            },
             ApiError::Api(f) => f.class(),
             ApiError::NonJson {
                 status, domains, ..
@@ -379,6 +440,8 @@ impl ApiError {
         match self {
             ApiError::Transport { .. } => "transport",
             ApiError::Timeout { .. } => "timeout",
+            ApiError::TlsTrust { .. } => "tls-trust",
+            ApiError::NoCredentials { .. } => "no-credentials",
             ApiError::NonJson { .. } => "non-json-response",
             ApiError::BadResponse { .. } => "bad-response",
             ApiError::Api(f) => match f.class() {
@@ -389,6 +452,7 @@ impl ApiError {
                 Class::Domain => "domain",
                 Class::Certificate => "certificate",
                 Class::BatchSize => "batch-size",
+                Class::Config => "config",
                 Class::Other => "api-error",
             },
         }
@@ -725,6 +789,30 @@ mod tests {
             Class::Retryable
         );
         assert_eq!(classify(Some("SomethingNew"), Some(400), 0), Class::Other);
+    }
+
+    #[test]
+    fn attempt_labels_tell_ok_codes_transport_and_trust_apart() {
+        let label = |e: ApiError| attempt_label::<()>(&Err(e)).to_string();
+        assert_eq!(attempt_label::<()>(&Ok(())), "ok");
+        assert_eq!(label(ApiError::transport("A", "e", "refused")), "transport");
+        let timeout = ApiError::Timeout {
+            action: "A",
+            endpoint: "e".into(),
+            timeout: Duration::from_secs(1),
+        };
+        assert_eq!(label(timeout), "transport");
+        assert_eq!(
+            label(ApiError::tls_trust("A", "e", None, "bad")),
+            "tls-trust"
+        );
+        let none = ApiError::NoCredentials {
+            action: "A",
+            detail: "nothing".into(),
+            temporary: true,
+        };
+        assert_eq!(label(none), "no-credentials");
+        assert_eq!(label(ApiError::bad_response("A", 200, "x")), "bad-response");
     }
 
     #[test]

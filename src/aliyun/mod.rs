@@ -16,6 +16,7 @@ pub mod credentials;
 pub(crate) mod dcdn;
 pub mod error;
 pub(crate) mod fallback;
+pub(crate) mod http;
 pub mod sign;
 
 pub use cas::CasStore;
@@ -24,6 +25,6 @@ pub use client::ClientError;
 pub use client::ServedCert;
 pub use client::{BatchSetRequest, CasBinding, Client, SetSslRequest};
 pub use credentials::CredentialsError;
-pub use credentials::{Credentials, Secret};
+pub use credentials::{CredentialProvider, Credentials, Secret};
 pub use error::ApiError;
 pub use error::Class;

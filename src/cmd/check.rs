@@ -27,13 +27,15 @@ use crate::untrusted;
 
 mod online;
 
+/// `check`'s flags.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct CheckArgs {
     /// Print JSON (lineages, domains, credentials, warnings, exit code) instead of text
     #[arg(long)]
     pub(crate) json: bool,
-    /// Also look at the account (read-only): each managed domain exists in its product, is
-    /// online, has HTTPS on or off; the credentials work; unmanaged domains a local
+    /// Also look at the account (read-only): obtain the credentials the chain names (an STS
+    /// exchange, the instance metadata service, a credentials URI); each managed domain
+    /// exists in its product, is online, has HTTPS on or off; unmanaged domains a local
     /// certificate covers (text only: not with --json)
     #[arg(long, conflicts_with = "json")]
     pub(crate) online: bool,
@@ -49,9 +51,16 @@ pub fn run(config: &Path, args: &CheckArgs) -> CmdResult {
             return Ok(Exit::Config);
         }
     };
-    let credentials = credentials::load(&loaded.settings.aliyun, &Environment::from_process())
-        .map(|c| c.source().to_string())
+    let env = Environment::from_process();
+    let mut credentials = credentials::resolve(&loaded.settings.aliyun, &env)
+        .map(|r| r.describe())
         .map_err(|e| e.to_string());
+    if args.online
+        && let Ok(source) = &credentials
+    {
+        credentials = try_online(&loaded.settings.aliyun, &env)
+            .map(|got| format!("{source}\n  online: {got}"));
+    }
     let lineages = Scanner::new().scan(&loaded.settings.watch.paths);
     let chain_names = chain_names(&lineages);
     let now = OffsetDateTime::now_utc();
@@ -79,6 +88,31 @@ pub fn run(config: &Path, args: &CheckArgs) -> CmdResult {
     out.write_all(text.as_bytes())?;
     out.flush()?;
     Ok(exit)
+}
+
+/// `--online`: obtains the credentials (one exchange for temporary ones); what was obtained
+/// (the masked AccessKey ID and, for temporary ones, when they expire) or why not.
+fn try_online(
+    settings: &crate::config::AliyunSettings,
+    env: &Environment,
+) -> Result<String, String> {
+    let provider = credentials::provider(settings, env).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let creds = runtime
+        .block_on(provider.get())
+        .map_err(|e| format!("online: {e}"))?;
+    Ok(format!(
+        "obtained AccessKey {}{}",
+        credentials::mask_id(creds.access_key_id()),
+        if creds.security_token().is_some() {
+            " with a security token"
+        } else {
+            ""
+        }
+    ))
 }
 
 /// What the report is made of (all gathered before; no I/O in [`report`]).
@@ -128,12 +162,21 @@ pub(crate) fn report(inputs: &Inputs<'_>, now: OffsetDateTime) -> (String, Exit)
         .map(|w| escape_lines(&w.to_string()))
         .collect();
     match inputs.credentials {
-        Ok(source) => out.push_str(&format!("Credentials: {}\n", untrusted::escape(source))),
+        Ok(source) => out.push_str(&format!("Credentials: {}\n", escape_lines(source))),
         Err(problem) => {
             out.push_str("Credentials: none usable (see the warning below)\n");
             warnings.push(format!("credentials: {}", escape_lines(problem)));
         }
     }
+
+    out.push_str(&format!(
+        "Signature: {}\n",
+        match settings.aliyun.signature {
+            crate::config::Signature::V1 =>
+                "v1 (HMAC-SHA1; [aliyun] signature = \"v3\" for ACS3-HMAC-SHA256)",
+            crate::config::Signature::V3 => "v3 (ACS3-HMAC-SHA256)",
+        }
+    ));
 
     // A watch path that does not exist is not a lineage: listed on its own.
     let (missing, lineages): (Vec<&Lineage>, Vec<&Lineage>) = lineages

@@ -253,8 +253,11 @@ fn write_config(
     let secret = dir.join("access-key-secret");
     write_file(&secret, DEFAULT_ACCESS_KEY_SECRET, 0o600)?;
     let domains: Vec<String> = DOMAINS.iter().map(|d| format!("{d:?}")).collect();
+    // One batch call a second: the second batch job waits, then finds the call gone and
+    // goes per-domain, so the demo always shows exactly one batch call (not two racing).
     let mut text = format!(
         "[aliyun]\nendpoint = {endpoint:?}\naccess_key_id = {DEFAULT_ACCESS_KEY_ID:?}\n\
+         requests_per_second = 1\n\
          access_key_secret_file = {secret:?}\n\n[watch]\npaths = [{live:?}]\n\n\
          [state]\ndir = {state:?}\n\n[cdn]\ndomains = [{domains}]\n",
         secret = secret.display().to_string(),

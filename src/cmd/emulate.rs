@@ -82,6 +82,10 @@ pub struct EmulateArgs {
     /// Extra delay before the answer of every CDN write call, in milliseconds
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub(crate) write_latency_ms: u64,
+    /// Life of every set of temporary credentials its STS and instance metadata service issue,
+    /// in seconds (default: the DurationSeconds asked, as STS does; 6 hours for the instance)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(5..=43200))]
+    pub(crate) sts_lifetime_secs: Option<u64>,
 }
 
 /// `--product`.
@@ -123,6 +127,7 @@ impl EmulateArgs {
                 .map(|spec| user_cert(spec))
                 .collect::<Result<_, _>>()?,
             write_latency: Duration::from_millis(self.write_latency_ms),
+            sts_lifetime: self.sts_lifetime_secs.map(Duration::from_secs),
         })
     }
 }

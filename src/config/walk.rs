@@ -12,6 +12,7 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+mod access;
 mod cas;
 mod ops;
 
@@ -127,6 +128,12 @@ const ALIYUN_KEYS: &[&str] = &[
     "verify",
     "signature",
     "store",
+    // access::KEYS
+    "ca_file",
+    "sts_endpoint",
+    "metadata_endpoint",
+    "role_name",
+    "imds_v1",
 ];
 const WATCH_KEYS: &[&str] = &["paths", "debounce_ms", "rescan_secs"];
 const STATE_KEYS: &[&str] = &["dir"];
@@ -146,12 +153,13 @@ pub(super) fn named_files(text: &str, base: &Path) -> Named {
     let domains = ["cdn", "dcdn"]
         .into_iter()
         .filter_map(|section| string(section, "domains_file").map(|p| base.join(p)));
+    let ca_file = string("aliyun", "ca_file").map(|p| base.join(p));
     // An empty secret path is a problem of its own, and names no file.
     let secret = string("aliyun", "access_key_secret_file")
         .filter(|p| !p.is_empty())
         .map(|p| base.join(p));
     Named {
-        read: domains.collect(),
+        read: domains.chain(ca_file).collect(),
         inspect: secret.into_iter().collect(),
     }
 }
@@ -466,6 +474,7 @@ fn aliyun(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Option<AliyunSettings> {
         Some(_) => s.boolean(ctx, "verify"),
     };
     let signature = signature(ctx, s);
+    let access = access::access(ctx, s);
     Some(AliyunSettings {
         endpoint: endpoint?,
         region: region?,
@@ -480,6 +489,7 @@ fn aliyun(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Option<AliyunSettings> {
         timeout: Duration::from_secs(int_or(timeout, 30)?),
         verify: verify?,
         signature: signature?,
+        access: access?,
     })
 }
 

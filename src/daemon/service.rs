@@ -62,7 +62,8 @@ pub(crate) struct Service {
     /// targets share the APIs' clients); `None` while no usable credentials are found:
     /// each pass tries again, and a failed pass is retried with backoff.
     conn: Option<Conn>,
-    /// The last connect error logged (logged again only when it changes).
+    /// Why no usable credentials were had at the last try (connecting, or getting a set
+    /// from the provider); logged again only when it changes. `None` once they work.
     connect_error: Option<String>,
     /// The CDN call passes start on (the batch call, unless found retired; see
     /// `aliyun::fallback`), decided at start and after each pass.
@@ -205,26 +206,49 @@ impl Service {
         }
         match connect(&self.settings) {
             Ok(conn) => {
+                self.conn = Some(conn);
+                true
+            }
+            Err(e) => {
+                self.credentials_missing(e.kind(), &e.to_string());
+                false
+            }
+        }
+    }
+
+    /// Whether a set of credentials can be had now: a provider of temporary ones may not
+    /// get one yet (the STS or the metadata service unreachable, the role not attached).
+    /// That is no usable credentials too: said once, shown, and tried again at the next pass.
+    async fn credentials_usable(&mut self) -> bool {
+        let Some(conn) = &self.conn else {
+            return false;
+        };
+        match conn.cdn.credentials().get().await {
+            Ok(_) => {
                 if self.connect_error.take().is_some() {
                     info!("Alibaba Cloud credentials found; resuming");
                 }
-                self.conn = Some(conn);
                 metrics::global().set_credentials(true);
                 true
             }
             Err(e) => {
-                let text = untrusted::one_line(&e.to_string());
-                if self.connect_error.as_ref() != Some(&text) {
-                    error!(
-                        kind = e.kind(),
-                        "{text}; certrotd keeps running and tries again with backoff (or at SIGUSR1/SIGHUP)"
-                    );
-                    self.connect_error = Some(text);
-                }
-                metrics::global().set_credentials(false);
+                self.credentials_missing(e.kind(), &e.to_string());
                 false
             }
         }
+    }
+
+    /// No usable credentials: logged when the reason is new, on one line; the metric is 0.
+    fn credentials_missing(&mut self, kind: &'static str, why: &str) {
+        let text = untrusted::one_line(why);
+        if self.connect_error.as_ref() != Some(&text) {
+            error!(
+                kind,
+                "{text}; certrotd keeps running and tries again with backoff (or at SIGUSR1/SIGHUP)"
+            );
+            self.connect_error = Some(text);
+        }
+        metrics::global().set_credentials(false);
     }
 
     /// The counter to bump for every file-change notice (a running drift audit pauses
@@ -528,7 +552,7 @@ impl Service {
     /// The pass: see the module docs. Sets `self.complete` (ran to its end, saved).
     async fn pass_inner(&mut self, trigger: &Trigger, ctx: &PassCtx) -> PassReport {
         self.complete = false;
-        if !self.ensure_connected() {
+        if !self.ensure_connected() || !self.credentials_usable().await {
             return PassReport {
                 outcome: PassOutcome {
                     failed: true,
@@ -589,7 +613,7 @@ impl Reconciler for Service {
         metrics::global().pass_finished(started.elapsed(), self.complete, end);
         let why = if ctx.stop_requested() {
             "stopping"
-        } else if self.conn.is_none() {
+        } else if self.connect_error.is_some() {
             "no usable credentials"
         } else {
             "see the log"

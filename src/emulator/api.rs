@@ -37,6 +37,11 @@ use zeroize::Zeroizing;
 
 use super::cas::{self, Cas, SharedCas};
 use super::dcdn::{self, Op};
+#[path = "imds.rs"]
+mod imds;
+#[path = "sts.rs"]
+mod sts;
+
 use super::record::{LogEntry, LogJson, Served};
 use super::{EmulatorConfig, Faults};
 use crate::aliyun::sign::{self, V3Authorization};
@@ -84,6 +89,8 @@ pub(super) enum Reply {
     },
     /// A gateway's HTML error page (not the API's JSON).
     Html { status: u16, body: Vec<u8> },
+    /// A plain-text answer (the instance metadata service's).
+    Text { status: u16, body: Vec<u8> },
     /// Close the connection without an answer.
     Reset,
 }
@@ -327,6 +334,8 @@ pub(super) struct State {
     /// The account's SSL Certificates Service (shared with the other product's emulator
     /// when they run as one process).
     cas: SharedCas,
+    sts: sts::Sts,
+    imds: imds::Imds,
 }
 
 impl State {
@@ -359,6 +368,8 @@ impl State {
             started,
             generation: 0,
             cas: std::sync::Arc::new(std::sync::Mutex::new(Cas::new(&cfg.cas_region))),
+            sts: sts::Sts::new(cfg.sts_lifetime),
+            imds: imds::Imds::default(),
         }
     }
 
@@ -476,6 +487,23 @@ impl State {
         let mut entry = new_entry(&params, &envelope, req, at);
         entry.params = param_names(&params);
         entry.request_id.clone_from(&request_id);
+        if imds::is_metadata_path(&req.path) {
+            // The metadata service is the instance's own: no faults, no API envelope.
+            let reply = self.imds.answer(req, &mut self.sts, wall);
+            entry.action = imds::label(&req.path).to_string();
+            entry.status = match &reply {
+                Reply::Json { status, .. }
+                | Reply::Text { status, .. }
+                | Reply::Html { status, .. } => Some(*status),
+                Reply::Reset => None,
+            };
+            self.log_json.push(&entry);
+            self.log.push(entry);
+            return reply;
+        }
+        if params.get("Action") == Some(sts::ACTION_OIDC) {
+            entry.oidc_token_digest = params.get("OIDCToken").map(sts::token_digest);
+        }
         let too_long = req.query.as_ref().is_some_and(|q| q.len() > MAX_QUERY);
         let outcome = match self.faults.pick(draw) {
             _ if too_long => Outcome::UriTooLong,
@@ -509,7 +537,14 @@ impl State {
             Outcome::Err(e) => {
                 entry.status = Some(e.status);
                 entry.code = Some(e.code.to_string());
-                failure(self.product, &e, &request_id)
+                let product = match sts::is_sts_action(params.get("Action")) {
+                    true => ("sts.aliyuncs.com", "Sts"),
+                    false => (
+                        dcdn::host_id(self.product),
+                        dcdn::recommend_product(self.product),
+                    ),
+                };
+                failure(&e, &request_id, product)
             }
         };
         tracing::debug!(
@@ -563,9 +598,21 @@ impl State {
             ));
         }
         p.check_duplicates()?;
+        if req.authorization().is_none() && sts::is_sts_action(p.get("Action")) {
+            let action = p.text("Action");
+            if action == sts::ACTION_ASSUME_ROLE {
+                self.authenticate(&req.method, p, wall, &[sts::VERSION])?;
+            }
+            return self.sts.answer(&action, p, wall);
+        }
         let action = match req.authorization() {
             None => {
-                self.authenticate(&req.method, p, wall)?;
+                self.authenticate(
+                    &req.method,
+                    p,
+                    wall,
+                    &[dcdn::version(self.product), cas::VERSION],
+                )?;
                 p.require("Action")?.to_string()
             }
             Some(auth) => self.authenticate_v3(req, auth, wall)?,
@@ -619,18 +666,18 @@ impl State {
         }
     }
 
-    /// Common parameters, AccessKeyId, signature, timestamp, nonce (recorded when all pass).
+    /// Common parameters (`Version` one of `versions`), AccessKeyId (the emulator's own or
+    /// one its STS issued), signature, timestamp, nonce (recorded when all pass).
     fn authenticate(
         &mut self,
         method: &str,
         p: &Params,
         wall: OffsetDateTime,
+        versions: &[&str],
     ) -> Result<(), ApiError> {
-        check_common_params(p, dcdn::version(self.product))?;
-        if p.get("AccessKeyId") != Some(self.access_key_id.as_str()) {
-            return Err(unknown_access_key());
-        }
-        self.check_signature(method, p)?;
+        check_common_params(p, versions)?;
+        let secret = self.secret_for(p.get("AccessKeyId"), p.get("SecurityToken"), wall)?;
+        self.check_signature(method, p, &secret)?;
         check_timestamp(p.get("Timestamp").unwrap_or_default(), wall)?;
         self.use_nonce(p.get("SignatureNonce").unwrap_or_default())
     }
@@ -659,10 +706,12 @@ impl State {
             return Err(invalid_version(version));
         }
         check_v3_signed_headers(req, &auth)?;
-        if auth.access_key_id != self.access_key_id {
-            return Err(unknown_access_key());
-        }
-        self.check_signature_v3(req, &auth)?;
+        let secret = self.secret_for(
+            Some(auth.access_key_id),
+            req.header("x-acs-security-token"),
+            wall,
+        )?;
+        self.check_signature_v3(req, &auth, &secret)?;
         let claimed = req.header("x-acs-content-sha256").unwrap_or_default();
         if !claimed
             .trim()
@@ -679,12 +728,31 @@ impl State {
         Ok(req.header("x-acs-action").unwrap_or_default().to_string())
     }
 
+    /// The secret that key `id` signs with: the emulator's own key, or temporary
+    /// credentials its STS issued (their token must come along and be live).
+    fn secret_for(
+        &self,
+        id: Option<&str>,
+        token: Option<&str>,
+        wall: OffsetDateTime,
+    ) -> Result<Zeroizing<String>, ApiError> {
+        let id = id.unwrap_or_default();
+        if id == self.access_key_id {
+            return Ok(self.access_key_secret.clone());
+        }
+        match self.sts.secret_for(id, token, wall) {
+            Some(found) => found.map(|s| Zeroizing::new(s.to_string())),
+            None => Err(unknown_access_key()),
+        }
+    }
+
     fn check_signature_v3(
         &self,
         req: &Incoming,
         auth: &V3Authorization<'_>,
+        secret: &str,
     ) -> Result<(), ApiError> {
-        let (string_to_sign, expected) = expected_signature_v3(req, auth, &self.access_key_secret);
+        let (string_to_sign, expected) = expected_signature_v3(req, auth, secret);
         if auth.signature == expected {
             return Ok(());
         }
@@ -709,9 +777,8 @@ impl State {
         ))
     }
 
-    fn check_signature(&self, method: &str, p: &Params) -> Result<(), ApiError> {
-        let (string_to_sign, expected) =
-            expected_signature(method, &p.all, &self.access_key_secret);
+    fn check_signature(&self, method: &str, p: &Params, secret: &str) -> Result<(), ApiError> {
+        let (string_to_sign, expected) = expected_signature(method, &p.all, secret);
         if p.get("Signature") == Some(expected.as_str()) {
             return Ok(());
         }
@@ -989,6 +1056,7 @@ fn new_entry(p: &Params, envelope: &Envelope, req: &Incoming, at: Duration) -> L
         },
         params: Vec::new(),
         request_bytes: (req.body.len() + req.query.as_ref().map_or(0, String::len)) as u64,
+        oidc_token_digest: None,
     }
 }
 
@@ -1067,7 +1135,7 @@ fn domain_not_found(domain: &str) -> ApiError {
 }
 
 /// Every common parameter present, with the values this API version accepts.
-fn check_common_params(p: &Params, version: &str) -> Result<(), ApiError> {
+fn check_common_params(p: &Params, versions: &[&str]) -> Result<(), ApiError> {
     for name in [
         "Action",
         "Version",
@@ -1080,8 +1148,10 @@ fn check_common_params(p: &Params, version: &str) -> Result<(), ApiError> {
     ] {
         p.require(name)?;
     }
-    if !matches!(p.get("Version"), Some(v) if v == version || v == cas::VERSION) {
-        return Err(invalid_version(version));
+    if !p.get("Version").is_some_and(|v| versions.contains(&v)) {
+        return Err(invalid_version(
+            versions.first().copied().unwrap_or_default(),
+        ));
     }
     if let Some(f) = p.get("Format")
         && !f.eq_ignore_ascii_case("JSON")
@@ -1254,17 +1324,14 @@ fn success(mut body: Value, request_id: &str) -> Reply {
     }
 }
 
-fn failure(product: Product, e: &ApiError, request_id: &str) -> Reply {
+/// The error body; `(host, product)` are the answering service's (`HostId`, `Recommend`).
+fn failure(e: &ApiError, request_id: &str, (host, product): (&str, &str)) -> Reply {
     let body = json!({
         "RequestId": request_id,
-        "HostId": dcdn::host_id(product),
+        "HostId": host,
         "Code": e.code,
         "Message": e.message,
-        "Recommend": format!(
-            "https://api.aliyun.com/troubleshoot?q={}&product={}&requestId={request_id}",
-            e.code,
-            dcdn::recommend_product(product)
-        ),
+        "Recommend": format!("https://api.aliyun.com/troubleshoot?q={}&product={product}&requestId={request_id}", e.code),
     });
     Reply::Json {
         status: e.status,

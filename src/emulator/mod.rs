@@ -149,6 +149,9 @@ pub struct EmulatorConfig {
     pub cas_user_certs: Vec<(String, String, Zeroizing<String>)>,
     /// Extra delay before the answer of every CDN write call (on top of `latency`).
     pub write_latency: Duration,
+    /// The life of every set of temporary credentials its STS and metadata service issue
+    /// (`None`: what the call asked, as STS does).
+    pub sts_lifetime: Option<Duration>,
 }
 
 impl Default for EmulatorConfig {
@@ -171,6 +174,7 @@ impl Default for EmulatorConfig {
             cas_region: "cn-hangzhou".to_string(),
             cas_user_certs: Vec::new(),
             write_latency: Duration::ZERO,
+            sts_lifetime: None,
         }
     }
 }
@@ -246,6 +250,7 @@ impl fmt::Debug for EmulatorConfig {
             .field("cas_region", &self.cas_region)
             .field("cas_user_certs", &self.cas_user_certs.len())
             .field("write_latency", &self.write_latency)
+            .field("sts_lifetime", &self.sts_lifetime)
             .finish()
     }
 }
@@ -730,6 +735,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Body>) -> Result<Response<Full
     match reply {
         Reply::Reset => Err(Reset),
         Reply::Html { status, body } => Ok(response(status, "text/html", None, body)),
+        Reply::Text { status, body } => Ok(response(status, "text/plain", None, body)),
         Reply::Json {
             status,
             request_id,

@@ -76,7 +76,7 @@ pub struct LogEntry {
     pub(crate) method: String,
     /// `Action` (empty when missing).
     pub action: String,
-    pub(crate) access_key_id: String,
+    pub access_key_id: String,
     /// How the request was signed: `"v3"` with an `Authorization` header, else `"v1"`
     /// (dumps written before this field read as `"v1"`).
     #[serde(default = "v1")]
@@ -107,6 +107,10 @@ pub struct LogEntry {
     /// Bytes of the request's query and body (what a client sent besides headers).
     #[serde(default)]
     pub request_bytes: u64,
+    /// `AssumeRoleWithOIDC`: the first 16 hex digits of the SHA-256 of the `OIDCToken` (which
+    /// token was exchanged; never the token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc_token_digest: Option<String>,
 }
 
 impl LogEntry {

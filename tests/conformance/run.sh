@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sends the official Alibaba Cloud Python SDKs' own calls to `certrotd emulate` (see
-# conformance.py, v3_sdk.py, sdk_perdomain.py, sdk_cas.py). Installs the pinned SDKs into a throw-away virtualenv; needs python3 with
+# conformance.py, v3_sdk.py, sdk_perdomain.py, sdk_cas.py, sdk_credentials.py). Installs the pinned SDKs into a throw-away virtualenv; needs python3 with
 # venv and PyPI. Usage: tests/conformance/run.sh [path/to/certrotd]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -17,3 +17,4 @@ python3 -m venv "$venv"
 "$venv/bin/python" "$here/v3_sdk.py" "$bin"
 "$venv/bin/python" "$here/sdk_perdomain.py" --certrotd "$bin"
 "$venv/bin/python" "$here/sdk_cas.py" "$bin"
+"$venv/bin/python" "$here/sdk_credentials.py" "$bin"

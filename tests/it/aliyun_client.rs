@@ -33,6 +33,7 @@ fn settings(endpoint: &str, timeout: Duration) -> AliyunSettings {
         timeout,
         verify: true,
         signature: certrotd::config::Signature::V1,
+        access: Default::default(),
     }
 }
 

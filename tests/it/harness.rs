@@ -746,14 +746,18 @@ pub struct RunningDaemon {
 
 impl RunningDaemon {
     pub fn start(env: &Env) -> RunningDaemon {
+        RunningDaemon::start_command(env, env.command(&["run"]))
+    }
+
+    /// Starts `cmd` (a `run` command with its own environment), logging to `daemon.log`.
+    pub fn start_command(env: &Env, mut cmd: Command) -> RunningDaemon {
         let log = env.join("daemon.log");
         let file = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .expect("daemon log");
-        let child = env
-            .command(&["run"])
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::from(file))
             .spawn()

@@ -417,3 +417,110 @@ fn sync_without_credentials_prints_one_line_naming_the_sources() {
         lines[0]
     );
 }
+
+/// Forwards every connection to `127.0.0.1:port` to `to` (`host:port`), from now on.
+async fn forward(port: u16, to: String) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind the metadata port");
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let to = to.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_whose_ram_role_cannot_be_read_yet_stays_up_and_recovers_when_it_can() {
+    let env = Env::new();
+    let domains = ["role.example.com"];
+    let emu = harness::start_emulator(&domains).await;
+    let certbot = Certbot::new(env.join("letsencrypt"));
+    let issued = issue(&domains);
+    certbot.add("role", &issued);
+    // The ECS RAM role is the source; its metadata service is not answering yet.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let metadata = format!("http://127.0.0.1:{port}");
+    crate::harness::Config::new()
+        .endpoint(&emu.endpoint())
+        .domains(&domains)
+        .watch(certbot.live())
+        .set("aliyun", &format!("metadata_endpoint = {metadata:?}"))
+        .set("metrics", "listen = \"127.0.0.1:0\"")
+        .write(&env);
+    let mut daemon = RunningDaemon::start(&env);
+    let mut addr = None;
+    harness::wait_for(
+        "the metrics listener",
+        15,
+        || {
+            addr = metrics_addr(&daemon);
+            addr.is_some()
+        },
+        || daemon.log(),
+    )
+    .await;
+    let addr = addr.expect("an address");
+    harness::wait_for(
+        "/healthz to say why it is unhealthy",
+        30,
+        || {
+            let (status, body) = get(&addr, "/healthz", "*/*");
+            status == 503 && body.contains("no usable credentials")
+        },
+        || daemon.log(),
+    )
+    .await;
+    assert!(daemon.running(), "still up: {}", daemon.log());
+    let s = samples(&get(&addr, "/metrics", "*/*").1);
+    assert_eq!(s.get("certrotd_credentials_available"), Some(&0.0));
+    let log = daemon.log();
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("keeps running and tries again"))
+        .collect();
+    assert_eq!(said.len(), 1, "said once, on one line:\n{log}");
+    assert!(
+        said[0].contains(&metadata),
+        "names the service: {}",
+        said[0]
+    );
+
+    // The metadata service answers from now on (the emulator's); a nudge and it deploys.
+    let emulator_addr = emu.endpoint().trim_start_matches("http://").to_string();
+    forward(port, emulator_addr).await;
+    daemon.signal(libc::SIGUSR1);
+    let fp = harness::fingerprint_of(issued.fullchain_pem.as_bytes(), issued.key_pem.as_bytes());
+    harness::wait_for(
+        "the deployment once the role can be read",
+        30,
+        || harness::emulator_serves(&emu, "role.example.com", fp),
+        || daemon.log(),
+    )
+    .await;
+    harness::wait_for(
+        "/healthz and the metric to recover",
+        15,
+        || {
+            get(&addr, "/healthz", "*/*").0 == 200
+                && samples(&get(&addr, "/metrics", "*/*").1).get("certrotd_credentials_available")
+                    == Some(&1.0)
+        },
+        || daemon.log(),
+    )
+    .await;
+    assert!(
+        daemon.log().contains("credentials found; resuming"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.terminate(15).await, 0);
+}

@@ -38,6 +38,7 @@ fn settings(endpoint: &str) -> AliyunSettings {
         timeout: Duration::from_secs(10),
         verify: true,
         signature: certrotd::config::Signature::V1,
+        access: Default::default(),
     }
 }
 

@@ -31,6 +31,7 @@ fn settings(endpoint: &str, timeout: Duration) -> AliyunSettings {
         timeout,
         verify: true,
         signature: crate::config::Signature::V1,
+        access: Default::default(),
     }
 }
 
@@ -259,17 +260,9 @@ fn nonces_are_128_bit_hex_and_fresh() {
 }
 
 #[test]
-fn secret_buf_advances_and_ends() {
-    let mut buf = SecretBuf {
-        bytes: Zeroizing::new(b"hello".to_vec()),
-        pos: 0,
-    };
-    assert_eq!(buf.chunk(), b"hello");
-    buf.advance(2);
-    assert_eq!(buf.remaining(), 3);
-    buf.advance(99);
-    assert_eq!(buf.remaining(), 0);
-    assert_eq!(buf.chunk(), b"");
+fn secret_body_carries_the_form_bytes_unchanged() {
+    let body = secret_body(Zeroizing::new("a=1&SSLPri=x".to_string()));
+    assert_eq!(body.as_bytes(), Some(&b"a=1&SSLPri=x"[..]));
 }
 
 // ---------------------------------------------------------------- decoding
@@ -903,9 +896,14 @@ async fn https_verifies_the_server_certificate() {
         .describe_user_domains()
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), "transport", "{err}");
+    // A verification failure is a configuration problem: not retried, naming the endpoint.
+    assert_eq!(err.kind(), "tls-trust", "{err}");
+    assert!(!err.is_retryable());
+    assert_eq!(err.class(), Class::Config);
     let text = err.to_string().to_ascii_lowercase();
     assert!(text.contains("certificate"), "{text}");
+    assert!(text.contains(&format!("https://{addr}/")), "{text}");
+    assert!(text.contains("ca_file"), "{text}");
 }
 
 /// A TLS server on loopback with a self-signed certificate (untrusted by webpki roots),

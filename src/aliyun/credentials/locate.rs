@@ -10,8 +10,9 @@ use zeroize::Zeroizing;
 
 use super::{
     CredentialsError, ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET, ENV_CREDENTIALS_DIRECTORY,
-    ENV_CREDENTIALS_FILE, ENV_PROFILE, ENV_SECURITY_TOKEN, Environment, MAX_FILE, SYSTEMD_ID,
-    SYSTEMD_SECRET, SYSTEMD_TOKEN, Secret,
+    ENV_CREDENTIALS_FILE, ENV_CREDENTIALS_URI, ENV_ECS_METADATA, ENV_OIDC_PROVIDER_ARN,
+    ENV_OIDC_TOKEN_FILE, ENV_PROFILE, ENV_ROLE_ARN, ENV_SECURITY_TOKEN, EcsPlan, Environment,
+    MAX_FILE, SYSTEMD_ID, SYSTEMD_SECRET, SYSTEMD_TOKEN, Secret,
 };
 use crate::config::AliyunSettings;
 use crate::fsio::{self, FsError};
@@ -59,6 +60,79 @@ pub(super) enum Material {
         file: FileBytes,
         profile: Option<String>,
     },
+    /// OIDC / RRSA from the environment (the token file is read at each fetch).
+    Oidc {
+        role_arn: String,
+        provider_arn: String,
+        token_file: PathBuf,
+    },
+    /// The ECS RAM role (when enabled) and/or a credentials URI.
+    Instance {
+        ecs: Option<EcsPlan>,
+        uri: Option<String>,
+    },
+}
+
+/// Source 4: `ALIBABA_CLOUD_ROLE_ARN` + `ALIBABA_CLOUD_OIDC_PROVIDER_ARN` +
+/// `ALIBABA_CLOUD_OIDC_TOKEN_FILE`: all three, or none.
+pub(super) fn oidc(_: &AliyunSettings, env: &Environment) -> Result<Located, CredentialsError> {
+    let names = [ENV_ROLE_ARN, ENV_OIDC_PROVIDER_ARN, ENV_OIDC_TOKEN_FILE];
+    let values: Vec<Option<&str>> = names.iter().map(|n| env.var(n)).collect();
+    match values.as_slice() {
+        [Some(role), Some(provider), Some(file)] => Ok(Located::Found(Material::Oidc {
+            role_arn: role.to_string(),
+            provider_arn: provider.to_string(),
+            token_file: PathBuf::from(file),
+        })),
+        _ if values.iter().all(Option::is_none) => Ok(Located::Absent(format!(
+            "OIDC (RRSA): {ENV_ROLE_ARN} + {ENV_OIDC_PROVIDER_ARN} + {ENV_OIDC_TOKEN_FILE} (not set)"
+        ))),
+        _ => {
+            let unset: Vec<&str> = names
+                .iter()
+                .zip(&values)
+                .filter(|(_, v)| v.is_none())
+                .map(|(n, _)| *n)
+                .collect();
+            Err(CredentialsError::Incomplete {
+                source_name: "environment (OIDC)".to_string(),
+                what: format!(
+                    "{} not set while the other OIDC variables are: set all three of \
+                     {ENV_ROLE_ARN}, {ENV_OIDC_PROVIDER_ARN}, {ENV_OIDC_TOKEN_FILE}, or none",
+                    unset.join(" and ")
+                ),
+            })
+        }
+    }
+}
+
+/// Sources 7 and 8: the ECS RAM role when enabled (`[aliyun] role_name`,
+/// `[aliyun] metadata_endpoint` or `ALIBABA_CLOUD_ECS_METADATA`, the SDKs' role-name
+/// variable), then `ALIBABA_CLOUD_CREDENTIALS_URI`.
+pub(super) fn instance(
+    settings: &AliyunSettings,
+    env: &Environment,
+) -> Result<Located, CredentialsError> {
+    let access = &settings.access;
+    let env_role = env.var(ENV_ECS_METADATA).map(str::to_string);
+    let enabled =
+        access.role_name.is_some() || access.metadata_endpoint.is_some() || env_role.is_some();
+    let ecs = enabled.then(|| EcsPlan {
+        endpoint: access
+            .metadata_endpoint
+            .clone()
+            .unwrap_or_else(|| crate::config::DEFAULT_METADATA_ENDPOINT.to_string()),
+        role_name: access.role_name.clone().or(env_role),
+        imds_v1: access.imds_v1,
+    });
+    let uri = env.var(ENV_CREDENTIALS_URI).map(str::to_string);
+    if ecs.is_none() && uri.is_none() {
+        return Ok(Located::Absent(format!(
+            "ECS RAM role (not enabled: set [aliyun] role_name or metadata_endpoint, or \
+             {ENV_ECS_METADATA}, on an ECS instance) and {ENV_CREDENTIALS_URI} (not set)"
+        )));
+    }
+    Ok(Located::Found(Material::Instance { ecs, uri }))
 }
 
 /// Source 1: `[aliyun] access_key_id` + `access_key_secret_file`.
@@ -149,7 +223,7 @@ pub(super) fn systemd(_: &AliyunSettings, env: &Environment) -> Result<Located, 
     }
 }
 
-/// Source 4: `ALIBABA_CLOUD_CREDENTIALS_FILE`, else `~/.alibabacloud/credentials` (INI). The
+/// Source 6: `ALIBABA_CLOUD_CREDENTIALS_FILE`, else `~/.alibabacloud/credentials` (INI). The
 /// explicitly named file must exist; the default one may be absent.
 pub(super) fn credentials_file(
     _: &AliyunSettings,
@@ -176,7 +250,7 @@ pub(super) fn credentials_file(
     }))
 }
 
-/// Source 5: The aliyun CLI's `~/.aliyun/config.json`.
+/// Source 5: the aliyun CLI's `~/.aliyun/config.json`.
 pub(super) fn aliyun_cli(
     _: &AliyunSettings,
     env: &Environment,

@@ -63,13 +63,6 @@ pub(super) fn parse_ini(text: &str) -> Result<Vec<IniSection>, usize> {
 }
 
 /// An INI profile, by its `type`.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the kinds certrotd does not use yet are read only by the tests until their sources exist"
-    )
-)]
 pub(super) enum IniProfile {
     AccessKey {
         access_key_id: String,
@@ -84,8 +77,11 @@ pub(super) enum IniProfile {
         role_name: Option<String>,
     },
     RamRoleArn {
+        access_key_id: Option<String>,
+        access_key_secret: Option<Secret>,
         role_arn: Option<String>,
         role_session_name: Option<String>,
+        external_id: Option<String>,
     },
     OidcRoleArn {
         role_arn: Option<String>,
@@ -158,8 +154,13 @@ fn typed_ini(section: &IniSection) -> Result<IniProfile, String> {
             role_name: optional("role_name"),
         },
         "ram_role_arn" => IniProfile::RamRoleArn {
+            access_key_id: optional("access_key_id"),
+            access_key_secret: section
+                .get("access_key_secret")
+                .map(|v| Secret::from(v.to_string())),
             role_arn: optional("role_arn"),
             role_session_name: optional("role_session_name"),
+            external_id: optional("external_id"),
         },
         "oidc_role_arn" => IniProfile::OidcRoleArn {
             role_arn: optional("role_arn"),
@@ -228,13 +229,6 @@ fn lenient<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 }
 
 /// A CLI profile, by its `mode`.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the kinds certrotd does not use yet are read only by the tests until their sources exist"
-    )
-)]
 pub(super) enum CliProfile {
     Ak {
         access_key_id: String,
@@ -249,6 +243,8 @@ pub(super) enum CliProfile {
         ram_role_name: Option<String>,
     },
     RamRoleArn {
+        access_key_id: Option<String>,
+        access_key_secret: Option<Secret>,
         ram_role_arn: Option<String>,
         ram_session_name: Option<String>,
     },
@@ -333,6 +329,8 @@ fn typed_cli(raw: &mut RawCliProfile, name: &str) -> Result<CliProfile, String> 
             ram_role_name: optional(&raw.ram_role_name),
         },
         "RamRoleArn" => CliProfile::RamRoleArn {
+            access_key_id: optional(&raw.access_key_id),
+            access_key_secret: take_nonempty(&mut raw.access_key_secret),
             ram_role_arn: optional(&raw.ram_role_arn),
             ram_session_name: optional(&raw.ram_session_name),
         },

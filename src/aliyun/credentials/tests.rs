@@ -41,6 +41,7 @@ fn settings(id: Option<&str>, file: Option<&Path>) -> AliyunSettings {
         timeout: Duration::from_secs(10),
         verify: true,
         signature: crate::config::Signature::V1,
+        access: Default::default(),
     }
 }
 
@@ -309,10 +310,11 @@ fn first_source_found_wins_in_order() {
         ok(&none, &w.env_with_systemd()).source_kind(),
         Source::Systemd
     );
-    assert_eq!(ok(&none, &w.env()).source_kind(), Source::CredentialsFile);
-    fs::remove_file(w.ini_path()).unwrap();
+    // The SDKs' order: the aliyun CLI's profile before the credentials file.
     assert_eq!(ok(&none, &w.env()).source_kind(), Source::AliyunCli);
     fs::remove_file(w.cli_path()).unwrap();
+    assert_eq!(ok(&none, &w.env()).source_kind(), Source::CredentialsFile);
+    fs::remove_file(w.ini_path()).unwrap();
     assert_eq!(err(&none, &w.env()).kind(), "not-found");
 }
 
@@ -323,14 +325,17 @@ fn nothing_found_lists_every_place_looked() {
     let CredentialsError::NotFound { looked } = &e else {
         panic!("expected NotFound, got {e:?}")
     };
-    assert_eq!(looked.len(), 5, "{looked:?}");
+    assert_eq!(looked.len(), 7, "{looked:?}");
     let text = e.to_string();
     for place in [
         "access_key_secret_file",
         ENV_ACCESS_KEY_ID,
         ENV_CREDENTIALS_DIRECTORY,
+        ENV_OIDC_TOKEN_FILE,
         ".alibabacloud/credentials",
         ".aliyun/config.json",
+        "role_name",
+        ENV_CREDENTIALS_URI,
     ] {
         assert!(text.contains(place), "{place} missing from: {text}");
     }
@@ -463,9 +468,15 @@ fn broken_credentials_files() {
         ("[default]\naccess_key_id = a\n".to_string(), "no `type`"),
         (
             format!(
-                "[default]\ntype = ecs_ram_role\nrole_name = r\naccess_key_secret = {INI_SECRET}\n"
+                "[default]\ntype = rsa_key_pair\nrole_name = r\naccess_key_secret = {INI_SECRET}\n"
             ),
-            "ecs_ram_role",
+            "rsa_key_pair",
+        ),
+        (
+            format!(
+                "[default]\ntype = ram_role_arn\naccess_key_id = a\naccess_key_secret = {INI_SECRET}\n"
+            ),
+            "has no `role_arn`",
         ),
         (
             "[default]\ntype = access_key\naccess_key_id = a\n".to_string(),
@@ -596,7 +607,7 @@ fn ini_profiles_are_typed_including_the_kinds_not_used_yet() {
     ));
     assert!(matches!(
         typed("arn"),
-        IniProfile::RamRoleArn { role_arn: Some(a), role_session_name: Some(s) }
+        IniProfile::RamRoleArn { role_arn: Some(a), role_session_name: Some(s), .. }
             if a == "acs:ram::1:role/r" && s == "s"
     ));
     assert!(matches!(
@@ -621,7 +632,7 @@ fn ini_profiles_are_typed_including_the_kinds_not_used_yet() {
 #[test]
 fn unsupported_ini_types_are_named_in_the_error() {
     let w = World::new();
-    for kind in ["ram_role_arn", "oidc_role_arn", "rsa_key_pair"] {
+    for kind in ["rsa_key_pair", "bearer", "chainable_ram_role_arn"] {
         w.ini(&format!("[default]\ntype = {kind}\nrole_arn = x\n"), 0o600);
         let e = err(&settings(None, None), &w.env());
         assert_eq!(e.kind(), "bad-file");
@@ -630,7 +641,164 @@ fn unsupported_ini_types_are_named_in_the_error() {
             text.contains(&format!("type = {kind}, which certrotd does not support")),
             "{text}"
         );
+        assert!(
+            text.contains("ram_role_arn, ecs_ram_role or oidc_role_arn"),
+            "{text}"
+        );
     }
+}
+
+fn dynamic(settings: &AliyunSettings, env: &Environment) -> Dynamic {
+    match resolve(settings, env).unwrap_or_else(|e| panic!("expected a source: {e}")) {
+        Resolved::Dynamic(d) => d,
+        Resolved::Fixed(c) => panic!("expected temporary credentials, got {c:?}"),
+    }
+}
+
+#[test]
+fn oidc_environment_comes_after_systemd_and_before_the_profiles() {
+    let w = World::new();
+    w.default_ini();
+    w.default_cli();
+    let env = w
+        .env()
+        .with_var(ENV_ROLE_ARN, "acs:ram::123:role/cdn")
+        .with_var(ENV_OIDC_PROVIDER_ARN, "acs:ram::123:oidc-provider/ack")
+        .with_var(ENV_OIDC_TOKEN_FILE, "/var/run/token");
+    let d = dynamic(&settings(None, None), &env);
+    let Dynamic::Oidc {
+        role_arn,
+        token_file,
+        ..
+    } = &d
+    else {
+        panic!("expected OIDC")
+    };
+    assert_eq!(role_arn, "acs:ram::123:role/cdn");
+    assert_eq!(token_file, &PathBuf::from("/var/run/token"));
+    assert!(
+        d.describe().contains("AssumeRoleWithOIDC"),
+        "{}",
+        d.describe()
+    );
+    // Static keys in the environment still win.
+    let keys = env_keys(env.clone());
+    assert_eq!(
+        ok(&settings(None, None), &keys).source_kind(),
+        Source::Environment
+    );
+    // Two of three set is an error naming the missing one.
+    let half = w
+        .env()
+        .with_var(ENV_ROLE_ARN, "acs:ram::123:role/cdn")
+        .with_var(ENV_OIDC_TOKEN_FILE, "/t");
+    let e = err(&settings(None, None), &half);
+    assert_eq!(e.kind(), "incomplete");
+    assert!(e.to_string().contains(ENV_OIDC_PROVIDER_ARN), "{e}");
+}
+
+#[test]
+fn ram_role_arn_profile_is_assume_role_with_its_base_key() {
+    let w = World::new();
+    w.ini(
+        &format!(
+            "[default]\ntype = access_key\naccess_key_id = LTAIdefault001\naccess_key_secret = {INI_SECRET}\n\
+             [deploy]\ntype = ram_role_arn\naccess_key_id = LTAIbasekey0001\n\
+             access_key_secret = {INI_SECRET}\nrole_arn = acs:ram::1:role/deployer\n\
+             role_session_name = certrotd-cdn\n"
+        ),
+        0o600,
+    );
+    let env = w.env().with_var(ENV_PROFILE, "deploy");
+    let d = dynamic(&settings(None, None), &env);
+    let Dynamic::AssumeRole {
+        base,
+        role_arn,
+        session_name,
+        ..
+    } = &d
+    else {
+        panic!("expected AssumeRole")
+    };
+    assert_eq!(base.access_key_id(), "LTAIbasekey0001");
+    assert_eq!(role_arn, "acs:ram::1:role/deployer");
+    assert_eq!(session_name.as_deref(), Some("certrotd-cdn"));
+    let shown = d.describe();
+    assert!(
+        shown.contains("[deploy]") && shown.contains("acs:ram::1:role/deployer"),
+        "{shown}"
+    );
+    assert_no_secret(&shown);
+    // Without ALIBABA_CLOUD_PROFILE the default profile is used.
+    assert_eq!(
+        ok(&settings(None, None), &w.env()).access_key_id(),
+        "LTAIdefault001"
+    );
+}
+
+#[test]
+fn ecs_ram_role_is_used_only_when_enabled_and_after_the_profiles() {
+    let w = World::new();
+    let mut s = settings(None, None);
+    assert_eq!(err(&s, &w.env()).kind(), "not-found");
+    s.access.role_name = Some("cdn-role".to_string());
+    let d = dynamic(&s, &w.env());
+    let Dynamic::Instance {
+        ecs: Some(plan),
+        uri: None,
+        ..
+    } = &d
+    else {
+        panic!("expected the ECS RAM role")
+    };
+    assert_eq!(plan.endpoint, crate::config::DEFAULT_METADATA_ENDPOINT);
+    assert_eq!(plan.role_name.as_deref(), Some("cdn-role"));
+    // With a credentials URI too: both, the metadata service first.
+    let env = w
+        .env()
+        .with_var(ENV_CREDENTIALS_URI, "http://127.0.0.1:9/creds?token=x");
+    let d = dynamic(&s, &env);
+    assert!(matches!(
+        &d,
+        Dynamic::Instance {
+            ecs: Some(_),
+            uri: Some(_),
+            ..
+        }
+    ));
+    let shown = d.describe();
+    assert!(
+        shown.contains("else credentials URI http://127.0.0.1:9/creds"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("token=x"),
+        "the query is not shown: {shown}"
+    );
+    // A profile comes first.
+    w.default_ini();
+    assert_eq!(ok(&s, &w.env()).source_kind(), Source::CredentialsFile);
+    // An ecs_ram_role profile takes its role name, the endpoint from the settings.
+    w.ini("[default]\ntype = ecs_ram_role\nrole_name = web\n", 0o600);
+    s.access.metadata_endpoint = Some("http://127.0.0.1:1".to_string());
+    let Dynamic::Instance {
+        ecs: Some(plan), ..
+    } = dynamic(&s, &w.env())
+    else {
+        panic!("expected the ECS RAM role")
+    };
+    assert_eq!(plan.endpoint, "http://127.0.0.1:1");
+    assert_eq!(plan.role_name.as_deref(), Some("web"));
+}
+
+#[tokio::test]
+async fn provider_of_fixed_credentials_hands_them_out_unchanged() {
+    let w = World::new();
+    let p = provider(&settings(None, None), &env_keys(w.env())).unwrap();
+    assert_eq!(p.source_kind(), Source::Environment);
+    let c = p.get().await.unwrap();
+    assert_eq!(c.secret().expose(), ENV_SECRET);
+    assert_no_secret(&format!("{p:?}"));
 }
 
 #[test]
@@ -667,7 +835,7 @@ fn cli_profiles_are_typed_including_the_modes_not_used_yet() {
     ));
     assert!(matches!(
         typed(Some("arn")).1,
-        CliProfile::RamRoleArn { ram_role_arn: Some(a), ram_session_name: Some(s) }
+        CliProfile::RamRoleArn { ram_role_arn: Some(a), ram_session_name: Some(s), .. }
             if a == "acs:ram::1:role/r" && s == "s"
     ));
     assert!(matches!(
