@@ -22,6 +22,40 @@ pub(crate) fn metrics_addr(daemon: &RunningDaemon) -> Option<String> {
     Some(line[at..].split_whitespace().next()?.to_string())
 }
 
+/// Waits for the daemon's metrics listener and returns its address.
+async fn listening(daemon: &RunningDaemon) -> String {
+    let mut addr = None;
+    harness::wait_for(
+        "the metrics listener",
+        15,
+        || {
+            addr = metrics_addr(daemon);
+            addr.is_some()
+        },
+        || daemon.log(),
+    )
+    .await;
+    addr.expect("an address")
+}
+
+/// Waits until `/healthz` says the daemon has no usable credentials, and checks that it
+/// is still up and its metric says so too.
+async fn up_without_credentials(daemon: &mut RunningDaemon, addr: &str, secs: u64) {
+    harness::wait_for(
+        "/healthz to say why it is unhealthy",
+        secs,
+        || {
+            let (status, body) = get(addr, "/healthz", "*/*");
+            status == 503 && body.contains("no usable credentials")
+        },
+        || daemon.log(),
+    )
+    .await;
+    assert!(daemon.running(), "still up: {}", daemon.log());
+    let s = samples(&get(addr, "/metrics", "*/*").1);
+    assert_eq!(s.get("certrotd_credentials_available"), Some(&0.0));
+}
+
 /// `GET path` with `accept`; (status, body).
 pub(crate) fn get(addr: &str, path: &str, accept: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect to the metrics listener");
@@ -144,18 +178,7 @@ async fn metrics_agree_with_the_emulator_and_move_after_a_renewal() {
         .set("metrics", "listen = \"127.0.0.1:0\"")
         .write(&env);
     let daemon = RunningDaemon::start(&env);
-    let mut addr = None;
-    harness::wait_for(
-        "the metrics listener",
-        15,
-        || {
-            addr = metrics_addr(&daemon);
-            addr.is_some()
-        },
-        || daemon.log(),
-    )
-    .await;
-    let addr = addr.expect("an address");
+    let addr = listening(&daemon).await;
 
     let fp = harness::fingerprint_of(first.fullchain_pem.as_bytes(), first.key_pem.as_bytes());
     let text = std::cell::RefCell::new(String::new());
@@ -324,31 +347,8 @@ async fn run_without_credentials_stays_up_says_so_and_recovers_when_they_appear(
         .set("metrics", "listen = \"127.0.0.1:0\"")
         .write(&env);
     let mut daemon = RunningDaemon::start(&env);
-    let mut addr = None;
-    harness::wait_for(
-        "the metrics listener",
-        15,
-        || {
-            addr = metrics_addr(&daemon);
-            addr.is_some()
-        },
-        || daemon.log(),
-    )
-    .await;
-    let addr = addr.expect("an address");
-    harness::wait_for(
-        "/healthz to say why it is unhealthy",
-        15,
-        || {
-            let (status, body) = get(&addr, "/healthz", "*/*");
-            status == 503 && body.contains("no usable credentials")
-        },
-        || daemon.log(),
-    )
-    .await;
-    assert!(daemon.running(), "still up: {}", daemon.log());
-    let s = samples(&get(&addr, "/metrics", "*/*").1);
-    assert_eq!(s.get("certrotd_credentials_available"), Some(&0.0));
+    let addr = listening(&daemon).await;
+    up_without_credentials(&mut daemon, &addr, 15).await;
     let log = daemon.log();
     let lines: Vec<&str> = log
         .lines()
@@ -457,31 +457,8 @@ async fn run_whose_ram_role_cannot_be_read_yet_stays_up_and_recovers_when_it_can
         .set("metrics", "listen = \"127.0.0.1:0\"")
         .write(&env);
     let mut daemon = RunningDaemon::start(&env);
-    let mut addr = None;
-    harness::wait_for(
-        "the metrics listener",
-        15,
-        || {
-            addr = metrics_addr(&daemon);
-            addr.is_some()
-        },
-        || daemon.log(),
-    )
-    .await;
-    let addr = addr.expect("an address");
-    harness::wait_for(
-        "/healthz to say why it is unhealthy",
-        30,
-        || {
-            let (status, body) = get(&addr, "/healthz", "*/*");
-            status == 503 && body.contains("no usable credentials")
-        },
-        || daemon.log(),
-    )
-    .await;
-    assert!(daemon.running(), "still up: {}", daemon.log());
-    let s = samples(&get(&addr, "/metrics", "*/*").1);
-    assert_eq!(s.get("certrotd_credentials_available"), Some(&0.0));
+    let addr = listening(&daemon).await;
+    up_without_credentials(&mut daemon, &addr, 30).await;
     let log = daemon.log();
     let said: Vec<&str> = log
         .lines()
