@@ -20,8 +20,8 @@ mod harness;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use certrotd::emulator::{self, Emulator, EmulatorConfig};
-use harness::{Certbot, Config, Env, issue, run_with, write_mode};
+use certrotd::emulator::{Emulator, EmulatorConfig};
+use harness::{Certbot, Env, issue, run_with};
 
 const CERTS: usize = 20;
 const PER_CERT: usize = 50;
@@ -64,27 +64,9 @@ async fn one(api: &str, store: &str) -> Result<(), Box<dyn std::error::Error>> {
     let mut cfg = EmulatorConfig::with_domains(all.iter().cloned());
     cfg.max_domains_per_call = PER_CERT;
     let emu = Emulator::start("127.0.0.1:0".parse()?, cfg).await?;
-    write_mode(
-        &env.join("ak-secret"),
-        emulator::DEFAULT_ACCESS_KEY_SECRET,
-        0o600,
-    );
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    Config::new()
+    harness::emulator_credentials(&env, &emu.endpoint(), &refs)
         .watch(certbot.live())
-        .domains(&refs)
-        .endpoint(&emu.endpoint())
-        .set(
-            "aliyun",
-            &format!("access_key_id = {:?}", emulator::DEFAULT_ACCESS_KEY_ID),
-        )
-        .set(
-            "aliyun",
-            &format!(
-                "access_key_secret_file = {:?}",
-                env.join("ak-secret").display().to_string()
-            ),
-        )
         .set("aliyun", &format!("max_domains_per_call = {PER_CERT}"))
         .set("aliyun", &format!("api = {api:?}"))
         .set("aliyun", &format!("store = {store:?}"))

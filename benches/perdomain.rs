@@ -14,9 +14,9 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use certrotd::emulator::{self, Emulator, EmulatorConfig, LogEntry};
+use certrotd::emulator::{Emulator, EmulatorConfig, LogEntry};
 use certrotd::push::limiter::max_in_any_window;
-use harness::{Certbot, Config, Env, Output, issue, run_with, write_mode};
+use harness::{Certbot, Env, Output, issue, run_with};
 
 const CERTS: usize = 10;
 const PER_CERT: usize = 30;
@@ -64,31 +64,13 @@ async fn bench(way: Way) -> Result<(), Box<dyn std::error::Error>> {
     cfg.max_domains_per_call = 10;
     cfg.batch_gone = matches!(way, Way::Fallback);
     let emu = Emulator::start("127.0.0.1:0".parse()?, cfg).await?;
-    write_mode(
-        &env.join("ak-secret"),
-        emulator::DEFAULT_ACCESS_KEY_SECRET,
-        0o600,
-    );
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
     let api = match way {
         Way::PerDomain => "per-domain",
         Way::Batch | Way::Fallback => "batch",
     };
-    Config::new()
+    harness::emulator_credentials(&env, &emu.endpoint(), &refs)
         .watch(certbot.live())
-        .domains(&refs)
-        .endpoint(&emu.endpoint())
-        .set(
-            "aliyun",
-            &format!("access_key_id = {:?}", emulator::DEFAULT_ACCESS_KEY_ID),
-        )
-        .set(
-            "aliyun",
-            &format!(
-                "access_key_secret_file = {:?}",
-                env.join("ak-secret").display().to_string()
-            ),
-        )
         .set("aliyun", &format!("api = {api:?}"))
         .set("aliyun", "max_domains_per_call = 10")
         .write(&env);

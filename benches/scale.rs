@@ -26,8 +26,8 @@ use std::fs;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use certrotd::emulator::{self, Emulator, EmulatorConfig};
-use harness::{Certbot, Config, Env, issue, write_mode};
+use certrotd::emulator::{Emulator, EmulatorConfig};
+use harness::{Certbot, Env, issue};
 
 type Boxed = Box<dyn std::error::Error>;
 
@@ -138,27 +138,9 @@ async fn measure(lineages: usize, last: bool) -> Result<Row, Boxed> {
     cfg.writes_per_second = RATE;
     cfg.max_domains_per_call = BATCH;
     let emu = Emulator::start("127.0.0.1:0".parse()?, cfg).await?;
-    write_mode(
-        &env.join("ak-secret"),
-        emulator::DEFAULT_ACCESS_KEY_SECRET,
-        0o600,
-    );
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    Config::new()
+    harness::emulator_credentials(&env, &emu.endpoint(), &refs)
         .watch(certbot.live())
-        .domains(&refs)
-        .endpoint(&emu.endpoint())
-        .set(
-            "aliyun",
-            &format!("access_key_id = {:?}", emulator::DEFAULT_ACCESS_KEY_ID),
-        )
-        .set(
-            "aliyun",
-            &format!(
-                "access_key_secret_file = {:?}",
-                env.join("ak-secret").display().to_string()
-            ),
-        )
         .set("aliyun", &format!("max_domains_per_call = {BATCH}"))
         .set("aliyun", &format!("requests_per_second = {RATE}"))
         // The read-backs at the API's documented 100/s (the default, 50/s, would make

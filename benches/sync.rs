@@ -12,9 +12,9 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use certrotd::emulator::{self, Emulator, EmulatorConfig, LogEntry};
+use certrotd::emulator::{Emulator, EmulatorConfig, LogEntry};
 use certrotd::push::limiter::max_in_any_window;
-use harness::{Certbot, Config, Env, Output, issue, run_with, write_mode};
+use harness::{Certbot, Env, Output, issue, run_with};
 
 const CERTS: usize = 100;
 const PER_CERT: usize = 50;
@@ -53,27 +53,9 @@ async fn bench() -> Result<(), Box<dyn std::error::Error>> {
     // The log's arrival times count from (about) here.
     let emu_zero = Instant::now();
     let emu = Emulator::start("127.0.0.1:0".parse()?, cfg).await?;
-    write_mode(
-        &env.join("ak-secret"),
-        emulator::DEFAULT_ACCESS_KEY_SECRET,
-        0o600,
-    );
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    Config::new()
+    harness::emulator_credentials(&env, &emu.endpoint(), &refs)
         .watch(certbot.live())
-        .domains(&refs)
-        .endpoint(&emu.endpoint())
-        .set(
-            "aliyun",
-            &format!("access_key_id = {:?}", emulator::DEFAULT_ACCESS_KEY_ID),
-        )
-        .set(
-            "aliyun",
-            &format!(
-                "access_key_secret_file = {:?}",
-                env.join("ak-secret").display().to_string()
-            ),
-        )
         .set("aliyun", &format!("max_domains_per_call = {BATCH}"))
         .set("aliyun", &format!("requests_per_second = {RATE}"))
         .write(&env);
