@@ -7,9 +7,7 @@ Prints one line per check and closes with `conformance: N passed, M failed`.
 import argparse, datetime, json, os, subprocess, sys, tempfile, time, traceback
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from testcert import self_signed
 
 # The emulator's default AccessKey pair (a local fake, never a real secret).
 AK_ID = "emulator"
@@ -21,30 +19,6 @@ CHECKS = []
 def check(fn):
     CHECKS.append(fn)
     return fn
-
-
-def make_cert(names):
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
-    return cert_pem, key_pem
 
 
 class Emulator:
@@ -202,7 +176,7 @@ def main():
     ap.add_argument("--only", default="")
     args = ap.parse_args()
     emu = Emulator(args.certrotd, ["a.example.com", "b.example.com", "c.example.com"])
-    ctx = {"cert": make_cert(["a.example.com", "b.example.com", "c.example.com"])}
+    ctx = {"cert": self_signed(["a.example.com", "b.example.com", "c.example.com"])[:2]}
     passed = failed = 0
     try:
         for fn in CHECKS:

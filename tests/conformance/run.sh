@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sends the official Alibaba Cloud Python SDKs' own calls to `certrotd emulate` (see
-# conformance.py, v3_sdk.py, sdk_perdomain.py, sdk_cas.py, sdk_credentials.py). Installs the pinned SDKs into a throw-away virtualenv; needs python3 with
+# conformance.py, v3_sdk.py, sdk_perdomain.py, sdk_cas.py, sdk_credentials.py; testcert.py is their shared test certificate). Installs the pinned SDKs into a throw-away virtualenv; needs python3 with
 # venv and PyPI. Usage: tests/conformance/run.sh [path/to/certrotd]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

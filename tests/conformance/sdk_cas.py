@@ -28,9 +28,7 @@ from alibabacloud_cas20200407 import models as cas_models
 from alibabacloud_cas20200407.client import Client
 from alibabacloud_tea_openapi import models as open_api_models
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from testcert import self_signed
 
 AK, SECRET = "emulator", "emulator-secret"
 DOMAIN = "www.example.com"
@@ -46,26 +44,6 @@ def ok(cond, what):
     print(("ok   " if cond else "FAIL ") + what)
     if not cond:
         FAILED.append(what)
-
-
-def self_signed(names, days):
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    cert = (x509.CertificateBuilder()
-            .subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
-    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    key_pem = key.private_bytes(serialization.Encoding.PEM,
-                                serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.NoEncryption()).decode()
-    sha2 = cert.fingerprint(hashes.SHA256()).hex().upper()
-    return pem, key_pem, sha2
 
 
 def start_emulator(binary, folder):

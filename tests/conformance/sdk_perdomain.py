@@ -14,38 +14,12 @@ Usage: python3 tests/conformance/sdk_perdomain.py --certrotd path/to/certrotd
 import argparse, datetime, json, os, subprocess, sys, tempfile, traceback
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from testcert import self_signed
 
 AK_ID = "emulator"
 AK_SECRET = "emulator-secret"
 CDN_DOMAINS = ["a.example.com", "b.example.com"]
 DCDN_DOMAINS = ["edge.example.com", "edge2.example.com"]
-
-
-def make_cert(names):
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
-    return cert_pem, key_pem
 
 
 class Emulator:
@@ -214,7 +188,7 @@ def main():
     cdn = Emulator(args.certrotd, folder, "cdn", CDN_DOMAINS)
     dcdn = Emulator(args.certrotd, folder, "dcdn", DCDN_DOMAINS, ["--product", "dcdn"])
     names = ["example.com", "*.example.com"]
-    ctx = {"cdn": cdn, "dcdn": dcdn, "dir": folder, "certrotd": args.certrotd, "cert": make_cert(names)}
+    ctx = {"cdn": cdn, "dcdn": dcdn, "dir": folder, "certrotd": args.certrotd, "cert": self_signed(names)[:2]}
     passed = failed = 0
     try:
         for fn in CHECKS:

@@ -24,9 +24,7 @@ import tempfile
 from alibabacloud_tea_openapi import models as open_api_models
 from alibabacloud_tea_openapi.client import Client
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from testcert import self_signed
 
 try:  # tea-openapi 0.4: the runtime options moved to darabonba
     from darabonba.runtime import RuntimeOptions
@@ -65,25 +63,6 @@ def call(c, action, body=None, query=None):
     return c.call_api(params, request, RuntimeOptions())
 
 
-def self_signed(names):
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    cert = (x509.CertificateBuilder()
-            .subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
-    chain = cert.public_bytes(serialization.Encoding.PEM).decode()
-    pem = key.private_bytes(serialization.Encoding.PEM,
-                            serialization.PrivateFormat.TraditionalOpenSSL,
-                            serialization.NoEncryption()).decode()
-    return chain, pem
-
-
 def check(what, ok, detail=""):
     print(f"{'ok  ' if ok else 'FAIL'} {what}" + (f": {detail}" if detail and not ok else ""))
     return ok
@@ -101,7 +80,7 @@ def main():
             listed = [d["DomainName"] for d in r["body"]["Domains"]["PageData"]]
             results.append(check("DescribeUserDomains (V3, form body)", listed == DOMAINS, listed))
 
-            chain, key = self_signed(["a.example.com"])
+            chain, key, _ = self_signed(["a.example.com"])
             r = call(good, "BatchSetCdnDomainServerCertificate", body={
                 "DomainName": "a.example.com", "SSLProtocol": "on", "CertType": "upload",
                 "CertName": "v3-sdk-conformance", "ForceSet": "1",
