@@ -269,3 +269,74 @@ fn a_domain_under_both_products_is_a_config_error() {
         .expect_contains(&format!("{}:3:3", domains_file.display()));
     out.expect_contains("a.example.com is listed under both [cdn] and [dcdn]");
 }
+
+/// The drift audit covers DCDN domains too: a DCDN domain changed in the console is read
+/// back through DCDN's own API at the next rescan and pushed again, alone, with DCDN's call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dcdn_domain_changed_in_the_console_is_found_by_the_audit_and_repaired() {
+    let env = Env::new();
+    let certbot = Certbot::new(env.join("letsencrypt"));
+    let issued = issue(&["example.com", "*.example.com"]);
+    certbot.add("example.com", &issued);
+    let (cdn, dcdn) = emulators().await;
+    let dcdn_domains: Vec<String> = DCDN_DOMAINS.iter().map(|d| format!("{d:?}")).collect();
+    crate::harness::emulator_credentials(&env, &cdn.endpoint(), &CDN_DOMAINS)
+        .watch(certbot.live())
+        .set("watch", "debounce_ms = 200")
+        .set("watch", "rescan_secs = 2")
+        .set("dcdn", &format!("endpoint = {:?}", dcdn.endpoint()))
+        .set("dcdn", &format!("domains = [{}]", dcdn_domains.join(", ")))
+        .write(&env);
+    let mut daemon = RunningDaemon::start(&env);
+    let fp = fingerprint_of(issued.fullchain_pem.as_bytes(), issued.key_pem.as_bytes());
+    let all_serve = || {
+        CDN_DOMAINS.iter().all(|d| emulator_serves(&cdn, d, fp))
+            && DCDN_DOMAINS.iter().all(|d| emulator_serves(&dcdn, d, fp))
+    };
+    wait_for("the first pass", 30, all_serve, || daemon.log()).await;
+    let dcdn_reads = |emu: &Emulator| emu.log().iter().filter(|e| !e.is_write()).count();
+    let settled = dcdn_reads(&dcdn);
+    wait_for(
+        "an audit read of the DCDN domains",
+        20,
+        || dcdn_reads(&dcdn) > settled,
+        || daemon.log(),
+    )
+    .await;
+    let (cdn_before, dcdn_before) = (writes(&cdn), writes(&dcdn));
+
+    let other = issue(&[DCDN_DOMAINS[0]]);
+    let other_cert =
+        certrotd::cert::parse(other.fullchain_pem.as_bytes(), other.key_pem.as_bytes())
+            .expect("a valid test certificate");
+    dcdn.set_served(DCDN_DOMAINS[0], &other_cert, "changed-in-console")
+        .await
+        .expect("console change");
+    wait_for(
+        "the DCDN drift repaired",
+        30,
+        || emulator_serves(&dcdn, DCDN_DOMAINS[0], fp),
+        || daemon.log(),
+    )
+    .await;
+    assert_eq!(daemon.terminate(20).await, 0, "{}", daemon.log());
+    assert_eq!(writes(&cdn), cdn_before, "no CDN domain pushed again");
+    let repairs: Vec<_> = dcdn
+        .log()
+        .into_iter()
+        .filter(|e| e.is_write())
+        .skip(dcdn_before)
+        .collect();
+    assert!(!repairs.is_empty());
+    for call in &repairs {
+        assert_eq!(call.action, "SetDcdnDomainSSLCertificate");
+        assert_eq!(call.domains, vec![DCDN_DOMAINS[0].to_string()], "{call:?}");
+    }
+    assert!(emulator_serves(&dcdn, DCDN_DOMAINS[1], fp));
+    cdn.shutdown().await;
+    dcdn.shutdown().await;
+}
+
+fn writes(emu: &Emulator) -> usize {
+    emu.log().iter().filter(|e| e.is_write()).count()
+}
