@@ -157,3 +157,56 @@ async fn a_hanging_command_stalls_neither_deployment_nor_a_stop() {
     assert_eq!(daemon.terminate(15).await, 0, "{}", daemon.log());
     assert!(daemon.log().contains("killed at stop"), "{}", daemon.log());
 }
+
+/// A torn renewal in progress (acme.sh has written the new chain, its key lands seconds
+/// later) is not `invalid`: no `invalid` event fires, and the completed renewal fires one
+/// `deployed` event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_renewal_in_progress_is_not_reported_invalid() {
+    let env = Env::new();
+    let domains = ["shop.example.com"];
+    let emu = harness::start_emulator(&domains).await;
+    let acme = harness::AcmeSh::new(env.join("acme.sh"));
+    acme.add("shop.example.com", true, &issue(&domains));
+    let out = env.join("events.txt");
+    harness::emulator_config(&env, &emu.endpoint(), &domains)
+        .watch(&acme.home)
+        .set("notify", &recorder(&env, &out))
+        .write(&env);
+    let daemon = RunningDaemon::start(&env);
+    let deployed = |out: &Path| {
+        events(out)
+            .iter()
+            .filter(|e| e[0] == "deployed" && e[1] == "shop.example.com")
+            .count()
+    };
+    harness::wait_for(
+        "the first deployed event",
+        20,
+        || deployed(&out) == 1,
+        || daemon.log(),
+    )
+    .await;
+
+    let new = issue(&domains);
+    acme.write_cert("shop.example.com", true, &new);
+    // The key lands 1.5 s (several quiet periods) after the chain.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    acme.write_key("shop.example.com", true, &new);
+    let fp = harness::fingerprint_of(new.fullchain_pem.as_bytes(), new.key_pem.as_bytes());
+    harness::wait_for(
+        "the renewal deployed and told",
+        20,
+        || harness::emulator_serves(&emu, "shop.example.com", fp) && deployed(&out) == 2,
+        || daemon.log(),
+    )
+    .await;
+    assert!(
+        daemon.log().contains("renewal in progress"),
+        "the renewal was seen torn: {}",
+        daemon.log()
+    );
+    let all = events(&out);
+    assert!(event(&all, "invalid").is_none(), "{all:?}");
+    emu.shutdown().await;
+}
