@@ -441,7 +441,9 @@ mod tests {
 
     #[tokio::test]
     async fn issued_credentials_sign_cdn_calls_until_they_expire() {
-        let emu = emulator(Some(Duration::from_secs(1))).await;
+        // Issued credentials live 3 s; their Expiration is cut to the whole second, so they
+        // are good for at least 2 s, room for the calls below on a loaded machine.
+        let emu = emulator(Some(Duration::from_secs(3))).await;
         // AssumeRole, signed v1 with the emulator's key.
         let mut p = sign::common_params(
             DEFAULT_ACCESS_KEY_ID,
@@ -501,7 +503,7 @@ mod tests {
         assert_eq!(code(&v), "MissingSecurityToken");
         let (_, v) = post(&emu, &call("c3", Some("CAISother"))).await;
         assert_eq!(code(&v), "InvalidSecurityToken.MismatchWithAccessKey");
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        tokio::time::sleep(Duration::from_millis(3200)).await;
         let (status, v) = post(&emu, &call("c4", Some(&token))).await;
         assert_eq!((status, code(&v)), (400, super::EXPIRED), "{v}");
         emu.shutdown().await;
