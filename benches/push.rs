@@ -127,7 +127,7 @@ async fn measure(verify: bool) -> Result<Figures, Box<dyn std::error::Error>> {
             upload: Arc::new(Upload {
                 cert_name: format!("bench-{i:02}"),
                 chain_pem: cert.chain_pem.clone(),
-                key: Arc::new(cert.key.clone()),
+                key: Arc::clone(&cert.key),
                 fingerprint: cert.fingerprint,
                 not_after: cert.not_after,
             }),

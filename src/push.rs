@@ -63,7 +63,7 @@ pub struct Upload {
     /// `CertName`, derived from the certificate alone.
     pub cert_name: String,
     /// Full chain PEM, leaf first (`SSLPub`).
-    pub chain_pem: String,
+    pub chain_pem: Arc<str>,
     /// The key in upload form (`SSLPri`); its `Debug` redacts.
     pub key: Arc<PrivateKey>,
     /// SHA-256 of the leaf; what read-back expects to see served.

@@ -267,8 +267,8 @@ pub(crate) fn jobs(
         let upload = uploads.entry(batch.lineage).or_insert_with(|| {
             Arc::new(Upload {
                 cert_name: batch.cert_name.clone(),
-                chain_pem: v.cert.chain_pem.clone(),
-                key: Arc::new(v.cert.key.clone()),
+                chain_pem: Arc::clone(&v.cert.chain_pem),
+                key: Arc::clone(&v.cert.key),
                 fingerprint: v.cert.fingerprint,
                 not_after: v.cert.not_after,
             })

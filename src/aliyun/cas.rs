@@ -251,7 +251,7 @@ impl CasStore {
         self.uploads.acquire().await;
         let params = Zeroizing::new(vec![
             ("Name".to_string(), name.clone()),
-            ("Cert".to_string(), upload.chain_pem.clone()),
+            ("Cert".to_string(), upload.chain_pem.to_string()),
             (
                 "Key".to_string(),
                 upload.key.expose_upload_pem().to_string(),

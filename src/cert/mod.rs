@@ -25,6 +25,7 @@ mod pem;
 mod tests;
 
 use std::fmt;
+use std::sync::Arc;
 
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
@@ -146,9 +147,10 @@ pub struct Certificate {
     pub not_after: OffsetDateTime,
     pub(crate) key_type: KeyType,
     /// Full chain, leaf first, LF line ends, no blank lines, nothing outside PEM blocks.
-    pub chain_pem: String,
-    /// The private key in upload form.
-    pub key: PrivateKey,
+    /// Shared (not copied) by every upload made of this certificate.
+    pub chain_pem: Arc<str>,
+    /// The private key in upload form; shared like `chain_pem`.
+    pub key: Arc<PrivateKey>,
 }
 
 /// [`parse`] then [`check_time`].
@@ -190,8 +192,8 @@ pub fn parse(chain: &[u8], key: &[u8]) -> Result<Certificate, Invalid> {
         not_before: leaf.validity().not_before.to_datetime(),
         not_after: leaf.validity().not_after.to_datetime(),
         key_type,
-        chain_pem: chain_pem(&ders),
-        key,
+        chain_pem: chain_pem(&ders).into(),
+        key: Arc::new(key),
     })
 }
 

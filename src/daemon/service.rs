@@ -593,12 +593,15 @@ impl Service {
         if clean && !ctx.stop_requested() {
             self.cas_cleanup(&mut store).await;
         }
-        store.release_memory();
         self.store = Some(store);
         report.outcome.failed |= !saved;
         self.complete &= saved && !self.unsaved;
         if self.complete {
             self.record_pass();
+        }
+        // After the pass's last save (`record_pass`), which would reopen the connection.
+        if let Some(store) = self.store.as_ref() {
+            store.release_memory();
         }
         release_freed_memory();
         report

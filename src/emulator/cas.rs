@@ -418,7 +418,7 @@ fn cas_cert(id: u64, name: &str, cert: &Certificate, by_user: bool) -> CasCert {
         fingerprint: cert.fingerprint,
         names: cert.names.clone(),
         by_user,
-        chain_pem: cert.chain_pem.clone(),
+        chain_pem: cert.chain_pem.to_string(),
         serial,
         issuer,
         not_before: cert.not_before,

@@ -202,7 +202,7 @@ fn pair(ca: &TestCa, names: &[&str]) -> Pair {
     let (chain, key) = issue_with(ca, names, -days(1), days(60), LeafKey::EcdsaP256);
     let cert = crate::cert::parse(chain.as_bytes(), key.as_bytes()).expect("a valid test pair");
     Pair {
-        chain: cert.chain_pem.clone(),
+        chain: cert.chain_pem.to_string(),
         key: cert.key.expose_upload_pem().to_string(),
         fingerprint: cert.fingerprint,
         cert,

@@ -130,6 +130,10 @@ fn jobs_hold_one_upload_per_certificate_and_its_batches_in_order() {
         assert_eq!(job.upload.fingerprint, v.cert.fingerprint);
         assert_eq!(job.upload.not_after, v.cert.not_after);
         assert_eq!(job.upload.chain_pem, v.cert.chain_pem);
+        // Shared, not copied: a first pass over thousands of lineages would otherwise hold
+        // every chain and key twice at its peak.
+        assert!(Arc::ptr_eq(&job.upload.chain_pem, &v.cert.chain_pem));
+        assert!(Arc::ptr_eq(&job.upload.key, &v.cert.key));
         assert_eq!(
             job.upload.cert_name,
             plan::cert_name(&v.cert.names, v.cert.not_after, &v.cert.fingerprint)

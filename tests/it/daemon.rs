@@ -296,6 +296,60 @@ async fn a_certificate_is_deployed_when_its_not_before_arrives() {
     assert!(at >= leaf_not_before(now), "deployed too early");
 }
 
+/// Between passes the daemon holds no connection to its store (its page cache and
+/// statements are freed): closing the last connection removes the WAL and shared-memory
+/// files, so their absence after a pass that saved shows it; the next pass reopens it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_daemon_holds_no_connection_to_its_store() {
+    let env = Env::new();
+    let domains = ["idle.example.com"];
+    let emu = emulator(&domains).await;
+    let first = issue(&domains);
+    let lego = Lego::new(env.join("lego"));
+    lego.put("idle.example.com", &first);
+    config(&env, &emu, &domains)
+        .watch(lego.certificates())
+        .write(&env);
+    let daemon = Daemon::start(&env);
+    let side_files = || {
+        ["state.db-wal", "state.db-shm"]
+            .iter()
+            .filter(|f| env.join("state").join(f).exists())
+            .count()
+    };
+    until("the first pass", &daemon, 15, || {
+        daemon.log().contains("pass done")
+    })
+    .await;
+    assert!(serves(&emu, "idle.example.com", fingerprint(&first)));
+    assert!(env.join("state/state.db").exists(), "the pass saved");
+    // `until`: a pass started by a late file event may hold it open for a moment.
+    until("no connection after the first pass", &daemon, 5, || {
+        side_files() == 0
+    })
+    .await;
+    let second = issue(&domains);
+    lego.put("idle.example.com", &second);
+    until("the renewal deployed", &daemon, 15, || {
+        serves(&emu, "idle.example.com", fingerprint(&second))
+    })
+    .await;
+    until("the second pass to end", &daemon, 15, || {
+        daemon.log().matches("pass done").count() >= 2
+    })
+    .await;
+    until("no connection after the second pass", &daemon, 5, || {
+        side_files() == 0
+    })
+    .await;
+    let state = certrotd::state::load(&env.join("state")).expect("the store opens");
+    let dep = state
+        .domains
+        .get("idle.example.com")
+        .and_then(|d| d.deployed.as_ref());
+    assert_eq!(dep.map(|d| d.fingerprint), Some(fingerprint(&second)));
+}
+
 fn leaf_not_before(issued_at: OffsetDateTime) -> OffsetDateTime {
     issued_at + time::Duration::seconds(3)
 }

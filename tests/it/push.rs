@@ -60,7 +60,7 @@ fn job(i: usize, cert: &Certificate, domains: &[String]) -> Job {
         upload: Arc::new(Upload {
             cert_name: format!("push-it-{i}"),
             chain_pem: cert.chain_pem.clone(),
-            key: Arc::new(cert.key.clone()),
+            key: Arc::clone(&cert.key),
             fingerprint: cert.fingerprint,
             not_after: cert.not_after,
         }),
