@@ -5,9 +5,9 @@
 //! domains), the canary (until the first call has its final answer — retries included — it
 //! is the only call in flight, so its lesson, e.g. a lower batch size or a stop, applies to
 //! every call after it), the prepare step of each (target, certificate), the tasks that
-//! make calls (at most [`MAX_CALLS_IN_FLIGHT`] at once; each task: wait for the target's write limiter, call, back off and call
-//! again while the policy says retry), the read-back tasks, the per-domain outcome table
-//! and the events. Only the loop changes the run's state; tasks report back to it.
+//! make calls (at most [`MAX_CALLS_IN_FLIGHT`] at once; each task: wait for the target's
+//! write limiter, call, back off and call again while the policy says retry), the
+//! read-back tasks, the per-domain outcome table and the events. Only the loop changes the run's state; tasks report back to it.
 //!
 //! Every domain handed in is given exactly one outcome (unless the executor is halted:
 //! then the domains never sent have none).
