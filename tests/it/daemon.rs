@@ -48,6 +48,19 @@ fn config_rescan(env: &Env, emu: &Emulator, domains: &[&str], rescan_secs: u64) 
         .set("watch", &format!("rescan_secs = {rescan_secs}"))
 }
 
+/// One domain served from a lego folder: its emulator, the folder with a first
+/// certificate in place, that certificate; the daemon's config for it is written.
+async fn one_lego_domain(env: &Env, domain: &str) -> (Emulator, Lego, Issued) {
+    let emu = emulator(&[domain]).await;
+    let issued = issue(&[domain]);
+    let lego = Lego::new(env.join("lego"));
+    lego.put(domain, &issued);
+    config(env, &emu, &[domain])
+        .watch(lego.certificates())
+        .write(env);
+    (emu, lego, issued)
+}
+
 fn fingerprint(issued: &Issued) -> Fingerprint {
     cert::parse(issued.fullchain_pem.as_bytes(), issued.key_pem.as_bytes())
         .expect("a valid test certificate")
@@ -303,13 +316,7 @@ async fn a_certificate_is_deployed_when_its_not_before_arrives() {
 async fn an_idle_daemon_holds_no_connection_to_its_store() {
     let env = Env::new();
     let domains = ["idle.example.com"];
-    let emu = emulator(&domains).await;
-    let first = issue(&domains);
-    let lego = Lego::new(env.join("lego"));
-    lego.put("idle.example.com", &first);
-    config(&env, &emu, &domains)
-        .watch(lego.certificates())
-        .write(&env);
+    let (emu, lego, first) = one_lego_domain(&env, domains[0]).await;
     let daemon = Daemon::start(&env);
     let side_files = || {
         ["state.db-wal", "state.db-shm"]
@@ -521,13 +528,7 @@ async fn run_exits_78_on_a_bad_config() {
 async fn run_exits_75_while_another_certrotd_holds_the_state_lock() {
     let env = Env::new();
     let domains = ["lock.example.com"];
-    let emu = emulator(&domains).await;
-    let issued = issue(&domains);
-    let lego = Lego::new(env.join("lego"));
-    lego.put("lock.example.com", &issued);
-    config(&env, &emu, &domains)
-        .watch(lego.certificates())
-        .write(&env);
+    let (emu, _lego, _issued) = one_lego_domain(&env, domains[0]).await;
     let mut first = Daemon::start(&env);
     until("first pass", &first, 15, || {
         first.log().contains("pass done")
