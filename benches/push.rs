@@ -126,7 +126,7 @@ async fn measure(verify: bool) -> Result<Figures, Box<dyn std::error::Error>> {
             target: 0,
             upload: Arc::new(Upload {
                 cert_name: format!("bench-{i:02}"),
-                chain_pem: cert.chain_pem.clone(),
+                chain: cert.chain().clone(),
                 key: Arc::clone(&cert.key),
                 fingerprint: cert.fingerprint,
                 not_after: cert.not_after,

@@ -44,7 +44,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::cert::{Fingerprint, PrivateKey};
+use crate::cert::{Chain, Fingerprint, PrivateKey};
 
 pub use backoff::Backoff;
 pub(crate) use limiter::RateLimiter;
@@ -62,8 +62,9 @@ pub(crate) const RATE_WINDOW: Duration = Duration::from_millis(1050);
 pub struct Upload {
     /// `CertName`, derived from the certificate alone.
     pub cert_name: String,
-    /// Full chain PEM, leaf first (`SSLPub`).
-    pub chain_pem: Arc<str>,
+    /// The full chain, leaf first (`SSLPub`): its certificate's shared parts, put together by
+    /// each call that sends it.
+    pub chain: Chain,
     /// The key in upload form (`SSLPri`); its `Debug` redacts.
     pub key: Arc<PrivateKey>,
     /// SHA-256 of the leaf; what read-back expects to see served.

@@ -267,7 +267,7 @@ pub(crate) fn jobs(
         let upload = uploads.entry(batch.lineage).or_insert_with(|| {
             Arc::new(Upload {
                 cert_name: batch.cert_name.clone(),
-                chain_pem: Arc::clone(&v.cert.chain_pem),
+                chain: v.cert.chain().clone(),
                 key: Arc::clone(&v.cert.key),
                 fingerprint: v.cert.fingerprint,
                 not_after: v.cert.not_after,

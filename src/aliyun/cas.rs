@@ -251,7 +251,7 @@ impl CasStore {
         self.uploads.acquire().await;
         let params = Zeroizing::new(vec![
             ("Name".to_string(), name.clone()),
-            ("Cert".to_string(), upload.chain_pem.to_string()),
+            ("Cert".to_string(), upload.chain.pem()),
             (
                 "Key".to_string(),
                 upload.key.expose_upload_pem().to_string(),
@@ -315,7 +315,7 @@ struct Leaf {
 impl Leaf {
     fn of(upload: &Upload) -> Leaf {
         let names = crate::cert::parse(
-            upload.chain_pem.as_bytes(),
+            upload.chain.pem().as_bytes(),
             upload.key.expose_upload_pem().as_bytes(),
         )
         .map(|c| c.names)

@@ -224,12 +224,13 @@ impl AliyunCdn {
         let cert_id = reference.as_ref().map(|r| r.cert_id.to_string());
         let cas = binding(reference.as_ref(), cert_id.as_deref());
         let mut request_id = String::new();
+        let chain = call.upload.chain.pem();
         for domain in call.domains {
             let req = SetSslRequest {
                 cas,
                 domain,
                 cert_name: &call.upload.cert_name,
-                ssl_pub: &call.upload.chain_pem,
+                ssl_pub: &chain,
                 ssl_pri: &call.upload.key,
             };
             request_id = self.client.set_domain_ssl(&req).await?;
@@ -302,11 +303,12 @@ impl Target for AliyunCdn {
         }
         let reference = self.reference(call)?;
         let cert_id = reference.as_ref().map(|r| r.cert_id.to_string());
+        let chain = call.upload.chain.pem();
         let req = BatchSetRequest {
             cas: binding(reference.as_ref(), cert_id.as_deref()),
             domains: call.domains,
             cert_name: &call.upload.cert_name,
-            ssl_pub: &call.upload.chain_pem,
+            ssl_pub: &chain,
             ssl_pri: &call.upload.key,
             region: self.region.as_deref(),
         };

@@ -146,11 +146,93 @@ pub struct Certificate {
     pub(crate) not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
     pub(crate) key_type: KeyType,
-    /// Full chain, leaf first, LF line ends, no blank lines, nothing outside PEM blocks.
-    /// Shared (not copied) by every upload made of this certificate.
-    pub chain_pem: Arc<str>,
-    /// The private key in upload form; shared like `chain_pem`.
+    /// The chain in upload form.
+    chain: Chain,
+    /// The private key in upload form; shared (not copied) by every upload of it.
     pub key: Arc<PrivateKey>,
+}
+
+impl Certificate {
+    /// The chain in upload form, in its shared parts (an upload holds this, not a copy).
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    /// [`Chain::pem`] of [`Certificate::chain`].
+    pub fn chain_pem(&self) -> String {
+        self.chain.pem()
+    }
+
+    /// Whether `self` and `other` share one copy of their issuers' PEM.
+    #[cfg(test)]
+    pub(crate) fn shares_issuers_with(&self, other: &Certificate) -> bool {
+        Arc::ptr_eq(&self.chain.issuers, &other.chain.issuers)
+    }
+}
+
+/// A chain in upload form, held in two shared parts: the leaf's PEM block and its
+/// issuers' PEM blocks. The issuers' part is one copy for every certificate of a scan with
+/// the same issuers ([`Issuers`]), as thousands of lineages from one CA have; the whole
+/// text is put together only for the call that sends it.
+#[derive(Clone, Debug)]
+pub struct Chain {
+    leaf: Arc<str>,
+    issuers: Arc<str>,
+}
+
+impl Chain {
+    /// A chain given as one text (no sharing), for callers that have only that.
+    pub fn whole(pem: &str) -> Chain {
+        Chain {
+            leaf: pem.into(),
+            issuers: "".into(),
+        }
+    }
+
+    /// Full chain, leaf first, LF line ends, no blank lines, nothing outside PEM blocks:
+    /// the upload form (`SSLPub`).
+    pub fn pem(&self) -> String {
+        let mut out = String::with_capacity(self.leaf.len() + self.issuers.len());
+        out.push_str(&self.leaf);
+        out.push_str(&self.issuers);
+        out
+    }
+}
+
+/// The issuers' PEM texts of the certificates parsed so far, so that certificates with the
+/// same issuers share one copy ([`parse_sharing`]). [`Issuers::prune`] drops the texts no
+/// certificate holds any more.
+#[derive(Debug, Default)]
+pub(crate) struct Issuers(std::sync::Mutex<std::collections::HashSet<Arc<str>>>);
+
+impl Issuers {
+    fn intern(&self, pem: String) -> Arc<str> {
+        let mut set = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(known) = set.get(pem.as_str()) {
+            return Arc::clone(known);
+        }
+        let text: Arc<str> = pem.into();
+        set.insert(Arc::clone(&text));
+        text
+    }
+
+    /// Forgets the texts held by nothing but this set.
+    pub(crate) fn prune(&self) {
+        let mut set = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        set.retain(|text| Arc::strong_count(text) > 1);
+    }
+
+    /// How many distinct texts are kept.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.lock().map(|s| s.len()).unwrap_or(0)
+    }
 }
 
 /// [`parse`] then [`check_time`].
@@ -172,6 +254,16 @@ pub(crate) fn validate(
 /// private key; every certificate parses; the key parses and belongs to the first
 /// certificate; each certificate is signed by the next; the leaf has DNS names.
 pub fn parse(chain: &[u8], key: &[u8]) -> Result<Certificate, Invalid> {
+    parse_sharing(chain, key, &Issuers::default())
+}
+
+/// [`parse`], with the issuers' PEM shared through `issuers` with the certificates parsed
+/// before (the scanner's).
+pub(crate) fn parse_sharing(
+    chain: &[u8],
+    key: &[u8],
+    issuers: &Issuers,
+) -> Result<Certificate, Invalid> {
     let ders = pem::read_chain(chain)?;
     let raw_key = pem::read_key(key)?;
     let certs = chain::parse_all(&ders)?;
@@ -192,7 +284,10 @@ pub fn parse(chain: &[u8], key: &[u8]) -> Result<Certificate, Invalid> {
         not_before: leaf.validity().not_before.to_datetime(),
         not_after: leaf.validity().not_after.to_datetime(),
         key_type,
-        chain_pem: chain_pem(&ders).into(),
+        chain: Chain {
+            leaf: chain_pem(std::slice::from_ref(leaf_der)).into(),
+            issuers: issuers.intern(chain_pem(ders.get(1..).unwrap_or_default())),
+        },
         key: Arc::new(key),
     })
 }

@@ -191,10 +191,13 @@ fn chain_upload_form_is_canonical_leaf_first() {
         ca.root_pem()
     );
     let cert = ok(&messy, &issued.key_pem);
-    assert_canonical_pem(&cert.chain_pem, "CERTIFICATE");
+    assert_canonical_pem(&cert.chain_pem(), "CERTIFICATE");
     let want = format!("{}{}", issued.fullchain_pem, ca.root_pem());
-    assert_eq!(der_blocks(&cert.chain_pem), der_blocks(&want));
-    assert!(cert.chain_pem.starts_with("-----BEGIN CERTIFICATE-----\n"));
+    assert_eq!(der_blocks(&cert.chain_pem()), der_blocks(&want));
+    assert!(
+        cert.chain_pem()
+            .starts_with("-----BEGIN CERTIFICATE-----\n")
+    );
 }
 
 #[test]
@@ -202,8 +205,8 @@ fn a_chain_file_that_also_holds_the_key_never_copies_it() {
     let issued = issue(LeafKey::EcdsaP256);
     let combined = format!("{}{}", issued.fullchain_pem, issued.key_pem);
     let cert = ok(&combined, &issued.key_pem);
-    assert!(!cert.chain_pem.contains("PRIVATE KEY"));
-    assert_eq!(der_blocks(&cert.chain_pem).len(), 2);
+    assert!(!cert.chain_pem().contains("PRIVATE KEY"));
+    assert_eq!(der_blocks(&cert.chain_pem()).len(), 2);
 }
 
 #[test]

@@ -411,14 +411,14 @@ impl CasCert {
 }
 
 fn cas_cert(id: u64, name: &str, cert: &Certificate, by_user: bool) -> CasCert {
-    let (serial, issuer) = serial_and_issuer(&cert.chain_pem);
+    let (serial, issuer) = serial_and_issuer(&cert.chain_pem());
     CasCert {
         cert_id: id,
         name: name.to_string(),
         fingerprint: cert.fingerprint,
         names: cert.names.clone(),
         by_user,
-        chain_pem: cert.chain_pem.to_string(),
+        chain_pem: cert.chain_pem(),
         serial,
         issuer,
         not_before: cert.not_before,

@@ -60,7 +60,7 @@ impl Served {
             not_after: cert.not_after,
             updated_at: now,
             request_id: request_id.to_string(),
-            chain_pem: cert.chain_pem.to_string(),
+            chain_pem: cert.chain_pem(),
             cas_cert_id: None,
         }
     }

@@ -202,7 +202,7 @@ fn pair(ca: &TestCa, names: &[&str]) -> Pair {
     let (chain, key) = issue_with(ca, names, -days(1), days(60), LeafKey::EcdsaP256);
     let cert = crate::cert::parse(chain.as_bytes(), key.as_bytes()).expect("a valid test pair");
     Pair {
-        chain: cert.chain_pem.to_string(),
+        chain: cert.chain_pem(),
         key: cert.key.expose_upload_pem().to_string(),
         fingerprint: cert.fingerprint,
         cert,
@@ -547,7 +547,7 @@ async fn certificate_defects_get_their_codes() {
     );
     let expired = crate::cert::parse(chain.as_bytes(), key.as_bytes()).expect("parses");
     let (status, body) = set_call("a.example.com", &good, "n")
-        .set("SSLPub", &expired.chain_pem)
+        .set("SSLPub", &expired.chain_pem())
         .set("SSLPri", expired.key.expose_upload_pem())
         .answer(addr)
         .await;
@@ -566,7 +566,7 @@ async fn certificate_defects_get_their_codes() {
     );
     let future = crate::cert::parse(chain.as_bytes(), key.as_bytes()).expect("parses");
     let (status, body) = set_call("a.example.com", &good, "n")
-        .set("SSLPub", &future.chain_pem)
+        .set("SSLPub", &future.chain_pem())
         .set("SSLPri", future.key.expose_upload_pem())
         .answer(addr)
         .await;
@@ -622,7 +622,7 @@ async fn rsa_keys_must_be_pkcs1() {
             .set("DomainName", "a.example.com")
             .set("SSLProtocol", "on")
             .set("CertName", "rsa")
-            .set("SSLPub", &cert.chain_pem)
+            .set("SSLPub", &cert.chain_pem())
             .set("SSLPri", key)
     };
     let (status, body) = call(&key).answer(emu.addr()).await;

@@ -201,7 +201,7 @@ impl Target for Fake {
 fn upload(n: u8) -> Arc<Upload> {
     Arc::new(Upload {
         cert_name: format!("cert-{n}"),
-        chain_pem: Arc::from("-----BEGIN CERTIFICATE-----\n"),
+        chain: crate::cert::Chain::whole("-----BEGIN CERTIFICATE-----\n"),
         key: Arc::new(PrivateKey::from_upload_pem(String::from("k").into())),
         fingerprint: Fingerprint([n; 32]),
         not_after: OffsetDateTime::UNIX_EPOCH,

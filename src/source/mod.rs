@@ -140,6 +140,8 @@ struct Entry {
 #[derive(Debug)]
 pub struct Scanner {
     cache: HashMap<String, Arc<Entry>>,
+    /// The issuers' PEM of the cached certificates, one copy per distinct issuer chain.
+    issuers: cert::Issuers,
     threads: usize,
     totals: ScanStats,
     last: ScanStats,
@@ -162,6 +164,7 @@ impl Scanner {
     pub(crate) fn with_threads(threads: usize) -> Scanner {
         Scanner {
             cache: HashMap::new(),
+            issuers: cert::Issuers::default(),
             threads: threads.max(1),
             totals: ScanStats::default(),
             last: ScanStats::default(),
@@ -187,6 +190,7 @@ impl Scanner {
         lineages.sort_by(|a, b| a.id.cmp(&b.id));
         lineages.dedup_by(|a, b| a.id == b.id);
         self.cache = cache;
+        self.issuers.prune();
         stats.scans = 1;
         stats.lineages = lineages.len() as u64;
         self.totals.add(&stats);
@@ -296,7 +300,7 @@ impl Scanner {
             stats.cache_hits += 1;
             return (lineage(found, entry.result.clone()), Some(entry.clone()));
         }
-        match read_and_parse(found, stats) {
+        match read_and_parse(found, &self.issuers, stats) {
             Ok(entry) => (lineage(found, entry.result.clone()), Some(Arc::new(entry))),
             Err(error) => (lineage(found, Err(error)), None),
         }
@@ -342,7 +346,11 @@ fn probe_pair(found: &Found) -> Result<(FileId, FileId), SourceError> {
 }
 
 /// Reads both files (capped) and parses them; the entry is keyed by what was read.
-fn read_and_parse(found: &Found, stats: &mut ScanStats) -> Result<Entry, SourceError> {
+fn read_and_parse(
+    found: &Found,
+    issuers: &cert::Issuers,
+    stats: &mut ScanStats,
+) -> Result<Entry, SourceError> {
     let (chain_id, chain) = read::read(&found.chain)?;
     stats.files_read += 1;
     stats.bytes_read += chain.len() as u64;
@@ -350,7 +358,7 @@ fn read_and_parse(found: &Found, stats: &mut ScanStats) -> Result<Entry, SourceE
     stats.files_read += 1;
     stats.bytes_read += key.len() as u64;
     stats.parsed += 1;
-    let result = cert::parse(&chain, &key)
+    let result = cert::parse_sharing(&chain, &key, issuers)
         .map(Arc::new)
         .map_err(|reason| SourceError::invalid(reason, &found.chain, &found.key));
     Ok(Entry {

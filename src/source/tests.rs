@@ -422,7 +422,7 @@ fn unchanged_lineages_come_from_the_cache() {
     );
     assert_eq!(after.folders_listed, 1, "re-pointed links need no listing");
     assert_eq!(
-        third[2].result.as_ref().unwrap().chain_pem.lines().next(),
+        third[2].result.as_ref().unwrap().chain_pem().lines().next(),
         renewed.fullchain_pem.lines().next()
     );
 
@@ -453,6 +453,49 @@ fn unchanged_lineages_come_from_the_cache() {
     // A removed lineage disappears.
     fs::remove_dir_all(live.join("s0.example.com")).unwrap();
     assert_eq!(scanner.scan(&[live]).len(), 4);
+}
+
+/// Lineages from one CA share one copy of its intermediate (what the idle daemon holds per
+/// lineage is its leaf and key); a second CA's lineage adds one; once that lineage is
+/// gone, its intermediate is forgotten.
+#[test]
+fn lineages_with_the_same_issuers_share_them_and_gone_ones_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    for i in 0..4 {
+        let name = format!("s{i}.example.com");
+        certbot(dir.path(), &name, 1, &issue(&[&name]));
+    }
+    let other = TestCa::new("Another source test CA").unwrap();
+    let leaf = Leaf::new(
+        &["o.example.com"],
+        NOW - Duration::days(1),
+        NOW + Duration::days(80),
+    );
+    let issued = other.issue(&leaf).unwrap();
+    certbot(dir.path(), "o.example.com", 1, &issued);
+    let mut scanner = Scanner::with_threads(2);
+    let lineages = scanner.scan(std::slice::from_ref(&live));
+    let certs: Vec<&Arc<Certificate>> = lineages
+        .iter()
+        .map(|l| l.result.as_ref().unwrap())
+        .collect();
+    assert_eq!(certs.len(), 5);
+    // Sorted by id: o.example.com first, then s0..s3.
+    assert!(!certs[0].shares_issuers_with(certs[1]));
+    assert!(certs[1..].iter().all(|c| c.shares_issuers_with(certs[1])));
+    assert_eq!(scanner.issuers.len(), 2);
+    assert_eq!(certs[0].chain_pem(), issued.fullchain_pem);
+    drop(lineages);
+
+    fs::remove_dir_all(live.join("o.example.com")).unwrap();
+    let after = scanner.scan(std::slice::from_ref(&live));
+    assert_eq!(after.len(), 4);
+    assert_eq!(
+        scanner.issuers.len(),
+        1,
+        "the gone lineage's issuers are kept"
+    );
 }
 
 #[test]

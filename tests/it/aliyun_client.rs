@@ -55,15 +55,33 @@ async fn start(cfg: EmulatorConfig) -> Emulator {
         .expect("emulator")
 }
 
-fn issue(names: &[&str], not_before: OffsetDateTime, not_after: OffsetDateTime) -> Certificate {
+/// A parsed certificate and its chain in upload form (what a request borrows).
+struct Cert {
+    cert: Certificate,
+    chain_pem: String,
+}
+
+impl std::ops::Deref for Cert {
+    type Target = Certificate;
+    fn deref(&self) -> &Certificate {
+        &self.cert
+    }
+}
+
+fn issue(names: &[&str], not_before: OffsetDateTime, not_after: OffsetDateTime) -> Cert {
     let ca = TestCa::new("aliyun-client-test").expect("test CA");
     let issued = ca
         .issue(&Leaf::new(names, not_before, not_after))
         .expect("leaf");
-    cert::parse(issued.fullchain_pem.as_bytes(), issued.key_pem.as_bytes()).expect("valid")
+    let cert =
+        cert::parse(issued.fullchain_pem.as_bytes(), issued.key_pem.as_bytes()).expect("valid");
+    Cert {
+        chain_pem: cert.chain_pem(),
+        cert,
+    }
 }
 
-fn current(names: &[&str]) -> Certificate {
+fn current(names: &[&str]) -> Cert {
     let now = OffsetDateTime::now_utc();
     issue(
         names,
@@ -76,7 +94,7 @@ fn owned(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-fn request<'a>(c: &'a Certificate, domains: &'a [String]) -> BatchSetRequest<'a> {
+fn request<'a>(c: &'a Cert, domains: &'a [String]) -> BatchSetRequest<'a> {
     BatchSetRequest {
         cas: None,
         domains,

@@ -59,7 +59,7 @@ fn job(i: usize, cert: &Certificate, domains: &[String]) -> Job {
         target: 0,
         upload: Arc::new(Upload {
             cert_name: format!("push-it-{i}"),
-            chain_pem: cert.chain_pem.clone(),
+            chain: cert.chain().clone(),
             key: Arc::clone(&cert.key),
             fingerprint: cert.fingerprint,
             not_after: cert.not_after,

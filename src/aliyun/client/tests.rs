@@ -1102,7 +1102,7 @@ async fn v3_calls_are_accepted_by_the_emulator() {
         cas: None,
         domains: &domains,
         cert_name: "v3-cert",
-        ssl_pub: &cert.chain_pem,
+        ssl_pub: &cert.chain_pem(),
         ssl_pri: &cert.key,
         region: Some("cn-hangzhou"),
     };
