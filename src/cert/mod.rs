@@ -3,8 +3,9 @@
 //! Owns: parsing a PEM chain and private key into a [`Certificate`], the precise reason a
 //! pair is [`Invalid`] (and which file it concerns, [`Part`]), the key/leaf match, the upload
 //! form Alibaba documents (leaf first, LF, no blank lines; RSA keys PKCS#1, EC keys SEC1),
-//! the renewal rule ([`renewal_overdue`]) and domain coverage ([`covers`], [`CoverIndex`],
-//! [`DomainSet`]).
+//! the renewal rule ([`renewal_overdue`]), domain coverage ([`covers`], [`CoverIndex`],
+//! [`DomainSet`]) and the sharing of issuers' PEM between certificates ([`Chain`],
+//! [`Issuers`]).
 //!
 //! Submodules: `pem` (PEM in and out), `key` (key parsing, matching, upload form), `chain`
 //! (X.509, order, signatures, names), `cover` (coverage), `invalid` (the reasons).
