@@ -47,6 +47,15 @@ fn certbot(base: &Path, name: &str, n: u32, issued: &Issued) -> PathBuf {
     base.join("live").join(name)
 }
 
+/// `n` certbot lineages `s<i>.example.com` of the test CA under `base`; its `live` folder.
+fn certbot_lineages(base: &Path, n: usize) -> PathBuf {
+    for i in 0..n {
+        let name = format!("s{i}.example.com");
+        certbot(base, &name, 1, &issue(&[&name]));
+    }
+    base.join("live")
+}
+
 fn scan(paths: &[&Path]) -> Vec<Lineage> {
     let paths: Vec<PathBuf> = paths.iter().map(|p| p.to_path_buf()).collect();
     Scanner::new().scan(&paths)
@@ -373,11 +382,7 @@ fn io_errors_map_to_problems() {
 #[test]
 fn unchanged_lineages_come_from_the_cache() {
     let dir = tempfile::tempdir().unwrap();
-    let live = dir.path().join("live");
-    for i in 0..5 {
-        let name = format!("s{i}.example.com");
-        certbot(dir.path(), &name, 1, &issue(&[&name]));
-    }
+    let live = certbot_lineages(dir.path(), 5);
     let mut scanner = Scanner::with_threads(3);
     let first = scanner.scan(std::slice::from_ref(&live));
     let cold = scanner.last_scan();
@@ -461,11 +466,7 @@ fn unchanged_lineages_come_from_the_cache() {
 #[test]
 fn lineages_with_the_same_issuers_share_them_and_gone_ones_are_forgotten() {
     let dir = tempfile::tempdir().unwrap();
-    let live = dir.path().join("live");
-    for i in 0..4 {
-        let name = format!("s{i}.example.com");
-        certbot(dir.path(), &name, 1, &issue(&[&name]));
-    }
+    let live = certbot_lineages(dir.path(), 4);
     let other = TestCa::new("Another source test CA").unwrap();
     let leaf = Leaf::new(
         &["o.example.com"],
