@@ -114,6 +114,29 @@ pub struct AliyunSettings {
     pub access: AccessSettings,
 }
 
+impl AliyunSettings {
+    /// The settings of an `[aliyun]` section that sets only `endpoint`: the documented
+    /// defaults, which the configuration walk fills in for every key not given.
+    pub fn defaults(endpoint: &str) -> AliyunSettings {
+        AliyunSettings {
+            endpoint: endpoint.to_string(),
+            region: None,
+            access_key_id: None,
+            access_key_secret_file: None,
+            requests_per_second: 10,
+            read_requests_per_second: 50,
+            max_domains_per_call: 10,
+            api: Api::Batch,
+            per_domain_requests_per_second: 30,
+            max_attempts: 6,
+            timeout: Duration::from_secs(30),
+            verify: true,
+            signature: Signature::V1,
+            access: AccessSettings::default(),
+        }
+    }
+}
+
 /// `[aliyun]` settings of how certrotd reaches Alibaba Cloud besides the CDN endpoint: the
 /// extra trusted roots, the STS and metadata endpoints the credential chain uses, and the
 /// ECS RAM role.

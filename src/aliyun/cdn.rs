@@ -517,20 +517,9 @@ mod tests {
 
     fn settings(api: Api) -> AliyunSettings {
         AliyunSettings {
-            endpoint: "https://cdn.aliyuncs.com".to_string(),
             region: Some("cn-hangzhou".to_string()),
-            access_key_id: None,
-            access_key_secret_file: None,
-            requests_per_second: 10,
-            read_requests_per_second: 50,
-            max_domains_per_call: 10,
             api,
-            per_domain_requests_per_second: 30,
-            max_attempts: 6,
-            timeout: Duration::from_secs(30),
-            verify: true,
-            signature: crate::config::Signature::V1,
-            access: Default::default(),
+            ..AliyunSettings::defaults("https://cdn.aliyuncs.com")
         }
     }
 

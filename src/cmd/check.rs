@@ -288,21 +288,31 @@ struct JsonDomain {
     problem: Option<String>,
 }
 
-pub(crate) fn json_report(inputs: &Inputs<'_>, now: OffsetDateTime, exit: Exit) -> JsonCheck {
-    let missing = |l: &&Lineage| matches!(&l.result, Err(e) if e.kind() == "watch-path-missing");
-    let lineages = inputs.lineages;
-    let valid: Vec<(&Lineage, &cert::Certificate)> = lineages
+/// The lineages whose certificate is valid at `now`, with it.
+fn valid_at(lineages: &[Lineage], now: OffsetDateTime) -> Vec<(&Lineage, &cert::Certificate)> {
+    lineages
         .iter()
         .filter_map(|l| l.valid_at(now).ok().map(|c| (l, c.as_ref())))
-        .collect();
-    let candidates: Vec<Candidate<'_>> = valid
+        .collect()
+}
+
+/// What the best-lineage rule sees of `valid`, in its order (a pick indexes `valid`).
+fn candidates<'a>(valid: &[(&'a Lineage, &'a cert::Certificate)]) -> Vec<Candidate<'a>> {
+    valid
         .iter()
         .map(|(l, c)| Candidate {
             id: &l.id,
             names: &c.names,
             not_after: c.not_after,
         })
-        .collect();
+        .collect()
+}
+
+pub(crate) fn json_report(inputs: &Inputs<'_>, now: OffsetDateTime, exit: Exit) -> JsonCheck {
+    let missing = |l: &&Lineage| matches!(&l.result, Err(e) if e.kind() == "watch-path-missing");
+    let lineages = inputs.lineages;
+    let valid = valid_at(lineages, now);
+    let candidates = candidates(&valid);
     // The same choice as the text report's "SERVED BY".
     let cover = CoverIndex::new(&candidates);
     let why = std::cell::OnceCell::new();
@@ -418,18 +428,8 @@ fn domain_table(
     lineages: &[Lineage],
     now: OffsetDateTime,
 ) -> (String, usize) {
-    let valid: Vec<(&Lineage, &cert::Certificate)> = lineages
-        .iter()
-        .filter_map(|l| l.valid_at(now).ok().map(|c| (l, c.as_ref())))
-        .collect();
-    let candidates: Vec<Candidate<'_>> = valid
-        .iter()
-        .map(|(l, c)| Candidate {
-            id: &l.id,
-            names: &c.names,
-            not_after: c.not_after,
-        })
-        .collect();
+    let valid = valid_at(lineages, now);
+    let candidates = candidates(&valid);
     let cover = CoverIndex::new(&candidates);
     // Built at the first uncovered domain (usually never).
     let not_covered = std::cell::OnceCell::new();

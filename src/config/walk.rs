@@ -475,18 +475,19 @@ fn aliyun(ctx: &mut Ctx<'_>, s: &Section<'_, '_>) -> Option<AliyunSettings> {
     };
     let signature = signature(ctx, s);
     let access = access::access(ctx, s);
+    let d = AliyunSettings::defaults(endpoint::DEFAULT);
     Some(AliyunSettings {
         endpoint: endpoint?,
         region: region?,
         access_key_id: access_key_id?,
         access_key_secret_file: secret_file?,
-        requests_per_second: int_or(rps, 10)?,
-        read_requests_per_second: int_or(read_rps, 50)?,
-        max_domains_per_call: int_or(per_call, 10)?,
+        requests_per_second: int_or(rps, d.requests_per_second)?,
+        read_requests_per_second: int_or(read_rps, d.read_requests_per_second)?,
+        max_domains_per_call: int_or(per_call, d.max_domains_per_call)?,
         api: api?,
-        per_domain_requests_per_second: int_or(per_domain_rps, 30)?,
-        max_attempts: int_or(attempts, 6)?,
-        timeout: Duration::from_secs(int_or(timeout, 30)?),
+        per_domain_requests_per_second: int_or(per_domain_rps, d.per_domain_requests_per_second)?,
+        max_attempts: int_or(attempts, d.max_attempts)?,
+        timeout: Duration::from_secs(int_or(timeout, d.timeout.as_secs())?),
         verify: verify?,
         signature: signature?,
         access: access?,

@@ -20,20 +20,10 @@ const DOMAINS: &[&str] = &["a.example.com", "b.example.com", ".example.com"];
 
 fn settings(endpoint: &str, timeout: Duration) -> AliyunSettings {
     AliyunSettings {
-        endpoint: endpoint.to_string(),
-        region: None,
-        access_key_id: None,
-        access_key_secret_file: None,
-        requests_per_second: 10,
         read_requests_per_second: 100,
-        max_domains_per_call: 10,
-        api: certrotd::config::Api::Batch,
-        per_domain_requests_per_second: 30,
         max_attempts: 1,
         timeout,
-        verify: true,
-        signature: certrotd::config::Signature::V1,
-        access: Default::default(),
+        ..AliyunSettings::defaults(endpoint)
     }
 }
 

@@ -25,20 +25,12 @@ const RATE: u32 = 10;
 
 fn settings(endpoint: &str) -> AliyunSettings {
     AliyunSettings {
-        endpoint: endpoint.to_string(),
-        region: None,
-        access_key_id: None,
-        access_key_secret_file: None,
         requests_per_second: RATE,
         read_requests_per_second: 100,
         max_domains_per_call: BATCH,
-        api: certrotd::config::Api::Batch,
-        per_domain_requests_per_second: 30,
         max_attempts: 12,
         timeout: Duration::from_secs(10),
-        verify: true,
-        signature: certrotd::config::Signature::V1,
-        access: Default::default(),
+        ..AliyunSettings::defaults(endpoint)
     }
 }
 

@@ -18,20 +18,10 @@ const KEY_PEM: &str =
 
 fn settings(endpoint: &str, timeout: Duration) -> AliyunSettings {
     AliyunSettings {
-        endpoint: endpoint.to_string(),
-        region: None,
-        access_key_id: None,
-        access_key_secret_file: None,
-        requests_per_second: 10,
         read_requests_per_second: 100,
-        max_domains_per_call: 10,
-        api: crate::config::Api::Batch,
-        per_domain_requests_per_second: 30,
         max_attempts: 3,
         timeout,
-        verify: true,
-        signature: crate::config::Signature::V1,
-        access: Default::default(),
+        ..AliyunSettings::defaults(endpoint)
     }
 }
 

@@ -165,23 +165,15 @@ mod tests {
 
     fn settings(endpoint: &str) -> AliyunSettings {
         AliyunSettings {
-            endpoint: endpoint.to_string(),
-            region: None,
-            access_key_id: None,
-            access_key_secret_file: None,
-            requests_per_second: 10,
             read_requests_per_second: 100,
-            max_domains_per_call: 10,
-            api: crate::config::Api::Batch,
-            per_domain_requests_per_second: 30,
             max_attempts: 3,
             timeout: Duration::from_secs(5),
-            verify: true,
             signature: crate::config::Signature::V3,
             access: crate::config::AccessSettings {
                 sts_endpoint: endpoint.to_string(),
                 ..Default::default()
             },
+            ..AliyunSettings::defaults(endpoint)
         }
     }
 

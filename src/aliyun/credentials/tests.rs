@@ -28,20 +28,12 @@ const ALL_SECRETS: &[&str] = &[
 
 fn settings(id: Option<&str>, file: Option<&Path>) -> AliyunSettings {
     AliyunSettings {
-        endpoint: "https://cdn.aliyuncs.com".to_string(),
-        region: None,
         access_key_id: id.map(str::to_string),
         access_key_secret_file: file.map(Path::to_path_buf),
-        requests_per_second: 10,
         read_requests_per_second: 100,
-        max_domains_per_call: 10,
-        api: crate::config::Api::Batch,
-        per_domain_requests_per_second: 30,
         max_attempts: 3,
         timeout: Duration::from_secs(10),
-        verify: true,
-        signature: crate::config::Signature::V1,
-        access: Default::default(),
+        ..AliyunSettings::defaults("https://cdn.aliyuncs.com")
     }
 }
 
